@@ -1,0 +1,337 @@
+"""The IP packet: the one message unit that flows between actors.
+
+Why a dedicated value type instead of passing ``bytes`` (or a borrowed buffer) around?
+
+* **Owned, not borrowed.** A kernel-style data plane hands out views into shared ring buffers
+  and relies on careful lifetime rules. Actors exchange messages across threads with no shared
+  lifetime at all, so every :class:`Packet` owns a private ``bytes`` object. A ``bytearray`` or
+  ``memoryview`` given to the constructor is copied, so nobody can mutate a packet after another
+  actor has received it.
+* **Immutable.** Because a packet cannot change after construction, it can be sent to any
+  number of actors, queued, logged or retried without locks or defensive copies. ``Packet`` is
+  slotted and refuses attribute assignment and deletion.
+* **Validated once, at the boundary.** The constructor checks the few header fields everything
+  downstream relies on (version, header length, declared length == buffer length, size limit),
+  so the rest of the system can read addresses and ports without re-checking. Validation is a
+  handful of length checks and byte reads because it runs once per packet on the hot path;
+  richer views (:mod:`ipaddress` objects, protocol walk, ports) are computed on demand.
+* **Fixed maximum size.** ``MAX_PACKET_SIZE`` is 1280 bytes, the minimum IPv6 MTU and the
+  conservative tunnel MTU WireGuard deployments use so that the encapsulated datagram
+  (inner packet + 32 bytes of WireGuard framing + outer UDP/IP headers) fits through almost any
+  path without fragmentation. Anything bigger is refused rather than silently fragmented.
+
+The constructor takes *exactly* one IP packet. WireGuard pads decrypted plaintext with zeros to a
+multiple of 16 bytes; :meth:`Packet.from_padded` trims that padding using the length declared in
+the IP header before validating.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, NoReturn
+
+__all__ = ["MAX_PACKET_SIZE", "Packet", "PacketError"]
+
+MAX_PACKET_SIZE = 1280
+"""Largest packet accepted, in bytes: the tunnel MTU."""
+
+IPV4_MIN_HEADER = 20
+IPV6_HEADER = 40
+
+PROTO_HOPOPT = 0
+PROTO_ICMP = 1
+PROTO_TCP = 6
+PROTO_UDP = 17
+PROTO_IPV6_ROUTE = 43
+PROTO_IPV6_FRAG = 44
+PROTO_ICMPV6 = 58
+PROTO_IPV6_OPTS = 60
+PROTO_SCTP = 132
+PROTO_UDPLITE = 136
+
+# IPv6 extension headers skipped when looking for the transport protocol (all share the
+# "next header, length in 8-octet units not counting the first 8" layout).
+_SKIPPED_EXTENSIONS = frozenset({PROTO_HOPOPT, PROTO_IPV6_ROUTE, PROTO_IPV6_OPTS})
+_MAX_EXTENSION_HEADERS = 8
+# Transports whose header starts with 16-bit source and destination ports.
+_PORT_PROTOCOLS = frozenset({PROTO_TCP, PROTO_UDP, PROTO_SCTP, PROTO_UDPLITE})
+
+_PROTOCOL_NAMES = {
+    PROTO_HOPOPT: "hopopt",
+    PROTO_ICMP: "icmp",
+    2: "igmp",
+    4: "ipip",
+    PROTO_TCP: "tcp",
+    PROTO_UDP: "udp",
+    41: "ipv6",
+    PROTO_IPV6_ROUTE: "ipv6-route",
+    PROTO_IPV6_FRAG: "ipv6-frag",
+    47: "gre",
+    50: "esp",
+    51: "ah",
+    PROTO_ICMPV6: "icmpv6",
+    59: "ipv6-nonxt",
+    PROTO_IPV6_OPTS: "ipv6-opts",
+    PROTO_SCTP: "sctp",
+    PROTO_UDPLITE: "udplite",
+}
+
+
+class PacketError(ValueError):
+    """The buffer is not a single valid IPv4/IPv6 packet of at most ``MAX_PACKET_SIZE`` bytes."""
+
+
+def _as_bytes(data: bytes | bytearray | memoryview) -> bytes:
+    """A private ``bytes`` copy of ``data`` (no copy if it already is exactly ``bytes``)."""
+    if type(data) is bytes:
+        return data
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(
+        f"Packet needs bytes, bytearray or memoryview, not {type(data).__name__}"
+    )
+
+
+def _invalid(data: bytes) -> NoReturn:
+    """Raise the :class:`PacketError` explaining why ``data`` is not a valid packet.
+
+    Kept out of the constructor so the happy path is only comparisons; this re-runs the checks
+    in order and reports the first failure.
+    """
+    n = len(data)
+    if n == 0:
+        raise PacketError("empty packet")
+    if n > MAX_PACKET_SIZE:
+        raise PacketError(f"packet of {n} bytes exceeds the {MAX_PACKET_SIZE}-byte maximum")
+    version = data[0] >> 4
+    if version == 4:
+        if n < IPV4_MIN_HEADER:
+            raise PacketError(
+                f"IPv4 packet of {n} bytes is shorter than the {IPV4_MIN_HEADER}-byte header"
+            )
+        header_len = (data[0] & 0x0F) * 4
+        if header_len < IPV4_MIN_HEADER:
+            raise PacketError(f"IPv4 header length {header_len} < {IPV4_MIN_HEADER}")
+        if header_len > n:
+            raise PacketError(f"IPv4 header length {header_len} exceeds buffer length {n}")
+        total = (data[2] << 8) | data[3]
+        raise PacketError(f"IPv4 total length {total} != buffer length {n}")
+    if version == 6:
+        if n < IPV6_HEADER:
+            raise PacketError(
+                f"IPv6 packet of {n} bytes is shorter than the {IPV6_HEADER}-byte header"
+            )
+        payload = (data[4] << 8) | data[5]
+        raise PacketError(
+            f"IPv6 length {IPV6_HEADER} + payload length {payload} = {IPV6_HEADER + payload}"
+            f" != buffer length {n}"
+        )
+    raise PacketError(f"IP version {version} is neither 4 nor 6")
+
+
+class Packet:
+    """One validated, immutable IPv4 or IPv6 packet of at most ``MAX_PACKET_SIZE`` bytes.
+
+    ``Packet(data)`` raises :class:`PacketError` unless ``data`` is exactly one packet whose
+    header agrees with the buffer length; a non-buffer argument raises :class:`TypeError`.
+    """
+
+    __slots__ = ("data",)
+
+    data: bytes
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        if type(data) is not bytes:
+            data = _as_bytes(data)
+        n = len(data)
+        if not 0 < n <= MAX_PACKET_SIZE:
+            _invalid(data)
+        first = data[0]
+        version = first >> 4
+        if version == 4:
+            if (
+                n < IPV4_MIN_HEADER
+                or (first & 0x0F) < 5
+                or (first & 0x0F) * 4 > n
+                or ((data[2] << 8) | data[3]) != n
+            ):
+                _invalid(data)
+        elif version == 6:
+            if n < IPV6_HEADER or IPV6_HEADER + ((data[4] << 8) | data[5]) != n:
+                _invalid(data)
+        else:
+            _invalid(data)
+        object.__setattr__(self, "data", data)
+
+    @classmethod
+    def from_padded(cls, buf: bytes | bytearray | memoryview) -> Packet:
+        """The packet at the start of ``buf``, dropping trailing padding after its IP length.
+
+        WireGuard zero-pads plaintext to a multiple of 16 bytes; the IP header's own length
+        field says where the packet ends. Raises :class:`PacketError` if the header is missing
+        or declares more bytes than ``buf`` holds.
+        """
+        data = _as_bytes(buf)
+        n = len(data)
+        if n == 0:
+            raise PacketError("empty packet")
+        version = data[0] >> 4
+        if version == 4:
+            if n < IPV4_MIN_HEADER:
+                _invalid(data)
+            length = (data[2] << 8) | data[3]
+            if length < IPV4_MIN_HEADER:
+                raise PacketError(f"IPv4 total length {length} < {IPV4_MIN_HEADER}")
+            if length > n:
+                raise PacketError(f"IPv4 total length {length} exceeds buffer length {n}")
+        elif version == 6:
+            if n < IPV6_HEADER:
+                _invalid(data)
+            length = IPV6_HEADER + ((data[4] << 8) | data[5])
+            if length > n:
+                raise PacketError(
+                    f"IPv6 length {length} (40 + payload length) exceeds buffer length {n}"
+                )
+        else:
+            _invalid(data)
+        return cls(data if length == n else data[:length])
+
+    # --- immutability -------------------------------------------------------------------
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError(f"Packet is immutable; cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError(f"Packet is immutable; cannot delete {name!r}")
+
+    def __reduce__(self) -> tuple[type[Packet], tuple[bytes]]:
+        # Slotted objects are otherwise unpickled/copied via setattr, which we refuse.
+        return (type(self), (self.data,))
+
+    def __copy__(self) -> Packet:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Packet:
+        return self
+
+    # --- value semantics ----------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __bytes__(self) -> bytes:
+        return self.data
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Packet):
+            return self.data == other.data
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.data)
+
+    def __repr__(self) -> str:
+        proto = self.protocol
+        name = _PROTOCOL_NAMES.get(proto, f"proto {proto}")
+        src, dst = self.src, self.dst
+        sport, dport = self.src_port, self.dst_port
+        if sport is None or dport is None:
+            endpoints = f"{src} -> {dst}"
+        elif self.version == 4:
+            endpoints = f"{src}:{sport} -> {dst}:{dport}"
+        else:
+            endpoints = f"[{src}]:{sport} -> [{dst}]:{dport}"
+        return f"Packet(v{self.version} {name} {endpoints}, {len(self.data)} bytes)"
+
+    # --- header accessors ---------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        """4 or 6."""
+        return self.data[0] >> 4
+
+    @property
+    def src_bytes(self) -> bytes:
+        """The raw source address: 4 bytes for IPv4, 16 for IPv6."""
+        data = self.data
+        return data[12:16] if data[0] >> 4 == 4 else data[8:24]
+
+    @property
+    def dst_bytes(self) -> bytes:
+        """The raw destination address: 4 bytes for IPv4, 16 for IPv6."""
+        data = self.data
+        return data[16:20] if data[0] >> 4 == 4 else data[24:40]
+
+    @property
+    def src(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        if self.data[0] >> 4 == 4:
+            return ipaddress.IPv4Address(self.data[12:16])
+        return ipaddress.IPv6Address(self.data[8:24])
+
+    @property
+    def dst(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        if self.data[0] >> 4 == 4:
+            return ipaddress.IPv4Address(self.data[16:20])
+        return ipaddress.IPv6Address(self.data[24:40])
+
+    def _transport(self) -> tuple[int, int | None]:
+        """``(protocol, offset of the transport header or None if there is none to read)``.
+
+        IPv4: the protocol field; no offset for non-first fragments. IPv6: the next header
+        after skipping hop-by-hop, routing and destination-options headers (at most
+        ``_MAX_EXTENSION_HEADERS``); stops at anything else, including a fragment header. On
+        truncated extension headers it returns the last next-header value seen, no offset.
+        """
+        data = self.data
+        if data[0] >> 4 == 4:
+            if ((data[6] << 8) | data[7]) & 0x1FFF:
+                return data[9], None
+            return data[9], (data[0] & 0x0F) * 4
+        n = len(data)
+        next_header = data[6]
+        offset = IPV6_HEADER
+        for _ in range(_MAX_EXTENSION_HEADERS):
+            if next_header not in _SKIPPED_EXTENSIONS:
+                return next_header, offset
+            if offset + 2 > n:
+                return next_header, None
+            next_header = data[offset]
+            offset += (data[offset + 1] + 1) * 8
+        if next_header in _SKIPPED_EXTENSIONS:
+            return next_header, None
+        return next_header, offset
+
+    @property
+    def protocol(self) -> int:
+        """The transport protocol number (IPv6: after skipping common extension headers)."""
+        if self.data[0] >> 4 == 4:
+            return self.data[9]
+        return self._transport()[0]
+
+    def _ports(self) -> tuple[int, int] | None:
+        proto, offset = self._transport()
+        data = self.data
+        if proto not in _PORT_PROTOCOLS or offset is None or offset + 4 > len(data):
+            return None
+        return (data[offset] << 8) | data[offset + 1], (data[offset + 2] << 8) | data[offset + 3]
+
+    @property
+    def src_port(self) -> int | None:
+        """TCP/UDP/SCTP/UDP-Lite source port, or None if absent (other protocol, fragment, …)."""
+        ports = self._ports()
+        return None if ports is None else ports[0]
+
+    @property
+    def dst_port(self) -> int | None:
+        """TCP/UDP/SCTP/UDP-Lite destination port, or None if absent."""
+        ports = self._ports()
+        return None if ports is None else ports[1]
+
+    @property
+    def is_fragment(self) -> bool:
+        """IPv4: MF flag set or fragment offset non-zero. IPv6: carries a Fragment header
+        (reached after the skipped extension headers)."""
+        data = self.data
+        if data[0] >> 4 == 4:
+            return bool(((data[6] << 8) | data[7]) & 0x3FFF)
+        return self._transport()[0] == PROTO_IPV6_FRAG

@@ -1,0 +1,137 @@
+"""What the protocol core asks its I/O shell to do, as immutable values.
+
+The core never performs I/O. Its methods return lists of these actions. Two kinds exist:
+
+- *External* actions are for the outside world: :class:`Transmit` a datagram to an endpoint, or
+  :class:`Deliver` a decrypted packet to the TUN device.
+- *Internal* actions carry state between the two owners inside the core: the :class:`Device`
+  (handshakes, receive keys, replay windows, timers) and the :class:`Encryptor` (send keys and
+  counters, outbound routing, staged packets). In one thread :class:`Tunnel` routes them
+  directly; in the actor pipeline they travel as messages between the decrypt and encrypt stages.
+
+Peers are named by their 32-byte public key, an immutable value both owners understand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..packet import Packet
+from .allowedips import AllowedIPs
+from .keypair import SendKeys
+
+__all__ = [
+    "Action",
+    "Deliver",
+    "Endpoint",
+    "HandshakeWanted",
+    "PeerEndpoint",
+    "PeerRemoved",
+    "Routes",
+    "SendKeepalive",
+    "SendKeysUpdate",
+    "Sent",
+    "StagedDropped",
+    "Transmit",
+]
+
+Endpoint = tuple[str, int]
+"""A UDP endpoint as (host, port), the host in its textual form (no IPv6 brackets)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transmit:
+    """Send ``data`` as one UDP datagram to ``endpoint``."""
+
+    data: bytes
+    endpoint: Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Write ``packet`` to the TUN device; it came from ``peer`` and passed every check."""
+
+    packet: Packet
+    peer: bytes
+
+
+# Device -> Encryptor
+
+
+@dataclass(frozen=True, slots=True)
+class SendKeysUpdate:
+    """The session ``peer`` must now send on; None wipes it. ``confirm``: send something now
+    (the staged packets, or a keepalive) so the responder learns the new session is live."""
+
+    peer: bytes
+    keys: SendKeys | None
+    confirm: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PeerEndpoint:
+    """Where ``peer`` is now reached: configured, or learnt from an authenticated packet."""
+
+    peer: bytes
+    endpoint: Endpoint | None
+
+
+@dataclass(frozen=True, slots=True)
+class SendKeepalive:
+    """A timer wants an empty authenticated packet sent to ``peer``."""
+
+    peer: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StagedDropped:
+    """The handshake with ``peer`` gave up: drop the packets waiting for it."""
+
+    peer: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Routes:
+    """A new outbound routing table. Ownership passes to the receiver; the sender keeps none."""
+
+    table: AllowedIPs[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRemoved:
+    peer: bytes
+
+
+# Encryptor -> Device
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeWanted:
+    """``peer`` has no usable session (or an ageing one) and has traffic to send."""
+
+    peer: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """Authenticated packets went out to ``peer``: ``data`` of them carried data, the rest were
+    keepalives. Aggregated per batch, since the timers only need to know that it happened."""
+
+    peer: bytes
+    data: int
+    keepalives: int
+    data_bytes: int
+
+
+Action = (
+    Transmit
+    | Deliver
+    | SendKeysUpdate
+    | PeerEndpoint
+    | SendKeepalive
+    | StagedDropped
+    | Routes
+    | PeerRemoved
+    | HandshakeWanted
+    | Sent
+)

@@ -1,0 +1,81 @@
+"""Both halves of the core wired together in one object, with no threads.
+
+The actor pipeline puts :class:`~.device.Device` and :class:`~.encryptor.Encryptor` on separate
+threads and carries their internal actions as messages. :class:`Tunnel` does the same routing by
+direct calls, which is what the single-threaded mode, the interop tests and the in-memory tests
+need. Its methods return only external actions: :class:`Transmit` and :class:`Deliver`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from ..packet import Packet
+from .actions import Action, Deliver, Endpoint, HandshakeWanted, Sent, Transmit
+from .device import Device, PeerConfig
+from .encryptor import Encryptor
+
+__all__ = ["Tunnel"]
+
+# Internal actions cascade (a new session flushes packets, which report Sent...) but every chain
+# is short; this bound turns a bug into an error instead of a hang.
+_MAX_PUMP_STEPS = 100_000
+
+
+class Tunnel:
+    def __init__(
+        self,
+        private_key: bytes,
+        peers: Iterable[PeerConfig] = (),
+        *,
+        now: float = 0.0,
+        rng: Callable[[int], bytes] = os.urandom,
+        wall_offset: float = 0.0,
+    ) -> None:
+        self.device = Device(private_key, rng=rng, wall_offset=wall_offset)
+        self.encryptor = Encryptor()
+        for peer in peers:
+            self.add_peer(peer, now)
+
+    def add_peer(self, config: PeerConfig, now: float) -> list[Transmit | Deliver]:
+        return self._pump(self.device.add_peer(config, now), now)
+
+    def remove_peer(self, key: bytes, now: float) -> list[Transmit | Deliver]:
+        return self._pump(self.device.remove_peer(key), now)
+
+    def receive(self, data: bytes, source: Endpoint, now: float) -> list[Transmit | Deliver]:
+        return self._pump(self.device.receive(data, source, now), now)
+
+    def receive_many(
+        self, datagrams: Iterable[tuple[bytes, Endpoint]], now: float
+    ) -> list[Transmit | Deliver]:
+        return self._pump(self.device.receive_many(datagrams, now), now)
+
+    def send(self, packet: Packet, now: float) -> list[Transmit | Deliver]:
+        return self._pump(self.encryptor.send(packet, now), now)
+
+    def send_many(self, packets: Iterable[Packet], now: float) -> list[Transmit | Deliver]:
+        return self._pump(self.encryptor.send_many(packets, now), now)
+
+    def update_timers(self, now: float) -> list[Transmit | Deliver]:
+        return self._pump(self.device.update_timers(now), now)
+
+    def next_deadline(self) -> float | None:
+        return self.device.next_deadline()
+
+    def _pump(self, actions: list[Action], now: float) -> list[Transmit | Deliver]:
+        out: list[Transmit | Deliver] = []
+        queue = deque(actions)
+        for _ in range(_MAX_PUMP_STEPS):
+            if not queue:
+                return out
+            action = queue.popleft()
+            if isinstance(action, Transmit | Deliver):
+                out.append(action)
+            elif isinstance(action, HandshakeWanted | Sent):
+                queue.extend(self.device.handle(action, now))
+            else:
+                queue.extend(self.encryptor.handle(action, now))
+        raise RuntimeError("internal action loop did not settle")
