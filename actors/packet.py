@@ -87,9 +87,7 @@ def _as_bytes(data: bytes | bytearray | memoryview) -> bytes:
         return data
     if isinstance(data, bytes | bytearray | memoryview):
         return bytes(data)
-    raise TypeError(
-        f"Packet needs bytes, bytearray or memoryview, not {type(data).__name__}"
-    )
+    raise TypeError(f"Packet needs bytes, bytearray or memoryview, not {type(data).__name__}")
 
 
 def _invalid(data: bytes) -> NoReturn:

@@ -106,6 +106,8 @@ def public_key(private: bytes) -> bytes:
 
 def dh(private: bytes, public: bytes) -> bytes:
     """DH(private, public). A low-order public key yields all zeros, which Noise must reject."""
+    if len(private) != 32 or len(public) != 32:
+        raise CryptoError("Curve25519 keys are 32 bytes")
     try:
         shared = X25519PrivateKey.from_private_bytes(private).exchange(
             X25519PublicKey.from_public_bytes(public)
@@ -118,10 +120,13 @@ def dh(private: bytes, public: bytes) -> bytes:
 
 
 def tai64n(unix_ns: int) -> bytes:
-    """TAI64N label of a UNIX time in nanoseconds, whitened to ~16 ms so it leaks no fine clock."""
-    unix_ns -= unix_ns % TIMESTAMP_WHITENING_NS
+    """TAI64N label of a UNIX time in nanoseconds.
+
+    The nanoseconds field is rounded down to a multiple of 2^24 ns (~16 ms), as wireguard-go and
+    the kernel do, so the label does not leak a fine-grained clock; labels still only increase.
+    """
     seconds, nanos = divmod(unix_ns, 1_000_000_000)
-    return _TAI64N.pack(TAI64_BASE + seconds, nanos)
+    return _TAI64N.pack(TAI64_BASE + seconds, nanos - nanos % TIMESTAMP_WHITENING_NS)
 
 
 def tai64n_to_ns(label: bytes) -> int:

@@ -14,6 +14,9 @@ from collections.abc import Callable
 __all__ = ["KeyFormatError", "decode_hex_key", "decode_key", "encode_key", "generate_private_key"]
 
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
 class KeyFormatError(ValueError):
     """The text is not a 32-byte key in the expected encoding."""
 
@@ -27,8 +30,10 @@ def decode_key(text: str) -> bytes:
         key = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise KeyFormatError("a key must be valid base64") from None
-    if len(key) != 32 or base64.b64encode(key).decode() != text:
+    if len(key) != 32:
         raise KeyFormatError("a key must decode to 32 bytes")
+    if base64.b64encode(key).decode() != text:
+        raise KeyFormatError("a key must be canonical base64 (its padding bits are not zero)")
     return key
 
 
@@ -38,12 +43,11 @@ def encode_key(key: bytes) -> str:
 
 def decode_hex_key(text: str) -> bytes:
     """A hex key as the UAPI carries it: 64 lowercase or uppercase hex digits."""
-    if len(text) != 64:
+    # bytes.fromhex skips whitespace, so check the digits first: "64 characters" must mean
+    # 32 bytes, never a shorter key.
+    if len(text) != 64 or not all(c in _HEX_DIGITS for c in text):
         raise KeyFormatError("a hex key is 64 hex digits")
-    try:
-        return bytes.fromhex(text)
-    except ValueError:
-        raise KeyFormatError("a hex key is 64 hex digits") from None
+    return bytes.fromhex(text)
 
 
 def generate_private_key(rng: Callable[[int], bytes] = os.urandom) -> bytes:

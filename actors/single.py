@@ -1,0 +1,80 @@
+"""The single-threaded mode: the same work in one loop on one thread (the seed's "before").
+
+It uses the same protocol core (both halves, wired by :class:`~actors.wireguard.Tunnel`) and the
+same I/O objects as the actor pipeline, so comparing the two measures exactly what putting the
+stages on their own threads buys.
+"""
+
+from __future__ import annotations
+
+import select
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+from .io.tun import TunDevice
+from .io.udp import UdpSocket
+from .stages.base import BATCH_SIZE
+from .stages.ticker import TICK_INTERVAL
+from .wireguard import Deliver, PeerConfig, Transmit, Tunnel
+
+__all__ = ["SingleThreaded"]
+
+
+class SingleThreaded:
+    def __init__(
+        self,
+        *,
+        private_key: bytes,
+        peers: Sequence[PeerConfig],
+        udp: UdpSocket,
+        tun: TunDevice,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        now = time.monotonic()
+        self.tunnel = Tunnel(private_key, peers, now=now, wall_offset=time.time() - now)
+        self.udp = udp
+        self.tun = tun
+        self.batch_size = batch_size
+        self.drops: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter()
+
+    def _do(self, actions: list[Transmit | Deliver]) -> None:
+        drops = self.drops
+        for action in actions:
+            if type(action) is Transmit:
+                reason = self.udp.send(action.data, action.endpoint)
+            else:
+                reason = self.tun.write(action.packet.data)
+            if reason is not None:
+                drops[reason] += 1
+
+    def run(self, stop: threading.Event) -> None:
+        poller = select.poll()
+        poller.register(self.udp.fileno(), select.POLLIN)
+        poller.register(self.tun.fileno(), select.POLLIN)
+        udp_fd, tun_fd = self.udp.fileno(), self.tun.fileno()
+        tunnel = self.tunnel
+        next_tick = time.monotonic()
+        while not stop.is_set():
+            for fd, _ in poller.poll(TICK_INTERVAL * 1000):
+                now = time.monotonic()
+                if fd == udp_fd:
+                    batch = self.udp.read_batch(self.batch_size, self.drops)
+                    self.counters["datagrams_in"] += len(batch)
+                    self._do(tunnel.receive_many(batch, now))
+                elif fd == tun_fd:
+                    packets = self.tun.read_batch(self.batch_size, self.drops)
+                    self.counters["packets_in"] += len(packets)
+                    self._do(tunnel.send_many(packets, now))
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + TICK_INTERVAL
+                self._do(tunnel.update_timers(now))
+
+    def stats(self) -> list[dict[str, object]]:
+        drops = Counter(self.drops)
+        drops.update(self.tunnel.device.drops)
+        drops.update(self.tunnel.encryptor.drops)
+        return [{"name": "single", **dict(self.counters), "drops": dict(drops)}]

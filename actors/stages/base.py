@@ -1,0 +1,103 @@
+"""What every stage shares: a stable mailbox, an outlet downstream, counters.
+
+A stage is a ``pykka.ThreadingActor`` whose inbox is a :class:`~actors.mailbox.Mailbox` handed
+in from outside. The mailbox is the stage's address: it outlives any one incarnation of the
+actor, which is what lets a supervisor restart a stage without re-wiring its neighbours and
+without losing what was queued for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+from pykka import ActorDeadError
+
+from ..mailbox import Mailbox
+from ..stats import StageSnapshot, StageStats
+
+__all__ = ["BATCH_SIZE", "POLL_INTERVAL", "GetStats", "Outlet", "PipelineActor", "Poll"]
+
+BATCH_SIZE = 64  # packets read from a kernel queue per message, and the largest batch sent on
+POLL_INTERVAL = 0.05  # seconds a reader waits for its fd before looking at its mailbox again
+
+
+@dataclass(frozen=True, slots=True)
+class GetStats:
+    """Ask a stage for a snapshot of its counters."""
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """A reader stage's note to itself: read the kernel queue again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outlet:
+    """A stage's connection to the next one, with the edge's full-mailbox policy."""
+
+    mailbox: Mailbox
+    block: bool = True
+
+    def push(self, batch: tuple[Any, ...]) -> bool:
+        return self.mailbox.push(batch, block=self.block)
+
+
+class PipelineActor(pykka.ThreadingActor):
+    """Base class of the built-in stages (and of the public :class:`actors.Stage`)."""
+
+    # A stage stuck in a syscall must not keep the process alive after shutdown gave up on it.
+    use_daemon_thread = True
+
+    def __init__(self, mailbox: Mailbox, name: str | None = None) -> None:
+        self._mailbox = mailbox  # read by _create_actor_inbox during super().__init__()
+        super().__init__()
+        self.name = name or mailbox.name
+        self.stats = StageStats()
+
+    def _create_actor_inbox(self) -> Mailbox:  # type: ignore[override]
+        return self._mailbox
+
+    @property
+    def mailbox(self) -> Mailbox:
+        return self._mailbox
+
+    def on_receive(self, message: Any) -> Any:
+        if type(message) is tuple:
+            self.on_batch(message)
+            return None
+        if isinstance(message, GetStats):
+            return self.snapshot()
+        return self.on_control(message)
+
+    def on_batch(self, batch: tuple[Any, ...]) -> None:
+        """Handle one batch from the data lane."""
+        raise NotImplementedError
+
+    def on_control(self, message: Any) -> Any:
+        """Handle a control message other than GetStats."""
+        return super().on_receive(message)
+
+    def snapshot(self) -> StageSnapshot:
+        return self.stats.snapshot(self.name, self._mailbox.stats())
+
+    def emit(self, outlet: Outlet, batch: tuple[Any, ...]) -> None:
+        if not batch:
+            return
+        if outlet.push(batch):
+            self.stats.packets_out += len(batch)
+        else:
+            self.stats.drops["downstream_full"] += len(batch)
+
+    def _actor_loop_teardown(self) -> None:
+        # Pykka's teardown empties the inbox and fails what it finds. Our data lane belongs to the
+        # stage's address, not to this incarnation: leave it for a successor. Only fail the asks
+        # that this incarnation will never answer.
+        for envelope in self._mailbox.take_control():
+            if envelope.reply_to is not None:
+                if isinstance(envelope.message, pykka.messages._ActorStop):
+                    envelope.reply_to.set(None)
+                else:
+                    error = ActorDeadError(f"{self.name} stopped before handling the message")
+                    envelope.reply_to.set_exception(exc_info=(ActorDeadError, error, None))

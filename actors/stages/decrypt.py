@@ -1,0 +1,113 @@
+"""WireGuard (decrypt): the stage that owns the protocol's receive side.
+
+It owns the :class:`~actors.wireguard.device.Device`: handshakes, receive keys, replay windows,
+the timers and endpoint roaming. It decrypts batches of datagrams, answers handshakes on the
+socket itself, passes decrypted packets on, and tells the encrypt stage about new sessions,
+endpoints and routes through that stage's control lane, as immutable values.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..io.udp import UdpSocket
+from ..mailbox import Mailbox
+from ..stats import StageSnapshot
+from ..wireguard.actions import Deliver, HandshakeWanted, Sent, Transmit
+from ..wireguard.device import Device, PeerConfig
+from .base import Outlet, PipelineActor
+from .ticker import Tick
+
+__all__ = ["AddPeer", "Decrypt", "RemovePeer"]
+
+
+@dataclass(frozen=True, slots=True)
+class AddPeer:
+    config: PeerConfig
+
+
+@dataclass(frozen=True, slots=True)
+class RemovePeer:
+    public_key: bytes
+
+
+class Decrypt(PipelineActor):
+    def __init__(
+        self,
+        mailbox: Mailbox,
+        udp: UdpSocket,
+        outlet: Outlet,
+        encrypt: Mailbox,
+        private_key: bytes,
+        peers: Iterable[PeerConfig] = (),
+    ) -> None:
+        super().__init__(mailbox)
+        self.udp = udp
+        self.outlet = outlet
+        self.encrypt = encrypt
+        self._private_key = private_key
+        self._initial_peers = tuple(peers)
+        self.device: Device | None = None
+
+    def on_start(self) -> None:
+        # A new incarnation starts from the configuration: sessions are renegotiated.
+        device = Device(self._private_key, wall_offset=time.time() - time.monotonic())
+        self.device = device
+        now = time.monotonic()
+        for peer in self._initial_peers:
+            self._dispatch(device.add_peer(peer, now))
+
+    def on_batch(self, batch: tuple[Any, ...]) -> None:
+        assert self.device is not None
+        stats = self.stats
+        stats.packets_in += len(batch)
+        stats.bytes_in += sum(len(d) for d, _ in batch)
+        self._dispatch(self.device.receive_many(batch, time.monotonic()))
+
+    def on_control(self, message: Any) -> Any:
+        device = self.device
+        assert device is not None
+        now = time.monotonic()
+        if isinstance(message, Tick):
+            self._dispatch(device.update_timers(now))
+        elif isinstance(message, HandshakeWanted | Sent):
+            self._dispatch(device.handle(message, now))
+        elif isinstance(message, AddPeer):
+            self._dispatch(device.add_peer(message.config, now))
+        elif isinstance(message, RemovePeer):
+            self._dispatch(device.remove_peer(message.public_key))
+        else:
+            return super().on_control(message)
+        return None
+
+    def _dispatch(self, actions: list[Any]) -> None:
+        delivered = []
+        drops = self.stats.drops
+        for action in actions:
+            kind = type(action)
+            if kind is Deliver:
+                delivered.append(action.packet)
+            elif kind is Transmit:
+                reason = self.udp.send(action.data, action.endpoint)
+                if reason is not None:
+                    drops[reason] += 1
+            else:
+                self.encrypt.tell(action)
+        if delivered:
+            self.emit(self.outlet, tuple(delivered))
+
+    def snapshot(self) -> StageSnapshot:
+        drops = Counter(self.stats.drops)
+        if self.device is not None:
+            drops.update(self.device.drops)
+            self.stats.extra["events"] = dict(self.device.events)
+        saved = self.stats.drops
+        self.stats.drops = drops
+        try:
+            return super().snapshot()
+        finally:
+            self.stats.drops = saved

@@ -1,0 +1,73 @@
+"""WireGuard (encrypt): the stage that owns the send counters and sends on the UDP socket.
+
+It owns the :class:`~actors.wireguard.encryptor.Encryptor`. Session keys, endpoints and routes
+arrive from the decrypt stage as immutable control messages; what it sends, and the handshakes
+it needs, go back the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from ..io.udp import UdpSocket
+from ..mailbox import Mailbox
+from ..stats import StageSnapshot
+from ..wireguard.actions import (
+    HandshakeWanted,
+    PeerEndpoint,
+    PeerRemoved,
+    Routes,
+    SendKeepalive,
+    SendKeysUpdate,
+    Sent,
+    StagedDropped,
+    Transmit,
+)
+from ..wireguard.encryptor import Encryptor
+from .base import PipelineActor
+
+__all__ = ["Encrypt"]
+
+_FROM_DEVICE = (SendKeysUpdate, PeerEndpoint, SendKeepalive, StagedDropped, Routes, PeerRemoved)
+
+
+class Encrypt(PipelineActor):
+    def __init__(self, mailbox: Mailbox, udp: UdpSocket, decrypt: Mailbox) -> None:
+        super().__init__(mailbox)
+        self.udp = udp
+        self.decrypt = decrypt
+        self.encryptor = Encryptor()
+
+    def on_batch(self, batch: tuple[Any, ...]) -> None:
+        self.stats.packets_in += len(batch)
+        self._dispatch(self.encryptor.send_many(batch, time.monotonic()))
+
+    def on_control(self, message: Any) -> Any:
+        if isinstance(message, _FROM_DEVICE):
+            self._dispatch(self.encryptor.handle(message, time.monotonic()))
+            return None
+        return super().on_control(message)
+
+    def _dispatch(self, actions: list[Any]) -> None:
+        stats = self.stats
+        send = self.udp.send
+        for action in actions:
+            if type(action) is Transmit:
+                reason = send(action.data, action.endpoint)
+                if reason is None:
+                    stats.packets_out += 1
+                    stats.bytes_out += len(action.data)
+                else:
+                    stats.drops[reason] += 1
+            elif isinstance(action, HandshakeWanted | Sent):
+                self.decrypt.tell(action)
+
+    def snapshot(self) -> StageSnapshot:
+        saved = self.stats.drops
+        self.stats.drops = saved + Counter(self.encryptor.drops)
+        try:
+            return super().snapshot()
+        finally:
+            self.stats.drops = saved

@@ -1,0 +1,40 @@
+"""TUN reader: reads outbound packets from the TUN device in batches.
+
+Like UDP ingress it blocks when the next stage is full: the kernel then queues (and, past the
+device's txqueuelen, drops) instead of this process growing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..io.tun import TunDevice
+from ..mailbox import Mailbox
+from .base import BATCH_SIZE, POLL_INTERVAL, Outlet, PipelineActor, Poll
+
+__all__ = ["TunReader"]
+
+
+class TunReader(PipelineActor):
+    def __init__(
+        self, mailbox: Mailbox, tun: TunDevice, outlet: Outlet, batch_size: int = BATCH_SIZE
+    ) -> None:
+        super().__init__(mailbox)
+        self.tun = tun
+        self.outlet = outlet
+        self.batch_size = batch_size
+
+    def on_start(self) -> None:
+        self.actor_ref.tell(Poll())
+
+    def on_control(self, message: Any) -> Any:
+        if isinstance(message, Poll):
+            if self.tun.wait_readable(POLL_INTERVAL):
+                batch = self.tun.read_batch(self.batch_size, self.stats.drops)
+                if batch:
+                    self.stats.packets_in += len(batch)
+                    self.stats.bytes_in += sum(len(p.data) for p in batch)
+                    self.emit(self.outlet, tuple(batch))
+            self.actor_ref.tell(Poll())
+            return None
+        return super().on_control(message)

@@ -1,0 +1,40 @@
+"""UDP ingress: drains the WireGuard socket in batches and hands them to the decrypt stage.
+
+It blocks when the decrypt stage is full, so backpressure reaches the kernel's socket buffer,
+which is where a UDP flood should be dropped: before any Python work is spent on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..io.udp import UdpSocket
+from ..mailbox import Mailbox
+from .base import BATCH_SIZE, POLL_INTERVAL, Outlet, PipelineActor, Poll
+
+__all__ = ["UdpIngress"]
+
+
+class UdpIngress(PipelineActor):
+    def __init__(
+        self, mailbox: Mailbox, udp: UdpSocket, outlet: Outlet, batch_size: int = BATCH_SIZE
+    ) -> None:
+        super().__init__(mailbox)
+        self.udp = udp
+        self.outlet = outlet
+        self.batch_size = batch_size
+
+    def on_start(self) -> None:
+        self.actor_ref.tell(Poll())
+
+    def on_control(self, message: Any) -> Any:
+        if isinstance(message, Poll):
+            if self.udp.wait_readable(POLL_INTERVAL):
+                batch = self.udp.read_batch(self.batch_size, self.stats.drops)
+                if batch:
+                    self.stats.packets_in += len(batch)
+                    self.stats.bytes_in += sum(len(d) for d, _ in batch)
+                    self.emit(self.outlet, tuple(batch))
+            self.actor_ref.tell(Poll())
+            return None
+        return super().on_control(message)

@@ -1,0 +1,68 @@
+"""Per-stage counters, owned by the stage that updates them.
+
+Nobody else writes a stage's counters; others ask for a :class:`StageSnapshot`, an immutable
+copy, through the control lane. Mailbox depth and high-water come from the mailbox itself.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from .mailbox import MailboxStats
+
+__all__ = ["StageSnapshot", "StageStats"]
+
+
+@dataclass(slots=True)
+class StageStats:
+    packets_in: int = 0
+    bytes_in: int = 0
+    packets_out: int = 0
+    bytes_out: int = 0
+    drops: Counter[str] = field(default_factory=Counter)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def snapshot(self, name: str, mailbox: MailboxStats | None) -> StageSnapshot:
+        return StageSnapshot(
+            name,
+            self.packets_in,
+            self.bytes_in,
+            self.packets_out,
+            self.bytes_out,
+            tuple(sorted(self.drops.items())),
+            mailbox,
+            tuple(sorted(self.extra.items())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StageSnapshot:
+    name: str
+    packets_in: int
+    bytes_in: int
+    packets_out: int
+    bytes_out: int
+    drops: tuple[tuple[str, int], ...]
+    mailbox: MailboxStats | None
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "packets_in": self.packets_in,
+            "bytes_in": self.bytes_in,
+            "packets_out": self.packets_out,
+            "bytes_out": self.bytes_out,
+            "drops": dict(self.drops),
+            "mailbox": None
+            if self.mailbox is None
+            else {
+                "depth": self.mailbox.depth,
+                "high_water": self.mailbox.high_water,
+                "capacity": self.mailbox.capacity,
+                "dropped": self.mailbox.dropped,
+            },
+            **dict(self.extra),
+        }
