@@ -140,6 +140,7 @@ def _run_actors(
                 last_stats = time.monotonic()
                 logger.debug("stats: {}", pipeline.stats())
     finally:
+        logger.debug("final stats: {}", pipeline.stats())
         pipeline.stop()
 
 
@@ -149,7 +150,10 @@ def _run_single(
     from .single import SingleThreaded
 
     loop = SingleThreaded(private_key=config.private_key, peers=config.peers, udp=udp, tun=tun)
-    loop.run(stop)
+    try:
+        loop.run(stop)
+    finally:
+        logger.debug("final stats: {}", loop.stats())
 
 
 if __name__ == "__main__":  # pragma: no cover

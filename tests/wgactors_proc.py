@@ -1,0 +1,95 @@
+"""Run the real `wgactors up` launcher in a test namespace."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from netns import Netns
+
+ROOT = Path(__file__).resolve().parent.parent
+LAUNCHER = ROOT / "scripts" / "wgactors"
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+
+
+def write_conf(
+    directory: Path, iface: str, interface: dict[str, Any], peers: Sequence[dict[str, Any]]
+) -> Path:
+    lines = ["[Interface]"] + [f"{k} = {v}" for k, v in interface.items()]
+    for peer in peers:
+        lines += ["", "[Peer]"] + [f"{k} = {v}" for k, v in peer.items() if v is not None]
+    path = directory / f"{iface}.conf"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path
+
+
+class Wgactors:
+    """`scripts/wgactors up CONF` running in ``ns``; a context manager."""
+
+    def __init__(self, ns: Netns, conf: Path, *extra: str) -> None:
+        self.ns = ns
+        self.conf = conf
+        self.iface = conf.stem
+        self.extra = extra
+        self._logdir = Path(tempfile.mkdtemp(prefix="wga-log-"))
+        self.log_path = self._logdir / "wgactors.log"
+        self.proc: subprocess.Popen[Any] | None = None
+
+    def start(self) -> Wgactors:
+        with open(self.log_path, "wb") as log:
+            self.proc = self.ns.popen(
+                str(LAUNCHER),
+                "up",
+                str(self.conf),
+                "-v",
+                *self.extra,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"wgactors exited with {self.proc.returncode}:\n{self.log()}")
+            if "up: UDP port" in self.log():
+                return self
+            time.sleep(0.05)
+        raise TimeoutError(f"wgactors did not come up:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def interface_exists(self) -> bool:
+        return self.ns.ip("link", "show", "dev", self.iface, check=False).returncode == 0
+
+    def terminate(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+        try:
+            return self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError(
+                f"wgactors did not exit within {STOP_TIMEOUT}s:\n{self.log()}"
+            ) from None
+
+    def __enter__(self) -> Wgactors:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
