@@ -333,3 +333,41 @@ def test_wireguard_go_dump_parses() -> None:
         "peerkey\t(none)\t10.0.0.2:51820\t10.9.0.0/24\t1700000000\t10\t20\toff\n"
     )
     assert peers[0].endpoint == "10.0.0.2:51820" and peers[0].rx_bytes == 10
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_raised_mtu_drops_oversize_packets_and_warns(netns_pair, tmp_path: Path, mode) -> None:
+    ours, our_pub = gen_keypair()
+    theirs, _ = gen_keypair()
+    with WireguardGo(
+        netns_pair.b,
+        theirs,
+        listen_port=51820,
+        addresses=[f"{B4}/24"],
+        peers=[WgPeer(our_pub, [f"{A4}/32"])],
+    ) as wggo:
+        conf = our_conf(
+            tmp_path,
+            "wga8",
+            ours,
+            [
+                {
+                    "PublicKey": wggo.public_key,
+                    "AllowedIPs": f"{B4}/32",
+                    "Endpoint": f"{netns_pair.addr_b4}:51820",
+                }
+            ],
+        )
+        with Wgactors(netns_pair.a, conf, *mode) as daemon:
+            assert ping(netns_pair.a, B4, count=1), daemon.log()
+            netns_pair.a.ip("link", "set", "dev", "wga8", "mtu", "1400")
+            # 1300 bytes of ICMP payload make a 1328-byte packet: above what wgactors carries
+            big = netns_pair.a.run(
+                "ping", "-c", "2", "-i", "0.2", "-W", "1", "-s", "1300", B4, check=False
+            )
+            assert big.returncode != 0
+            assert ping(netns_pair.a, B4, count=1), daemon.log()  # small packets still flow
+            assert daemon.terminate() == 0
+            log = daemon.log()
+            assert "dropped a 1328-byte packet" in log and "MTU" in log
+            assert "'oversize': 2" in log
