@@ -17,15 +17,18 @@ from collections.abc import Sequence
 from loguru import logger
 
 from .config import ConfigError, InterfaceConfig, check_permissions, load_config
+from .faults import Fault, parse_faults
 from .io import TunDevice, TunError, UdpSocket
 from .log import setup_logging
 
-__all__ = ["EXIT_CONFIG", "EXIT_OK", "EXIT_SETUP", "main"]
+__all__ = ["EXIT_CONFIG", "EXIT_ESCALATED", "EXIT_OK", "EXIT_SETUP", "main"]
 
 EXIT_OK = 0
 EXIT_SETUP = 1
 EXIT_CONFIG = 2
+EXIT_ESCALATED = 3  # the supervisor's restart budget was spent
 STATS_LOG_INTERVAL = 60.0  # seconds between periodic stats lines at debug level
+WATCH_INTERVAL = 0.1  # seconds between the main thread's looks at the pipeline
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,8 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "up":
-        return cmd_up(args)
+    try:
+        if args.command == "up":
+            return cmd_up(args)
+    except Exception as e:  # a bug: one clear line (the details at debug level), no traceback
+        logger.opt(exception=e).debug("internal error")
+        logger.error("internal error: {!r} (run with -v for details)", e)
+        return EXIT_SETUP
     return EXIT_CONFIG  # unreachable: argparse requires a command
 
 
@@ -63,10 +71,20 @@ def cmd_up(args: argparse.Namespace) -> int:
         logger.warning(warning)
     for w in config.warnings:
         logger.warning(w)
-    return run(config, single_threaded=args.single_threaded)
+    try:
+        faults = parse_faults()
+    except ValueError as e:
+        print(f"wgactors: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    return run(config, single_threaded=args.single_threaded, faults=faults)
 
 
-def run(config: InterfaceConfig, *, single_threaded: bool = False) -> int:
+def run(
+    config: InterfaceConfig,
+    *,
+    single_threaded: bool = False,
+    faults: dict[str, Fault] | None = None,
+) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -111,30 +129,43 @@ def run(config: InterfaceConfig, *, single_threaded: bool = False) -> int:
         config.mtu,
         mode,
     )
+    status = EXIT_OK
     try:
         if single_threaded:
             _run_single(config, udp, tun, stop)
         else:
-            _run_actors(config, udp, tun, stop)
+            status = _run_actors(config, udp, tun, stop, faults or {})
     finally:
         tun.close()  # the kernel removes the non-persistent interface here
         udp.close()
     logger.info("{} down", config.name)
-    return EXIT_OK
+    return status
 
 
 def _run_actors(
-    config: InterfaceConfig, udp: UdpSocket, tun: TunDevice, stop: threading.Event
-) -> None:
+    config: InterfaceConfig,
+    udp: UdpSocket,
+    tun: TunDevice,
+    stop: threading.Event,
+    faults: dict[str, Fault],
+) -> int:
     from .pipeline import Pipeline
 
-    pipeline = Pipeline(private_key=config.private_key, peers=config.peers, udp=udp, tun=tun)
+    pipeline = Pipeline(
+        private_key=config.private_key, peers=config.peers, udp=udp, tun=tun, faults=faults
+    )
     pipeline.start()
+    status = EXIT_OK
     try:
         last_stats = time.monotonic()
-        while not stop.wait(0.5):
+        while not stop.wait(WATCH_INTERVAL):
+            if pipeline.escalated.is_set():
+                logger.error("shutting down: {}", pipeline.escalation_reason)
+                status = EXIT_ESCALATED
+                break
             if not pipeline.alive():
-                logger.error("a stage died; shutting down")
+                logger.error("shutting down: the supervisor died")
+                status = EXIT_ESCALATED
                 break
             if time.monotonic() - last_stats >= STATS_LOG_INTERVAL:
                 last_stats = time.monotonic()
@@ -142,6 +173,7 @@ def _run_actors(
     finally:
         logger.debug("final stats: {}", pipeline.stats())
         pipeline.stop()
+    return status
 
 
 def _run_single(

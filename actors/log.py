@@ -21,6 +21,8 @@ class _ToLoguru(logging.Handler):
     """Forwards stdlib records (Pykka's, pyroute2's) to loguru, keeping level and origin."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith("pyroute2") and record.levelno < logging.WARNING:
+            return  # netlink message dumps: noise, and they name every attribute
         try:
             level: str | int = logger.level(record.levelname).name
         except ValueError:

@@ -28,6 +28,7 @@ from collections.abc import Sized
 from dataclasses import dataclass
 from typing import Any
 
+from pykka import ThreadingFuture
 from pykka._envelope import Envelope
 
 __all__ = [
@@ -134,6 +135,12 @@ class Mailbox:
     def tell(self, message: Any) -> None:
         """Send a control message to whichever incarnation of the stage is running."""
         self.put(Envelope(message))
+
+    def ask(self, message: Any, timeout: float) -> Any:
+        """Ask whichever incarnation is running (or the next one) and wait for the answer."""
+        future: ThreadingFuture[Any] = ThreadingFuture()
+        self.put(Envelope(message, reply_to=future))
+        return future.get(timeout=timeout)
 
     def take_control(self) -> list[Envelope[Any]]:
         """Remove and return the queued control messages (a dead incarnation's asks)."""

@@ -1,50 +1,68 @@
-"""Wiring: the stages, their mailboxes and the edges between them.
+"""Wiring: the stages, their mailboxes, the edges between them, and their supervisor.
 
     UDP socket -> UdpIngress -> Decrypt -> [inbound stages] -> TunWriter -> TUN
     TUN -> TunReader -> [outbound stages] -> Encrypt -> UDP socket
                  Ticker -> Decrypt (timers);  Decrypt <-> Encrypt (keys, events: control lane)
 
-Every mailbox is created here, before any actor, and every stage is given the mailboxes of its
-neighbours: a mailbox is a stage's stable address. Edges out of the kernel readers block (so
-backpressure reaches the kernel queues); the decrypt/encrypt exchange travels in control lanes,
-which never wait on data, so the one cycle in the graph cannot deadlock.
+Every mailbox is created here, once, and every stage is given the mailboxes of its neighbours:
+a mailbox is a stage's stable address, so the supervisor can restart a stage without anyone
+re-wiring anything. Edges out of the kernel readers block (backpressure reaches the kernel
+queues); the decrypt/encrypt exchange travels in control lanes, which never wait on data, so the
+one cycle in the graph cannot deadlock.
 
 Start order is downstream first, readers last, so nothing is read before there is somewhere to
-put it; shutdown stops the readers, lets the queues drain (bounded), then stops the rest in
+put it. Shutdown stops the readers, lets the queues drain (bounded), then stops the rest in
 reverse start order, each stop bounded in time.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pykka
 from loguru import logger
 
+from .faults import Fault
 from .io.tun import TunDevice
 from .io.udp import UdpSocket
 from .mailbox import DEFAULT_CAPACITY, Mailbox
 from .stages import Decrypt, Encrypt, GetStats, Outlet, Ticker, TunReader, TunWriter, UdpIngress
 from .stages.base import BATCH_SIZE
+from .supervisor import (
+    DEFAULT_BACKOFF,
+    DEFAULT_BUDGET,
+    Backoff,
+    ChildSpec,
+    GetSupervisorStats,
+    Restart,
+    RestartBudget,
+    Shutdown,
+    StopChildren,
+    Strategy,
+    Supervision,
+    Supervisor,
+)
 from .wireguard.device import PeerConfig
 
-__all__ = ["DRAIN_TIMEOUT", "STOP_TIMEOUT", "Pipeline", "StageSpec"]
+__all__ = ["DRAIN_TIMEOUT", "READERS", "Pipeline", "StageSpec"]
 
 DRAIN_TIMEOUT = 2.0  # seconds to let queued packets flow out on shutdown
-STOP_TIMEOUT = 3.0  # seconds each stage gets to stop before it is abandoned with a warning
-START_TIMEOUT = 5.0  # seconds the decrypt stage gets to load its peers
+ASK_TIMEOUT = 2.0  # seconds a stats query waits for a stage
+READERS = ("udp_ingress", "tun_reader", "ticker")
 
 
 @dataclass(frozen=True)
 class StageSpec:
-    """A custom stage on the inbound or outbound path: how to build it, given its mailbox and
-    the outlet it must send to."""
+    """A custom stage on the inbound or outbound path: how to start one incarnation of it, given
+    its mailbox, the outlet it must send to and its supervision."""
 
     name: str
-    factory: Callable[[Mailbox, Outlet], pykka.ActorRef[Any]]
+    start: Callable[[Mailbox, Outlet, Supervision], pykka.ActorRef[Any]]
     capacity: int = DEFAULT_CAPACITY
+    restart: Restart = Restart.PERMANENT
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -60,6 +78,10 @@ class Pipeline:
         batch_size: int = BATCH_SIZE,
         inbound: Sequence[StageSpec] = (),
         outbound: Sequence[StageSpec] = (),
+        strategy: Strategy = Strategy.ONE_FOR_ONE,
+        budget: RestartBudget = DEFAULT_BUDGET,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        faults: dict[str, Fault] | None = None,
     ) -> None:
         self.private_key = private_key
         self.peers = tuple(peers)
@@ -69,102 +91,170 @@ class Pipeline:
         self.batch_size = batch_size
         self.inbound = tuple(inbound)
         self.outbound = tuple(outbound)
+        self.strategy = strategy
+        self.budget = budget
+        self.backoff = backoff
+        self.faults = dict(faults or {})
         self.mailboxes: dict[str, Mailbox] = {}
-        self.refs: dict[str, pykka.ActorRef[Any]] = {}
         self.order: list[str] = []
+        self.supervisor: pykka.ActorRef[Supervisor] | None = None
+        self.escalated = threading.Event()
+        self.escalation_reason = ""
 
     def _mailbox(self, name: str, capacity: int | None = None) -> Mailbox:
+        if name in self.mailboxes:
+            raise ValueError(f"two stages are named {name!r}")
         box = Mailbox(name, capacity or self.capacity)
         self.mailboxes[name] = box
         return box
 
-    def _start(self, name: str, start: Callable[[], pykka.ActorRef[Any]]) -> None:
-        self.refs[name] = start()
-        self.order.append(name)
+    def _kw(self, name: str, supervision: Supervision) -> dict[str, Any]:
+        return {"supervision": supervision, "fault": self.faults.get(name)}
 
-    def start(self) -> None:
-        names_in = [s.name for s in self.inbound]
-        names_out = [s.name for s in self.outbound]
-        if len(set(names_in + names_out)) != len(names_in + names_out):
-            raise ValueError("custom stage names must be unique")
+    def specs(self) -> list[ChildSpec]:
+        """The child specs, in start order (downstream first, readers last)."""
+        specs: list[ChildSpec] = []
         tun_writer = self._mailbox("tun_writer")
         decrypt = self._mailbox("decrypt")
         encrypt = self._mailbox("encrypt")
-        tun_reader = self._mailbox("tun_reader")
-        udp_ingress = self._mailbox("udp_ingress")
-        ticker = self._mailbox("ticker")
-        inbound = [self._mailbox(s.name, s.capacity) for s in self.inbound]
-        outbound = [self._mailbox(s.name, s.capacity) for s in self.outbound]
-
-        # Downstream first. The inbound chain ends at the TUN writer, the outbound at encrypt.
-        self._start("tun_writer", lambda: TunWriter.start(tun_writer, self.tun))
+        specs.append(
+            ChildSpec(
+                "tun_writer",
+                lambda box, sup: TunWriter.start(box, self.tun, **self._kw("tun_writer", sup)),
+                tun_writer,
+            )
+        )
         next_box = tun_writer
-        for spec, box in reversed(list(zip(self.inbound, inbound, strict=True))):
-            out = Outlet(next_box)
-            self._start(spec.name, lambda spec=spec, box=box, out=out: spec.factory(box, out))
-            next_box = box
+        for stage in reversed(self.inbound):
+            specs.append(self._custom_spec(stage, next_box))
+            next_box = specs[-1].mailbox
         first_inbound = next_box
-        self._start("encrypt", lambda: Encrypt.start(encrypt, self.udp, decrypt))
-        self._start(
-            "decrypt",
-            lambda: Decrypt.start(
-                decrypt, self.udp, Outlet(first_inbound), encrypt, self.private_key, self.peers
-            ),
+        peers = self.peers
+        specs.append(
+            ChildSpec(
+                "encrypt",
+                lambda box, sup: Encrypt.start(
+                    box, self.udp, decrypt, peers, **self._kw("encrypt", sup)
+                ),
+                encrypt,
+            )
         )
-        # Wait until the decrypt stage has loaded the peers and sent the routes to encrypt.
-        self.refs["decrypt"].ask(GetStats(), timeout=START_TIMEOUT)
+        specs.append(
+            ChildSpec(
+                "decrypt",
+                lambda box, sup: Decrypt.start(
+                    box,
+                    self.udp,
+                    Outlet(first_inbound),
+                    encrypt,
+                    self.private_key,
+                    peers,
+                    **self._kw("decrypt", sup),
+                ),
+                decrypt,
+            )
+        )
         next_box = encrypt
-        for spec, box in reversed(list(zip(self.outbound, outbound, strict=True))):
-            out = Outlet(next_box)
-            self._start(spec.name, lambda spec=spec, box=box, out=out: spec.factory(box, out))
-            next_box = box
+        for stage in reversed(self.outbound):
+            specs.append(self._custom_spec(stage, next_box))
+            next_box = specs[-1].mailbox
         first_outbound = next_box
-        self._start(
-            "tun_reader",
-            lambda: TunReader.start(tun_reader, self.tun, Outlet(first_outbound), self.batch_size),
+        specs.append(
+            ChildSpec(
+                "tun_reader",
+                lambda box, sup: TunReader.start(
+                    box,
+                    self.tun,
+                    Outlet(first_outbound),
+                    self.batch_size,
+                    **self._kw("tun_reader", sup),
+                ),
+                self._mailbox("tun_reader"),
+            )
         )
-        self._start(
-            "udp_ingress",
-            lambda: UdpIngress.start(udp_ingress, self.udp, Outlet(decrypt), self.batch_size),
+        specs.append(
+            ChildSpec(
+                "udp_ingress",
+                lambda box, sup: UdpIngress.start(
+                    box, self.udp, Outlet(decrypt), self.batch_size, **self._kw("udp_ingress", sup)
+                ),
+                self._mailbox("udp_ingress"),
+            )
         )
-        self._start("ticker", lambda: Ticker.start(ticker, decrypt))
+        specs.append(
+            ChildSpec(
+                "ticker",
+                lambda box, sup: Ticker.start(box, decrypt, **self._kw("ticker", sup)),
+                self._mailbox("ticker"),
+            )
+        )
+        return specs
+
+    def _custom_spec(self, stage: StageSpec, downstream: Mailbox) -> ChildSpec:
+        out = Outlet(downstream)
+        return ChildSpec(
+            stage.name,
+            lambda box, sup: stage.start(box, out, sup),
+            self._mailbox(stage.name, stage.capacity),
+            stage.restart,
+        )
+
+    def start(self) -> None:
+        specs = self.specs()
+        self.order = [s.name for s in specs]
+        self.supervisor = Supervisor.start(
+            specs,
+            strategy=self.strategy,
+            budget=self.budget,
+            backoff=self.backoff,
+            on_escalate=self._on_escalate,
+        )
         logger.debug("pipeline started: {}", " ".join(self.order))
+
+    def _on_escalate(self, reason: str) -> None:
+        # Runs on the supervisor's thread: it only records the reason and raises the flag.
+        self.escalation_reason = reason
+        self.escalated.set()
 
     def stop(self, drain_timeout: float = DRAIN_TIMEOUT) -> None:
         """Stop readers, drain, then stop the rest in reverse start order. Bounded in time."""
-        readers = [n for n in ("udp_ingress", "tun_reader", "ticker") if n in self.refs]
-        for name in readers:
-            self._stop_one(name)
-        for name in reversed(self.order):
-            if name not in readers:
-                self.mailboxes[name].wait_drained(drain_timeout)
-                self._stop_one(name)
+        sup = self.supervisor
+        if sup is None:
+            return
+        try:
+            sup.ask(StopChildren(READERS), timeout=10)
+            for name in reversed(self.order):
+                if name not in READERS:
+                    self.mailboxes[name].wait_drained(drain_timeout)
+            sup.ask(Shutdown(), timeout=30)
+            sup.stop(block=True, timeout=5)
+        except (pykka.Timeout, pykka.ActorDeadError):
+            logger.warning("supervisor did not shut down in time; abandoning the stages")
         for box in self.mailboxes.values():
             box.close()
 
-    def _stop_one(self, name: str) -> None:
-        ref = self.refs.get(name)
-        if ref is None:
-            return
-        try:
-            ref.stop(block=True, timeout=STOP_TIMEOUT)
-        except pykka.Timeout:
-            logger.warning("stage {} did not stop within {} s; abandoned", name, STOP_TIMEOUT)
-        except pykka.ActorDeadError:
-            pass
-
-    def stats(self, timeout: float = 2.0) -> list[dict[str, Any]]:
-        """A snapshot of every stage, in start order. A stage that does not answer in time is
-        reported with its mailbox figures only."""
+    def stats(self, timeout: float = ASK_TIMEOUT) -> list[dict[str, Any]]:
+        """A snapshot of every stage, in start order, asked through its stable address. A stage
+        that does not answer in time (stuck, or between incarnations) is reported with its
+        mailbox figures only."""
         out = []
-        for name in self.order:
-            ref = self.refs[name]
+        restarts: dict[str, Any] = {}
+        if self.supervisor is not None:
             try:
-                out.append(ref.ask(GetStats(), timeout=timeout).as_dict())
+                restarts = self.supervisor.ask(GetSupervisorStats(), timeout=timeout)["children"]
+            except (pykka.Timeout, pykka.ActorDeadError):
+                restarts = {}
+        for name in self.order:
+            try:
+                entry = self.mailboxes[name].ask(GetStats(), timeout).as_dict()
             except (pykka.Timeout, pykka.ActorDeadError):
                 box = self.mailboxes[name].stats()
-                out.append({"name": name, "unresponsive": True, "mailbox": box.__dict__})
+                entry = {"name": name, "unresponsive": True, "mailbox": asdict(box)}
+            child = restarts.get(name, {})
+            entry["restarts"] = child.get("restarts", 0)
+            entry["lost_in_crashes"] = child.get("lost", 0)
+            out.append(entry)
         return out
 
     def alive(self) -> bool:
-        return all(ref.is_alive() for ref in self.refs.values())
+        return self.supervisor is not None and self.supervisor.is_alive()

@@ -14,10 +14,20 @@ from typing import Any
 import pykka
 from pykka import ActorDeadError
 
+from ..faults import Fault
 from ..mailbox import Mailbox
 from ..stats import StageSnapshot, StageStats
+from ..supervisor import Supervision
 
-__all__ = ["BATCH_SIZE", "POLL_INTERVAL", "GetStats", "Outlet", "PipelineActor", "Poll"]
+__all__ = [
+    "BATCH_SIZE",
+    "POLL_INTERVAL",
+    "GetStats",
+    "InjectedFault",
+    "Outlet",
+    "PipelineActor",
+    "Poll",
+]
 
 BATCH_SIZE = 64  # packets read from a kernel queue per message, and the largest batch sent on
 POLL_INTERVAL = 0.05  # seconds a reader waits for its fd before looking at its mailbox again
@@ -31,6 +41,10 @@ class GetStats:
 @dataclass(frozen=True, slots=True)
 class Poll:
     """A reader stage's note to itself: read the kernel queue again."""
+
+
+class InjectedFault(RuntimeError):
+    """Raised by a stage on purpose, when a test's fault plan says so."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +64,22 @@ class PipelineActor(pykka.ThreadingActor):
     # A stage stuck in a syscall must not keep the process alive after shutdown gave up on it.
     use_daemon_thread = True
 
-    def __init__(self, mailbox: Mailbox, name: str | None = None) -> None:
+    def __init__(
+        self,
+        mailbox: Mailbox,
+        name: str | None = None,
+        *,
+        supervision: Supervision | None = None,
+        fault: Fault | None = None,
+    ) -> None:
         self._mailbox = mailbox  # read by _create_actor_inbox during super().__init__()
         super().__init__()
         self.name = name or mailbox.name
         self.stats = StageStats()
+        self.supervision = supervision
+        self.fault = fault
+        self._batches = 0
+        self._in_flight = 0  # packets of the batch being processed: lost if it raises
 
     def _create_actor_inbox(self) -> Mailbox:  # type: ignore[override]
         return self._mailbox
@@ -63,9 +88,23 @@ class PipelineActor(pykka.ThreadingActor):
     def mailbox(self) -> Mailbox:
         return self._mailbox
 
+    def on_start(self) -> None:
+        if self.fault is not None and self.fault.on_start:
+            raise InjectedFault(f"{self.name}: injected failure in on_start")
+
+    def begin_batch(self, size: int) -> None:
+        """Note the batch about to be processed (its packets are lost if processing raises)
+        and apply the fault plan, if a test gave one."""
+        self._in_flight = size
+        self._batches += 1
+        if self.fault is not None and self.fault.fails(self._batches):
+            raise InjectedFault(f"{self.name}: injected failure on batch {self._batches}")
+
     def on_receive(self, message: Any) -> Any:
         if type(message) is tuple:
+            self.begin_batch(len(message))
             self.on_batch(message)
+            self._in_flight = 0
             return None
         if isinstance(message, GetStats):
             return self.snapshot()
@@ -89,6 +128,13 @@ class PipelineActor(pykka.ThreadingActor):
             self.stats.packets_out += len(batch)
         else:
             self.stats.drops["downstream_full"] += len(batch)
+
+    def _handle_failure(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        # Every way an actor dies of an exception (on_start, a handler, on_stop) passes here,
+        # unlike on_failure: report it to the supervisor before the actor is marked stopped.
+        if self.supervision is not None:
+            self.supervision.report(repr(exc_value), self._in_flight)
+        super()._handle_failure(exc_type, exc_value, traceback)
 
     def _actor_loop_teardown(self) -> None:
         # Pykka's teardown empties the inbox and fails what it finds. Our data lane belongs to the

@@ -17,12 +17,12 @@ from typing import Any
 from ..io.udp import UdpSocket
 from ..mailbox import Mailbox
 from ..stats import StageSnapshot
-from ..wireguard.actions import Deliver, HandshakeWanted, Sent, Transmit
+from ..wireguard.actions import Deliver, HandshakeWanted, SendKeysUpdate, Sent, Transmit
 from ..wireguard.device import Device, PeerConfig
 from .base import Outlet, PipelineActor
 from .ticker import Tick
 
-__all__ = ["AddPeer", "Decrypt", "RemovePeer"]
+__all__ = ["AddPeer", "Decrypt", "RemovePeer", "Resync"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,11 @@ class RemovePeer:
     public_key: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """A restarted encrypt stage asks for the routes and endpoints it lost."""
+
+
 class Decrypt(PipelineActor):
     def __init__(
         self,
@@ -44,8 +49,9 @@ class Decrypt(PipelineActor):
         encrypt: Mailbox,
         private_key: bytes,
         peers: Iterable[PeerConfig] = (),
+        **supervised: Any,
     ) -> None:
-        super().__init__(mailbox)
+        super().__init__(mailbox, **supervised)
         self.udp = udp
         self.outlet = outlet
         self.encrypt = encrypt
@@ -54,12 +60,16 @@ class Decrypt(PipelineActor):
         self.device: Device | None = None
 
     def on_start(self) -> None:
-        # A new incarnation starts from the configuration: sessions are renegotiated.
+        super().on_start()
+        # A new incarnation starts from the configuration, with no sessions: the encrypt stage
+        # must forget keys whose receive half died with the previous incarnation, and the next
+        # packet it has to send starts a fresh handshake.
         device = Device(self._private_key, wall_offset=time.time() - time.monotonic())
         self.device = device
         now = time.monotonic()
         for peer in self._initial_peers:
             self._dispatch(device.add_peer(peer, now))
+            self.encrypt.tell(SendKeysUpdate(peer.public_key, None))
 
     def on_batch(self, batch: tuple[Any, ...]) -> None:
         assert self.device is not None
@@ -80,6 +90,8 @@ class Decrypt(PipelineActor):
             self._dispatch(device.add_peer(message.config, now))
         elif isinstance(message, RemovePeer):
             self._dispatch(device.remove_peer(message.public_key))
+        elif isinstance(message, Resync):
+            self._dispatch(device.sync_actions())
         else:
             return super().on_control(message)
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from ..io.udp import UdpSocket
@@ -25,8 +26,11 @@ from ..wireguard.actions import (
     StagedDropped,
     Transmit,
 )
+from ..wireguard.allowedips import AllowedIPs
+from ..wireguard.device import PeerConfig
 from ..wireguard.encryptor import Encryptor
 from .base import PipelineActor
+from .decrypt import Resync
 
 __all__ = ["Encrypt"]
 
@@ -34,11 +38,34 @@ _FROM_DEVICE = (SendKeysUpdate, PeerEndpoint, SendKeepalive, StagedDropped, Rout
 
 
 class Encrypt(PipelineActor):
-    def __init__(self, mailbox: Mailbox, udp: UdpSocket, decrypt: Mailbox) -> None:
-        super().__init__(mailbox)
+    def __init__(
+        self,
+        mailbox: Mailbox,
+        udp: UdpSocket,
+        decrypt: Mailbox,
+        peers: Iterable[PeerConfig] = (),
+        **supervised: Any,
+    ) -> None:
+        super().__init__(mailbox, **supervised)
         self.udp = udp
         self.decrypt = decrypt
+        self._initial_peers = tuple(peers)
         self.encryptor = Encryptor()
+
+    def on_start(self) -> None:
+        super().on_start()
+        # Routes and endpoints straight from the configuration, so that no packet meets an empty
+        # table at start-up; then ask the decrypt stage for the current state, which is newer
+        # if this is a restart. Keys never come back: their counters died with us, and reusing
+        # a key with a reset counter would be a replay. A new handshake follows on demand.
+        now = time.monotonic()
+        routes: AllowedIPs[bytes] = AllowedIPs()
+        for peer in self._initial_peers:
+            for net in peer.allowed_ips:
+                routes.insert(net, peer.public_key)
+            self.encryptor.handle(PeerEndpoint(peer.public_key, peer.endpoint), now)
+        self.encryptor.handle(Routes(routes), now)
+        self.decrypt.tell(Resync())
 
     def on_batch(self, batch: tuple[Any, ...]) -> None:
         self.stats.packets_in += len(batch)

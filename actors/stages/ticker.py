@@ -24,13 +24,20 @@ class Tick:
 
 
 class Ticker(PipelineActor):
-    def __init__(self, mailbox: Mailbox, target: Mailbox, interval: float = TICK_INTERVAL) -> None:
-        super().__init__(mailbox)
+    def __init__(
+        self,
+        mailbox: Mailbox,
+        target: Mailbox,
+        interval: float = TICK_INTERVAL,
+        **supervised: Any,
+    ) -> None:
+        super().__init__(mailbox, **supervised)
         self.target = target
         self.interval = interval
         self._sleep = threading.Event()  # never set: an interruptible, clock-free sleep
 
     def on_start(self) -> None:
+        super().on_start()
         self.actor_ref.tell(Tick())
 
     def on_control(self, message: Any) -> Any:

@@ -17,8 +17,8 @@ __all__ = ["TunWriter"]
 
 
 class TunWriter(PipelineActor):
-    def __init__(self, mailbox: Mailbox, tun: TunDevice) -> None:
-        super().__init__(mailbox)
+    def __init__(self, mailbox: Mailbox, tun: TunDevice, **supervised: Any) -> None:
+        super().__init__(mailbox, **supervised)
         self.tun = tun
 
     def on_batch(self, batch: tuple[Any, ...]) -> None:

@@ -17,14 +17,20 @@ __all__ = ["UdpIngress"]
 
 class UdpIngress(PipelineActor):
     def __init__(
-        self, mailbox: Mailbox, udp: UdpSocket, outlet: Outlet, batch_size: int = BATCH_SIZE
+        self,
+        mailbox: Mailbox,
+        udp: UdpSocket,
+        outlet: Outlet,
+        batch_size: int = BATCH_SIZE,
+        **supervised: Any,
     ) -> None:
-        super().__init__(mailbox)
+        super().__init__(mailbox, **supervised)
         self.udp = udp
         self.outlet = outlet
         self.batch_size = batch_size
 
     def on_start(self) -> None:
+        super().on_start()
         self.actor_ref.tell(Poll())
 
     def on_control(self, message: Any) -> Any:
@@ -32,9 +38,11 @@ class UdpIngress(PipelineActor):
             if self.udp.wait_readable(POLL_INTERVAL):
                 batch = self.udp.read_batch(self.batch_size, self.stats.drops)
                 if batch:
+                    self.begin_batch(len(batch))
                     self.stats.packets_in += len(batch)
                     self.stats.bytes_in += sum(len(d) for d, _ in batch)
                     self.emit(self.outlet, tuple(batch))
+                    self._in_flight = 0
             self.actor_ref.tell(Poll())
             return None
         return super().on_control(message)

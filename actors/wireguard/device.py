@@ -256,6 +256,13 @@ class Device:
             peer.timers.persistent_keepalive = None
         return out
 
+    def sync_actions(self) -> list[Action]:
+        """Everything the send side needs to rebuild its view (after it restarted): routes and
+        endpoints. Never keys: see the encrypt stage."""
+        out: list[Action] = [Routes(self._routes.copy())]
+        out += [PeerEndpoint(p.key, p.endpoint) for p in self._peers.values()]
+        return out
+
     def remove_peer(self, key: bytes) -> list[Action]:
         peer = self._peers.pop(key, None)
         if peer is None:

@@ -1,0 +1,44 @@
+"""Test-only fault injection, so supervision can be tested against the real daemon.
+
+``WGACTORS_INJECT_FAULTS`` holds a comma-separated plan, read once at start-up::
+
+    tun_writer:every=50     each incarnation raises on its 50th data batch
+    decrypt:always          raises on every batch (the budget must end the process)
+    encrypt:start           raises in on_start
+
+Unset (the normal case) it does nothing. It is parsed strictly; a bad plan is a start-up error.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+__all__ = ["FAULTS_ENV", "Fault", "parse_faults"]
+
+FAULTS_ENV = "WGACTORS_INJECT_FAULTS"
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    every: int = 0  # raise on each multiple of this batch count (0: never)
+    on_start: bool = False
+
+    def fails(self, batch_number: int) -> bool:
+        return self.every > 0 and batch_number % self.every == 0
+
+
+def parse_faults(text: str | None = None) -> dict[str, Fault]:
+    text = os.environ.get(FAULTS_ENV, "") if text is None else text
+    plan: dict[str, Fault] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        stage, _, what = item.partition(":")
+        if what == "always":
+            plan[stage] = Fault(every=1)
+        elif what == "start":
+            plan[stage] = Fault(on_start=True)
+        elif what.startswith("every=") and what[6:].isdigit() and int(what[6:]) > 0:
+            plan[stage] = Fault(every=int(what[6:]))
+        else:
+            raise ValueError(f"{FAULTS_ENV}: cannot parse {item!r}")
+    return plan
