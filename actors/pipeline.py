@@ -18,6 +18,7 @@ reverse start order, each stop bounded in time.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -109,7 +110,10 @@ class Pipeline:
         return box
 
     def _kw(self, name: str, supervision: Supervision) -> dict[str, Any]:
-        return {"supervision": supervision, "fault": self.faults.get(name)}
+        fault = self.faults.get(name)
+        if fault is not None:
+            fault = fault.for_incarnation(supervision.incarnation)
+        return {"supervision": supervision, "fault": fault}
 
     def specs(self) -> list[ChildSpec]:
         """The child specs, in start order (downstream first, readers last)."""
@@ -217,15 +221,18 @@ class Pipeline:
         self.escalated.set()
 
     def stop(self, drain_timeout: float = DRAIN_TIMEOUT) -> None:
-        """Stop readers, drain, then stop the rest in reverse start order. Bounded in time."""
+        """Stop readers, drain, then stop the rest in reverse start order. Bounded in time:
+        the drain shares one deadline, and stages that are not running are not waited for."""
         sup = self.supervisor
         if sup is None:
             return
         try:
             sup.ask(StopChildren(READERS), timeout=10)
+            alive = self._alive_children()
+            deadline = time.monotonic() + drain_timeout
             for name in reversed(self.order):
-                if name not in READERS:
-                    self.mailboxes[name].wait_drained(drain_timeout)
+                if name not in READERS and alive.get(name):
+                    self.mailboxes[name].wait_drained(max(0.0, deadline - time.monotonic()))
             sup.ask(Shutdown(), timeout=30)
             sup.stop(block=True, timeout=5)
         except (pykka.Timeout, pykka.ActorDeadError):
@@ -233,10 +240,19 @@ class Pipeline:
         for box in self.mailboxes.values():
             box.close()
 
+    def _alive_children(self, timeout: float = ASK_TIMEOUT) -> dict[str, bool]:
+        if self.supervisor is None:
+            return {}
+        try:
+            children = self.supervisor.ask(GetSupervisorStats(), timeout=timeout)["children"]
+        except (pykka.Timeout, pykka.ActorDeadError):
+            return {}
+        return {name: c["alive"] for name, c in children.items()}
+
     def stats(self, timeout: float = ASK_TIMEOUT) -> list[dict[str, Any]]:
         """A snapshot of every stage, in start order, asked through its stable address. A stage
-        that does not answer in time (stuck, or between incarnations) is reported with its
-        mailbox figures only."""
+        that is not running, or does not answer in time, is reported with its mailbox figures
+        only."""
         out = []
         restarts: dict[str, Any] = {}
         if self.supervisor is not None:
@@ -245,12 +261,16 @@ class Pipeline:
             except (pykka.Timeout, pykka.ActorDeadError):
                 restarts = {}
         for name in self.order:
-            try:
-                entry = self.mailboxes[name].ask(GetStats(), timeout).as_dict()
-            except (pykka.Timeout, pykka.ActorDeadError):
+            child = restarts.get(name, {})
+            entry: dict[str, Any] | None = None
+            if child.get("alive"):
+                try:
+                    entry = self.mailboxes[name].ask(GetStats(), timeout).as_dict()
+                except (pykka.Timeout, pykka.ActorDeadError):
+                    entry = None
+            if entry is None:
                 box = self.mailboxes[name].stats()
                 entry = {"name": name, "unresponsive": True, "mailbox": asdict(box)}
-            child = restarts.get(name, {})
             entry["restarts"] = child.get("restarts", 0)
             entry["lost_in_crashes"] = child.get("lost", 0)
             out.append(entry)

@@ -343,8 +343,9 @@ class Supervisor(pykka.ThreadingActor):
         child.history.append(now)
         del child.history[:-16]
         logger.warning(
-            "stage {} failed: {}; restart #{} in {:.0f} ms ({} lost)",
+            "stage {} {}: {}; restart #{} in {:.0f} ms ({} packets lost)",
             notice.name,
+            "failed" if failure is not None else "stopped",
             error,
             child.restarts,
             delay * 1000,

@@ -35,7 +35,10 @@ def write_conf(
 class Wgactors:
     """`scripts/wgactors up CONF` running in ``ns``; a context manager."""
 
-    def __init__(self, ns: Netns, conf: Path, *extra: str) -> None:
+    def __init__(
+        self, ns: Netns, conf: Path, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
+        self.env = dict(os.environ, **(env or {}))
         self.ns = ns
         self.conf = conf
         self.iface = conf.stem
@@ -44,7 +47,7 @@ class Wgactors:
         self.log_path = self._logdir / "wgactors.log"
         self.proc: subprocess.Popen[Any] | None = None
 
-    def start(self) -> Wgactors:
+    def start(self, *, wait_up: bool = True) -> Wgactors:
         with open(self.log_path, "wb") as log:
             self.proc = self.ns.popen(
                 str(LAUNCHER),
@@ -54,7 +57,10 @@ class Wgactors:
                 *self.extra,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=self.env,
             )
+        if not wait_up:
+            return self
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pykka
+from loguru import logger
 from pykka import ActorDeadError
 
 from ..faults import Fault
@@ -132,9 +133,12 @@ class PipelineActor(pykka.ThreadingActor):
     def _handle_failure(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
         # Every way an actor dies of an exception (on_start, a handler, on_stop) passes here,
         # unlike on_failure: report it to the supervisor before the actor is marked stopped.
+        # The supervisor logs the event in one line; the traceback is for -v.
+        logger.opt(exception=(exc_type, exc_value, traceback)).debug("{} crashed", self.name)
         if self.supervision is not None:
             self.supervision.report(repr(exc_value), self._in_flight)
-        super()._handle_failure(exc_type, exc_value, traceback)
+        pykka.ActorRegistry.unregister(self.actor_ref)
+        self.actor_stopped.set()
 
     def _actor_loop_teardown(self) -> None:
         # Pykka's teardown empties the inbox and fails what it finds. Our data lane belongs to the

@@ -42,6 +42,7 @@ class Ticker(PipelineActor):
 
     def on_control(self, message: Any) -> Any:
         if isinstance(message, Tick):
+            self.begin_batch(1)
             self._sleep.wait(self.interval)
             self.target.tell(Tick())
             self.stats.packets_out += 1
