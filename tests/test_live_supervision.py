@@ -23,6 +23,7 @@ pytestmark = pytest.mark.netns
 A4, B4 = "10.99.0.1", "10.99.0.2"
 TCPCHECK = str(ROOT / "tests" / "tcpcheck.py")
 TRANSFER = 20 * 1024 * 1024
+RESTART_WAIT = 5.0  # seconds to wait for an injected fault to have fired
 ESCALATION_DEADLINE = 20.0  # seconds; the default budget and backoff need under 3
 STAGES = ["udp_ingress", "decrypt", "tun_writer", "tun_reader", "encrypt", "ticker"]
 
@@ -75,11 +76,18 @@ def test_fault_in_each_stage_under_traffic(netns_pair, tmp_path: Path, stage: st
             assert local == remote, daemon.log()[-3000:]
             local, remote = transfer(netns_pair, netns_pair.a, netns_pair.b, A4)
             assert local == remote, daemon.log()[-3000:]
-            log = daemon.log()
-            restart = re.search(rf"stage {stage} failed: InjectedFault\(.*\); restart #1 in", log)
-            assert restart, log[-3000:]
+            pattern = rf"stage {stage} failed: InjectedFault\(.*\); restart #1 in"
+            deadline = time.monotonic() + RESTART_WAIT  # the ticker fails on a timer, not data
+            while not re.search(pattern, daemon.log()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert re.search(pattern, daemon.log()), daemon.log()[-3000:]
+            # the tunnel still works after the restart
+            ping = netns_pair.a.run("ping", "-c", "2", "-i", "0.2", "-W", "2", B4, check=False)
+            assert ping.returncode == 0, daemon.log()[-3000:]
             assert daemon.terminate() == 0
-            assert f"'{stage}'" in daemon.log() or stage in daemon.log()
+            final = daemon.log().split("final stats:")[-1]
+            counted = re.search(rf"'name': '{stage}'.*?'restarts': (\d+)", final)
+            assert counted and int(counted.group(1)) == 1, final
     finally:
         wggo.stop()
 
