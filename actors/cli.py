@@ -8,6 +8,7 @@ interface or socket cannot be set up.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ from .config import ConfigError, InterfaceConfig, check_permissions, load_config
 from .faults import Fault, parse_faults
 from .io import TunDevice, TunError, UdpSocket
 from .log import setup_logging
+from .pipeline_file import PIPELINE_ENV, StageEntry, describe, load_pipeline
 
 __all__ = ["EXIT_CONFIG", "EXIT_ESCALATED", "EXIT_OK", "EXIT_SETUP", "main"]
 
@@ -42,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run a tunnel from a wg-quick configuration file")
     up.add_argument("config", help="wg-quick file; the interface is named after it")
     up.add_argument("--single-threaded", action="store_true", help="run all stages in one loop")
+    up.add_argument(
+        "--pipeline",
+        metavar="FILE",
+        help=f"custom stages (TOML); default: ${PIPELINE_ENV} if set",
+    )
     up.add_argument("-v", "--verbose", action="count", default=0)
     up.add_argument("-q", "--quiet", action="count", default=0)
     return parser
@@ -73,10 +80,20 @@ def cmd_up(args: argparse.Namespace) -> int:
         logger.warning(w)
     try:
         faults = parse_faults()
-    except ValueError as e:
+        pipeline_path = args.pipeline or os.environ.get(PIPELINE_ENV) or None
+        inbound, outbound = load_pipeline(pipeline_path) if pipeline_path else ([], [])
+    except ValueError as e:  # PipelineFileError or a bad fault plan
         print(f"wgactors: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    return run(config, single_threaded=args.single_threaded, faults=faults)
+    if pipeline_path:
+        logger.info("custom stages: inbound {}, outbound {}", describe(inbound), describe(outbound))
+    return run(
+        config,
+        single_threaded=args.single_threaded,
+        faults=faults,
+        inbound=inbound,
+        outbound=outbound,
+    )
 
 
 def run(
@@ -84,6 +101,8 @@ def run(
     *,
     single_threaded: bool = False,
     faults: dict[str, Fault] | None = None,
+    inbound: Sequence[StageEntry] = (),
+    outbound: Sequence[StageEntry] = (),
 ) -> int:
     stop = threading.Event()
 
@@ -132,9 +151,9 @@ def run(
     status = EXIT_OK
     try:
         if single_threaded:
-            _run_single(config, udp, tun, stop)
+            _run_single(config, udp, tun, stop, inbound, outbound)
         else:
-            status = _run_actors(config, udp, tun, stop, faults or {})
+            status = _run_actors(config, udp, tun, stop, faults or {}, inbound, outbound)
     finally:
         tun.close()  # the kernel removes the non-persistent interface here
         udp.close()
@@ -148,11 +167,19 @@ def _run_actors(
     tun: TunDevice,
     stop: threading.Event,
     faults: dict[str, Fault],
+    inbound: Sequence[StageEntry],
+    outbound: Sequence[StageEntry],
 ) -> int:
     from .pipeline import Pipeline
 
     pipeline = Pipeline(
-        private_key=config.private_key, peers=config.peers, udp=udp, tun=tun, faults=faults
+        private_key=config.private_key,
+        peers=config.peers,
+        udp=udp,
+        tun=tun,
+        faults=faults,
+        inbound=inbound,
+        outbound=outbound,
     )
     pipeline.start()
     status = EXIT_OK
@@ -177,11 +204,23 @@ def _run_actors(
 
 
 def _run_single(
-    config: InterfaceConfig, udp: UdpSocket, tun: TunDevice, stop: threading.Event
+    config: InterfaceConfig,
+    udp: UdpSocket,
+    tun: TunDevice,
+    stop: threading.Event,
+    inbound: Sequence[StageEntry],
+    outbound: Sequence[StageEntry],
 ) -> None:
     from .single import SingleThreaded
 
-    loop = SingleThreaded(private_key=config.private_key, peers=config.peers, udp=udp, tun=tun)
+    loop = SingleThreaded(
+        private_key=config.private_key,
+        peers=config.peers,
+        udp=udp,
+        tun=tun,
+        inbound=inbound,
+        outbound=outbound,
+    )
     try:
         loop.run(stop)
     finally:

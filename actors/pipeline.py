@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 import pykka
@@ -30,6 +30,8 @@ from .faults import Fault
 from .io.tun import TunDevice
 from .io.udp import UdpSocket
 from .mailbox import DEFAULT_CAPACITY, Mailbox
+from .pipeline_file import StageEntry
+from .stage import wiring
 from .stages import Decrypt, Encrypt, GetStats, Outlet, Ticker, TunReader, TunWriter, UdpIngress
 from .stages.base import BATCH_SIZE
 from .supervisor import (
@@ -38,7 +40,6 @@ from .supervisor import (
     Backoff,
     ChildSpec,
     GetSupervisorStats,
-    Restart,
     RestartBudget,
     Shutdown,
     StopChildren,
@@ -48,23 +49,11 @@ from .supervisor import (
 )
 from .wireguard.device import PeerConfig
 
-__all__ = ["DRAIN_TIMEOUT", "READERS", "Pipeline", "StageSpec"]
+__all__ = ["DRAIN_TIMEOUT", "READERS", "Pipeline"]
 
 DRAIN_TIMEOUT = 2.0  # seconds to let queued packets flow out on shutdown
 ASK_TIMEOUT = 2.0  # seconds a stats query waits for a stage
 READERS = ("udp_ingress", "tun_reader", "ticker")
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """A custom stage on the inbound or outbound path: how to start one incarnation of it, given
-    its mailbox, the outlet it must send to and its supervision."""
-
-    name: str
-    start: Callable[[Mailbox, Outlet, Supervision], pykka.ActorRef[Any]]
-    capacity: int = DEFAULT_CAPACITY
-    restart: Restart = Restart.PERMANENT
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -77,8 +66,8 @@ class Pipeline:
         tun: TunDevice,
         capacity: int = DEFAULT_CAPACITY,
         batch_size: int = BATCH_SIZE,
-        inbound: Sequence[StageSpec] = (),
-        outbound: Sequence[StageSpec] = (),
+        inbound: Sequence[StageEntry] = (),
+        outbound: Sequence[StageEntry] = (),
         strategy: Strategy = Strategy.ONE_FOR_ONE,
         budget: RestartBudget = DEFAULT_BUDGET,
         backoff: Backoff = DEFAULT_BACKOFF,
@@ -194,13 +183,19 @@ class Pipeline:
         )
         return specs
 
-    def _custom_spec(self, stage: StageSpec, downstream: Mailbox) -> ChildSpec:
+    def _custom_spec(self, entry: StageEntry, downstream: Mailbox) -> ChildSpec:
         out = Outlet(downstream)
+
+        def start(box: Mailbox, sup: Supervision) -> pykka.ActorRef[Any]:
+            with wiring(box, out, sup, entry.name, self._kw(entry.name, sup)["fault"]):
+                return entry.cls.start(**entry.options)
+
         return ChildSpec(
-            stage.name,
-            lambda box, sup: stage.start(box, out, sup),
-            self._mailbox(stage.name, stage.capacity),
-            stage.restart,
+            entry.name,
+            start,
+            self._mailbox(entry.name, entry.capacity),
+            entry.restart,
+            budget=entry.budget,
         )
 
     def start(self) -> None:

@@ -13,8 +13,14 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
+from loguru import logger
+
 from .io.tun import TunDevice
 from .io.udp import UdpSocket
+from .mailbox import Mailbox
+from .packet import Packet
+from .pipeline_file import StageEntry
+from .stage import Stage, wiring
 from .stages.base import BATCH_SIZE
 from .stages.ticker import TICK_INTERVAL
 from .wireguard import Deliver, PeerConfig, Transmit, Tunnel
@@ -31,8 +37,13 @@ class SingleThreaded:
         udp: UdpSocket,
         tun: TunDevice,
         batch_size: int = BATCH_SIZE,
+        inbound: Sequence[StageEntry] = (),
+        outbound: Sequence[StageEntry] = (),
     ) -> None:
         now = time.monotonic()
+        # The same user stages, called inline: built unstarted, their hooks run by this loop.
+        self.inbound = [_build(e) for e in inbound]
+        self.outbound = [_build(e) for e in outbound]
         self.tunnel = Tunnel(private_key, peers, now=now, wall_offset=time.time() - now)
         self.udp = udp
         self.tun = tun
@@ -42,15 +53,33 @@ class SingleThreaded:
 
     def _do(self, actions: list[Transmit | Deliver]) -> None:
         drops = self.drops
+        delivered: list[Packet] = []
         for action in actions:
             if type(action) is Transmit:
                 reason = self.udp.send(action.data, action.endpoint)
+                if reason is not None:
+                    drops[reason] += 1
             else:
-                reason = self.tun.write(action.packet.data)
+                delivered.append(action.packet)
+        if not delivered:
+            return
+        for stage in self.inbound:
+            delivered = _through(stage, delivered)
+        for packet in delivered:
+            reason = self.tun.write(packet.data)
             if reason is not None:
                 drops[reason] += 1
 
     def run(self, stop: threading.Event) -> None:
+        for stage in self.inbound + self.outbound:
+            stage.on_start()
+        try:
+            self._loop(stop)
+        finally:
+            for stage in self.inbound + self.outbound:
+                stage.on_stop()
+
+    def _loop(self, stop: threading.Event) -> None:
         poller = select.poll()
         poller.register(self.udp.fileno(), select.POLLIN)
         poller.register(self.tun.fileno(), select.POLLIN)
@@ -67,6 +96,8 @@ class SingleThreaded:
                 elif fd == tun_fd:
                     packets = self.tun.read_batch(self.batch_size, self.drops)
                     self.counters["packets_in"] += len(packets)
+                    for stage in self.outbound:
+                        packets = _through(stage, packets)
                     self._do(tunnel.send_many(packets, now))
             now = time.monotonic()
             if now >= next_tick:
@@ -77,4 +108,28 @@ class SingleThreaded:
         drops = Counter(self.drops)
         drops.update(self.tunnel.device.drops)
         drops.update(self.tunnel.encryptor.drops)
-        return [{"name": "single", **dict(self.counters), "drops": dict(drops)}]
+        out: list[dict[str, object]] = [
+            {"name": "single", **dict(self.counters), "drops": dict(drops)}
+        ]
+        out += [s.snapshot().as_dict() for s in self.inbound + self.outbound]
+        return out
+
+
+def _build(entry: StageEntry) -> Stage:
+    with wiring(Mailbox(entry.name), None, name=entry.name):
+        return entry.cls(**entry.options)
+
+
+def _through(stage: Stage, packets: Sequence[Packet]) -> list[Packet]:
+    """One stage's work on a batch, inline. A failure drops the batch and is counted: in one
+    thread there is no supervisor to restart anything."""
+    batch = tuple(packets)
+    stage.stats.packets_in += len(batch)
+    try:
+        out = stage.process_batch(batch)
+    except Exception as e:
+        stage.stats.drops["stage_error"] += len(batch)
+        logger.opt(exception=e).debug("{} failed on a batch", stage.name)
+        return []
+    stage.stats.packets_out += len(out)
+    return out

@@ -122,6 +122,7 @@ class ChildSpec:
     mailbox: Mailbox
     restart: Restart = Restart.PERMANENT
     shutdown_timeout: float = SHUTDOWN_TIMEOUT
+    budget: RestartBudget | None = None  # this child's own budget, on top of the shared one
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +181,7 @@ class _Child:
     pending_restart: bool = False
     removed: bool = False
     history: list[float] = field(default_factory=list)
+    restart_times: deque[float] = field(default_factory=deque)
 
 
 class Supervisor(pykka.ThreadingActor):
@@ -325,15 +327,22 @@ class Supervisor(pykka.ThreadingActor):
             return
         now = time.monotonic()
         self._restart_times.append(now)
-        if (
-            len(self._restart_times) > self.budget.max_restarts
-            and now - self._restart_times[0] <= self.budget.within
-        ):
-            self._escalate(
-                f"stage {notice.name} failed ({error}): more than {self.budget.max_restarts} "
-                f"restarts within {self.budget.within:g} s"
-            )
-            return
+        own = child.spec.budget
+        if own is not None:
+            child.restart_times.append(now)
+            while len(child.restart_times) > own.max_restarts + 1:
+                child.restart_times.popleft()
+        for budget, times in ((self.budget, self._restart_times), (own, child.restart_times)):
+            if (
+                budget is not None
+                and len(times) > budget.max_restarts
+                and now - times[0] <= budget.within
+            ):
+                self._escalate(
+                    f"stage {notice.name} failed ({error}): more than {budget.max_restarts} "
+                    f"restarts within {budget.within:g} s"
+                )
+                return
         if now - child.started_at >= self.backoff.reset_after:
             child.consecutive = 0
         delay = self.backoff.delay(child.consecutive, self._rng)

@@ -8,6 +8,7 @@ without losing what was queued for it.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,9 +90,15 @@ class PipelineActor(pykka.ThreadingActor):
     def mailbox(self) -> Mailbox:
         return self._mailbox
 
-    def on_start(self) -> None:
-        if self.fault is not None and self.fault.on_start:
-            raise InjectedFault(f"{self.name}: injected failure in on_start")
+    def _actor_loop_setup(self) -> None:
+        # pykka's setup, with the test fault plan applied before on_start, so that subclasses
+        # (users' stages included) need not call super().on_start().
+        try:
+            if self.fault is not None and self.fault.on_start:
+                raise InjectedFault(f"{self.name}: injected failure in on_start")
+            self.on_start()
+        except Exception:
+            self._handle_failure(*sys.exc_info())
 
     def begin_batch(self, size: int) -> None:
         """Note the batch about to be processed (its packets are lost if processing raises)

@@ -60,7 +60,6 @@ class Decrypt(PipelineActor):
         self.device: Device | None = None
 
     def on_start(self) -> None:
-        super().on_start()
         # A new incarnation starts from the configuration, with no sessions: the encrypt stage
         # must forget keys whose receive half died with the previous incarnation, and the next
         # packet it has to send starts a fresh handshake.

@@ -53,7 +53,6 @@ class Encrypt(PipelineActor):
         self.encryptor = Encryptor()
 
     def on_start(self) -> None:
-        super().on_start()
         # Routes and endpoints straight from the configuration, so that no packet meets an empty
         # table at start-up; then ask the decrypt stage for the current state, which is newer
         # if this is a restart. Keys never come back: their counters died with us, and reusing

@@ -37,7 +37,6 @@ class Ticker(PipelineActor):
         self._sleep = threading.Event()  # never set: an interruptible, clock-free sleep
 
     def on_start(self) -> None:
-        super().on_start()
         self.actor_ref.tell(Tick())
 
     def on_control(self, message: Any) -> Any:

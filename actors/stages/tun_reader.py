@@ -30,7 +30,6 @@ class TunReader(PipelineActor):
         self.batch_size = batch_size
 
     def on_start(self) -> None:
-        super().on_start()
         self.actor_ref.tell(Poll())
 
     def on_control(self, message: Any) -> Any:
