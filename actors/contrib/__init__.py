@@ -1,0 +1,15 @@
+"""Ready-made stages for the pipeline file, written against the public :class:`actors.Stage` API.
+
+They double as worked examples of that API: options validated in ``__init__``, resources opened
+in ``on_start``, whole batches handled in ``process_batch``, figures reported by
+``stats_extra``.
+
+- ``actors.contrib.pcap:PcapWriter`` writes every packet to a classic pcap file (raw IP link
+  type) that Wireshark and tshark read, and passes it on.
+- ``actors.contrib.firewall:Firewall`` allows or drops packets by ordered rules on protocol,
+  source and destination networks and ports; the first matching rule wins.
+- ``actors.contrib.flowstats:FlowStats`` counts packets and bytes per flow in a bounded table and
+  shows the top talkers in ``wgactors status``.
+
+Nothing is imported here: a pipeline file names the module it needs, and only that one loads.
+"""

@@ -1,0 +1,47 @@
+"""Small user stages for the tests: they use only the public API (`actors.Stage`, `Packet`)."""
+
+from __future__ import annotations
+
+from actors import Packet, Stage
+
+
+class DropUdpPort(Stage):
+    """Drops UDP packets to one port; passes everything else."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__()
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"port must be 1..65535, not {port!r}")
+        self.port = port
+        self.dropped = 0
+
+    def process(self, packet: Packet) -> Packet | None:
+        if packet.protocol == 17 and packet.dst_port == self.port:
+            self.dropped += 1
+            return None
+        return packet
+
+    def stats_extra(self) -> dict[str, int]:
+        return {"udp_dropped": self.dropped}
+
+
+class Duplicate(Stage):
+    """Emits every packet ``times`` times (exercises the iterable return)."""
+
+    def __init__(self, times: int = 2) -> None:
+        super().__init__()
+        self.times = times
+
+    def process(self, packet: Packet) -> list[Packet]:
+        return [packet] * self.times
+
+
+class Broken(Stage):
+    """Returns something that is not a packet."""
+
+    def process(self, packet: Packet) -> object:  # type: ignore[override]
+        return "not a packet"
+
+
+class NotAStage:
+    pass
