@@ -33,7 +33,7 @@ from typing import Any
 from ..packet import Packet
 from ..stage import Stage
 
-__all__ = ["MAX_PORT_SPECS", "MAX_RULE_NAME", "MAX_RULES", "PROTOCOLS", "Firewall"]
+__all__ = ["MAX_PORT_SPECS", "MAX_RULES", "MAX_RULE_NAME", "PROTOCOLS", "Firewall"]
 
 MAX_RULES = 1024
 """Rules per firewall: every packet may be compared against all of them."""
@@ -122,9 +122,7 @@ class Firewall(Stage):
             if rule.sport is not None or rule.dport is not None:
                 if ports is None:
                     ports = (packet.src_port, packet.dst_port)
-                if not _ports_match(rule.sport, ports[0]) or not _ports_match(
-                    rule.dport, ports[1]
-                ):
+                if not _ports_match(rule.sport, ports[0]) or not _ports_match(rule.dport, ports[1]):
                     continue
             rule.matches += 1
             return packet if rule.allow else None
@@ -160,9 +158,7 @@ def _compile(index: int, rule: Any) -> _Rule:
         raise TypeError(f"{where} must be a table, not {type(rule).__name__}")
     for key in rule:
         if key not in _RULE_KEYS:
-            raise ValueError(
-                f"{where}: unknown key {key!r} (the keys are {', '.join(_RULE_KEYS)})"
-            )
+            raise ValueError(f"{where}: unknown key {key!r} (the keys are {', '.join(_RULE_KEYS)})")
     if "action" not in rule:
         raise ValueError(f'{where}: `action` is required ("allow" or "deny")')
     action = rule["action"]
@@ -202,9 +198,7 @@ def _protocol(where: str, value: Any) -> int | None:
             )
         return PROTOCOLS[value]
     if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(
-            f"{where}: `proto` must be a name or a number, not {type(value).__name__}"
-        )
+        raise TypeError(f"{where}: `proto` must be a name or a number, not {type(value).__name__}")
     if not 0 <= value <= MAX_PROTOCOL:
         raise ValueError(f"{where}: `proto` number must be 0..{MAX_PROTOCOL}, not {value}")
     return value
@@ -215,8 +209,7 @@ def _network(where: str, key: str, value: Any) -> _Net | None:
         return None
     if not isinstance(value, str):
         raise TypeError(
-            f"{where}: `{key}` must be a CIDR string such as 10.0.0.0/8, "
-            f"not {type(value).__name__}"
+            f"{where}: `{key}` must be a CIDR string such as 10.0.0.0/8, not {type(value).__name__}"
         )
     try:
         net = ipaddress.ip_network(value.strip())
@@ -243,8 +236,7 @@ def _port_range(where: str, key: str, item: Any) -> tuple[int, int]:
         return item, item
     if not isinstance(item, str):
         raise TypeError(
-            f'{where}: `{key}` takes ports (80) or ranges ("1024-2047"), '
-            f"not {type(item).__name__}"
+            f'{where}: `{key}` takes ports (80) or ranges ("1024-2047"), not {type(item).__name__}'
         )
     lo_text, dash, hi_text = item.partition("-")
     lo_text, hi_text = lo_text.strip(), hi_text.strip()
