@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from netns import Netns, WgPeer, WireguardGo, gen_keypair
+from netns import Netns, WgPeer, WireguardGo, gen_keypair, require_tools
 from wgactors_proc import ROOT, Wgactors, write_conf
 
 pytestmark = pytest.mark.netns
@@ -135,5 +135,45 @@ def test_readme_example_runs_in_a_live_tunnel(netns_pair, tmp_path: Path) -> Non
             assert udp_through(netns_pair.a, netns_pair.b, A4, 9999, ["blocked"]) == []
             assert udp_through(netns_pair.a, netns_pair.b, A4, 9998, ["ok"]) == ["ok"]
             assert daemon.terminate() == 0
+    finally:
+        wggo.stop()
+
+
+def test_contrib_stages_in_a_live_tunnel(netns_pair, tmp_path: Path) -> None:
+    require_tools("tshark")
+    capture = tmp_path / "inbound.pcap"
+    pipeline = f"""
+[[inbound]]
+use = "actors.contrib.firewall:Firewall"
+options = {{ default = "allow", rules = [
+    {{ name = "no-9999", action = "deny", proto = "udp", dport = 9999 }},
+] }}
+
+[[inbound]]
+use = "actors.contrib.pcap:PcapWriter"
+options = {{ path = "{capture}" }}
+
+[[outbound]]
+use = "actors.contrib.flowstats:FlowStats"
+options = {{ top = 3 }}
+"""
+    wggo, daemon = run_tunnel(netns_pair, tmp_path, pipeline, (), str(ROOT / "tests"))
+    try:
+        with daemon:
+            ping = netns_pair.a.run("ping", "-c", "3", "-i", "0.2", "-W", "2", B4, check=False)
+            assert ping.returncode == 0, daemon.log()
+            assert udp_through(netns_pair.a, netns_pair.b, A4, 9999, ["blocked"]) == []
+            assert daemon.terminate() == 0
+        final = daemon.log().split("final stats:")[-1]
+        assert re.search(r"'rule': 'no-9999', 'action': 'deny', 'matches': 1", final), final
+        assert re.search(r"'top_talkers': \[\{'flow': '10\.99\.0\.1 -> 10\.99\.0\.2 icmp'", final)
+        fields = subprocess.run(
+            ["tshark", "-r", str(capture), "-T", "fields", "-e", "ip.src", "-e", "icmp.type"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.split("\n")
+        replies = [f for f in fields if f.strip() == f"{B4}\t0"]
+        assert len(replies) == 3, fields  # the three echo replies, captured on the way in
     finally:
         wggo.stop()
