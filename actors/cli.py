@@ -1,41 +1,49 @@
-"""The command line: ``wgactors up CONF`` runs a tunnel in the foreground.
+"""The command line.
 
-Exit status: 0 after a clean shutdown (SIGINT/SIGTERM), 2 for a bad configuration or command
-line (one line on stderr naming the file, line and key, and nothing left set up), 1 when the
-interface or socket cannot be set up.
+    wgactors up CONF [--single-threaded] [--pipeline FILE] [-v|-q]
+        run a tunnel from a wg-quick file, in the foreground
+    wgactors [-f|--foreground] IFACE
+        the wireguard-go drop-in: create IFACE, serve /var/run/wireguard/IFACE.sock for `wg`,
+        and (without -f) return once the socket is up, running on in the background
+    wgactors status [IFACE] [--json]
+        what `wg show` shows, plus each stage's counters
+
+Exit status: 0 clean shutdown; 1 the interface, socket or UAPI socket could not be set up; 2 a
+bad configuration, pipeline file or command line (one line on stderr, nothing left set up); 3
+the supervisor's restart budget was spent.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
+import re
 import sys
-import threading
-import time
 from collections.abc import Sequence
 
 from loguru import logger
 
-from .config import ConfigError, InterfaceConfig, check_permissions, load_config
-from .faults import Fault, parse_faults
-from .io import TunDevice, TunError, UdpSocket
+from .config import ConfigError, check_permissions, load_config
+from .daemon import EXIT_ESCALATED, EXIT_OK, EXIT_SETUP, Daemon, TunnelSpec, daemonize
+from .faults import parse_faults
 from .log import setup_logging
 from .pipeline_file import PIPELINE_ENV, StageEntry, describe, load_pipeline
 
 __all__ = ["EXIT_CONFIG", "EXIT_ESCALATED", "EXIT_OK", "EXIT_SETUP", "main"]
 
-EXIT_OK = 0
-EXIT_SETUP = 1
 EXIT_CONFIG = 2
-EXIT_ESCALATED = 3  # the supervisor's restart budget was spent
-STATS_LOG_INTERVAL = 60.0  # seconds between periodic stats lines at debug level
-WATCH_INTERVAL = 0.1  # seconds between the main thread's looks at the pipeline
+SINGLE_THREADED_ENV = "WGACTORS_SINGLE_THREADED"  # the drop-in mode's --single-threaded
+_IFACE = re.compile(r"^[a-zA-Z0-9_=+.-]{1,15}$")
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's own exit code is 2 as well
         self.exit(EXIT_CONFIG, f"wgactors: {message}\n")
+
+
+def _verbosity(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,32 +53,64 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("config", help="wg-quick file; the interface is named after it")
     up.add_argument("--single-threaded", action="store_true", help="run all stages in one loop")
     up.add_argument(
-        "--pipeline",
-        metavar="FILE",
-        help=f"custom stages (TOML); default: ${PIPELINE_ENV} if set",
+        "--pipeline", metavar="FILE", help=f"custom stages (TOML); default: ${PIPELINE_ENV}"
     )
-    up.add_argument("-v", "--verbose", action="count", default=0)
-    up.add_argument("-q", "--quiet", action="count", default=0)
+    _verbosity(up)
+    status = sub.add_parser("status", help="show interfaces, peers and stage statistics")
+    status.add_argument("interface", nargs="?", help="one interface (default: all of ours)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def build_daemon_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="wgactors",
+        usage="wgactors [-f] IFACE | wgactors up CONF | wgactors status [IFACE]",
+        description="Create IFACE and serve the WireGuard UAPI socket (wireguard-go drop-in).",
+    )
+    parser.add_argument("-f", "--foreground", action="store_true", help="do not daemonize")
+    parser.add_argument("interface", help="the interface to create")
+    _verbosity(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in ("up", "status", "-h", "--help"):
+        args = build_parser().parse_args(args_list)
+    else:
+        args = build_daemon_parser().parse_args(args_list)
+        args.command = "daemon"
     try:
         if args.command == "up":
             return cmd_up(args)
-    except Exception as e:  # a bug: one clear line (the details at debug level), no traceback
+        if args.command == "status":
+            from .status import cmd_status
+
+            return cmd_status(args.interface, as_json=args.json)
+        return cmd_daemon(args)
+    except Exception as e:  # a bug: one clear line (details at debug level), no traceback
         logger.opt(exception=e).debug("internal error")
         logger.error("internal error: {!r} (run with -v for details)", e)
         return EXIT_SETUP
-    return EXIT_CONFIG  # unreachable: argparse requires a command
+
+
+def _load_stages(path: str | None) -> tuple[list[StageEntry], list[StageEntry]]:
+    path = path or os.environ.get(PIPELINE_ENV) or None
+    if not path:
+        return [], []
+    inbound, outbound = load_pipeline(path)
+    logger.info("custom stages: inbound {}, outbound {}", describe(inbound), describe(outbound))
+    return inbound, outbound
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     setup_logging(args.verbose - args.quiet)
     try:
         config = load_config(args.config)
-    except ConfigError as e:
+        faults = parse_faults()
+        inbound, outbound = _load_stages(args.pipeline)
+    except (ConfigError, ValueError) as e:  # ValueError: pipeline file or fault plan
         print(f"wgactors: {e}", file=sys.stderr)
         return EXIT_CONFIG
     warning = check_permissions(args.config)
@@ -78,153 +118,53 @@ def cmd_up(args: argparse.Namespace) -> int:
         logger.warning(warning)
     for w in config.warnings:
         logger.warning(w)
-    try:
-        faults = parse_faults()
-        pipeline_path = args.pipeline or os.environ.get(PIPELINE_ENV) or None
-        inbound, outbound = load_pipeline(pipeline_path) if pipeline_path else ([], [])
-    except ValueError as e:  # PipelineFileError or a bad fault plan
-        print(f"wgactors: {e}", file=sys.stderr)
-        return EXIT_CONFIG
-    if pipeline_path:
-        logger.info("custom stages: inbound {}, outbound {}", describe(inbound), describe(outbound))
-    return run(
-        config,
+    if any(n.prefixlen == 0 for p in config.peers for n in p.allowed_ips):
+        logger.warning(
+            "{}: a default route in AllowedIPs is not installed by `wgactors up`; use "
+            "wg-quick with WG_QUICK_USERSPACE_IMPLEMENTATION=wgactors for full-tunnel routing",
+            config.name,
+        )
+    spec = TunnelSpec(
+        config.name,
+        config.private_key,
+        config.peers,
+        config.listen_port or 0,
+        config.fwmark,
+        config.mtu,
+        config.addresses,
+    )
+    daemon = Daemon(
+        spec,
         single_threaded=args.single_threaded,
         faults=faults,
         inbound=inbound,
         outbound=outbound,
     )
+    return daemon.run()
 
 
-def run(
-    config: InterfaceConfig,
-    *,
-    single_threaded: bool = False,
-    faults: dict[str, Fault] | None = None,
-    inbound: Sequence[StageEntry] = (),
-    outbound: Sequence[StageEntry] = (),
-) -> int:
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        logger.info("{} received: shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+def cmd_daemon(args: argparse.Namespace) -> int:
+    name = args.interface
+    if not _IFACE.match(name):
+        print(f"wgactors: {name!r} is not a valid interface name", file=sys.stderr)
+        return EXIT_CONFIG
     try:
-        udp = UdpSocket(config.listen_port or 0, fwmark=config.fwmark)
-    except OSError as e:
-        logger.error("cannot open UDP port {}: {}", config.listen_port, e.strerror or e)
-        return EXIT_SETUP
-    try:
-        tun = TunDevice(config.name, mtu=config.mtu)
-    except TunError as e:
-        udp.close()
-        logger.error("{}", e)
-        return EXIT_SETUP
-    try:
-        routes = [net for peer in config.peers for net in peer.allowed_ips if net.prefixlen > 0]
-        for peer in config.peers:
-            if any(net.prefixlen == 0 for net in peer.allowed_ips):
-                logger.warning(
-                    "{}: a default route in AllowedIPs is not installed by `wgactors up`; use "
-                    "wg-quick with WG_QUICK_USERSPACE_IMPLEMENTATION=wgactors for full-tunnel "
-                    "routing",
-                    config.name,
-                )
-        tun.configure(config.addresses, routes)
-    except TunError as e:
-        tun.close()
-        udp.close()
-        logger.error("{}", e)
-        return EXIT_SETUP
-    mode = "single-threaded" if single_threaded else "actors"
-    logger.info(
-        "{} up: UDP port {}, {} peer(s), MTU {}, {} mode",
-        config.name,
-        udp.port,
-        len(config.peers),
-        config.mtu,
-        mode,
-    )
-    status = EXIT_OK
-    try:
-        if single_threaded:
-            _run_single(config, udp, tun, stop, inbound, outbound)
-        else:
-            status = _run_actors(config, udp, tun, stop, faults or {}, inbound, outbound)
-    finally:
-        tun.close()  # the kernel removes the non-persistent interface here
-        udp.close()
-    logger.info("{} down", config.name)
-    return status
-
-
-def _run_actors(
-    config: InterfaceConfig,
-    udp: UdpSocket,
-    tun: TunDevice,
-    stop: threading.Event,
-    faults: dict[str, Fault],
-    inbound: Sequence[StageEntry],
-    outbound: Sequence[StageEntry],
-) -> int:
-    from .pipeline import Pipeline
-
-    pipeline = Pipeline(
-        private_key=config.private_key,
-        peers=config.peers,
-        udp=udp,
-        tun=tun,
+        faults = parse_faults()
+        inbound, outbound = _load_stages(None)
+    except ValueError as e:
+        print(f"wgactors: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    ready = None if args.foreground or os.environ.get("WG_PROCESS_FOREGROUND") else daemonize()
+    setup_logging(args.verbose - args.quiet)
+    spec = TunnelSpec(name, None, configure_interface=False)
+    daemon = Daemon(
+        spec,
+        single_threaded=bool(os.environ.get(SINGLE_THREADED_ENV)),
         faults=faults,
         inbound=inbound,
         outbound=outbound,
     )
-    pipeline.start()
-    status = EXIT_OK
-    try:
-        last_stats = time.monotonic()
-        while not stop.wait(WATCH_INTERVAL):
-            if pipeline.escalated.is_set():
-                logger.error("shutting down: {}", pipeline.escalation_reason)
-                status = EXIT_ESCALATED
-                break
-            if not pipeline.alive():
-                logger.error("shutting down: the supervisor died")
-                status = EXIT_ESCALATED
-                break
-            if time.monotonic() - last_stats >= STATS_LOG_INTERVAL:
-                last_stats = time.monotonic()
-                logger.debug("stats: {}", pipeline.stats())
-    finally:
-        logger.debug("final stats: {}", pipeline.stats())
-        pipeline.stop()
-    return status
-
-
-def _run_single(
-    config: InterfaceConfig,
-    udp: UdpSocket,
-    tun: TunDevice,
-    stop: threading.Event,
-    inbound: Sequence[StageEntry],
-    outbound: Sequence[StageEntry],
-) -> None:
-    from .single import SingleThreaded
-
-    loop = SingleThreaded(
-        private_key=config.private_key,
-        peers=config.peers,
-        udp=udp,
-        tun=tun,
-        inbound=inbound,
-        outbound=outbound,
-    )
-    try:
-        loop.run(stop)
-    finally:
-        logger.debug("final stats: {}", loop.stats())
+    return daemon.run(ready)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,6 +31,7 @@ from .io.tun import TunDevice
 from .io.udp import UdpSocket
 from .mailbox import DEFAULT_CAPACITY, Mailbox
 from .pipeline_file import StageEntry
+from .snapshot import ConfigCell, DeviceConfig
 from .stage import wiring
 from .stages import Decrypt, Encrypt, GetStats, Outlet, Ticker, TunReader, TunWriter, UdpIngress
 from .stages.base import BATCH_SIZE
@@ -60,7 +61,7 @@ class Pipeline:
     def __init__(
         self,
         *,
-        private_key: bytes,
+        private_key: bytes | None,
         peers: Sequence[PeerConfig],
         udp: UdpSocket,
         tun: TunDevice,
@@ -75,6 +76,7 @@ class Pipeline:
     ) -> None:
         self.private_key = private_key
         self.peers = tuple(peers)
+        self.config = ConfigCell(DeviceConfig(private_key, self.peers))
         self.udp = udp
         self.tun = tun
         self.capacity = capacity
@@ -122,12 +124,11 @@ class Pipeline:
             specs.append(self._custom_spec(stage, next_box))
             next_box = specs[-1].mailbox
         first_inbound = next_box
-        peers = self.peers
         specs.append(
             ChildSpec(
                 "encrypt",
                 lambda box, sup: Encrypt.start(
-                    box, self.udp, decrypt, peers, **self._kw("encrypt", sup)
+                    box, self.udp, decrypt, self.config, **self._kw("encrypt", sup)
                 ),
                 encrypt,
             )
@@ -140,8 +141,7 @@ class Pipeline:
                     self.udp,
                     Outlet(first_inbound),
                     encrypt,
-                    self.private_key,
-                    peers,
+                    self.config,
                     **self._kw("decrypt", sup),
                 ),
                 decrypt,

@@ -7,11 +7,15 @@ stages on their own threads buys.
 
 from __future__ import annotations
 
+import queue
 import select
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
 
 from loguru import logger
 
@@ -22,17 +26,22 @@ from .packet import Packet
 from .pipeline_file import StageEntry
 from .stage import Stage, wiring
 from .stages.base import BATCH_SIZE
+from .stages.decrypt import apply_set
 from .stages.ticker import TICK_INTERVAL
+from .uapi import SetRequest
 from .wireguard import Deliver, PeerConfig, Transmit, Tunnel
+from .wireguard.device import PeerState
 
-__all__ = ["SingleThreaded"]
+__all__ = ["MAX_PENDING_REQUESTS", "SingleThreaded"]
+
+MAX_PENDING_REQUESTS = 16  # UAPI requests waiting for the loop
 
 
 class SingleThreaded:
     def __init__(
         self,
         *,
-        private_key: bytes,
+        private_key: bytes | None,
         peers: Sequence[PeerConfig],
         udp: UdpSocket,
         tun: TunDevice,
@@ -50,6 +59,42 @@ class SingleThreaded:
         self.batch_size = batch_size
         self.drops: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
+        # Requests from other threads (UAPI): run by the loop, between batches.
+        self._requests: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue(
+            MAX_PENDING_REQUESTS
+        )
+
+    def call(self, fn: Callable[[], Any], timeout: float) -> Any:
+        """Run ``fn`` on the loop's thread and return its result (TimeoutError if it does not
+        get there in time)."""
+        future: Future[Any] = Future()
+        try:
+            self._requests.put((fn, future), timeout=timeout)
+        except queue.Full:
+            raise TimeoutError from None
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            raise TimeoutError from None
+
+    def _serve_requests(self) -> None:
+        for _ in range(MAX_PENDING_REQUESTS):
+            try:
+                fn, future = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                future.set_result(fn())
+            except Exception as e:
+                future.set_exception(e)
+
+    def configure(self, request: SetRequest) -> None:
+        now = time.monotonic()
+        self._do(self.tunnel.apply(lambda device: apply_set(device, request, now), now))
+
+    def device_state(self) -> tuple[bytes | None, tuple[PeerState, ...]]:
+        device = self.tunnel.device
+        return device.private_key, tuple(device.peer_states())
 
     def _do(self, actions: list[Transmit | Deliver]) -> None:
         drops = self.drops
@@ -99,6 +144,7 @@ class SingleThreaded:
                     for stage in self.outbound:
                         packets = _through(stage, packets)
                     self._do(tunnel.send_many(packets, now))
+            self._serve_requests()
             now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + TICK_INTERVAL

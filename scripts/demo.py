@@ -138,10 +138,8 @@ class Lab:
             self.namespaces.append(ns)
             run(["ip", "-n", ns, "link", "set", "lo", "up"])
         veth_a, veth_b = f"wgd{self.tag}va", f"wgd{self.tag}vb"
-        run(
-            ["ip", "link", "add", veth_a, "netns", self.ns_a, "type", "veth"]
-            + ["peer", "name", veth_b, "netns", self.ns_b]
-        )
+        end_a = ["ip", "link", "add", veth_a, "netns", self.ns_a, "type", "veth"]
+        run([*end_a, "peer", "name", veth_b, "netns", self.ns_b])
         ends = ((self.ns_a, veth_a, UNDERLAY_A), (self.ns_b, veth_b, UNDERLAY_B))
         for ns, dev, _ in ends:  # up first, then addresses
             run(["ip", "-n", ns, "link", "set", dev, "up"])
@@ -174,8 +172,6 @@ class Lab:
 
     def stop(self, proc: Proc, grace: float = STOP_GRACE) -> int | None:
         """SIGTERM its process group, SIGKILL after ``grace``; returns the exit status."""
-        if proc in self.procs:
-            self.procs.remove(proc)
         p = proc.popen
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
             if p.poll() is not None:
@@ -184,6 +180,8 @@ class Lab:
                 os.killpg(p.pid, sig)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(wait)
+        if proc in self.procs:
+            self.procs.remove(proc)
         return p.poll()
 
     def key_file(self, name: str, key: str) -> Path:
@@ -206,7 +204,9 @@ class Lab:
                     proc.log,
                 )
             if time.monotonic() > deadline:
-                raise DemoError(f"{iface} did not come up in {ns} within {IFACE_TIMEOUT:g} s", proc.log)
+                raise DemoError(
+                    f"{iface} did not come up in {ns} within {IFACE_TIMEOUT:g} s", proc.log
+                )
             time.sleep(0.05)
 
     def gone(self, ns: str, iface: str) -> bool:
@@ -277,7 +277,9 @@ def start_wireguard_go(
         if proc.popen.poll() is not None:
             raise DemoError(f"wireguard-go exited with {proc.popen.returncode}", proc.log)
         if time.monotonic() > deadline:
-            raise DemoError(f"wireguard-go did not create {sock} within {IFACE_TIMEOUT:g} s", proc.log)
+            raise DemoError(
+                f"wireguard-go did not create {sock} within {IFACE_TIMEOUT:g} s", proc.log
+            )
         time.sleep(0.02)
     key = lab.key_file(f"{iface}.key", private_key)
     lab.exec(ns, "wg", "set", iface, "private-key", key, "listen-port", WG_PORT)
@@ -344,6 +346,9 @@ class CaseResult:
     failures: list[str] = field(default_factory=list)
     log_tails: dict[str, str] = field(default_factory=dict)
     exit_status: int | None = None  # of wgactors after SIGTERM
+    # What wireguard-go in b counted for its peer: proof the traffic went through the tunnel.
+    b_rx_bytes: int | None = None
+    b_tx_bytes: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -386,7 +391,9 @@ def iperf(lab: Lab, seconds: int, reverse: bool) -> float:
             report = json.loads(res.stdout)
         except json.JSONDecodeError:
             detail = (res.stderr or res.stdout).strip()[-500:]
-            raise DemoError(f"iperf3 client printed no JSON (exit {res.returncode}): {detail}") from None
+            raise DemoError(
+                f"iperf3 client printed no JSON (exit {res.returncode}): {detail}"
+            ) from None
         if report.get("error"):
             raise DemoError(f"iperf3: {report['error']}")
         try:
@@ -444,6 +451,10 @@ def run_case(
             watch_logs.append(a.log)
         started.append((lab.ns_a, iface_a, a))
         measure(lab, result, seconds)
+        res = lab.exec(lab.ns_b, "wg", "show", iface_b, "transfer", check=False)
+        fields = res.stdout.split()
+        if len(fields) >= 3 and fields[1].isdigit() and fields[2].isdigit():
+            result.b_rx_bytes, result.b_tx_bytes = int(fields[1]), int(fields[2])
     except DemoError as e:
         result.failures.append(f"setting up: {e}")
         if e.log is not None and e.log not in watch_logs:
@@ -483,7 +494,15 @@ def fmt_ratio(v: float | None) -> str:
 
 
 def print_table(results: Sequence[CaseResult]) -> None:
-    head = ("case", "ping a→b", "ping b→a", "upload Mbit/s", "download Mbit/s", "up/ref", "down/ref")
+    head = (
+        "case",
+        "ping a→b",
+        "ping b→a",
+        "upload Mbit/s",
+        "download Mbit/s",
+        "up/ref",
+        "down/ref",
+    )
     rows = [head] + [
         (
             r.label,
@@ -498,7 +517,10 @@ def print_table(results: Sequence[CaseResult]) -> None:
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     for n, row in enumerate(rows):
-        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        cells = [
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
         print("  ".join(cells).rstrip())
         if n == 0:
             print("  ".join("-" * w for w in widths))
@@ -587,12 +609,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         ok = all(r.ok for r in results)
         print()
         print_table(results)
-        print(f"\n(iperf3 TCP, {args.seconds} s per direction; a = 10.99.0.1, b = 10.99.0.2)")
+        print(
+            f"\n(a = {TUNNEL_A}, b = {TUNNEL_B}; ping -c 3, the first ping a→b includes the "
+            f"handshake; iperf3 TCP, {args.seconds} s per direction, from a)"
+        )
         for r in results:
             if r.exit_status not in (None, 0):
                 print(f"note: {r.label}: wgactors exited with {r.exit_status} on SIGTERM")
         if args.json:
-            Path(args.json).write_text(json.dumps(to_json(results, args.seconds, args.quick, ok), indent=2) + "\n")
+            Path(args.json).write_text(
+                json.dumps(to_json(results, args.seconds, args.quick, ok), indent=2) + "\n"
+            )
         for r in results:
             if r.ok:
                 continue

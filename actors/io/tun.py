@@ -70,8 +70,11 @@ class TunDevice:
         self,
         addresses: Iterable[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = (),
         routes: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
+        *,
+        up: bool = True,
     ) -> None:
-        """Set the MTU, the addresses and the routes, then bring the link up."""
+        """Set the MTU, the addresses and the routes, then (unless told not to: wg-quick does
+        it itself) bring the link up."""
         from pyroute2 import IPRoute
 
         try:
@@ -87,7 +90,8 @@ class TunDevice:
                         prefixlen=addr.network.prefixlen,
                         **extra,
                     )
-                ipr.link("set", index=index, state="up")
+                if up:
+                    ipr.link("set", index=index, state="up")
                 for net in routes:
                     ipr.route("replace", dst=str(net), oif=index)
         except Exception as e:  # pyroute2 raises NetlinkError and friends

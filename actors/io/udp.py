@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import select
 import socket
 from collections import Counter
@@ -28,24 +29,40 @@ SOCKET_BUFFER = 4 << 20  # ask the kernel for 4 MiB each way; it caps this at rm
 _MAPPED = "::ffff:"
 
 
-class UdpSocket:
-    def __init__(self, port: int = 0, *, fwmark: int = 0) -> None:
+def _bind(port: int, fwmark: int) -> tuple[socket.socket, bool]:
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         try:
-            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.bind(("::", port))
-            self.dual_stack = True
         except OSError:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.close()
+            raise
+        dual_stack = True
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
             sock.bind(("0.0.0.0", port))
-            self.dual_stack = False
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            with contextlib.suppress(OSError):  # best effort: the kernel may cap or refuse it
-                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-        if fwmark:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, fwmark)
-        sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        dual_stack = False
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        with contextlib.suppress(OSError):  # best effort: the kernel may cap or refuse it
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+    if fwmark:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, fwmark)
+    sock.setblocking(False)
+    return sock, dual_stack
+
+
+class UdpSocket:
+    def __init__(self, port: int = 0, *, fwmark: int = 0) -> None:
+        sock, self.dual_stack = _bind(port, fwmark)
         self.sock = sock
+        self.fwmark = fwmark
         self.port: int = sock.getsockname()[1]
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
@@ -54,6 +71,29 @@ class UdpSocket:
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    def rebind(self, port: int) -> None:
+        """Move to another port (``wg set listen-port``) without changing the descriptor.
+
+        A new socket is bound first (so a port in use fails cleanly, with the old one intact),
+        then dup2() puts it on our descriptor number: every stage that holds this object, and
+        every poll registration, carries on with the new socket and nothing is re-wired.
+        """
+        if port == self.port and port != 0:
+            return
+        new, dual_stack = _bind(port, self.fwmark)
+        try:
+            if dual_stack != self.dual_stack:
+                raise OSError(errno.EAFNOSUPPORT, "address family changed")
+            os.dup2(new.fileno(), self.sock.fileno())
+            self.port = self.sock.getsockname()[1]
+        finally:
+            new.close()
+
+    def set_mark(self, fwmark: int) -> None:
+        """``wg set fwmark``: mark outgoing datagrams for policy routing (0 clears it)."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, fwmark)
+        self.fwmark = fwmark
 
     def wait_readable(self, timeout: float) -> bool:
         return bool(self._poll.poll(timeout * 1000))

@@ -10,29 +10,32 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from ..io.udp import UdpSocket
 from ..mailbox import Mailbox
+from ..snapshot import ConfigCell, DeviceConfig
 from ..stats import StageSnapshot
-from ..wireguard.actions import Deliver, HandshakeWanted, SendKeysUpdate, Sent, Transmit
-from ..wireguard.device import Device, PeerConfig
+from ..uapi import SetRequest
+from ..wireguard.actions import Action, Deliver, HandshakeWanted, SendKeysUpdate, Sent, Transmit
+from ..wireguard.device import Device
 from .base import Outlet, PipelineActor
 from .ticker import Tick
 
-__all__ = ["AddPeer", "Decrypt", "RemovePeer", "Resync"]
+__all__ = ["Configure", "Decrypt", "GetDeviceState", "Resync", "apply_set"]
 
 
 @dataclass(frozen=True, slots=True)
-class AddPeer:
-    config: PeerConfig
+class Configure:
+    """A validated `wg set` request to apply (listen port and fwmark are the socket's)."""
+
+    request: SetRequest
 
 
 @dataclass(frozen=True, slots=True)
-class RemovePeer:
-    public_key: bytes
+class GetDeviceState:
+    """Ask for (private key, peer states): what `wg show` needs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,26 +50,25 @@ class Decrypt(PipelineActor):
         udp: UdpSocket,
         outlet: Outlet,
         encrypt: Mailbox,
-        private_key: bytes,
-        peers: Iterable[PeerConfig] = (),
+        config: ConfigCell,
         **supervised: Any,
     ) -> None:
         super().__init__(mailbox, **supervised)
         self.udp = udp
         self.outlet = outlet
         self.encrypt = encrypt
-        self._private_key = private_key
-        self._initial_peers = tuple(peers)
+        self.config = config
         self.device: Device | None = None
 
     def on_start(self) -> None:
         # A new incarnation starts from the configuration, with no sessions: the encrypt stage
         # must forget keys whose receive half died with the previous incarnation, and the next
         # packet it has to send starts a fresh handshake.
-        device = Device(self._private_key, wall_offset=time.time() - time.monotonic())
+        current = self.config.get()
+        device = Device(current.private_key, wall_offset=time.time() - time.monotonic())
         self.device = device
         now = time.monotonic()
-        for peer in self._initial_peers:
+        for peer in current.peers:
             self._dispatch(device.add_peer(peer, now))
             self.encrypt.tell(SendKeysUpdate(peer.public_key, None))
 
@@ -85,10 +87,11 @@ class Decrypt(PipelineActor):
             self._dispatch(device.update_timers(now))
         elif isinstance(message, HandshakeWanted | Sent):
             self._dispatch(device.handle(message, now))
-        elif isinstance(message, AddPeer):
-            self._dispatch(device.add_peer(message.config, now))
-        elif isinstance(message, RemovePeer):
-            self._dispatch(device.remove_peer(message.public_key))
+        elif isinstance(message, Configure):
+            self._dispatch(apply_set(device, message.request, now))
+            self.config.publish(DeviceConfig(device.private_key, device.configs()))
+        elif isinstance(message, GetDeviceState):
+            return device.private_key, tuple(device.peer_states())
         elif isinstance(message, Resync):
             self._dispatch(device.sync_actions())
         else:
@@ -122,3 +125,27 @@ class Decrypt(PipelineActor):
             return super().snapshot()
         finally:
             self.stats.drops = saved
+
+
+def apply_set(device: Device, request: SetRequest, now: float) -> list[Action]:
+    """Apply a parsed `set=1` request to the device, in the order wireguard-go does."""
+    out: list[Action] = []
+    if request.private_key is not None:
+        out += device.set_private_key(request.private_key)
+    if request.replace_peers:
+        out += device.remove_all_peers()
+    for change in request.peers:
+        if change.remove:
+            out += device.remove_peer(change.public_key)
+            continue
+        out += device.update_peer(
+            change.public_key,
+            now,
+            create=not change.update_only,
+            preshared_key=change.preshared_key,
+            endpoint=change.endpoint,
+            persistent_keepalive=change.persistent_keepalive,
+            replace_allowed_ips=change.replace_allowed_ips,
+            allowed_ips=change.allowed_ips,
+        )
+    return out

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable
 from typing import Any
 
 from ..io.udp import UdpSocket
 from ..mailbox import Mailbox
+from ..snapshot import ConfigCell
 from ..stats import StageSnapshot
 from ..wireguard.actions import (
     HandshakeWanted,
@@ -27,7 +27,6 @@ from ..wireguard.actions import (
     Transmit,
 )
 from ..wireguard.allowedips import AllowedIPs
-from ..wireguard.device import PeerConfig
 from ..wireguard.encryptor import Encryptor
 from .base import PipelineActor
 from .decrypt import Resync
@@ -43,13 +42,13 @@ class Encrypt(PipelineActor):
         mailbox: Mailbox,
         udp: UdpSocket,
         decrypt: Mailbox,
-        peers: Iterable[PeerConfig] = (),
+        config: ConfigCell,
         **supervised: Any,
     ) -> None:
         super().__init__(mailbox, **supervised)
         self.udp = udp
         self.decrypt = decrypt
-        self._initial_peers = tuple(peers)
+        self.config = config
         self.encryptor = Encryptor()
 
     def on_start(self) -> None:
@@ -59,7 +58,7 @@ class Encrypt(PipelineActor):
         # a key with a reset counter would be a replay. A new handshake follows on demand.
         now = time.monotonic()
         routes: AllowedIPs[bytes] = AllowedIPs()
-        for peer in self._initial_peers:
+        for peer in self.config.get().peers:
             for net in peer.allowed_ips:
                 routes.insert(net, peer.public_key)
             self.encryptor.handle(PeerEndpoint(peer.public_key, peer.endpoint), now)

@@ -75,7 +75,7 @@ from .noise import (
 )
 from .ratelimiter import RateLimiter
 
-__all__ = ["Device", "DeviceError", "PeerConfig"]
+__all__ = ["Device", "DeviceError", "PeerConfig", "PeerState"]
 
 _TRANSPORT_HEADER = struct.Struct("<IIQ")
 _NONCE = struct.Struct("<4xQ")
@@ -116,6 +116,21 @@ class PeerConfig:
 def short_key(key: bytes) -> str:
     """A public key as a short, log-friendly tag (never used for private keys)."""
     return base64.b64encode(key).decode()[:8] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerState:
+    public_key: bytes
+    preshared_key: bytes | None
+    endpoint: Endpoint | None
+    last_handshake_ns: int
+    rx_bytes: int
+    tx_bytes: int
+    persistent_keepalive: int
+    allowed_ips: tuple[Network, ...]
+
+    def __repr__(self) -> str:
+        return f"PeerState({short_key(self.public_key)}, endpoint={self.endpoint})"
 
 
 @dataclass(slots=True)
@@ -178,7 +193,7 @@ class Device:
 
     def __init__(
         self,
-        private_key: bytes,
+        private_key: bytes | None,
         *,
         rng: Callable[[int], bytes] = os.urandom,
         wall_offset: float = 0.0,
@@ -186,12 +201,11 @@ class Device:
     ) -> None:
         """``wall_offset`` is added to ``now`` to get UNIX time, for TAI64N timestamps; the
         shell sets it once from the real clocks so the core itself never reads one."""
-        if len(private_key) != 32:
-            raise DeviceError("a private key is 32 bytes")
         self._rng = rng
         self.wall_offset = wall_offset
-        self.identity = Identity.from_private(private_key)
-        self._checker = CookieChecker(self.identity.public, rng)
+        self.identity: Identity | None = None
+        self._checker: CookieChecker | None = None
+        self._set_identity(private_key)
         self._limiter = RateLimiter()
         self._peers: dict[bytes, _Peer] = {}
         self._indices: dict[int, tuple[_Peer, ReceiveSession | None]] = {}
@@ -205,9 +219,85 @@ class Device:
 
     # ------------------------------------------------------------------ configuration
 
+    def _set_identity(self, private_key: bytes | None) -> None:
+        if private_key is None or not any(private_key):
+            self.identity, self._checker = None, None
+            return
+        if len(private_key) != 32:
+            raise DeviceError("a private key is 32 bytes")
+        self.identity = Identity.from_private(private_key)
+        self._checker = CookieChecker(self.identity.public, self._rng)
+
     @property
-    def public_key(self) -> bytes:
-        return self.identity.public
+    def public_key(self) -> bytes | None:
+        return self.identity.public if self.identity is not None else None
+
+    @property
+    def private_key(self) -> bytes | None:
+        return self.identity.private if self.identity is not None else None
+
+    def set_private_key(self, private_key: bytes | None) -> list[Action]:
+        """Change (or remove, with None or zeros) our static key. Every session and handshake
+        made with the old key is void; a peer that has the new public key is removed, as
+        wireguard-go does, since no one can have a session with themselves."""
+        if private_key == self.private_key:
+            return []
+        self._set_identity(private_key)
+        out: list[Action] = []
+        own = self.public_key
+        if own is not None and own in self._peers:
+            out += self.remove_peer(own)
+        for peer in self._peers.values():
+            peer.handshake.rekey_identity(self.identity)
+            self._zero_keys(peer, out)
+        return out
+
+    def remove_all_peers(self) -> list[Action]:
+        out: list[Action] = []
+        for key in list(self._peers):
+            out += self.remove_peer(key)
+        return out
+
+    def update_peer(
+        self,
+        key: bytes,
+        now: float,
+        *,
+        create: bool = True,
+        preshared_key: bytes | None = None,
+        endpoint: Endpoint | None = None,
+        persistent_keepalive: int | None = None,
+        replace_allowed_ips: bool = False,
+        allowed_ips: tuple[Network, ...] = (),
+    ) -> list[Action]:
+        """Apply a UAPI-style change to one peer: fields left None are unchanged, allowed IPs
+        accumulate unless ``replace_allowed_ips``. With ``create`` False (``update_only``) an
+        unknown peer is ignored. The interface's own key is ignored, as in wireguard-go."""
+        if key == self.public_key:
+            return []
+        existing = self._peers.get(key)
+        if existing is None and not create:
+            return []
+        base = existing.config if existing is not None else PeerConfig(key)
+        kept = () if replace_allowed_ips or existing is None else tuple(self._routes.prefixes(key))
+        psk = (
+            base.preshared_key
+            if preshared_key is None
+            else (preshared_key if any(preshared_key) else None)
+        )
+        config = PeerConfig(
+            key,
+            psk,
+            endpoint if endpoint is not None else (existing.endpoint if existing else None),
+            kept + tuple(allowed_ips),
+            base.persistent_keepalive if persistent_keepalive is None else persistent_keepalive,
+        )
+        turned_on = bool(config.persistent_keepalive) and not base.persistent_keepalive
+        out = self.add_peer(config, now, keepalive_now=turned_on or existing is None)
+        if endpoint is not None and existing is not None:
+            existing.endpoint = endpoint
+            out.append(PeerEndpoint(key, endpoint))
+        return out
 
     def peers(self) -> list[bytes]:
         return list(self._peers)
@@ -225,9 +315,11 @@ class Device:
         """A copy of the routing table, for the encrypting side (which then owns it)."""
         return self._routes.copy()
 
-    def add_peer(self, config: PeerConfig, now: float) -> list[Action]:
+    def add_peer(
+        self, config: PeerConfig, now: float, *, keepalive_now: bool = True
+    ) -> list[Action]:
         """Add or replace a peer. Replacing keeps its sessions if the key is unchanged."""
-        if config.public_key == self.identity.public:
+        if config.public_key == self.public_key:
             raise DeviceError("a peer cannot have the interface's own public key")
         existing = self._peers.get(config.public_key)
         if existing is None and len(self._peers) >= MAX_PEERS:
@@ -251,7 +343,8 @@ class Device:
         ]
         if config.persistent_keepalive:
             # wireguard-go sends a keepalive as soon as persistent keepalive is switched on.
-            peer.timers.persistent_keepalive = now
+            if keepalive_now or peer.timers.persistent_keepalive is None:
+                peer.timers.persistent_keepalive = now
         else:
             peer.timers.persistent_keepalive = None
         return out
@@ -403,6 +496,9 @@ class Device:
         now: float,
         out: list[Action],
     ) -> None:
+        if self._checker is None or self.identity is None:
+            self.drops[drops.NO_PRIVATE_KEY] += 1
+            return
         if not self._checker.check_mac1(data):
             self.drops[drops.BAD_MAC1] += 1
             return
@@ -427,6 +523,7 @@ class Device:
     def _receive_initiation(
         self, msg: Initiation, source: Endpoint, now: float, out: list[Action]
     ) -> None:
+        assert self.identity is not None
         try:
             consumed = consume_initiation(self.identity, msg)
         except HandshakeError:
@@ -484,6 +581,7 @@ class Device:
             self.drops[drops.UNKNOWN_INDEX] += 1
             return
         peer = entry[0]
+        assert self.identity is not None
         try:
             consume_response(self.identity, peer.handshake, msg)
         except HandshakeError:
@@ -515,6 +613,35 @@ class Device:
         self.events["responses_consumed"] += 1
         logger.debug("handshake with {} complete (initiator)", short_key(peer.key))
 
+    def peer_states(self) -> list[PeerState]:
+        """An immutable view of every peer, for `wg show` and `wgactors status`."""
+        return [
+            PeerState(
+                p.key,
+                p.config.preshared_key,
+                p.endpoint,
+                p.stats.last_handshake_ns,
+                p.stats.rx_bytes,
+                p.stats.tx_bytes,
+                p.config.persistent_keepalive,
+                tuple(self._routes.prefixes(p.key)),
+            )
+            for p in self._peers.values()
+        ]
+
+    def configs(self) -> tuple[PeerConfig, ...]:
+        """The peers as configuration (allowed IPs as routed now), to rebuild the device."""
+        return tuple(
+            PeerConfig(
+                p.key,
+                p.config.preshared_key,
+                p.endpoint,
+                tuple(self._routes.prefixes(p.key)),
+                p.config.persistent_keepalive,
+            )
+            for p in self._peers.values()
+        )
+
     def _receive_cookie_reply(self, msg: CookieReply, now: float) -> None:
         entry = self._indices.get(msg.receiver)
         if entry is None:
@@ -530,6 +657,9 @@ class Device:
             peer.timers.handshake_attempts = 0
         last = peer.last_sent_handshake
         if last is not None and now - last < REKEY_TIMEOUT:
+            return
+        if self.identity is None:
+            self.drops[drops.NO_PRIVATE_KEY] += 1
             return
         if peer.handshake.static_static is None:
             self.drops[drops.BAD_HANDSHAKE] += 1

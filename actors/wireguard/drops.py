@@ -6,6 +6,7 @@ as-is in `wgactors status` and in logs.
 
 from typing import Final
 
+NO_PRIVATE_KEY: Final = "no_private_key"  # handshake traffic while no private key is set
 MALFORMED: Final = "malformed"  # not a WireGuard message, or the wrong size for its type
 BAD_MAC1: Final = "bad_mac1"  # handshake message without a valid mac1 for our key
 COOKIE_SENT: Final = "cookie_sent"  # under load without a valid mac2: answered with a cookie

@@ -89,7 +89,9 @@ class PeerHandshake:
         "static_static",
     )
 
-    def __init__(self, identity: Identity, remote_static: bytes, preshared_key: bytes) -> None:
+    def __init__(
+        self, identity: Identity | None, remote_static: bytes, preshared_key: bytes
+    ) -> None:
         self.remote_static = remote_static
         self.preshared_key = preshared_key
         self.static_static = _precompute(identity, remote_static)
@@ -109,12 +111,14 @@ class PeerHandshake:
         self.local_ephemeral = b""
         self.remote_ephemeral = b""
 
-    def rekey_identity(self, identity: Identity) -> None:
+    def rekey_identity(self, identity: Identity | None) -> None:
         self.static_static = _precompute(identity, self.remote_static)
         self.clear()
 
 
-def _precompute(identity: Identity, remote_static: bytes) -> bytes | None:
+def _precompute(identity: Identity | None, remote_static: bytes) -> bytes | None:
+    if identity is None:
+        return None  # no private key yet: no handshake can be made or answered
     try:
         return dh(identity.private, remote_static)
     except CryptoError:

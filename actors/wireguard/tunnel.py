@@ -27,7 +27,7 @@ _MAX_PUMP_STEPS = 100_000
 class Tunnel:
     def __init__(
         self,
-        private_key: bytes,
+        private_key: bytes | None,
         peers: Iterable[PeerConfig] = (),
         *,
         now: float = 0.0,
@@ -58,6 +58,12 @@ class Tunnel:
 
     def send_many(self, packets: Iterable[Packet], now: float) -> list[Transmit | Deliver]:
         return self._pump(self.encryptor.send_many(packets, now), now)
+
+    def apply(
+        self, change: Callable[[Device], list[Action]], now: float
+    ) -> list[Transmit | Deliver]:
+        """Run a configuration change on the device and route what it causes."""
+        return self._pump(change(self.device), now)
 
     def update_timers(self, now: float) -> list[Transmit | Deliver]:
         return self._pump(self.device.update_timers(now), now)

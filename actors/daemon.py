@@ -1,0 +1,243 @@
+"""Running a tunnel: set up, serve, watch, tear down. Shared by both ways of starting one.
+
+``wgactors up CONF`` configures the interface itself (addresses, routes, link up);
+``wgactors IFACE`` (the wireguard-go drop-in) creates a bare interface and leaves the rest to
+`wg` and `wg-quick` through the UAPI socket. Both serve that socket, run the same pipeline (or
+the single-threaded loop), and end the same way: on SIGINT/SIGTERM, when the interface is
+deleted (that is how `wg-quick down` stops a userspace implementation), or when the supervisor
+gives up. Teardown removes the socket; the kernel removes the non-persistent interface when its
+descriptor closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from loguru import logger
+
+from .faults import Fault
+from .io import TunDevice, TunError, UdpSocket
+from .pipeline_file import StageEntry
+from .wireguard.device import PeerConfig
+
+__all__ = ["EXIT_ESCALATED", "EXIT_OK", "EXIT_SETUP", "Daemon", "TunnelSpec", "daemonize"]
+
+EXIT_OK = 0
+EXIT_SETUP = 1
+EXIT_ESCALATED = 3  # the supervisor's restart budget was spent
+STATS_LOG_INTERVAL = 60.0  # seconds between periodic stats lines at debug level
+WATCH_INTERVAL = 0.1  # seconds between the main thread's looks at the pipeline
+INTERFACE_CHECK_INTERVAL = 0.5  # seconds between checks that the interface still exists
+READY_TIMEOUT = 30.0  # seconds the parent of a daemon waits for it to report
+
+
+@dataclass(frozen=True)
+class TunnelSpec:
+    name: str
+    private_key: bytes | None
+    peers: tuple[PeerConfig, ...] = ()
+    listen_port: int = 0
+    fwmark: int = 0
+    mtu: int = 1280
+    # `up` mode configures the interface; the drop-in mode leaves it to wg-quick
+    addresses: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...] = ()
+    configure_interface: bool = True
+
+
+class Daemon:
+    def __init__(
+        self,
+        spec: TunnelSpec,
+        *,
+        single_threaded: bool = False,
+        faults: dict[str, Fault] | None = None,
+        inbound: Sequence[StageEntry] = (),
+        outbound: Sequence[StageEntry] = (),
+    ) -> None:
+        self.spec = spec
+        self.single_threaded = single_threaded
+        self.faults = faults or {}
+        self.inbound = inbound
+        self.outbound = outbound
+        self.stop = threading.Event()
+        self.status = EXIT_OK
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        logger.info("{} received: shutting down", signal.Signals(signum).name)
+        self.stop.set()
+
+    def run(self, ready: Callable[[str | None], None] | None = None) -> int:
+        """Set up and serve until told to stop. ``ready`` is called once, with None when the
+        UAPI socket is up, or with the reason set-up failed."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        report = ready or (lambda _: None)
+        spec = self.spec
+        try:
+            udp = UdpSocket(spec.listen_port, fwmark=spec.fwmark)
+        except OSError as e:
+            reason = f"cannot open UDP port {spec.listen_port}: {e.strerror or e}"
+            logger.error(reason)
+            report(reason)
+            return EXIT_SETUP
+        try:
+            tun = TunDevice(spec.name, mtu=spec.mtu)
+            if spec.configure_interface:
+                routes = [n for p in spec.peers for n in p.allowed_ips if n.prefixlen > 0]
+                tun.configure(spec.addresses, routes)
+            else:
+                tun.configure((), (), up=False)
+        except TunError as e:
+            udp.close()
+            logger.error("{}", e)
+            report(str(e))
+            return EXIT_SETUP
+        try:
+            return self._serve(udp, tun, report)
+        finally:
+            tun.close()  # the kernel removes the non-persistent interface here
+            udp.close()
+            logger.info("{} down", spec.name)
+
+    def _serve(self, udp: UdpSocket, tun: TunDevice, report: Callable[[str | None], None]) -> int:
+        from .control import PipelineController, SingleController
+        from .uapi_server import UapiServer
+
+        spec = self.spec
+        mode = "single-threaded" if self.single_threaded else "actors"
+        if self.single_threaded:
+            from .single import SingleThreaded
+
+            loop = SingleThreaded(
+                private_key=spec.private_key,
+                peers=spec.peers,
+                udp=udp,
+                tun=tun,
+                inbound=self.inbound,
+                outbound=self.outbound,
+            )
+            controller: PipelineController | SingleController = SingleController(loop, udp)
+        else:
+            from .pipeline import Pipeline
+
+            pipeline = Pipeline(
+                private_key=spec.private_key,
+                peers=spec.peers,
+                udp=udp,
+                tun=tun,
+                faults=self.faults,
+                inbound=self.inbound,
+                outbound=self.outbound,
+            )
+            pipeline.start()
+            controller = PipelineController(pipeline, udp)
+        server = UapiServer(spec.name, controller)
+        try:
+            server.start()
+        except OSError as e:
+            reason = f"cannot serve {server.path}: {e.strerror or e}"
+            logger.error(reason)
+            report(reason)
+            if not self.single_threaded:
+                pipeline.stop()
+            return EXIT_SETUP
+        logger.info(
+            "{} up: UDP port {}, {} peer(s), MTU {}, {} mode, UAPI {}",
+            spec.name,
+            udp.port,
+            len(spec.peers),
+            spec.mtu,
+            mode,
+            server.path,
+        )
+        watcher = threading.Thread(target=self._watch_interface, name="ifwatch", daemon=True)
+        watcher.start()
+        report(None)
+        try:
+            if self.single_threaded:
+                try:
+                    loop.run(self.stop)
+                finally:
+                    logger.debug("final stats: {}", loop.stats())
+            else:
+                self._watch_pipeline(pipeline)
+        finally:
+            server.stop()
+            if not self.single_threaded:
+                logger.debug("final stats: {}", pipeline.stats())
+                pipeline.stop()
+        return self.status
+
+    def _watch_pipeline(self, pipeline) -> None:  # type: ignore[no-untyped-def]
+        last_stats = time.monotonic()
+        while not self.stop.wait(WATCH_INTERVAL):
+            if pipeline.escalated.is_set():
+                logger.error("shutting down: {}", pipeline.escalation_reason)
+                self.status = EXIT_ESCALATED
+                return
+            if not pipeline.alive():
+                logger.error("shutting down: the supervisor died")
+                self.status = EXIT_ESCALATED
+                return
+            if time.monotonic() - last_stats >= STATS_LOG_INTERVAL:
+                last_stats = time.monotonic()
+                logger.debug("stats: {}", pipeline.stats())
+
+    def _watch_interface(self) -> None:
+        """`wg-quick down` deletes the interface: that is our cue to exit."""
+        while not self.stop.wait(INTERFACE_CHECK_INTERVAL):
+            try:
+                socket.if_nametoindex(self.spec.name)
+            except OSError:
+                logger.info("{} was deleted: shutting down", self.spec.name)
+                self.stop.set()
+
+
+def daemonize() -> Callable[[str | None], None]:
+    """Fork into the background; the parent exits once the child reports.
+
+    The parent waits (bounded) for one line on a pipe: "ok" (exit 0) or the reason set-up
+    failed (printed, exit 1). This is how `wgactors IFACE` returns only once the UAPI socket is
+    up, which wg-quick relies on. Must be called before any thread is started.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        message = b""
+        deadline = time.monotonic() + READY_TIMEOUT
+        with os.fdopen(read_end, "rb") as pipe:
+            while time.monotonic() < deadline:
+                chunk = pipe.read(4096)
+                if not chunk:
+                    break
+                message += chunk
+        text = message.decode(errors="replace").strip()
+        if text == "ok":
+            os._exit(EXIT_OK)
+        print(f"wgactors: {text or 'the daemon exited during start-up'}", file=sys.stderr)
+        os._exit(EXIT_SETUP)
+    os.close(read_end)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    log_path = os.environ.get("WGACTORS_LOG_FILE")
+    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600) if log_path else devnull
+    os.dup2(devnull, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+
+    def notify(failure: str | None) -> None:
+        with contextlib.suppress(OSError):
+            os.write(write_end, b"ok\n" if failure is None else failure.encode() + b"\n")
+            os.close(write_end)
+
+    return notify
