@@ -130,7 +130,11 @@ class UapiServer:
                 conn.settimeout(CONNECTION_TIMEOUT)
                 reader = conn.makefile("rb")
                 while not self._stop.is_set():
-                    op = _readline(reader)
+                    try:
+                        op = _readline(reader)
+                    except UapiError as e:  # an unreadable operation line: answer, then close
+                        conn.sendall(f"errno={e.errno}\n\n".encode())
+                        return
                     if op is None:
                         return
                     if not self._operation(op, reader, conn):

@@ -60,6 +60,7 @@ def _run(
     check: bool = True,
     timeout: float = 30,
     input: str | None = None,
+    env_extra: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     argv = [str(a) for a in cmd]
     proc = subprocess.run(
@@ -70,6 +71,7 @@ def _run(
         input=input,
         stdin=None if input is not None else subprocess.DEVNULL,
         check=False,
+        env=dict(os.environ, **env_extra) if env_extra else None,
     )
     if check and proc.returncode != 0:
         raise CommandError(proc.returncode, argv, proc.stdout, proc.stderr)
@@ -249,14 +251,19 @@ class Netns:
         check: bool = True,
         timeout: float = 30,
         input: str | None = None,
+        env_extra: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``ip netns exec NAME *args``; text mode, output captured.
 
         With ``check`` a non-zero exit raises :class:`CommandError` whose message
-        includes stderr and stdout.
+        includes stderr and stdout. ``env_extra`` is added to the environment.
         """
         return _run(
-            ["ip", "netns", "exec", self.name, *args], check=check, timeout=timeout, input=input
+            ["ip", "netns", "exec", self.name, *args],
+            check=check,
+            timeout=timeout,
+            input=input,
+            env_extra=env_extra,
         )
 
     def popen(self, *args: Any, **kw: Any) -> subprocess.Popen[Any]:

@@ -1,0 +1,301 @@
+"""wgactors where wireguard-go goes: driven by the real `wg` and `wg-quick`, in namespaces."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from netns import Netns, WireguardGo, gen_keypair, gen_psk, socket_in
+from wgactors_proc import LAUNCHER, ROOT, write_conf
+
+pytestmark = pytest.mark.netns
+
+A4, B4 = "10.99.0.1", "10.99.0.2"
+SOCKET_DIR = Path("/var/run/wireguard")
+WAIT = 10.0  # seconds any bounded wait below may take
+
+
+def wait_until(predicate, timeout: float = WAIT) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def daemon_pids(iface: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", f"actors.cli {iface}$"], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def start_daemon(ns: Netns, iface: str, env: dict[str, str] | None = None) -> None:
+    """`wgactors IFACE` as wg-quick runs it: it must return once the socket is up."""
+    result = ns.run(str(LAUNCHER), iface, timeout=30, env_extra=env or {})
+    assert result.returncode == 0, result.stderr
+    assert (SOCKET_DIR / f"{iface}.sock").exists()
+
+
+def wg(ns: Netns, *args: str, check: bool = True, input: str | None = None):  # type: ignore[no-untyped-def]
+    return ns.run("wg", *args, check=check, input=input)
+
+
+@pytest.fixture
+def peer_wggo(netns_pair):  # type: ignore[no-untyped-def]
+    """wireguard-go in namespace b, waiting for a peer whose key is given later."""
+    key, _ = gen_keypair()
+    with WireguardGo(netns_pair.b, key, listen_port=51820, addresses=[f"{B4}/24"]) as wggo:
+        yield wggo
+
+
+def test_wg_quick_up_and_down(netns_pair, peer_wggo, tmp_path: Path) -> None:
+    ours, our_pub = gen_keypair()
+    psk = gen_psk()
+    peer_wggo.set_peer(our_pub, allowed_ips=[f"{A4}/32"], preshared_key=psk)
+    conf = write_conf(
+        tmp_path,
+        "wgq0",
+        {"PrivateKey": ours, "ListenPort": 51821, "Address": f"{A4}/24", "MTU": 1280},
+        [
+            {
+                "PublicKey": peer_wggo.public_key,
+                "PresharedKey": psk,
+                "AllowedIPs": f"{B4}/32",
+                "Endpoint": f"{netns_pair.addr_b4}:51820",
+            }
+        ],
+    )
+    env = {"WG_QUICK_USERSPACE_IMPLEMENTATION": str(LAUNCHER)}
+    up = netns_pair.a.run("wg-quick", "up", str(conf), env_extra=env, timeout=60, check=False)
+    assert up.returncode == 0, up.stderr
+    assert "Falling back to slow userspace implementation" in up.stderr
+    try:
+        ping = netns_pair.a.run("ping", "-c", "3", "-i", "0.2", "-W", "2", B4, check=False)
+        assert ping.returncode == 0, ping.stdout
+        dump = wg(netns_pair.a, "show", "wgq0", "dump").stdout.splitlines()
+        fields = dump[1].split("\t")
+        assert fields[0] == peer_wggo.public_key and int(fields[4]) > 0  # latest handshake
+        assert int(fields[5]) > 0 and int(fields[6]) > 0  # rx and tx bytes
+        assert daemon_pids("wgq0")
+    finally:
+        down = netns_pair.a.run("wg-quick", "down", str(conf), env_extra=env, check=False)
+    assert down.returncode == 0, down.stderr
+    # wg-quick down deletes the interface; the daemon sees that, removes its socket and exits
+    assert wait_until(lambda: not daemon_pids("wgq0"))
+    assert not (SOCKET_DIR / "wgq0.sock").exists()
+    assert netns_pair.a.ip("link", "show", "wgq0", check=False).returncode != 0
+
+
+def test_setconf_showconf_round_trip_and_live_changes(netns_pair, peer_wggo, tmp_path) -> None:
+    ours, our_pub = gen_keypair()
+    peer_wggo.set_peer(our_pub, allowed_ips=[f"{A4}/32"])
+    start_daemon(netns_pair.a, "wgr0")
+    try:
+        netns_pair.a.ip("addr", "add", f"{A4}/24", "dev", "wgr0")
+        netns_pair.a.ip("link", "set", "wgr0", "up")
+        other_pub = gen_keypair()[1]
+        conf = (
+            f"[Interface]\nPrivateKey = {ours}\nListenPort = 51821\nFwMark = 0x1234\n\n"
+            f"[Peer]\nPublicKey = {peer_wggo.public_key}\nAllowedIPs = {B4}/32\n"
+            f"Endpoint = {netns_pair.addr_b4}:51820\n\n"
+            f"[Peer]\nPublicKey = {other_pub}\nPresharedKey = {gen_psk()}\n"
+            "AllowedIPs = 10.50.0.0/16, fd50::/48\nEndpoint = [fd77::99]:4444\n"
+            "PersistentKeepalive = 0\n"
+        )
+        (tmp_path / "set.conf").write_text(conf)
+        wg(netns_pair.a, "setconf", "wgr0", str(tmp_path / "set.conf"))
+        shown = wg(netns_pair.a, "showconf", "wgr0").stdout
+        # the round trip: what showconf prints, setconf takes back, and the state is the same
+        (tmp_path / "shown.conf").write_text(shown)
+        wg(netns_pair.a, "setconf", "wgr0", str(tmp_path / "shown.conf"))
+        assert wg(netns_pair.a, "showconf", "wgr0").stdout == shown
+        assert f"PrivateKey = {ours}" in shown and "FwMark = 0x1234" in shown
+        assert "AllowedIPs = 10.50.0.0/16, fd50::/48" in shown
+
+        # a live session with wireguard-go...
+        assert netns_pair.a.run("ping", "-c", "2", "-W", "2", B4, check=False).returncode == 0
+        before = wg(netns_pair.a, "show", "wgr0", "latest-handshakes").stdout
+        # ...is not touched by changes to another peer
+        wg(netns_pair.a, "set", "wgr0", "peer", other_pub, "allowed-ips", "10.60.0.0/16")
+        third = gen_keypair()[1]
+        (tmp_path / "add.conf").write_text(
+            f"[Peer]\nPublicKey = {third}\nAllowedIPs = 10.70.0.1/32\n"
+        )
+        wg(netns_pair.a, "addconf", "wgr0", str(tmp_path / "add.conf"))
+        assert third in wg(netns_pair.a, "show", "wgr0", "peers").stdout
+        # syncconf back to the round-trip file: the added peer goes, the rest stays
+        wg(netns_pair.a, "syncconf", "wgr0", str(tmp_path / "shown.conf"))
+        peers = wg(netns_pair.a, "show", "wgr0", "peers").stdout.split()
+        assert sorted(peers) == sorted([peer_wggo.public_key, other_pub])
+        assert "10.50.0.0/16" in wg(netns_pair.a, "show", "wgr0", "allowed-ips").stdout
+        assert netns_pair.a.run("ping", "-c", "2", "-W", "2", B4, check=False).returncode == 0
+        assert wg(netns_pair.a, "show", "wgr0", "latest-handshakes").stdout.split("\n")[0] in before
+        # peer removal, and a new listen port that wireguard-go then follows (roaming)
+        wg(netns_pair.a, "set", "wgr0", "peer", other_pub, "remove")
+        assert other_pub not in wg(netns_pair.a, "show", "wgr0", "peers").stdout
+        wg(netns_pair.a, "set", "wgr0", "listen-port", "51999")
+        assert wg(netns_pair.a, "show", "wgr0", "listen-port").stdout.strip() == "51999"
+        assert netns_pair.a.run("ping", "-c", "2", "-W", "2", B4, check=False).returncode == 0
+        assert peer_wggo.peer(our_pub).endpoint == f"{netns_pair.addr_a4}:51999"
+    finally:
+        netns_pair.a.ip("link", "del", "wgr0", check=False)
+    assert wait_until(lambda: not daemon_pids("wgr0"))
+    assert not (SOCKET_DIR / "wgr0.sock").exists()
+
+
+def test_errno_for_a_port_in_use_and_bad_values(netns_pair) -> None:
+    start_daemon(netns_pair.a, "wge0")
+    try:
+        with socket_in(netns_pair.a, socket.AF_INET) as busy:
+            busy.bind(("0.0.0.0", 52000))
+            result = wg(netns_pair.a, "set", "wge0", "listen-port", "52000", check=False)
+            assert result.returncode != 0
+        reply = uapi(netns_pair.a, "wge0", b"set=1\nlisten_port=52000x\n\n")
+        assert reply == b"errno=-22\n\n"
+        reply = uapi(netns_pair.a, "wge0", b"set=1\nno_such_key=1\n\n")
+        assert reply == b"errno=-22\n\n"
+        assert wg(netns_pair.a, "show", "wge0").returncode == 0  # still serving
+    finally:
+        netns_pair.a.ip("link", "del", "wge0", check=False)
+    assert wait_until(lambda: not daemon_pids("wge0"))
+
+
+def uapi(ns: Netns, iface: str, request: bytes) -> bytes:
+    """Send raw bytes to the UAPI socket; return everything until the server closes or an
+    errno line ends the reply."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(SOCKET_DIR / f"{iface}.sock"))
+        s.sendall(request)
+        data = b""
+        while b"errno=" not in data or not data.endswith(b"\n\n"):
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def test_malformed_uapi_input_gets_errno_and_the_daemon_stays_up(netns_pair) -> None:
+    start_daemon(netns_pair.a, "wgz0")
+    try:
+        for request in (
+            b"hello\n\n",
+            b"get=1\nextra\n",
+            b"set=1\nprivate_key=zz\n\n",
+            b"set=1\npublic_key=" + b"0" * 63 + b"\n\n",
+            b"set=1\n" + b"x" * 10_000 + b"\n\n",
+            b"\xff\xfe\n\n",
+            b"set=1\npublic_key=" + b"1" * 64 + b"\nallowed_ip=300.1.1.1/8\n\n",
+        ):
+            reply = uapi(netns_pair.a, "wgz0", request)
+            assert reply.startswith(b"errno=-"), (request[:40], reply)
+        fuzz_uapi(netns_pair.a)
+        assert daemon_pids("wgz0")
+        assert wg(netns_pair.a, "show", "wgz0").returncode == 0
+    finally:
+        netns_pair.a.ip("link", "del", "wgz0", check=False)
+    assert wait_until(lambda: not daemon_pids("wgz0"))
+
+
+def fuzz_uapi(ns: Netns) -> None:
+    keys = st.sampled_from(
+        [
+            "private_key",
+            "listen_port",
+            "fwmark",
+            "replace_peers",
+            "public_key",
+            "remove",
+            "update_only",
+            "preshared_key",
+            "endpoint",
+            "persistent_keepalive_interval",
+            "replace_allowed_ips",
+            "allowed_ip",
+            "protocol_version",
+            "junk",
+        ]
+    )
+    line = st.one_of(
+        st.tuples(keys, st.text(max_size=70)).map(lambda kv: f"{kv[0]}={kv[1]}"),
+        st.text(max_size=80),
+    )
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(["set=1", "get=1", "bogus"]), st.lists(line, max_size=8))
+    def run(op: str, lines: list[str]) -> None:
+        body = "\n".join([op, *(ln.replace("\n", " ") for ln in lines)]) + "\n\n"
+        reply = uapi(ns, "wgz0", body.encode(errors="replace"))
+        assert reply == b"" or b"errno=" in reply
+
+    run()
+
+
+def test_pipeline_env_and_status_in_drop_in_mode(netns_pair, tmp_path: Path) -> None:
+    pipeline = tmp_path / "pipeline.toml"
+    pipeline.write_text(
+        '[[inbound]]\nuse = "custom_stages:DropUdpPort"\nname = "dropper"\noptions = { port = 9 }\n'
+    )
+    env = {"WGACTORS_PIPELINE": str(pipeline), "PYTHONPATH": str(ROOT / "tests")}
+    start_daemon(netns_pair.a, "wgs0", env)
+    try:
+        ours, _ = gen_keypair()
+        (tmp_path / "k").write_text(ours + "\n")
+        wg(netns_pair.a, "set", "wgs0", "private-key", str(tmp_path / "k"))
+        text = netns_pair.a.run(str(LAUNCHER), "status", "wgs0").stdout
+        assert "dropper" in text and "udp_ingress" in text and "restarts" in text
+        assert ours not in text
+        info = json.loads(netns_pair.a.run(str(LAUNCHER), "status", "wgs0", "--json").stdout)
+        names = [s["name"] for s in info["stages"]["stages"]]
+        assert "dropper" in names and "decrypt" in names
+        assert ours not in json.dumps(info)
+        assert all({"depth", "high_water"} <= set(s["mailbox"]) for s in info["stages"]["stages"])
+    finally:
+        netns_pair.a.ip("link", "del", "wgs0", check=False)
+    assert wait_until(lambda: not daemon_pids("wgs0"))
+
+
+def test_sigterm_removes_socket_and_interface(netns_pair) -> None:
+    start_daemon(netns_pair.a, "wgt0")
+    pids = daemon_pids("wgt0")
+    assert pids
+    for pid in pids:
+        os.kill(pid, 15)
+    assert wait_until(lambda: not daemon_pids("wgt0"))
+    assert not (SOCKET_DIR / "wgt0.sock").exists()
+    assert netns_pair.a.ip("link", "show", "wgt0", check=False).returncode != 0
+
+
+def test_socket_refuses_other_users(netns_pair) -> None:
+    start_daemon(netns_pair.a, "wgu0")
+    try:
+        mode = (SOCKET_DIR / "wgu0.sock").stat().st_mode & 0o777
+        assert mode == 0o600
+        result = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "wg", "show", "wgu0"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        assert result.returncode != 0
+    finally:
+        netns_pair.a.ip("link", "del", "wgu0", check=False)
+    assert wait_until(lambda: not daemon_pids("wgu0"))
+
+
+def test_wireguard_go_socket_in_use_is_refused(netns_pair, peer_wggo) -> None:
+    result = netns_pair.a.run(str(LAUNCHER), "-f", peer_wggo.iface, check=False, timeout=30)
+    assert result.returncode == 1
+    assert "in use" in result.stderr
+    assert peer_wggo.proc is not None and peer_wggo.proc.poll() is None
