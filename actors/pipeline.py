@@ -160,6 +160,7 @@ class Pipeline:
                     self.tun,
                     Outlet(first_outbound),
                     self.batch_size,
+                    Outlet(tun_writer, block=False),  # ICMP too-big: never wait for it
                     **self._kw("tun_reader", sup),
                 ),
                 self._mailbox("tun_reader"),

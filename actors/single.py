@@ -139,7 +139,10 @@ class SingleThreaded:
                     self.counters["datagrams_in"] += len(batch)
                     self._do(tunnel.receive_many(batch, now))
                 elif fd == tun_fd:
-                    packets = self.tun.read_batch(self.batch_size, self.drops)
+                    too_big: list[Packet] = []
+                    packets = self.tun.read_batch(self.batch_size, self.drops, too_big)
+                    for reply in too_big:
+                        self.tun.write(reply.data)
                     self.counters["packets_in"] += len(packets)
                     for stage in self.outbound:
                         packets = _through(stage, packets)

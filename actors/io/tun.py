@@ -24,6 +24,7 @@ from collections.abc import Iterable
 
 from loguru import logger
 
+from ..icmp import too_big_reply
 from ..packet import MAX_PACKET_SIZE, Packet, PacketError
 
 __all__ = ["READ_SIZE", "TunDevice", "TunError"]
@@ -112,9 +113,13 @@ class TunDevice:
     def wait_readable(self, timeout: float) -> bool:
         return bool(self._poll.poll(timeout * 1000))
 
-    def read_batch(self, max_batch: int, drops: Counter[str]) -> list[Packet]:
+    def read_batch(
+        self, max_batch: int, drops: Counter[str], too_big: list[Packet] | None = None
+    ) -> list[Packet]:
         """Up to ``max_batch`` packets that are ready now; oversize and invalid ones are counted
-        in ``drops``, which belongs to the calling stage."""
+        in ``drops``, which belongs to the calling stage. For each oversize packet the ICMP
+        "too big" answer, if one is due, is appended to ``too_big`` for the caller to deliver
+        back to the kernel (see :mod:`actors.icmp`)."""
         out: list[Packet] = []
         read = os.read
         fd = self.fd
@@ -130,6 +135,10 @@ class TunDevice:
             if len(data) > MAX_PACKET_SIZE:
                 drops["oversize"] += 1
                 self._warn_oversize(len(data))
+                if too_big is not None:
+                    reply = too_big_reply(data)
+                    if reply is not None:
+                        too_big.append(reply)
                 continue
             try:
                 out.append(Packet(data))
@@ -142,12 +151,14 @@ class TunDevice:
         if now - self._last_oversize_warning >= OVERSIZE_WARNING_INTERVAL:
             self._last_oversize_warning = now
             logger.warning(
-                "{}: dropped a {}-byte packet: wgactors carries at most {} bytes; "
-                "was the interface MTU raised? (ip link set {} mtu {})",
+                "{}: dropped a {}-byte packet: wgactors carries at most {} bytes, and the "
+                "interface MTU is above that (senders are told with ICMP too-big; to avoid the "
+                "round trip: ip link set {} mtu {}, or MTU = {} in the config)",
                 self.name,
                 size,
                 MAX_PACKET_SIZE,
                 self.name,
+                MAX_PACKET_SIZE,
                 MAX_PACKET_SIZE,
             )
 

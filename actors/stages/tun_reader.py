@@ -1,5 +1,8 @@
 """TUN reader: reads outbound packets from the TUN device in batches.
 
+Packets above 1280 bytes (the interface MTU was raised, e.g. wg-quick's default of 1420) are
+dropped and answered with an ICMP too-big, which travels back to the kernel via the TUN writer.
+
 Like UDP ingress it blocks when the next stage is full: the kernel then queues (and, past the
 device's txqueuelen, drops) instead of this process growing.
 """
@@ -10,6 +13,7 @@ from typing import Any
 
 from ..io.tun import TunDevice
 from ..mailbox import Mailbox
+from ..packet import Packet
 from .base import BATCH_SIZE, POLL_INTERVAL, Outlet, PipelineActor, Poll
 
 __all__ = ["TunReader"]
@@ -22,12 +26,15 @@ class TunReader(PipelineActor):
         tun: TunDevice,
         outlet: Outlet,
         batch_size: int = BATCH_SIZE,
+        icmp_outlet: Outlet | None = None,
         **supervised: Any,
     ) -> None:
         super().__init__(mailbox, **supervised)
         self.tun = tun
         self.outlet = outlet
         self.batch_size = batch_size
+        # ICMP too-big answers go back to the kernel through the TUN writer, its one writer
+        self.icmp_outlet = icmp_outlet
 
     def on_start(self) -> None:
         self.actor_ref.tell(Poll())
@@ -35,7 +42,13 @@ class TunReader(PipelineActor):
     def on_control(self, message: Any) -> Any:
         if isinstance(message, Poll):
             if self.tun.wait_readable(POLL_INTERVAL):
-                batch = self.tun.read_batch(self.batch_size, self.stats.drops)
+                too_big: list[Packet] = []
+                batch = self.tun.read_batch(self.batch_size, self.stats.drops, too_big)
+                if too_big and self.icmp_outlet is not None:
+                    self.stats.extra["pmtu_replies"] = self.stats.extra.get(
+                        "pmtu_replies", 0
+                    ) + len(too_big)
+                    self.emit(self.icmp_outlet, tuple(too_big))
                 if batch:
                     self.begin_batch(len(batch))
                     self.stats.packets_in += len(batch)
