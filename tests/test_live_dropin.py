@@ -55,14 +55,16 @@ def peer_wggo(netns_pair):  # type: ignore[no-untyped-def]
         yield wggo
 
 
-def test_wg_quick_up_and_down(netns_pair, peer_wggo, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mtu", [1280, None], ids=["mtu1280", "wg-quick-default-mtu"])
+def test_wg_quick_up_and_down(netns_pair, peer_wggo, tmp_path: Path, mtu: int | None) -> None:
     ours, our_pub = gen_keypair()
     psk = gen_psk()
     peer_wggo.set_peer(our_pub, allowed_ips=[f"{A4}/32"], preshared_key=psk)
     conf = write_conf(
         tmp_path,
         "wgq0",
-        {"PrivateKey": ours, "ListenPort": 51821, "Address": f"{A4}/24", "MTU": 1280},
+        {"PrivateKey": ours, "ListenPort": 51821, "Address": f"{A4}/24"}
+        | ({"MTU": mtu} if mtu else {}),
         [
             {
                 "PublicKey": peer_wggo.public_key,
@@ -79,6 +81,13 @@ def test_wg_quick_up_and_down(netns_pair, peer_wggo, tmp_path: Path) -> None:
     try:
         ping = netns_pair.a.run("ping", "-c", "3", "-i", "0.2", "-W", "2", B4, check=False)
         assert ping.returncode == 0, ping.stdout
+        link = netns_pair.a.ip("link", "show", "wgq0").stdout
+        assert f"mtu {mtu or 1420}" in link
+        # large packets too: with MTU 1420 they are answered with ICMP too-big first
+        big = netns_pair.a.run(
+            "ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", "1300", B4, check=False
+        )
+        assert " 0 received" not in big.stdout, big.stdout
         dump = wg(netns_pair.a, "show", "wgq0", "dump").stdout.splitlines()
         fields = dump[1].split("\t")
         assert fields[0] == peer_wggo.public_key and int(fields[4]) > 0  # latest handshake
