@@ -121,11 +121,13 @@ class Lab:
     bounded in time and never raises.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "wgd") -> None:
+        # ``prefix`` names everything it creates (scripts/bench.py uses its own).
+        self.prefix = prefix
         self.tag = secrets.token_hex(2)
-        self.ns_a = f"wgd-{self.tag}-a"
-        self.ns_b = f"wgd-{self.tag}-b"
-        self.tmp = Path(tempfile.mkdtemp(prefix=f"wgd-{self.tag}-"))
+        self.ns_a = f"{prefix}-{self.tag}-a"
+        self.ns_b = f"{prefix}-{self.tag}-b"
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}-{self.tag}-"))
         self.namespaces: list[str] = []
         self.procs: list[Proc] = []
         self.sockets: list[Path] = []
@@ -137,7 +139,7 @@ class Lab:
             run(["ip", "netns", "add", ns])
             self.namespaces.append(ns)
             run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        veth_a, veth_b = f"wgd{self.tag}va", f"wgd{self.tag}vb"
+        veth_a, veth_b = f"{self.prefix}{self.tag}va", f"{self.prefix}{self.tag}vb"
         end_a = ["ip", "link", "add", veth_a, "netns", self.ns_a, "type", "veth"]
         run([*end_a, "peer", "name", veth_b, "netns", self.ns_b])
         ends = ((self.ns_a, veth_a, UNDERLAY_A), (self.ns_b, veth_b, UNDERLAY_B))
@@ -301,6 +303,7 @@ def start_wgactors(
     private_key: str,
     peer_public: str,
     *extra: str,
+    verbose: bool = True,
 ) -> Proc:
     conf = lab.tmp / f"{iface}.conf"
     text = (
@@ -317,7 +320,8 @@ def start_wgactors(
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     env = {k: v for k, v in os.environ.items() if k not in WGACTORS_ENV_DROP}
-    proc = lab.start(ns, f"wgactors-{iface}", LAUNCHER, "up", conf, "-v", *extra, env=env)
+    flags = ["-v"] if verbose else []
+    proc = lab.start(ns, f"wgactors-{iface}", LAUNCHER, "up", conf, *flags, *extra, env=env)
     lab.wait_iface(ns, iface, TUNNEL_A, proc)
     return proc
 
