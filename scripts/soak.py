@@ -65,6 +65,7 @@ RSS_GROWTH_LIMIT = 5.0  # percent
 BASELINE_SAMPLES = 3  # samples averaged (median) at each end of the post-warm-up window
 MIN_CHUNK = 2  # seconds: a shorter remainder is not worth an iperf3 run
 CHUNK_SLACK = 30.0  # seconds an iperf3 client may run past its -t before it is killed
+STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL for wgactors at teardown
 TOOLS = ("ip", "wg", "wireguard-go", "ping", "iperf3", "ss")
 # Environment variables that would change what `wgactors up` runs; the soak runs it plain.
 WGACTORS_ENV_DROP = ("WGACTORS_PIPELINE", "WGACTORS_INJECT_FAULTS", "WGACTORS_LOG_LEVEL")
@@ -243,8 +244,24 @@ class Soak:
 
     def start_daemon(self) -> Wgactors:
         daemon = Wgactors(self.a, self.conf)
-        self.stack.callback(daemon.__exit__, None, None, None)  # SIGKILL if still running
+        self.stack.callback(self.stop_daemon, daemon)
         return daemon.start()
+
+    def stop_daemon(self, daemon: Wgactors) -> None:
+        """Teardown (also on Ctrl-C): SIGTERM so wgactors removes its UAPI socket itself, SIGKILL
+        only if it does not exit; then remove a socket a killed daemon left. Never raises."""
+        proc = daemon.proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(Exception):
+                proc.terminate()
+                proc.wait(STOP_GRACE)
+            if proc.poll() is None:
+                with contextlib.suppress(Exception):
+                    proc.kill()
+                    proc.wait(STOP_GRACE)
+        with contextlib.suppress(OSError):
+            if proc is not None and proc.poll() is not None:
+                (WG_SOCKET_DIR / f"{self.iface}.sock").unlink(missing_ok=True)
 
     # -- phase 1: load
 
@@ -570,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = [c for c in report.checks if not c.ok]
     for c in failed:
         print(f"  FAILED: {c.name}: {c.detail}")
-    verdict = "PASS" if report.passed else "FAIL"
+    verdict = "INTERRUPTED" if interrupted else "PASS" if report.passed else "FAIL"
     print(f"  {verdict}: {len(report.checks) - len(failed)}/{len(report.checks)} checks passed")
     if args.json:
         Path(args.json).write_text(json.dumps(report.as_dict(), indent=2) + "\n")

@@ -22,6 +22,7 @@ asserted: run with ``-s`` to see them.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import random
@@ -41,7 +42,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import Netns, WgPeer, WireguardGo, gen_keypair, socket_in, veth_pair
+from netns import (
+    WG_SOCKET_DIR,
+    Netns,
+    WgPeer,
+    WireguardGo,
+    gen_keypair,
+    socket_in,
+    veth_pair,
+)
 from wgactors_proc import LAUNCHER, ROOT, Wgactors, write_conf
 
 from actors.wireguard import Device, PeerConfig, Transmit, generate_private_key
@@ -121,7 +130,7 @@ def hostile_lab(
     ours, our_pub = gen_keypair()
     theirs, _ = gen_keypair()
     iface = f"wgh{secrets.token_hex(3)}"  # the UAPI socket path is global: unique per test
-    with Netns() as stranger:
+    with contextlib.ExitStack() as stack, Netns() as stranger:
         veth_pair(netns_pair.a, stranger, LINK_A4, LINK_S4)
         with WireguardGo(
             netns_pair.b,
@@ -149,6 +158,8 @@ def hostile_lab(
                 ],
             )
             with Wgactors(netns_pair.a, conf) as daemon:
+                # a daemon killed on the way out leaves its (uniquely named) UAPI socket
+                stack.callback(_remove_stale_socket, daemon)
                 yield Lab(
                     netns_pair.a,
                     netns_pair.b,
@@ -159,6 +170,12 @@ def hostile_lab(
                     daemon,
                     our_pub,
                 )
+
+
+def _remove_stale_socket(daemon: Wgactors) -> None:
+    if daemon.proc is not None and daemon.proc.poll() is not None:
+        with contextlib.suppress(OSError):
+            (WG_SOCKET_DIR / f"{daemon.iface}.sock").unlink(missing_ok=True)
 
 
 def ping(ns: Netns, addr: str, count: int = 3, source: str | None = None) -> bool:
@@ -412,6 +429,7 @@ def test_junk_flood_during_transfer(netns_pair, tmp_path: Path) -> None:
                 client.kill()
         cpu1, t1 = cpu_seconds(pid), time.monotonic()
         assert lab.daemon.proc is not None and lab.daemon.proc.poll() is None, lab.daemon.log()
+        after = status_stages(lab.status())
         assert client.returncode == 0, out
         local, remote = out.split()
         assert local == remote, lab.daemon.log()[-3000:]
@@ -419,9 +437,10 @@ def test_junk_flood_during_transfer(netns_pair, tmp_path: Path) -> None:
         # the tunnel still works, both ways, and the stranger did not move the peer
         assert ping(lab.b, A4), lab.daemon.log()[-3000:]
         assert ping(lab.a, B4), lab.daemon.log()[-3000:]
-        info = lab.status()
-        assert info["peers"][0]["endpoint"] == lab.peer_endpoint
-        after = status_stages(info)
+        burst = junk_burst(lab, pid)
+        assert lab.daemon.proc.poll() is None, lab.daemon.log()[-3000:]
+        assert ping(lab.b, A4), lab.daemon.log()[-3000:]
+        assert lab.status()["peers"][0]["endpoint"] == lab.peer_endpoint
         assert lab.daemon.terminate() == 0
         stages = final_stats(lab.daemon.log())
         drops = drops_of(stages)
@@ -440,14 +459,64 @@ def test_junk_flood_during_transfer(netns_pair, tmp_path: Path) -> None:
                 "flood kinds": dict(result.kinds),
                 f"transfer seconds (started {JUNK_LEAD:.1f} s into the flood)": transfer_s,
                 "transfer Mbit/s": TRANSFER_BYTES * 8 / transfer_s / 1e6,
-                "datagrams the daemon read (flood + tunnel), per s": absorbed / (t1 - t0),
+                "datagrams the daemon read (flood + tunnel)": absorbed,
+                "... per s over the flood + transfer window": absorbed / (t1 - t0),
                 "daemon CPU % (of one core) over the window": 100 * (cpu1 - cpu0) / (t1 - t0),
                 "hostile drops counted": {
                     k: drops[k] for k in ("malformed", "bad_mac1", "unknown_index")
                 },
+                "flood datagrams counted / sent": (
+                    f"{sum(drops[k] for k in ('malformed', 'bad_mac1', 'unknown_index'))}"
+                    f" / {result.sent}"
+                ),
                 "all drops": dict(drops),
             },
         )
+        _say("the same junk, unpaced (one sender as fast as it goes)", burst)
+
+
+def junk_burst(lab: Lab, pid: int) -> dict[str, Any]:
+    """JUNK_MAX junk datagrams as fast as one sender can: what the daemon absorbs when it is
+    overrun, and what that costs it. Waits (bounded) for the daemon to drain its socket."""
+
+    def read_so_far() -> int:
+        return stage_of(status_stages(lab.status()), "udp_ingress")["packets_in"]
+
+    start_count = read_so_far()
+    sock = socket_in(lab.stranger, socket.AF_INET)
+    flood = Flood(
+        sock,
+        lab.target,
+        junk(random.Random(4)),
+        max_count=JUNK_MAX,
+        max_seconds=JUNK_SECONDS,
+        rate=float("inf"),
+    )
+    try:
+        cpu0, t0 = cpu_seconds(pid), time.monotonic()
+        flood.start()
+        result = flood.finish()
+    finally:
+        flood.stop()
+        sock.close()
+    count, t_last = start_count, time.monotonic()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now_count = read_so_far()
+        if now_count == count:
+            break
+        count, t_last = now_count, time.monotonic()
+    cpu = cpu_seconds(pid) - cpu0
+    absorbed = count - start_count
+    return {
+        "sent": result.sent,
+        "send seconds": result.seconds,
+        "read by the daemon": absorbed,
+        "lost before the daemon (kernel socket buffer)": result.sent - absorbed,
+        "daemon read per s (until drained, +-0.5 s)": absorbed / max(t_last - t0, 1e-3),
+        "daemon CPU seconds": cpu,
+        "datagrams per daemon CPU second": absorbed / cpu if cpu else float("nan"),
+    }
 
 
 # --------------------------------------------------------------------------- 2. mac1 flood

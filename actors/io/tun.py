@@ -26,6 +26,7 @@ from loguru import logger
 
 from ..icmp import too_big_reply
 from ..packet import MAX_PACKET_SIZE, Packet, PacketError
+from .batch import AioReader
 
 __all__ = ["READ_SIZE", "TunDevice", "TunError"]
 
@@ -114,24 +115,28 @@ class TunDevice:
         return bool(self._poll.poll(timeout * 1000))
 
     def read_batch(
-        self, max_batch: int, drops: Counter[str], too_big: list[Packet] | None = None
+        self,
+        max_batch: int,
+        drops: Counter[str],
+        too_big: list[Packet] | None = None,
+        reader: AioReader | None = None,
     ) -> list[Packet]:
         """Up to ``max_batch`` packets that are ready now; oversize and invalid ones are counted
         in ``drops``, which belongs to the calling stage. For each oversize packet the ICMP
         "too big" answer, if one is due, is appended to ``too_big`` for the caller to deliver
-        back to the kernel (see :mod:`actors.icmp`)."""
-        out: list[Packet] = []
-        read = os.read
-        fd = self.fd
-        for _ in range(max_batch):
+        back to the kernel (see :mod:`actors.icmp`). With a ``reader`` (the calling stage's
+        own), the whole batch is read in one system call."""
+        if reader is not None:
             try:
-                data = read(fd, READ_SIZE)
-            except (BlockingIOError, InterruptedError):
-                break
+                datas = reader.read(max_batch)
             except OSError as e:
                 if e.errno == errno.EBADFD:
-                    break
+                    return []
                 raise
+        else:
+            datas = self._read_each(max_batch)
+        out: list[Packet] = []
+        for data in datas:
             if len(data) > MAX_PACKET_SIZE:
                 drops["oversize"] += 1
                 self._warn_oversize(len(data))
@@ -145,6 +150,19 @@ class TunDevice:
             except PacketError:
                 drops["invalid_packet"] += 1
         return out
+
+    def _read_each(self, max_batch: int) -> list[bytes]:
+        datas = []
+        for _ in range(max_batch):
+            try:
+                datas.append(os.read(self.fd, READ_SIZE))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                if e.errno == errno.EBADFD:
+                    break
+                raise
+        return datas
 
     def _warn_oversize(self, size: int) -> None:
         now = time.monotonic()

@@ -21,6 +21,8 @@ from collections import Counter
 
 from loguru import logger
 
+from .batch import MmsgReceiver
+
 __all__ = ["MAX_DATAGRAM", "SEND_WAIT", "UdpSocket"]
 
 MAX_DATAGRAM = 1500  # a WireGuard datagram for a 1280-byte packet is 1312 bytes
@@ -99,12 +101,14 @@ class UdpSocket:
         return bool(self._poll.poll(timeout * 1000))
 
     def read_batch(
-        self, max_batch: int, drops: Counter[str]
+        self, max_batch: int, drops: Counter[str], receiver: MmsgReceiver | None = None
     ) -> list[tuple[bytes, tuple[str, int]]]:
         """Up to ``max_batch`` datagrams that are ready now, with normalised sources.
 
         Errors are counted in ``drops``, which belongs to the caller: this object keeps no
         mutable state of its own beyond the socket, so reader and senders share nothing."""
+        if receiver is not None:  # the calling stage's own: one recvmmsg for the batch
+            return receiver.receive(max_batch, drops)
         out: list[tuple[bytes, tuple[str, int]]] = []
         recvfrom = self.sock.recvfrom
         for _ in range(max_batch):
@@ -120,6 +124,10 @@ class UdpSocket:
                 host = host[7:]
             out.append((data, (host, addr[1])))
         return out
+
+    def kernel_host(self, host: str) -> str:
+        """The host as this socket's family spells it (IPv4 is mapped on a dual-stack one)."""
+        return _MAPPED + host if self.dual_stack and ":" not in host else host
 
     def send(self, data: bytes, endpoint: tuple[str, int]) -> str | None:
         """Send one datagram; None on success, else the reason it was dropped."""

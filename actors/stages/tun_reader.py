@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..io.batch import AioReader
 from ..io.tun import TunDevice
 from ..mailbox import Mailbox
 from ..packet import Packet
@@ -35,15 +36,22 @@ class TunReader(PipelineActor):
         self.batch_size = batch_size
         # ICMP too-big answers go back to the kernel through the TUN writer, its one writer
         self.icmp_outlet = icmp_outlet
+        self.reader: AioReader | None = None
 
     def on_start(self) -> None:
+        # batched reads: one system call, one GIL hand-off, per batch (see actors.io.batch)
+        self.reader = AioReader(self.tun.fileno())
         self.actor_ref.tell(Poll())
+
+    def on_stop(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
 
     def on_control(self, message: Any) -> Any:
         if isinstance(message, Poll):
             if self.tun.wait_readable(POLL_INTERVAL):
                 too_big: list[Packet] = []
-                batch = self.tun.read_batch(self.batch_size, self.stats.drops, too_big)
+                batch = self.tun.read_batch(self.batch_size, self.stats.drops, too_big, self.reader)
                 if too_big and self.icmp_outlet is not None:
                     self.stats.extra["pmtu_replies"] = self.stats.extra.get(
                         "pmtu_replies", 0

@@ -1,0 +1,121 @@
+"""Batched system calls: one io_submit / sendmmsg / recvmmsg per batch, same results as
+one call per packet."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import Counter
+
+import pytest
+
+from actors.io.batch import AioReader, AioWriter, MmsgReceiver, MmsgSender
+
+
+@pytest.fixture
+def dgram_pair():
+    """A datagram socket pair: like a TUN fd, every read returns exactly one write."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_aio_writer_writes_each_packet_in_order(dgram_pair) -> None:
+    a, b = dgram_pair
+    writer = AioWriter(a.fileno(), max_batch=8)
+    packets = [bytes([i]) * (i + 1) for i in range(20)]  # more than one batch
+    assert writer.write(packets) == [None] * 20
+    assert writer.available
+    assert [b.recv(100) for _ in range(20)] == packets
+    writer.close()
+
+
+def test_aio_reader_reads_what_is_there_and_stops(dgram_pair) -> None:
+    a, b = dgram_pair
+    reader = AioReader(b.fileno(), max_batch=16, slot=64)
+    assert reader.read(16) == []  # nothing queued: EAGAIN for every slot, no exception
+    for i in range(5):
+        a.send(b"pkt%d" % i)
+    assert reader.read(16) == [b"pkt%d" % i for i in range(5)]
+    reader.close()
+
+
+def test_aio_writer_reports_per_packet_errors(dgram_pair) -> None:
+    a, b = dgram_pair
+    writer = AioWriter(a.fileno(), max_batch=4)
+    big = b"x" * (1 << 20)  # larger than the socket buffer: refused
+    results = writer.write([b"ok", big, b"ok2"])
+    assert results[0] is None and results[2] is None
+    assert results[1] is not None and results[1].startswith("write_")
+    assert b.recv(10) == b"ok" and b.recv(10) == b"ok2"
+
+
+def test_fallback_without_aio(dgram_pair) -> None:
+    a, b = dgram_pair
+    writer = AioWriter(a.fileno())
+    writer.close()  # as if the kernel had refused io_setup
+    assert not writer.available
+    assert writer.write([b"one", b"two"]) == [None, None]
+    reader = AioReader(b.fileno())
+    reader.close()
+    assert reader.read(4) == [b"one", b"two"]
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_mmsg_send_and_receive(family: int) -> None:
+    host = "127.0.0.1" if family == socket.AF_INET else "::1"
+    rx = socket.socket(family, socket.SOCK_DGRAM)
+    tx = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        rx.bind((host, 0))
+        tx.bind((host, 0))
+        rx.setblocking(False)
+        sender, receiver = MmsgSender(tx, max_batch=8), MmsgReceiver(rx, max_batch=8)
+        addr = sender.sendable(host, rx.getsockname()[1])
+        drops: Counter[str] = Counter()
+        datagrams = [(b"d%d" % i, addr) for i in range(12)]
+        assert sender.send(datagrams, drops) == 12 and not drops
+        got = receiver.receive(8, drops) + receiver.receive(8, drops)
+        assert [d for d, _ in got] == [b"d%d" % i for i in range(12)]
+        assert {src for _, src in got} == {(host, tx.getsockname()[1])}
+        assert receiver.receive(8, drops) == [] and not drops
+    finally:
+        rx.close()
+        tx.close()
+
+
+def test_mmsg_sender_counts_refused_datagrams_and_carries_on() -> None:
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        sender = MmsgSender(tx)
+        good = sender.sendable("127.0.0.1", rx.getsockname()[1])
+        drops: Counter[str] = Counter()
+        too_big = b"x" * 70_000  # EMSGSIZE for a UDP datagram
+        assert sender.send([(b"a", good), (too_big, good), (b"b", good)], drops) == 2
+        assert drops == Counter({"send_emsgsize": 1})
+        assert rx.recv(10) == b"a" and rx.recv(10) == b"b"
+    finally:
+        rx.close()
+        tx.close()
+
+
+def test_ipv4_mapped_sources_are_shown_as_ipv4() -> None:
+    rx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    rx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("::", 0))
+        rx.setblocking(False)
+        tx.sendto(b"v4", ("127.0.0.1", rx.getsockname()[1]))
+        os.sched_yield()
+        got = MmsgReceiver(rx).receive(4, Counter())
+        assert got == [(b"v4", ("127.0.0.1", tx.getsockname()[1]))]
+    finally:
+        rx.close()
+        tx.close()
