@@ -17,13 +17,14 @@ import struct
 
 from .packet import MAX_PACKET_SIZE, Packet
 
-__all__ = ["too_big_reply"]
+__all__ = ["internet_checksum", "too_big_reply"]
 
 _ICMP_ERRORS_V4 = frozenset({3, 4, 5, 11, 12})
 IPV6_MIN_MTU = 1280
 
 
-def _checksum(data: bytes) -> int:
+def internet_checksum(data: bytes) -> int:
+    """The 16-bit ones' complement sum of RFC 1071 (IPv4 header, ICMP, ICMPv6)."""
     if len(data) % 2:
         data += b"\0"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -55,10 +56,10 @@ def _v4(data: bytes, mtu: int) -> Packet | None:
         return None
     quote = data[: ihl + 8]
     icmp = struct.pack("!BBHHH", 3, 4, 0, 0, mtu) + quote
-    icmp = icmp[:2] + struct.pack("!H", _checksum(icmp)) + icmp[4:]
+    icmp = icmp[:2] + struct.pack("!H", internet_checksum(icmp)) + icmp[4:]
     total = 20 + len(icmp)
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0, 0, 64, 1, 0, data[16:20], data[12:16])
-    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    header = header[:10] + struct.pack("!H", internet_checksum(header)) + header[12:]
     return Packet(header + icmp)
 
 
@@ -69,6 +70,6 @@ def _v6(data: bytes, mtu: int) -> Packet | None:
     quote = data[: IPV6_MIN_MTU - 40 - 8]
     body = struct.pack("!BBHI", 2, 0, 0, mtu) + quote
     pseudo = dst + src + struct.pack("!I3xB", len(body), 58)
-    body = body[:2] + struct.pack("!H", _checksum(pseudo + body)) + body[4:]
+    body = body[:2] + struct.pack("!H", internet_checksum(pseudo + body)) + body[4:]
     header = struct.pack("!IHBB", 6 << 28, len(body), 58, 64) + dst + src
     return Packet(header + body)

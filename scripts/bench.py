@@ -219,21 +219,9 @@ def iperf3(
     lab: Lab, name: str, seconds: int, *extra: Any, during: Callable[[], Any] | None = None
 ) -> dict[str, Any]:
     """One iperf3 run from a to b (server in b); its JSON report. ``during`` runs meanwhile."""
-    server = lab.start(
-        lab.ns_b, f"{name}-server", "iperf3", "-s", "-1", "-B", TUNNEL_B, "-p", IPERF_PORT
-    )
+    server = demo.start_iperf_server(lab, f"{name}-server", "-Hln")
     client: Proc | None = None
     try:
-        deadline = time.monotonic() + 5
-        while True:
-            res = lab.exec(lab.ns_b, "ss", "-Hln", f"sport = :{IPERF_PORT}", check=False)
-            if res.returncode == 0 and res.stdout.strip():
-                break
-            if server.popen.poll() is not None:
-                raise DemoError(f"iperf3 server exited with {server.popen.returncode}", server.log)
-            if time.monotonic() > deadline:
-                raise DemoError("iperf3 server is not listening after 5 s", server.log)
-            time.sleep(0.05)
         argv = ["iperf3", "-c", TUNNEL_B, "-p", IPERF_PORT, "-t", seconds, "-J"]
         client, out = _start_quiet(
             lab, lab.ns_a, f"{name}-client", *argv, "--connect-timeout", 3000, *extra

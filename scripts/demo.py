@@ -373,21 +373,26 @@ def ping(lab: Lab, ns: str, target: str) -> PingResult:
     return result
 
 
+def start_iperf_server(lab: Lab, name: str, listen: str = "-Hltn") -> Proc:
+    """A one-shot iperf3 server in namespace b, once it is listening (bounded wait)."""
+    server = lab.start(lab.ns_b, name, "iperf3", "-s", "-1", "-B", TUNNEL_B, "-p", IPERF_PORT)
+    deadline = time.monotonic() + 5
+    while True:
+        res = lab.exec(lab.ns_b, "ss", listen, f"sport = :{IPERF_PORT}", check=False)
+        if res.returncode == 0 and res.stdout.strip():
+            return server
+        if server.popen.poll() is not None:
+            raise DemoError(f"iperf3 server exited with {server.popen.returncode}", server.log)
+        if time.monotonic() > deadline:
+            raise DemoError("iperf3 server is not listening after 5 s", server.log)
+        time.sleep(0.05)
+
+
 def iperf(lab: Lab, seconds: int, reverse: bool) -> float:
     """TCP throughput in Mbit/s, measured at the receiver; raises DemoError on failure."""
     name = "iperf3-server-" + ("download" if reverse else "upload")
-    server = lab.start(lab.ns_b, name, "iperf3", "-s", "-1", "-B", TUNNEL_B, "-p", IPERF_PORT)
+    server = start_iperf_server(lab, name)
     try:
-        deadline = time.monotonic() + 5
-        while True:
-            res = lab.exec(lab.ns_b, "ss", "-Hltn", f"sport = :{IPERF_PORT}", check=False)
-            if res.returncode == 0 and res.stdout.strip():
-                break
-            if server.popen.poll() is not None:
-                raise DemoError(f"iperf3 server exited with {server.popen.returncode}", server.log)
-            if time.monotonic() > deadline:
-                raise DemoError("iperf3 server is not listening after 5 s", server.log)
-            time.sleep(0.05)
         argv = ["iperf3", "-c", TUNNEL_B, "-p", IPERF_PORT, "-t", seconds, "-J"]
         argv += ["--connect-timeout", 3000] + (["-R"] if reverse else [])
         res = lab.exec(lab.ns_a, *argv, timeout=seconds + 30, check=False)

@@ -6,18 +6,10 @@ import ipaddress
 import struct
 
 from actors import Packet
+from actors.icmp import internet_checksum as checksum
 
 ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
 ICMP6_ECHO_REQUEST, ICMP6_ECHO_REPLY = 128, 129
-
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def ipv4(src: str, dst: str, proto: int, payload: bytes, ttl: int = 64) -> bytes:

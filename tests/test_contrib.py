@@ -18,6 +18,7 @@ from typing import Any, cast
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ippkt import checksum as _checksum
 from netns import require_tools
 
 from actors import Packet, Stage
@@ -36,15 +37,6 @@ TSHARK_TIMEOUT = 60.0  # seconds; tshark's first start builds its dissector tabl
 
 
 # --- packet builders -------------------------------------------------------------------------
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def ipv4(src: str, dst: str, proto: int, payload: bytes, frag: int = 0) -> bytes:

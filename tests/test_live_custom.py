@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from netns import Netns, WgPeer, WireguardGo, gen_keypair, require_tools
-from wgactors_proc import ROOT, Wgactors, write_conf
+from netns import Netns, require_tools
+from wgactors_proc import A4, B4, ROOT, Wgactors, wireguard_go_pair
 
 pytestmark = pytest.mark.netns
 
-A4, B4 = "10.99.0.1", "10.99.0.2"
 UDPCHECK = str(ROOT / "tests" / "udpcheck.py")
 MODES = [pytest.param((), id="actors"), pytest.param(("--single-threaded",), id="single")]
 
@@ -32,37 +31,11 @@ def udp_through(
 
 
 def run_tunnel(netns_pair, tmp_path: Path, pipeline: str, mode: tuple, pythonpath: str):
-    ours, our_pub = gen_keypair()
-    theirs, _ = gen_keypair()
-    wggo = WireguardGo(
-        netns_pair.b,
-        theirs,
-        listen_port=51820,
-        addresses=[f"{B4}/24"],
-        peers=[WgPeer(our_pub, [f"{A4}/32"])],
-    ).start()
-    conf = write_conf(
-        tmp_path,
-        "wgc0",
-        {"PrivateKey": ours, "ListenPort": 51821, "Address": f"{A4}/24"},
-        [
-            {
-                "PublicKey": wggo.public_key,
-                "AllowedIPs": f"{B4}/32",
-                "Endpoint": f"{netns_pair.addr_b4}:51820",
-                "PersistentKeepalive": 25,
-            }
-        ],
-    )
+    wggo, conf = wireguard_go_pair(netns_pair, tmp_path, "wgc0", peer={"PersistentKeepalive": 25})
     pipe = tmp_path / "pipeline.toml"
     pipe.write_text(pipeline)
     daemon = Wgactors(
-        netns_pair.a,
-        conf,
-        "--pipeline",
-        str(pipe),
-        *mode,
-        env={"PYTHONPATH": pythonpath},
+        netns_pair.a, conf, "--pipeline", str(pipe), *mode, env={"PYTHONPATH": pythonpath}
     )
     return wggo, daemon
 

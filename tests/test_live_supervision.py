@@ -15,12 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-from netns import WgPeer, WireguardGo, gen_keypair
-from wgactors_proc import ROOT, Wgactors, write_conf
+from wgactors_proc import A4, B4, ROOT, Wgactors, wireguard_go_pair
 
 pytestmark = pytest.mark.netns
 
-A4, B4 = "10.99.0.1", "10.99.0.2"
 TCPCHECK = str(ROOT / "tests" / "tcpcheck.py")
 TRANSFER = 20 * 1024 * 1024
 RESTART_WAIT = 5.0  # seconds to wait for an injected fault to have fired
@@ -29,29 +27,8 @@ STAGES = ["udp_ingress", "decrypt", "tun_writer", "tun_reader", "encrypt", "tick
 
 
 def start_pair(netns_pair, tmp_path: Path, iface: str, fault: str):
-    ours, our_pub = gen_keypair()
-    theirs, _ = gen_keypair()
-    wggo = WireguardGo(
-        netns_pair.b,
-        theirs,
-        listen_port=51820,
-        addresses=[f"{B4}/24"],
-        peers=[WgPeer(our_pub, [f"{A4}/32"])],
-    ).start()
-    conf = write_conf(
-        tmp_path,
-        iface,
-        {"PrivateKey": ours, "ListenPort": 51821, "Address": f"{A4}/24"},
-        [
-            {
-                "PublicKey": wggo.public_key,
-                "AllowedIPs": f"{B4}/32",
-                "Endpoint": f"{netns_pair.addr_b4}:51820",
-            }
-        ],
-    )
-    daemon = Wgactors(netns_pair.a, conf, env={"WGACTORS_INJECT_FAULTS": fault})
-    return wggo, daemon
+    wggo, conf = wireguard_go_pair(netns_pair, tmp_path, iface)
+    return wggo, Wgactors(netns_pair.a, conf, env={"WGACTORS_INJECT_FAULTS": fault})
 
 
 def transfer(netns_pair, server_side, client_side, addr: str) -> tuple[str, str]:

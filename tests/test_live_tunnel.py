@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from netns import Netns, WgPeer, WireguardGo, gen_keypair, gen_psk, parse_dump
-from wgactors_proc import ROOT, Wgactors, write_conf
+from wgactors_proc import ROOT, Wgactors, wireguard_go_pair, write_conf
 
 pytestmark = pytest.mark.netns
 
@@ -218,46 +218,26 @@ def test_two_peers_routed_by_allowed_ips(netns_pair, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("direction", ["upload", "download"])
 def test_tcp_transfer_50mb_with_checksum(netns_pair, tmp_path: Path, direction: str) -> None:
-    ours, our_pub = gen_keypair()
-    theirs, _ = gen_keypair()
-    with WireguardGo(
-        netns_pair.b,
-        theirs,
-        listen_port=51820,
-        addresses=[f"{B4}/24"],
-        peers=[WgPeer(our_pub, [f"{A4}/32"])],
-    ) as wggo:
-        conf = our_conf(
-            tmp_path,
-            "wga4",
-            ours,
-            [
-                {
-                    "PublicKey": wggo.public_key,
-                    "AllowedIPs": f"{B4}/32",
-                    "Endpoint": f"{netns_pair.addr_b4}:51820",
-                }
-            ],
+    wggo, conf = wireguard_go_pair(netns_pair, tmp_path, "wga4")
+    with wggo, Wgactors(netns_pair.a, conf) as daemon:
+        # wireguard-go has no endpoint for us until we have spoken: say hello first
+        assert ping(netns_pair.a, B4, count=1), daemon.log()
+        server_ns, client_ns, server_addr = (
+            (netns_pair.b, netns_pair.a, B4)
+            if direction == "upload"
+            else (netns_pair.a, netns_pair.b, A4)
         )
-        with Wgactors(netns_pair.a, conf) as daemon:
-            # wireguard-go has no endpoint for us until we have spoken: say hello first
-            assert ping(netns_pair.a, B4, count=1), daemon.log()
-            server_ns, client_ns, server_addr = (
-                (netns_pair.b, netns_pair.a, B4)
-                if direction == "upload"
-                else (netns_pair.a, netns_pair.b, A4)
-            )
-            server = server_ns.popen(
-                sys.executable, TCPCHECK, "serve", "5201", stdout=subprocess.PIPE, text=True
-            )
-            assert server.stdout is not None and server.stdout.readline().strip() == "listening"
-            result = client_ns.run(
-                sys.executable, TCPCHECK, "send", server_addr, 5201, TRANSFER_BYTES, timeout=120
-            )
-            local, remote = result.stdout.split()
-            assert local == remote, daemon.log()[-3000:]
-            assert server.wait(10) == 0
-            assert daemon.terminate() == 0
+        server = server_ns.popen(
+            sys.executable, TCPCHECK, "serve", "5201", stdout=subprocess.PIPE, text=True
+        )
+        assert server.stdout is not None and server.stdout.readline().strip() == "listening"
+        result = client_ns.run(
+            sys.executable, TCPCHECK, "send", server_addr, 5201, TRANSFER_BYTES, timeout=120
+        )
+        local, remote = result.stdout.split()
+        assert local == remote, daemon.log()[-3000:]
+        assert server.wait(10) == 0
+        assert daemon.terminate() == 0
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -340,46 +320,26 @@ def test_wireguard_go_dump_parses() -> None:
 def test_raised_mtu_is_answered_with_icmp_too_big(netns_pair, tmp_path: Path, mode) -> None:
     """wg-quick's default MTU is 1420. Oversize packets are dropped, counted and answered with
     ICMP "fragmentation needed" (MTU 1280), so the kernel learns the path MTU and TCP works."""
-    ours, our_pub = gen_keypair()
-    theirs, _ = gen_keypair()
-    with WireguardGo(
-        netns_pair.b,
-        theirs,
-        listen_port=51820,
-        addresses=[f"{B4}/24"],
-        peers=[WgPeer(our_pub, [f"{A4}/32"])],
-    ) as wggo:
-        conf = our_conf(
-            tmp_path,
-            "wga8",
-            ours,
-            [
-                {
-                    "PublicKey": wggo.public_key,
-                    "AllowedIPs": f"{B4}/32",
-                    "Endpoint": f"{netns_pair.addr_b4}:51820",
-                }
-            ],
+    wggo, conf = wireguard_go_pair(netns_pair, tmp_path, "wga8")
+    with wggo, Wgactors(netns_pair.a, conf, *mode) as daemon:
+        assert ping(netns_pair.a, B4, count=1), daemon.log()
+        netns_pair.a.ip("link", "set", "dev", "wga8", "mtu", "1420")
+        # 1300 bytes of payload make a 1328-byte packet with DF: the first is answered
+        # with "frag needed", then the kernel fragments to 1280 and the rest get through
+        big = netns_pair.a.run(
+            "ping", "-c", "4", "-i", "0.2", "-W", "1", "-s", "1300", B4, check=False
         )
-        with Wgactors(netns_pair.a, conf, *mode) as daemon:
-            assert ping(netns_pair.a, B4, count=1), daemon.log()
-            netns_pair.a.ip("link", "set", "dev", "wga8", "mtu", "1420")
-            # 1300 bytes of payload make a 1328-byte packet with DF: the first is answered
-            # with "frag needed", then the kernel fragments to 1280 and the rest get through
-            big = netns_pair.a.run(
-                "ping", "-c", "4", "-i", "0.2", "-W", "1", "-s", "1300", B4, check=False
-            )
-            assert "mtu = 1280" in big.stdout, big.stdout
-            assert " 0 received" not in big.stdout, big.stdout
-            # TCP with MSS from MTU 1420 completes, through path MTU discovery
-            server = netns_pair.b.popen(
-                sys.executable, TCPCHECK, "serve", "5201", stdout=subprocess.PIPE, text=True
-            )
-            assert server.stdout is not None and server.stdout.readline().strip() == "listening"
-            sent = netns_pair.a.run(sys.executable, TCPCHECK, "send", B4, 5201, 5_000_000)
-            local, remote = sent.stdout.split()
-            assert local == remote
-            assert daemon.terminate() == 0
-            log = daemon.log()
-            assert "dropped a 1328-byte packet" in log and "ICMP too-big" in log
-            assert re.search(r"'oversize': [1-9]", log), log[-2000:]
+        assert "mtu = 1280" in big.stdout, big.stdout
+        assert " 0 received" not in big.stdout, big.stdout
+        # TCP with MSS from MTU 1420 completes, through path MTU discovery
+        server = netns_pair.b.popen(
+            sys.executable, TCPCHECK, "serve", "5201", stdout=subprocess.PIPE, text=True
+        )
+        assert server.stdout is not None and server.stdout.readline().strip() == "listening"
+        sent = netns_pair.a.run(sys.executable, TCPCHECK, "send", B4, 5201, 5_000_000)
+        local, remote = sent.stdout.split()
+        assert local == remote
+        assert daemon.terminate() == 0
+        log = daemon.log()
+        assert "dropped a 1328-byte packet" in log and "ICMP too-big" in log
+        assert re.search(r"'oversize': [1-9]", log), log[-2000:]

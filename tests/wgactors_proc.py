@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from netns import Netns
+from netns import Netns, WgPeer, WireguardGo, gen_keypair
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = ROOT / "scripts" / "wgactors"
@@ -99,3 +99,41 @@ class Wgactors:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+
+
+A4, B4 = "10.99.0.1", "10.99.0.2"  # our tunnel address, wireguard-go's
+
+
+def wireguard_go_pair(
+    netns_pair: Any,
+    tmp_path: Path,
+    iface: str,
+    *,
+    interface: dict[str, Any] | None = None,
+    peer: dict[str, Any] | None = None,
+) -> tuple[WireguardGo, Path]:
+    """A started wireguard-go in namespace b (B4/24, expecting us at A4/32), and a wgactors
+    config for namespace a that reaches it. ``interface``/``peer`` add or override keys."""
+    ours, our_pub = gen_keypair()
+    theirs, _ = gen_keypair()
+    wggo = WireguardGo(
+        netns_pair.b,
+        theirs,
+        listen_port=51820,
+        addresses=[f"{B4}/24"],
+        peers=[WgPeer(our_pub, [f"{A4}/32"])],
+    ).start()
+    conf = write_conf(
+        tmp_path,
+        iface,
+        {"PrivateKey": ours, "ListenPort": 51821, "Address": f"{A4}/24", **(interface or {})},
+        [
+            {
+                "PublicKey": wggo.public_key,
+                "AllowedIPs": f"{B4}/32",
+                "Endpoint": f"{netns_pair.addr_b4}:51820",
+                **(peer or {}),
+            }
+        ],
+    )
+    return wggo, conf

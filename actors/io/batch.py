@@ -34,6 +34,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 _SYS_IO_SETUP, _SYS_IO_DESTROY, _SYS_IO_GETEVENTS, _SYS_IO_SUBMIT = 206, 207, 208, 209
+_IOCB_CMD_PREAD = 0
 _IOCB_CMD_PWRITE = 1
 
 
@@ -67,10 +68,10 @@ def _reason(code: int) -> str:
     return f"write_{errno.errorcode.get(code, 'error').lower()}"
 
 
-class AioWriter:
-    """Writes batches of packets to ``fd``; owned by one thread (its control blocks are reused)."""
+class _AioContext:
+    """An AIO context with ``max_batch`` reusable control blocks of one kind on one fd."""
 
-    def __init__(self, fd: int, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, fd: int, max_batch: int, opcode: int) -> None:
         self.fd = fd
         self.max_batch = max_batch
         self._ctx = ctypes.c_ulong(0)
@@ -81,9 +82,21 @@ class AioWriter:
         )
         self._events = (_IoEvent * max_batch)()
         for i, cb in enumerate(self._iocbs):
-            cb.aio_lio_opcode = _IOCB_CMD_PWRITE
+            cb.aio_lio_opcode = opcode
             cb.aio_fildes = fd
             cb.aio_data = i
+
+    def close(self) -> None:
+        if self.available:
+            _syscall(_SYS_IO_DESTROY, self._ctx)
+            self.available = False
+
+
+class AioWriter(_AioContext):
+    """Writes batches of packets to ``fd``; owned by one thread (its control blocks are reused)."""
+
+    def __init__(self, fd: int, max_batch: int = MAX_BATCH) -> None:
+        super().__init__(fd, max_batch, _IOCB_CMD_PWRITE)
 
     def write(self, packets: Sequence[bytes]) -> list[str | None]:
         """Write each packet; for each, None on success or the reason it was dropped."""
@@ -123,11 +136,6 @@ class AioWriter:
         for i in range(submitted, n):  # not accepted by io_submit: write them one by one
             results[i] = _write_one(self.fd, chunk[i])
         return results
-
-    def close(self) -> None:
-        if self.available:
-            _syscall(_SYS_IO_DESTROY, self._ctx)
-            self.available = False
 
 
 def _write_one(fd: int, data: bytes) -> str | None:
@@ -254,34 +262,22 @@ class MmsgSender:
 
 # --------------------------------------------------------------------------- batched reads
 
-_IOCB_CMD_PREAD = 0
 READ_SLOT = 2048  # bytes per read buffer: above the MTU, so oversize packets are seen whole
 
 
-class AioReader:
+class AioReader(_AioContext):
     """Reads up to a batch of packets from a non-blocking fd in one ``io_submit``: each read
     returns one packet or EAGAIN. Owned by one thread: its buffers are reused."""
 
     def __init__(self, fd: int, max_batch: int = MAX_BATCH, slot: int = READ_SLOT) -> None:
-        self.fd = fd
-        self.max_batch = max_batch
+        super().__init__(fd, max_batch, _IOCB_CMD_PREAD)
         self.slot = slot
-        self._ctx = ctypes.c_ulong(0)
-        self.available = _syscall(_SYS_IO_SETUP, max_batch, ctypes.byref(self._ctx)) == 0
         self._buffer = ctypes.create_string_buffer(max_batch * slot)
         self._view = memoryview(self._buffer).cast("B")
         base = ctypes.addressof(self._buffer)
-        self._iocbs = (_Iocb * max_batch)()
-        self._ptrs = (ctypes.POINTER(_Iocb) * max_batch)(
-            *[ctypes.pointer(self._iocbs[i]) for i in range(max_batch)]
-        )
-        self._events = (_IoEvent * max_batch)()
         for i, cb in enumerate(self._iocbs):
-            cb.aio_lio_opcode = _IOCB_CMD_PREAD
-            cb.aio_fildes = fd
             cb.aio_buf = base + i * slot
             cb.aio_nbytes = slot
-            cb.aio_data = i
 
     def read(self, count: int) -> list[bytes]:
         """Up to ``count`` packets that are ready now, in order (empty if none)."""
@@ -313,11 +309,6 @@ class AioReader:
             elif size < 0 and -size not in (errno.EAGAIN, errno.EINTR):
                 raise OSError(-size, os.strerror(-size))
         return out
-
-    def close(self) -> None:
-        if self.available:
-            _syscall(_SYS_IO_DESTROY, self._ctx)
-            self.available = False
 
 
 def _read_some(fd: int, count: int, slot: int) -> list[bytes]:
