@@ -43,6 +43,25 @@ def test_aio_reader_reads_what_is_there_and_stops(dgram_pair) -> None:
     reader.close()
 
 
+def test_aio_reader_grows_within_a_call_and_keeps_order(dgram_pair) -> None:
+    # The reader starts with a few reads per io_submit (an idle tunnel wastes nothing) and
+    # doubles while all of them find a packet, so one call still drains a whole batch.
+    a, b = dgram_pair
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    reader = AioReader(b.fileno(), max_batch=64, slot=64)
+    for round_ in range(3):
+        sent = [b"r%d-%d" % (round_, i) for i in range(100)]
+        for data in sent:
+            a.send(data)
+        first = reader.read(64)
+        assert first == sent[:64]  # the full batch in one call, in order
+        assert reader.read(64) == sent[64:]
+        assert reader.read(64) == []
+    a.send(b"one")
+    assert reader.read(1) == [b"one"]  # count is still the upper bound
+    reader.close()
+
+
 def test_aio_writer_reports_per_packet_errors(dgram_pair) -> None:
     a, b = dgram_pair
     writer = AioWriter(a.fileno(), max_batch=4)

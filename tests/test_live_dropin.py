@@ -93,6 +93,12 @@ def test_wg_quick_up_and_down(netns_pair, peer_wggo, tmp_path: Path, mtu: int | 
         assert fields[0] == peer_wggo.public_key and int(fields[4]) > 0  # latest handshake
         assert int(fields[5]) > 0 and int(fields[6]) > 0  # rx and tx bytes
         assert daemon_pids("wgq0")
+        # every data stage counts what went through it, in packets and bytes, both ways
+        info = json.loads(netns_pair.a.run(str(LAUNCHER), "status", "wgq0", "--json").stdout)
+        stages = {s["name"]: s for s in info["stages"]["stages"]}
+        for name in ("udp_ingress", "decrypt", "tun_writer", "tun_reader", "encrypt"):
+            s = stages[name]
+            assert min(s["packets_in"], s["packets_out"], s["bytes_in"], s["bytes_out"]) > 0, s
     finally:
         down = netns_pair.a.run("wg-quick", "down", str(conf), env_extra=env, check=False)
     assert down.returncode == 0, down.stderr

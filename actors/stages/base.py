@@ -129,11 +129,14 @@ class PipelineActor(pykka.ThreadingActor):
     def snapshot(self) -> StageSnapshot:
         return self.stats.snapshot(self.name, self._mailbox.stats())
 
-    def emit(self, outlet: Outlet, batch: tuple[Any, ...]) -> None:
+    def emit(self, outlet: Outlet, batch: tuple[Any, ...], nbytes: int = 0) -> None:
+        """Pass a batch on; ``nbytes`` (its size, when the caller knows it) counts as bytes out
+        only if the next stage took it."""
         if not batch:
             return
         if outlet.push(batch):
             self.stats.packets_out += len(batch)
+            self.stats.bytes_out += nbytes
         else:
             self.stats.drops["downstream_full"] += len(batch)
 

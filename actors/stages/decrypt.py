@@ -112,7 +112,7 @@ class Decrypt(PipelineActor):
             else:
                 self.encrypt.tell(action)
         if delivered:
-            self.emit(self.outlet, tuple(delivered))
+            self.emit(self.outlet, tuple(delivered), sum(len(p.data) for p in delivered))
 
     def snapshot(self) -> StageSnapshot:
         drops = Counter(self.stats.drops)

@@ -69,6 +69,7 @@ class Encrypt(PipelineActor):
 
     def on_batch(self, batch: tuple[Any, ...]) -> None:
         self.stats.packets_in += len(batch)
+        self.stats.bytes_in += sum(len(p.data) for p in batch)
         self._dispatch(self.encryptor.send_many(batch, time.monotonic()))
 
     def on_control(self, message: Any) -> Any:

@@ -60,8 +60,9 @@ class TunReader(PipelineActor):
                 if batch:
                     self.begin_batch(len(batch))
                     self.stats.packets_in += len(batch)
-                    self.stats.bytes_in += sum(len(p.data) for p in batch)
-                    self.emit(self.outlet, tuple(batch))
+                    size = sum(len(p.data) for p in batch)
+                    self.stats.bytes_in += size
+                    self.emit(self.outlet, tuple(batch), size)
                     self._in_flight = 0
             self.actor_ref.tell(Poll())
             return None

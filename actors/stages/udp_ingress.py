@@ -43,8 +43,9 @@ class UdpIngress(PipelineActor):
                 if batch:
                     self.begin_batch(len(batch))
                     self.stats.packets_in += len(batch)
-                    self.stats.bytes_in += sum(len(d) for d, _ in batch)
-                    self.emit(self.outlet, tuple(batch))
+                    size = sum(len(d) for d, _ in batch)
+                    self.stats.bytes_in += size
+                    self.emit(self.outlet, tuple(batch), size)
                     self._in_flight = 0
             self.actor_ref.tell(Poll())
             return None
