@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 from netns import require_tools
+from scriptrun import cmdlines, namespaces, run_script
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "scripts" / "bench"
 TIMEOUT = 180.0
 CASES = ("reference", "wgactors", "wgactors-single")
 WGACTORS_CASES = ("wgactors", "wgactors-single")
@@ -20,50 +17,13 @@ WGACTORS_CASES = ("wgactors", "wgactors-single")
 pytestmark = pytest.mark.netns
 
 
-def _namespaces() -> set[str]:
-    out = subprocess.run(
-        ["ip", "netns", "list"], capture_output=True, text=True, timeout=10, check=True
-    ).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
-
-
-def _cmdlines() -> dict[int, str]:
-    """PID -> command line of every process (that is still there to read)."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        found[int(entry.name)] = raw.replace(b"\0", b" ").decode(errors="replace")
-    return found
-
-
 def test_bench_quick(tmp_path: Path) -> None:
     require_tools("wireguard-go", "wg", "iperf3", "ping", "ss")
     json_path = tmp_path / "bench.json"
 
-    proc = subprocess.Popen(
-        [str(BENCH), "--quick", "--json", str(json_path)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        output, _ = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)  # the bench cleans up on SIGTERM
-        try:
-            output, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            output, _ = proc.communicate()
-        pytest.fail(f"scripts/bench --quick took more than {TIMEOUT:g} s:\n{output}")
+    returncode, output = run_script("bench", "--quick", "--json", str(json_path), timeout=TIMEOUT)
 
-    assert proc.returncode == 0, f"scripts/bench --quick exited {proc.returncode}:\n{output}"
+    assert returncode == 0, f"scripts/bench --quick exited {returncode}:\n{output}"
     assert "median" in output.lower(), output
     assert re.search(r"^machine: nproc \d+", output, re.M), output
     # All four targets are checked; a MISS is a finding, not a failure of the bench.
@@ -97,11 +57,11 @@ def test_bench_quick(tmp_path: Path) -> None:
     assert m, f"the bench did not say which namespaces it used:\n{output}"
     tag, tmpdir = m.group(2), Path(m.group(4))
     assert report["namespaces"] == [m.group(1), m.group(3)]
-    leftover_ns = sorted(n for n in _namespaces() if n.startswith(f"wgb-{tag}-"))
+    leftover_ns = sorted(n for n in namespaces() if n.startswith(f"wgb-{tag}-"))
     assert not leftover_ns, f"namespaces left behind: {leftover_ns}"
     assert not tmpdir.exists(), f"temp dir {tmpdir} left behind"
     leftover = {
-        pid: cmd for pid, cmd in _cmdlines().items() if f"wgb{tag}" in cmd or f"wgb-{tag}-" in cmd
+        pid: cmd for pid, cmd in cmdlines().items() if f"wgb{tag}" in cmd or f"wgb-{tag}-" in cmd
     }
     assert not leftover, f"processes left behind: {leftover}"
     assert not list(Path("/var/run/wireguard").glob(f"wgb{tag}*.sock"))

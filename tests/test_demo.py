@@ -4,46 +4,22 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 from netns import require_tools
+from scriptrun import cmdlines, namespaces, run_script
 
-ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / "scripts" / "demo"
 TIMEOUT = 120.0
 WGACTORS_CASES = ("wgactors", "wgactors-single")
 
 pytestmark = pytest.mark.netns
 
 
-def _namespaces() -> set[str]:
-    out = subprocess.run(
-        ["ip", "netns", "list"], capture_output=True, text=True, timeout=10, check=True
-    ).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
-
-
-def _cmdlines() -> dict[int, str]:
-    """PID -> command line of every process (that is still there to read)."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        found[int(entry.name)] = raw.replace(b"\0", b" ").decode(errors="replace")
-    return found
-
-
 def _tunnel_procs() -> dict[int, str]:
     return {
         pid: cmd
-        for pid, cmd in _cmdlines().items()
+        for pid, cmd in cmdlines().items()
         if "wireguard-go" in cmd or "actors.cli" in cmd or "scripts/wgactors" in cmd
     }
 
@@ -52,25 +28,9 @@ def test_demo_quick(tmp_path: Path) -> None:
     require_tools("wireguard-go", "wg", "iperf3", "ping", "ss")
     json_path = tmp_path / "demo.json"
 
-    proc = subprocess.Popen(
-        [str(DEMO), "--quick", "--json", str(json_path)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        output, _ = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)  # the demo cleans up on SIGTERM
-        try:
-            output, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            output, _ = proc.communicate()
-        pytest.fail(f"scripts/demo --quick took more than {TIMEOUT:g} s:\n{output}")
+    returncode, output = run_script("demo", "--quick", "--json", str(json_path), timeout=TIMEOUT)
 
-    assert proc.returncode == 0, f"scripts/demo --quick exited {proc.returncode}:\n{output}"
+    assert returncode == 0, f"scripts/demo --quick exited {returncode}:\n{output}"
 
     report = json.loads(json_path.read_text())
     assert report["ok"] is True, output
@@ -88,7 +48,7 @@ def test_demo_quick(tmp_path: Path) -> None:
     m = re.search(r"namespaces (wgd-([0-9a-f]+)-a) and (wgd-\2-b), temp dir (\S+)", output)
     assert m, f"the demo did not say which namespaces it used:\n{output}"
     tag, tmpdir = m.group(2), Path(m.group(4))
-    leftover_ns = sorted(n for n in _namespaces() if n.startswith(f"wgd-{tag}-"))
+    leftover_ns = sorted(n for n in namespaces() if n.startswith(f"wgd-{tag}-"))
     assert not leftover_ns, f"namespaces left behind: {leftover_ns}"
     assert not tmpdir.exists(), f"temp dir {tmpdir} left behind"
     leftover = {

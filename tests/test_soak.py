@@ -8,15 +8,12 @@ only required to have been made, with figures; every other check must pass.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 from netns import require_tools
+from scriptrun import run_script
 
-ROOT = Path(__file__).resolve().parent.parent
-SOAK = ROOT / "scripts" / "soak"
 TIMEOUT = 150.0
 ARGS = ("--minutes", "0.25", "--warmup", "5", "--interval", "2", "--chunk", "5", "--cycles", "3")
 RSS_CHECK = "RSS growth after the warm-up < 5 %"
@@ -27,32 +24,16 @@ pytestmark = pytest.mark.netns
 def test_soak_miniature(tmp_path: Path) -> None:
     require_tools("wireguard-go", "wg", "iperf3", "ping", "ss")
     json_path = tmp_path / "soak.json"
-    proc = subprocess.Popen(
-        [str(SOAK), *ARGS, "--json", str(json_path)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        output, _ = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)  # the soak cleans up on SIGTERM
-        try:
-            output, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            output, _ = proc.communicate()
-        pytest.fail(f"scripts/soak took more than {TIMEOUT:g} s:\n{output}")
+    returncode, output = run_script("soak", *ARGS, "--json", str(json_path), timeout=TIMEOUT)
 
-    assert proc.returncode in (0, 1), f"scripts/soak exited {proc.returncode}:\n{output}"
+    assert returncode in (0, 1), f"scripts/soak exited {returncode}:\n{output}"
     report = json.loads(json_path.read_text())
     assert report["error"] is None, output
     checks = {c["name"]: c for c in report["checks"]}
     assert RSS_CHECK in checks, output
     failed = [c for name, c in checks.items() if not c["ok"] and name != RSS_CHECK]
     assert not failed, output
-    assert proc.returncode == (0 if checks[RSS_CHECK]["ok"] else 1), output
+    assert returncode == (0 if checks[RSS_CHECK]["ok"] else 1), output
     for name in (
         "wgactors survived the load",
         "every iperf3 chunk carried data",
