@@ -22,7 +22,6 @@ asserted: run with ``-s`` to see them.
 from __future__ import annotations
 
 import ast
-import contextlib
 import json
 import os
 import random
@@ -43,7 +42,6 @@ from typing import Any
 
 import pytest
 from netns import (
-    WG_SOCKET_DIR,
     Netns,
     WgPeer,
     WireguardGo,
@@ -130,7 +128,7 @@ def hostile_lab(
     ours, our_pub = gen_keypair()
     theirs, _ = gen_keypair()
     iface = f"wgh{secrets.token_hex(3)}"  # the UAPI socket path is global: unique per test
-    with contextlib.ExitStack() as stack, Netns() as stranger:
+    with Netns() as stranger:
         veth_pair(netns_pair.a, stranger, LINK_A4, LINK_S4)
         with WireguardGo(
             netns_pair.b,
@@ -158,8 +156,6 @@ def hostile_lab(
                 ],
             )
             with Wgactors(netns_pair.a, conf) as daemon:
-                # a daemon killed on the way out leaves its (uniquely named) UAPI socket
-                stack.callback(_remove_stale_socket, daemon)
                 yield Lab(
                     netns_pair.a,
                     netns_pair.b,
@@ -170,12 +166,6 @@ def hostile_lab(
                     daemon,
                     our_pub,
                 )
-
-
-def _remove_stale_socket(daemon: Wgactors) -> None:
-    if daemon.proc is not None and daemon.proc.poll() is not None:
-        with contextlib.suppress(OSError):
-            (WG_SOCKET_DIR / f"{daemon.iface}.sock").unlink(missing_ok=True)
 
 
 def ping(ns: Netns, addr: str, count: int = 3, source: str | None = None) -> bool:

@@ -261,6 +261,13 @@ def test_crash_leaves_no_interface(netns_pair, tmp_path: Path) -> None:
     assert daemon.interface_exists()
     daemon.terminate(signal.SIGKILL)
     assert not daemon.interface_exists()
+    # a killed daemon cannot remove its UAPI socket (nor can wireguard-go's); the next start
+    # finds nobody listening on it, replaces it, and removes it on a clean exit
+    assert daemon.socket_path.exists()
+    with Wgactors(netns_pair.a, conf) as again:
+        assert again.interface_exists()
+        assert again.terminate() == 0
+    assert not daemon.socket_path.exists()
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from netns import Netns, WgPeer, WireguardGo, gen_keypair
+from netns import WG_SOCKET_DIR, Netns, WgPeer, WireguardGo, gen_keypair
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = ROOT / "scripts" / "wgactors"
@@ -95,10 +95,24 @@ class Wgactors:
     def __enter__(self) -> Wgactors:
         return self.start()
 
+    @property
+    def socket_path(self) -> Path:
+        return WG_SOCKET_DIR / f"{self.iface}.sock"
+
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+        """Leave nothing behind: a clean SIGTERM first; if that hangs, SIGKILL, and then the
+        UAPI socket that a killed daemon cannot remove."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.returncode != 0:
+            self.socket_path.unlink(missing_ok=True)
 
 
 A4, B4 = "10.99.0.1", "10.99.0.2"  # our tunnel address, wireguard-go's
