@@ -26,7 +26,7 @@ from .mailbox import Mailbox
 from .packet import Packet
 from .pipeline_file import StageEntry
 from .stage import Stage, wiring
-from .stages.base import BATCH_SIZE
+from .stages.base import BATCH_SIZE, name_os_thread
 from .stages.decrypt import apply_set
 from .stages.ticker import TICK_INTERVAL
 from .uapi import SetRequest
@@ -130,6 +130,7 @@ class SingleThreaded:
                 self.drops[reason] += 1
 
     def run(self, stop: threading.Event) -> None:
+        name_os_thread("wga:single")
         for stage in self.inbound + self.outbound:
             stage.on_start()
         try:

@@ -237,6 +237,11 @@ def test_tcp_transfer_50mb_with_checksum(netns_pair, tmp_path: Path, direction: 
         local, remote = result.stdout.split()
         assert local == remote, daemon.log()[-3000:]
         assert server.wait(10) == 0
+        # each stage's thread carries its name, for top -H and ps -L
+        assert daemon.proc is not None
+        tasks = Path(f"/proc/{daemon.proc.pid}/task").iterdir()
+        names = {(task / "comm").read_text().strip() for task in tasks}
+        assert {f"wga:{s}" for s in ("udp_ingress", "decrypt", "encrypt", "tun_writer")} <= names
         assert daemon.terminate() == 0
 
 

@@ -172,6 +172,7 @@ class _Mmsghdr(ctypes.Structure):
 
 
 _sendmmsg = _libc.sendmmsg
+_cast, _c_void_p = ctypes.cast, ctypes.c_void_p  # cast runs with the GIL held (PYFUNCTYPE)
 _sendmmsg.restype = ctypes.c_int
 _SOCKADDR_SIZE = 28  # sockaddr_in6; sockaddr_in (16) fits in it
 
@@ -212,6 +213,8 @@ class MmsgSender:
             hdr.msg_iov = ctypes.pointer(self._iovs[i])
             hdr.msg_iovlen = 1
             hdr.msg_name = base + i * _SOCKADDR_SIZE
+        self._names_view = memoryview(self._names).cast("B")
+        self._slot_addrs: list[bytes | None] = [None] * max_batch  # what each slot holds now
         self._cache: dict[tuple[str, int], bytes] = {}
 
     def sendable(self, host: str, port: int) -> bytes:
@@ -235,12 +238,20 @@ class MmsgSender:
         while i < n_all:
             chunk = datagrams[i : i + self.max_batch]
             n = len(chunk)
-            base = ctypes.addressof(self._names)
+            names, slot_addrs = self._names_view, self._slot_addrs
+            msgs, iovs = self._msgs, self._iovs
             for k, (data, addr) in enumerate(chunk):
-                ctypes.memmove(base + k * _SOCKADDR_SIZE, addr, len(addr))
-                self._msgs[k].msg_hdr.msg_namelen = len(addr)
-                self._iovs[k].iov_base = ctypes.cast(data, ctypes.c_void_p).value
-                self._iovs[k].iov_len = len(data)
+                # No ctypes call per datagram (ctypes.memmove would release and retake the GIL,
+                # a thread switch each time another thread is waiting for it). Most batches go
+                # to one peer: a slot that already holds this sockaddr is left alone.
+                if slot_addrs[k] is not addr:
+                    off = k * _SOCKADDR_SIZE
+                    names[off : off + len(addr)] = addr
+                    msgs[k].msg_hdr.msg_namelen = len(addr)
+                    slot_addrs[k] = addr
+                iov = iovs[k]
+                iov.iov_base = _cast(data, _c_void_p).value
+                iov.iov_len = len(data)
             sent = _sendmmsg(self.sock.fileno(), self._msgs, n, socket.MSG_DONTWAIT)
             if sent > 0:
                 sent_total += sent

@@ -8,6 +8,7 @@ without losing what was queued for it.
 
 from __future__ import annotations
 
+import ctypes
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = [
     "Outlet",
     "PipelineActor",
     "Poll",
+    "name_os_thread",
 ]
 
 BATCH_SIZE = 64  # packets read from a kernel queue per message, and the largest batch sent on
@@ -58,6 +60,20 @@ class Outlet:
 
     def push(self, batch: tuple[Any, ...]) -> bool:
         return self.mailbox.push(batch, block=self.block)
+
+
+_PR_SET_NAME = 15  # prctl(2)
+_TASK_COMM_LEN = 15  # bytes of a thread name the kernel keeps (16 with the NUL)
+
+
+def name_os_thread(name: str) -> None:
+    """Give the calling thread a kernel-visible name, so that ``top -H``, ``ps -L`` and
+    /proc/PID/task/*/comm show which stage a thread is. Best effort: never raises."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_NAME, name.encode()[:_TASK_COMM_LEN], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 class PipelineActor(pykka.ThreadingActor):
@@ -93,6 +109,7 @@ class PipelineActor(pykka.ThreadingActor):
     def _actor_loop_setup(self) -> None:
         # pykka's setup, with the test fault plan applied before on_start, so that subclasses
         # (users' stages included) need not call super().on_start().
+        name_os_thread(f"wga:{self.name}")
         try:
             if self.fault is not None and self.fault.on_start:
                 raise InjectedFault(f"{self.name}: injected failure in on_start")
