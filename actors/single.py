@@ -26,7 +26,7 @@ from .mailbox import Mailbox
 from .packet import Packet
 from .pipeline_file import StageEntry
 from .stage import Stage, wiring
-from .stages.base import BATCH_SIZE, name_os_thread
+from .stages.base import BATCH_SIZE
 from .stages.decrypt import apply_set
 from .stages.ticker import TICK_INTERVAL
 from .uapi import SetRequest
@@ -130,7 +130,6 @@ class SingleThreaded:
                 self.drops[reason] += 1
 
     def run(self, stop: threading.Event) -> None:
-        name_os_thread("wga:single")
         for stage in self.inbound + self.outbound:
             stage.on_start()
         try:
@@ -191,6 +190,7 @@ def _through(stage: Stage, packets: Sequence[Packet]) -> list[Packet]:
     thread there is no supervisor to restart anything."""
     batch = tuple(packets)
     stage.stats.packets_in += len(batch)
+    stage.stats.bytes_in += sum(len(p.data) for p in batch)
     try:
         out = stage.process_batch(batch)
     except Exception as e:
@@ -198,4 +198,5 @@ def _through(stage: Stage, packets: Sequence[Packet]) -> list[Packet]:
         logger.opt(exception=e).debug("{} failed on a batch", stage.name)
         return []
     stage.stats.packets_out += len(out)
+    stage.stats.bytes_out += sum(len(p.data) for p in out)
     return out

@@ -122,11 +122,11 @@ class Stage(PipelineActor):
         stats.packets_in += len(batch)
         stats.bytes_in += sum(len(p.data) for p in batch)
         out = self.process_batch(batch)
-        stats.bytes_out += sum(len(p.data) for p in out)
         if self._outlet is None:
             return
         for i in range(0, len(out), BATCH_SIZE):
-            self.emit(self._outlet, tuple(out[i : i + BATCH_SIZE]))
+            chunk = tuple(out[i : i + BATCH_SIZE])
+            self.emit(self._outlet, chunk, sum(len(p.data) for p in chunk))
 
     def snapshot(self) -> StageSnapshot:
         self.stats.extra.update(self.stats_extra())

@@ -49,6 +49,7 @@ def test_aio_reader_grows_within_a_call_and_keeps_order(dgram_pair) -> None:
     a, b = dgram_pair
     b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     reader = AioReader(b.fileno(), max_batch=64, slot=64)
+    assert reader.available  # the io_submit path, not the plain-read fallback
     for round_ in range(3):
         sent = [b"r%d-%d" % (round_, i) for i in range(100)]
         for data in sent:
@@ -59,6 +60,32 @@ def test_aio_reader_grows_within_a_call_and_keeps_order(dgram_pair) -> None:
         assert reader.read(64) == []
     a.send(b"one")
     assert reader.read(1) == [b"one"]  # count is still the upper bound
+    reader.close()
+
+
+def test_aio_reader_returns_what_it_read_before_an_error(dgram_pair, monkeypatch) -> None:
+    # The kernel has handed over the packets of the first rounds: they come back now, and the
+    # error (here a fake one in the second round) is raised by the next call.
+    a, b = dgram_pair
+    reader = AioReader(b.fileno(), max_batch=64, slot=64)
+    for i in range(10):
+        a.send(b"p%d" % i)
+    real_submit, calls = reader._submit, []
+
+    def failing_second_round(n: int, out: list[bytes]) -> int:
+        calls.append(n)
+        if len(calls) == 2:
+            raise OSError(5, "EIO")
+        return real_submit(n, out)
+
+    monkeypatch.setattr(reader, "_submit", failing_second_round)
+    first = reader.read(64)
+    assert first == [b"p%d" % i for i in range(len(first))] and first  # in order, not lost
+    with pytest.raises(OSError):
+        reader.read(64)
+    monkeypatch.setattr(reader, "_submit", real_submit)
+    rest = reader.read(64)
+    assert first + rest == [b"p%d" % i for i in range(10)]
     reader.close()
 
 
@@ -106,6 +133,39 @@ def test_mmsg_send_and_receive(family: int) -> None:
         tx.close()
 
 
+def test_mmsg_sender_slots_follow_changing_destinations() -> None:
+    # A slot keeps its sockaddr between batches while it does not change; when it does, the
+    # datagram must still go where its own address says (v4-mapped and v6 lengths differ).
+    rxs = [socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) for _ in range(2)]
+    tx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        rxs[0].bind(("::ffff:127.0.0.1", 0))
+        rxs[1].bind(("::1", 0))
+        for rx in rxs:
+            rx.setblocking(False)
+        sender = MmsgSender(tx, max_batch=4)
+        addrs = [
+            sender.sendable("::ffff:127.0.0.1", rxs[0].getsockname()[1]),
+            sender.sendable("::1", rxs[1].getsockname()[1]),
+        ]
+        drops: Counter[str] = Counter()
+        plans = [[0, 0, 1, 1], [1, 0, 1, 0], [0, 1, 0, 1], [1, 1, 1, 1], [0, 0, 0, 0]]
+        for round_, plan in enumerate(plans):
+            batch = [(b"%d-%d" % (round_, k), addrs[dest]) for k, dest in enumerate(plan)]
+            assert sender.send(batch, drops) == 4 and not drops
+            for dest, rx in enumerate(rxs):
+                want = [b"%d-%d" % (round_, k) for k, d in enumerate(plan) if d == dest]
+                got = []
+                for _ in want:
+                    got.append(rx.recv(64))
+                assert got == want, (round_, dest)
+                with pytest.raises(BlockingIOError):
+                    rx.recv(64)
+    finally:
+        for s in (*rxs, tx):
+            s.close()
+
+
 def test_mmsg_sender_counts_refused_datagrams_and_carries_on() -> None:
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -118,6 +178,7 @@ def test_mmsg_sender_counts_refused_datagrams_and_carries_on() -> None:
         too_big = b"x" * 70_000  # EMSGSIZE for a UDP datagram
         assert sender.send([(b"a", good), (too_big, good), (b"b", good)], drops) == 2
         assert drops == Counter({"send_emsgsize": 1})
+        assert sender.bytes_sent == 2  # only what the kernel took
         assert rx.recv(10) == b"a" and rx.recv(10) == b"b"
     finally:
         rx.close()

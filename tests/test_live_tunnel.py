@@ -7,6 +7,7 @@ the actor pipeline and `--single-threaded`.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from netns import Netns, WgPeer, WireguardGo, gen_keypair, gen_psk, parse_dump
-from wgactors_proc import ROOT, Wgactors, wireguard_go_pair, write_conf
+from wgactors_proc import ROOT, Wgactors, remove_stale_socket, wireguard_go_pair, write_conf
 
 pytestmark = pytest.mark.netns
 
@@ -239,9 +240,12 @@ def test_tcp_transfer_50mb_with_checksum(netns_pair, tmp_path: Path, direction: 
         assert server.wait(10) == 0
         # each stage's thread carries its name, for top -H and ps -L
         assert daemon.proc is not None
-        tasks = Path(f"/proc/{daemon.proc.pid}/task").iterdir()
-        names = {(task / "comm").read_text().strip() for task in tasks}
-        assert {f"wga:{s}" for s in ("udp_ingress", "decrypt", "encrypt", "tun_writer")} <= names
+        names = set()
+        for task in Path(f"/proc/{daemon.proc.pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a thread may end meanwhile
+                names.add((task / "comm").read_text().strip())
+        stages = ("udp_ingress", "decrypt", "encrypt", "tun_reader", "tun_writer", "ticker")
+        assert {f"wga:{s}" for s in stages} <= names, names
         assert daemon.terminate() == 0
 
 
@@ -263,16 +267,20 @@ def test_crash_leaves_no_interface(netns_pair, tmp_path: Path) -> None:
     _, peer_pub = gen_keypair()
     conf = our_conf(tmp_path, "wga6", ours, [{"PublicKey": peer_pub, "AllowedIPs": f"{B4}/32"}])
     daemon = Wgactors(netns_pair.a, conf).start()
-    assert daemon.interface_exists()
-    daemon.terminate(signal.SIGKILL)
-    assert not daemon.interface_exists()
-    # a killed daemon cannot remove its UAPI socket (nor can wireguard-go's); the next start
-    # finds nobody listening on it, replaces it, and removes it on a clean exit
-    assert daemon.socket_path.exists()
-    with Wgactors(netns_pair.a, conf) as again:
-        assert again.interface_exists()
-        assert again.terminate() == 0
-    assert not daemon.socket_path.exists()
+    try:
+        assert daemon.interface_exists()
+        daemon.terminate(signal.SIGKILL)
+        assert not daemon.interface_exists()
+        # a killed daemon cannot remove its UAPI socket (nor can wireguard-go); the next start
+        # finds nobody listening on it, replaces it, and removes it on a clean exit
+        assert daemon.socket_path.exists()
+        with Wgactors(netns_pair.a, conf) as again:
+            assert again.interface_exists()
+            assert again.terminate() == 0
+        assert not daemon.socket_path.exists()
+    finally:
+        daemon.__exit__(None, None, None)
+        remove_stale_socket(daemon.socket_path)
 
 
 @pytest.mark.parametrize(

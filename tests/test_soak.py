@@ -27,6 +27,7 @@ def test_soak_miniature(tmp_path: Path) -> None:
     returncode, output = run_script("soak", *ARGS, "--json", str(json_path), timeout=TIMEOUT)
 
     assert returncode in (0, 1), f"scripts/soak exited {returncode}:\n{output}"
+    assert json_path.exists(), f"scripts/soak wrote no report:\n{output}"
     report = json.loads(json_path.read_text())
     assert report["error"] is None, output
     checks = {c["name"]: c for c in report["checks"]}

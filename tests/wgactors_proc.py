@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -100,8 +102,8 @@ class Wgactors:
         return WG_SOCKET_DIR / f"{self.iface}.sock"
 
     def __exit__(self, *exc: object) -> None:
-        """Leave nothing behind: a clean SIGTERM first; if that hangs, SIGKILL, and then the
-        UAPI socket that a killed daemon cannot remove."""
+        """Stop the daemon with a clean SIGTERM; if that hangs, SIGKILL it, and remove the
+        UAPI socket a killed daemon could not (unless something else is serving it)."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
@@ -110,9 +112,23 @@ class Wgactors:
                 self.proc.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait(5)
-        if self.proc.returncode != 0:
-            self.socket_path.unlink(missing_ok=True)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(5)
+        if self.proc.returncode is not None and self.proc.returncode < 0:
+            remove_stale_socket(self.socket_path)
+
+
+def remove_stale_socket(path: Path) -> None:
+    """Remove a UAPI socket that nobody serves any more."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except ConnectionRefusedError:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # not there, or not a socket: leave it
+    finally:
+        probe.close()
 
 
 A4, B4 = "10.99.0.1", "10.99.0.2"  # our tunnel address, wireguard-go's

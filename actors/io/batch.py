@@ -215,6 +215,7 @@ class MmsgSender:
             hdr.msg_name = base + i * _SOCKADDR_SIZE
         self._names_view = memoryview(self._names).cast("B")
         self._slot_addrs: list[bytes | None] = [None] * max_batch  # what each slot holds now
+        self.bytes_sent = 0  # payload bytes the kernel accepted, over this sender's life
         self._cache: dict[tuple[str, int], bytes] = {}
 
     def sendable(self, host: str, port: int) -> bytes:
@@ -223,7 +224,10 @@ class MmsgSender:
         if addr is None:
             if len(self._cache) >= self.MAX_ENDPOINTS:
                 self._cache.clear()
-            addr = self._cache[key] = _sockaddr(self.sock.family, host, port)
+            addr = _sockaddr(self.sock.family, host, port)
+            if len(addr) > _SOCKADDR_SIZE:  # cannot happen for INET/INET6; a slot holds this
+                raise ValueError(f"sockaddr of {len(addr)} bytes")
+            self._cache[key] = addr
         return addr
 
     def send(self, datagrams: Sequence[tuple[bytes, bytes]], drops: Counter[str]) -> int:
@@ -255,6 +259,7 @@ class MmsgSender:
             sent = _sendmmsg(self.sock.fileno(), self._msgs, n, socket.MSG_DONTWAIT)
             if sent > 0:
                 sent_total += sent
+                self.bytes_sent += sum(len(data) for data, _ in chunk[:sent])
                 i += sent
                 continue
             code = ctypes.get_errno() if sent < 0 else errno.EAGAIN
@@ -278,14 +283,15 @@ READ_AHEAD_MIN = 4  # reads submitted at least, per io_submit (see AioReader)
 
 
 class AioReader(_AioContext):
-    """Reads up to a batch of packets from a non-blocking fd in one ``io_submit``: each read
+    """Reads up to a batch of packets from a non-blocking fd with ``io_submit``: each read
     returns one packet or EAGAIN. Owned by one thread: its buffers are reused.
 
     Every read submitted costs the kernel a control block even when it only finds EAGAIN, so
     submitting the whole batch for one packet (the idle case: a ping) wastes tens of
     microseconds. The reader submits about as many reads as the last call found, at least
     READ_AHEAD_MIN, and doubles while every one of them comes back with a packet: an idle
-    tunnel pays for a few reads, a loaded one reaches the full batch within a call.
+    tunnel pays for a few reads, and a loaded one reads its batch in one system call (a few,
+    when the load has just risen).
     """
 
     def __init__(self, fd: int, max_batch: int = MAX_BATCH, slot: int = READ_SLOT) -> None:
@@ -298,9 +304,16 @@ class AioReader(_AioContext):
             cb.aio_buf = base + i * slot
             cb.aio_nbytes = slot
         self._want = min(READ_AHEAD_MIN, max_batch)
+        self._pending: OSError | None = None  # raised by the next call (see read)
 
     def read(self, count: int) -> list[bytes]:
-        """Up to ``count`` packets that are ready now, in order (empty if none)."""
+        """Up to ``count`` packets that are ready now, in order (empty if none).
+
+        A read error after some packets were read returns those packets first (the kernel has
+        already handed them over) and raises the error on the next call."""
+        if self._pending is not None:
+            error, self._pending = self._pending, None
+            raise error
         count = min(count, self.max_batch)
         if not self.available:
             return _read_some(self.fd, count, self.slot)
@@ -308,7 +321,13 @@ class AioReader(_AioContext):
         want = self._want
         while len(out) < count:
             n = min(want, count - len(out))
-            filled = self._submit(n, out)
+            try:
+                filled = self._submit(n, out)
+            except OSError as e:
+                if not out:
+                    raise
+                self._pending = e
+                break
             if filled < 0:  # the kernel refused AIO: plain reads from now on
                 return out + _read_some(self.fd, count - len(out), self.slot)
             if filled < n:  # an EAGAIN: nothing more is ready

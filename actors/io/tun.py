@@ -125,7 +125,7 @@ class TunDevice:
         in ``drops``, which belongs to the calling stage. For each oversize packet the ICMP
         "too big" answer, if one is due, is appended to ``too_big`` for the caller to deliver
         back to the kernel (see :mod:`actors.icmp`). With a ``reader`` (the calling stage's
-        own), the whole batch is read in one system call."""
+        own), the batch is read with io_submit, usually in one system call."""
         if reader is not None:
             try:
                 datas = reader.read(max_batch)

@@ -30,7 +30,6 @@ __all__ = [
     "Outlet",
     "PipelineActor",
     "Poll",
-    "name_os_thread",
 ]
 
 BATCH_SIZE = 64  # packets read from a kernel queue per message, and the largest batch sent on

@@ -98,9 +98,9 @@ class Encrypt(PipelineActor):
                 self.decrypt.tell(action)
         if datagrams:
             # One sendmmsg per batch: one GIL hand-off instead of one per datagram.
-            sent = sender.send(datagrams, stats.drops)
-            stats.packets_out += sent
-            stats.bytes_out += sum(len(d) for d, _ in datagrams[:sent])
+            before = sender.bytes_sent
+            stats.packets_out += sender.send(datagrams, stats.drops)
+            stats.bytes_out += sender.bytes_sent - before
 
     def snapshot(self) -> StageSnapshot:
         saved = self.stats.drops

@@ -39,7 +39,7 @@ class TunReader(PipelineActor):
         self.reader: AioReader | None = None
 
     def on_start(self) -> None:
-        # batched reads: one system call, one GIL hand-off, per batch (see actors.io.batch)
+        # batched reads: a system call and a GIL hand-off per batch, not per packet (io.batch)
         self.reader = AioReader(self.tun.fileno())
         self.actor_ref.tell(Poll())
 
@@ -56,7 +56,7 @@ class TunReader(PipelineActor):
                     self.stats.extra["pmtu_replies"] = self.stats.extra.get(
                         "pmtu_replies", 0
                     ) + len(too_big)
-                    self.emit(self.icmp_outlet, tuple(too_big))
+                    self.emit(self.icmp_outlet, tuple(too_big), sum(len(p.data) for p in too_big))
                 if batch:
                     self.begin_batch(len(batch))
                     self.stats.packets_in += len(batch)

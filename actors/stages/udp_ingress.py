@@ -32,7 +32,7 @@ class UdpIngress(PipelineActor):
         self.receiver: MmsgReceiver | None = None
 
     def on_start(self) -> None:
-        # batched reads: one system call, one GIL hand-off, per batch (see actors.io.batch)
+        # batched reads: a system call and a GIL hand-off per batch, not per packet (io.batch)
         self.receiver = MmsgReceiver(self.udp.sock)
         self.actor_ref.tell(Poll())
 
