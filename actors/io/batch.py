@@ -86,6 +86,29 @@ class _AioContext:
             cb.aio_fildes = fd
             cb.aio_data = i
 
+    def _run(self, n: int) -> list[int] | None:
+        """Submit the first ``n`` control blocks and wait for all that the kernel took. Returns
+        each one's result (bytes or -errno), as many as were submitted; None if the kernel
+        refuses AIO, which makes the context unavailable. Raises OSError if waiting fails."""
+        submitted = _syscall(_SYS_IO_SUBMIT, self._ctx, n, self._ptrs)
+        if submitted < 0:
+            self.available = False
+            return None
+        results = [0] * submitted
+        done = 0
+        while done < submitted:
+            got = _syscall(_SYS_IO_GETEVENTS, self._ctx, submitted - done, submitted - done,
+                           self._events, None)  # fmt: skip
+            if got < 0:
+                if ctypes.get_errno() == errno.EINTR:
+                    continue
+                raise OSError(ctypes.get_errno(), "io_getevents failed")
+            for k in range(got):
+                event = self._events[k]
+                results[event.data] = event.res
+            done += got
+        return results
+
     def close(self) -> None:
         if self.available:
             _syscall(_SYS_IO_DESTROY, self._ctx)
@@ -115,26 +138,15 @@ class AioWriter(_AioContext):
         for i, data in enumerate(chunk):
             cbs[i].aio_buf = ctypes.cast(data, ctypes.c_void_p).value or 0
             cbs[i].aio_nbytes = len(data)
-        submitted = _syscall(_SYS_IO_SUBMIT, self._ctx, n, self._ptrs)
-        if submitted < 0:
-            self.available = False  # e.g. the kernel refuses AIO here: per-packet from now on
+        try:
+            done = self._run(n)
+        except OSError:
+            return [_reason(errno.EIO)] * n
+        if done is None:  # e.g. the kernel refuses AIO here: per-packet from now on
             return [_write_one(self.fd, p) for p in chunk]
-        results: list[str | None] = [None] * n
-        done = 0
-        while done < submitted:
-            got = _syscall(_SYS_IO_GETEVENTS, self._ctx, submitted - done, submitted - done,
-                           self._events, None)  # fmt: skip
-            if got < 0:
-                if ctypes.get_errno() == errno.EINTR:
-                    continue
-                return [_reason(errno.EIO)] * n
-            for k in range(got):
-                event = self._events[k]
-                if event.res < 0:
-                    results[event.data] = _reason(-event.res)
-            done += got
-        for i in range(submitted, n):  # not accepted by io_submit: write them one by one
-            results[i] = _write_one(self.fd, chunk[i])
+        results: list[str | None] = [_reason(-res) if res < 0 else None for res in done]
+        # not accepted by io_submit: write them one by one
+        results += [_write_one(self.fd, p) for p in chunk[len(done) :]]
         return results
 
 
@@ -339,23 +351,9 @@ class AioReader(_AioContext):
     def _submit(self, n: int, out: list[bytes]) -> int:
         """Submit ``n`` reads, append the packets to ``out``; how many came back with one
         (-1 if AIO is unavailable)."""
-        submitted = _syscall(_SYS_IO_SUBMIT, self._ctx, n, self._ptrs)
-        if submitted < 0:
-            self.available = False
+        sizes = self._run(n)
+        if sizes is None:
             return -1
-        sizes = [0] * submitted
-        done = 0
-        while done < submitted:
-            got = _syscall(_SYS_IO_GETEVENTS, self._ctx, submitted - done, submitted - done,
-                           self._events, None)  # fmt: skip
-            if got < 0:
-                if ctypes.get_errno() == errno.EINTR:
-                    continue
-                raise OSError(ctypes.get_errno(), "io_getevents failed")
-            for k in range(got):
-                event = self._events[k]
-                sizes[event.data] = event.res
-            done += got
         view, slot = self._view, self.slot
         filled = 0
         for i, size in enumerate(sizes):
