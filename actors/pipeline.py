@@ -119,11 +119,7 @@ class Pipeline:
                 tun_writer,
             )
         )
-        next_box = tun_writer
-        for stage in reversed(self.inbound):
-            specs.append(self._custom_spec(stage, next_box))
-            next_box = specs[-1].mailbox
-        first_inbound = next_box
+        first_inbound = self._chain(specs, self.inbound, tun_writer)
         specs.append(
             ChildSpec(
                 "encrypt",
@@ -147,11 +143,7 @@ class Pipeline:
                 decrypt,
             )
         )
-        next_box = encrypt
-        for stage in reversed(self.outbound):
-            specs.append(self._custom_spec(stage, next_box))
-            next_box = specs[-1].mailbox
-        first_outbound = next_box
+        first_outbound = self._chain(specs, self.outbound, encrypt)
         specs.append(
             ChildSpec(
                 "tun_reader",
@@ -183,6 +175,17 @@ class Pipeline:
             )
         )
         return specs
+
+    def _chain(
+        self, specs: list[ChildSpec], stages: Sequence[StageEntry], last: Mailbox
+    ) -> Mailbox:
+        """Append the specs of custom ``stages`` that feed ``last``, in order; the mailbox of
+        the first of them (``last`` itself when there are none)."""
+        next_box = last
+        for stage in reversed(stages):
+            specs.append(self._custom_spec(stage, next_box))
+            next_box = specs[-1].mailbox
+        return next_box
 
     def _custom_spec(self, entry: StageEntry, downstream: Mailbox) -> ChildSpec:
         out = Outlet(downstream)

@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import signal
 import statistics
 import subprocess
@@ -54,11 +53,12 @@ from demo import (
     DemoError,
     Lab,
     Proc,
+    preflight,
+    raise_interrupt,
     run,
 )
 
 PREFIX = "wgb"  # namespaces wgb-TAG-a/b, interfaces and veths wgbTAG..., temp dir /tmp/wgb-TAG-*
-TOOLS = ("ip", "wg", "wireguard-go", "ping", "iperf3", "ss")
 
 PING_COUNT = 20
 PING_INTERVAL = 0.05  # seconds (root may go below 0.2)
@@ -95,10 +95,6 @@ TARGET_UPDOWN_RATIO = 0.5
 TARGET_ACTORS_VS_SINGLE = 1.3
 TARGET_RSS_MB = 80.0
 TARGET_ADDED_LATENCY_MS = 0.3
-
-
-def _raise_interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 # --------------------------------------------------------------------------- /proc
@@ -422,10 +418,9 @@ def run_case(
         if wgactors_args is not None:
             result.extra["status"] = wgactors_status(iface_a)
         # What wireguard-go in b counted for its peer: the traffic did go through the tunnel.
-        res = lab.exec(lab.ns_b, "wg", "show", iface_b, "transfer", check=False)
-        fields = res.stdout.split()
-        if len(fields) >= 3 and fields[1].isdigit() and fields[2].isdigit():
-            result.extra["b_rx_bytes"], result.extra["b_tx_bytes"] = int(fields[1]), int(fields[2])
+        rx, tx = demo.peer_transfer(lab, iface_b)
+        if rx is not None:
+            result.extra["b_rx_bytes"], result.extra["b_tx_bytes"] = rx, tx
         up, down = result.metrics.get("tcp_up_mbps"), result.metrics.get("tcp_down_mbps")
         if up is not None and down is not None:
             result.metrics["tcp_sum_mbps"] = up + down
@@ -434,17 +429,11 @@ def run_case(
         if e.log is not None and e.log not in logs:
             logs.append(e.log)
     finally:
-        for ns, iface, proc in reversed(started):
-            status = lab.stop(proc)
-            if proc.name.startswith("wgactors"):
-                result.extra["exit_status"] = status
-                if status != 0:
-                    result.errors.append(f"wgactors exited with {status} on SIGTERM")
-            deadline = time.monotonic() + 3
-            while not lab.gone(ns, iface) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if not lab.gone(ns, iface):
-                run(["ip", "-n", ns, "link", "del", "dev", iface], check=False)
+        status = demo.stop_ends(lab, started)
+        if status is not None:  # wgactors was started
+            result.extra["exit_status"] = status
+            if status != 0:
+                result.errors.append(f"wgactors exited with {status} on SIGTERM")
         if result.errors:
             result.extra["log_tails"] = {log.name: demo.tail(log) for log in logs}
     return result
@@ -539,18 +528,6 @@ def check_targets(
     return out
 
 
-def print_table(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for n, row in enumerate(rows):
-        cells = [
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        print("  ".join(cells).rstrip())
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
-
-
 def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else spec.format(value)
 
@@ -580,7 +557,7 @@ def print_report(
                 ),
             ]
         )
-    print_table(rows)
+    demo.print_rows(rows)
 
     wg_cases = [c for c in ("wgactors", "wgactors-single") if c in ratios]
     if wg_cases:
@@ -595,7 +572,7 @@ def print_report(
             ("peak_rss_mb", "peak RSS", "{:.1f} MB"),
         ):
             rrows.append([label, *(fmt(ratios[c].get(key), spec) for c in wg_cases)])
-        print_table(rrows)
+        demo.print_rows(rrows)
     print(
         "actors / single-threaded (TCP up+down): "
         + fmt(ratios.get("actors_vs_single_updown"), "{:.2f}x")
@@ -648,18 +625,6 @@ def print_machine(info: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- main
 
 
-def preflight() -> str:
-    """Why the bench cannot run here ("" when it can)."""
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, TUN devices): run `sudo scripts/bench`"
-    if not Path("/dev/net/tun").exists():
-        return "/dev/net/tun is missing"
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        return f"missing tools: {', '.join(missing)} (scripts/setup installs them)"
-    return ""
-
-
 def parse_cases(text: str) -> list[str]:
     chosen: list[str] = []
     for word in text.replace(",", " ").split():
@@ -707,14 +672,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    reason = preflight()
+    reason = preflight("bench")
     if reason:
         print(f"bench: {reason}", file=sys.stderr)
         return 1
     info = machine_info()
     print_machine(info)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _raise_interrupt)
+        signal.signal(sig, raise_interrupt)
     lab = Lab(prefix=PREFIX)
     runs: dict[str, list[RunResult]] = {c: [] for c in args.cases}
     errors: list[str] = []

@@ -51,6 +51,7 @@ MTU = 1280
 
 IFACE_TIMEOUT = 5.0  # seconds for an interface to appear (and get its address)
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+IFACE_GONE_TIMEOUT = 3.0  # seconds for a stopped end's interface to go before it is deleted
 LOG_TAIL_LINES = 30
 TOOLS = ("ip", "wg", "wireguard-go", "ping", "iperf3", "ss")
 # Environment variables that would change what `wgactors up` runs; the demo runs it plain.
@@ -65,7 +66,8 @@ class DemoError(Exception):
         self.log = log
 
 
-def _raise_interrupt(signum: int, _frame: object) -> None:
+def raise_interrupt(signum: int, _frame: object) -> None:
+    """Signal handler: SIGTERM and SIGHUP clean up like Ctrl-C (also used by bench and soak)."""
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
@@ -460,27 +462,42 @@ def run_case(
             watch_logs.append(a.log)
         started.append((lab.ns_a, iface_a, a))
         measure(lab, result, seconds)
-        res = lab.exec(lab.ns_b, "wg", "show", iface_b, "transfer", check=False)
-        fields = res.stdout.split()
-        if len(fields) >= 3 and fields[1].isdigit() and fields[2].isdigit():
-            result.b_rx_bytes, result.b_tx_bytes = int(fields[1]), int(fields[2])
+        result.b_rx_bytes, result.b_tx_bytes = peer_transfer(lab, iface_b)
     except DemoError as e:
         result.failures.append(f"setting up: {e}")
         if e.log is not None and e.log not in watch_logs:
             watch_logs.append(e.log)
     finally:
-        for ns, iface, proc in reversed(started):
-            status = lab.stop(proc)
-            if proc.name.startswith("wgactors"):
-                result.exit_status = status
-            deadline = time.monotonic() + 3
-            while not lab.gone(ns, iface) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if not lab.gone(ns, iface):
-                run(["ip", "-n", ns, "link", "del", "dev", iface], check=False)
+        result.exit_status = stop_ends(lab, started)
         if result.failures:
             for log in watch_logs:
                 result.log_tails.setdefault(log.name, tail(log))
+
+
+def peer_transfer(lab: Lab, iface_b: str) -> tuple[int | None, int | None]:
+    """What wireguard-go in b counted for its one peer (rx, tx bytes): proof that the
+    traffic went through the tunnel."""
+    res = lab.exec(lab.ns_b, "wg", "show", iface_b, "transfer", check=False)
+    fields = res.stdout.split()
+    if len(fields) >= 3 and fields[1].isdigit() and fields[2].isdigit():
+        return int(fields[1]), int(fields[2])
+    return None, None
+
+
+def stop_ends(lab: Lab, started: Sequence[tuple[str, str, Proc]]) -> int | None:
+    """Stop the tunnel ends in reverse order, making sure their interfaces are gone; the
+    exit status of wgactors among them (None if it was not one of them)."""
+    wgactors_status = None
+    for ns, iface, proc in reversed(started):
+        status = lab.stop(proc)
+        if proc.name.startswith("wgactors"):
+            wgactors_status = status
+        deadline = time.monotonic() + IFACE_GONE_TIMEOUT
+        while not lab.gone(ns, iface) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not lab.gone(ns, iface):
+            run(["ip", "-n", ns, "link", "del", "dev", iface], check=False)
+    return wgactors_status
 
 
 # --------------------------------------------------------------------------- report
@@ -524,7 +541,12 @@ def print_table(results: Sequence[CaseResult]) -> None:
         )
         for r in results
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    print_rows(rows)
+
+
+def print_rows(rows: Sequence[Sequence[str]]) -> None:
+    """A plain-text table: the first row is the header, the first column left-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for n, row in enumerate(rows):
         cells = [
             c.ljust(w) if i == 0 else c.rjust(w)
@@ -548,10 +570,10 @@ def to_json(results: Sequence[CaseResult], seconds: int, quick: bool, ok: bool) 
 # --------------------------------------------------------------------------- main
 
 
-def preflight() -> str:
-    """Why the demo cannot run here ("" when it can)."""
+def preflight(script: str = "demo") -> str:
+    """Why ``scripts/SCRIPT`` (demo, bench, soak) cannot run here ("" when it can)."""
     if os.geteuid() != 0:
-        return "needs root (network namespaces, TUN devices): run `sudo scripts/demo`"
+        return f"needs root (network namespaces, TUN devices): run `sudo scripts/{script}`"
     if not Path("/dev/net/tun").exists():
         return "/dev/net/tun is missing"
     missing = [t for t in TOOLS if shutil.which(t) is None]
@@ -594,7 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         cases = cases[1:]
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _raise_interrupt)
+        signal.signal(sig, raise_interrupt)
     lab = Lab()
     results: list[CaseResult] = []
     started = time.monotonic()

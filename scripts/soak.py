@@ -48,6 +48,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from demo import preflight, raise_interrupt  # noqa: E402  (scripts/demo.py)
 from netns import (  # noqa: E402
     WG_SOCKET_DIR,
     Netns,
@@ -66,13 +67,8 @@ BASELINE_SAMPLES = 3  # samples averaged (median) at each end of the post-warm-u
 MIN_CHUNK = 2  # seconds: a shorter remainder is not worth an iperf3 run
 CHUNK_SLACK = 30.0  # seconds an iperf3 client may run past its -t before it is killed
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL for wgactors at teardown
-TOOLS = ("ip", "wg", "wireguard-go", "ping", "iperf3", "ss")
 # Environment variables that would change what `wgactors up` runs; the soak runs it plain.
 WGACTORS_ENV_DROP = ("WGACTORS_PIPELINE", "WGACTORS_INJECT_FAULTS", "WGACTORS_LOG_LEVEL")
-
-
-def _raise_interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 # --------------------------------------------------------------------------- sampling
@@ -556,16 +552,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("scripts/soak: needs root (network namespaces, TUN devices)", file=sys.stderr)
-        return 1
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        print(f"scripts/soak: missing tools: {', '.join(missing)}", file=sys.stderr)
+    reason = preflight("soak")
+    if reason:
+        print(f"scripts/soak: {reason}", file=sys.stderr)
         return 1
     for var in WGACTORS_ENV_DROP:
         os.environ.pop(var, None)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     report = Report(args=vars(args))
     soak = Soak(args, report)
     started = time.monotonic()

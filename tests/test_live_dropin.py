@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from netns import Netns, WireguardGo, gen_keypair, gen_psk, socket_in
+from test_uapi_codec import SET_KEYS
 from wgactors_proc import LAUNCHER, ROOT, write_conf
 
 pytestmark = pytest.mark.netns
@@ -224,24 +225,7 @@ def test_malformed_uapi_input_gets_errno_and_the_daemon_stays_up(netns_pair) -> 
 
 
 def fuzz_uapi(ns: Netns) -> None:
-    keys = st.sampled_from(
-        [
-            "private_key",
-            "listen_port",
-            "fwmark",
-            "replace_peers",
-            "public_key",
-            "remove",
-            "update_only",
-            "preshared_key",
-            "endpoint",
-            "persistent_keepalive_interval",
-            "replace_allowed_ips",
-            "allowed_ip",
-            "protocol_version",
-            "junk",
-        ]
-    )
+    keys = st.sampled_from([*SET_KEYS, "junk"])
     line = st.one_of(
         st.tuples(keys, st.text(max_size=70)).map(lambda kv: f"{kv[0]}={kv[1]}"),
         st.text(max_size=80),
