@@ -6,7 +6,13 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import pytest
+from hypothesis import HealthCheck, settings
 from netns import Netns, require_root_netns, veth_pair
+
+# Property tests check what is generated, not how fast: on a shared 2-core machine data
+# generation can be slow for reasons that have nothing to do with the code under test.
+settings.register_profile("wgactors", suppress_health_check=[HealthCheck.too_slow], deadline=None)
+settings.load_profile("wgactors")
 
 
 class NetnsPair(NamedTuple):
