@@ -47,15 +47,11 @@ from actors.lab import (
     tcp_mbps,
 )
 from actors.lab.command import LOG_TAIL_LINES
+from actors.lab.signals import raise_interrupt
 
 DemoError = LabError  # the name scripts/bench.py and older callers used
 PING_COUNT = 3
 PING_INTERVAL = 0.2  # seconds
-
-
-def raise_interrupt(signum: int, _frame: object) -> None:
-    """Signal handler: SIGTERM and SIGHUP clean up like Ctrl-C (also used by bench and soak)."""
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 # --------------------------------------------------------------------------- measurements
