@@ -500,8 +500,8 @@ def check_targets(
     both = None if None in (updown, up, down) else (updown, up, down)
     targets: list[tuple[str, Any, Callable[[Any], bool], Callable[[Any], str]]] = [
         (
-            f"actors ≥ {TARGET_UPDOWN_RATIO:g}x wireguard-go up+down, "
-            f"≥ {TARGET_EACH_DIRECTION:g}x each way",
+            f"actors ≥ {TARGET_UPDOWN_RATIO:.1f}x wireguard-go up+down, "
+            f"≥ {TARGET_EACH_DIRECTION:.1f}x each way",
             both,
             lambda v: v[0] >= TARGET_UPDOWN_RATIO and min(v[1:]) >= TARGET_EACH_DIRECTION,
             lambda v: f"{v[0]:.2f}x (up {v[1]:.2f}x, down {v[2]:.2f}x)",
@@ -604,19 +604,19 @@ def print_report(
     print(f"\nMedian of {rounds} round(s) per case, [min .. max] below it")
     print_medians(cases, summary)
     print_ratios(ratios)
-    pinned = (
-        f"\n pinned: peer side on CPUs {pin.peer}, side under test on CPUs {pin.ours};"
-        if pin.ours
-        else ""
-    )
-    print(
-        f"\n(a → b over the tunnel {TUNNEL_B} or the plain veth {PLAIN_A} → {PLAIN_B}; iperf3 TCP "
-        f"{seconds} s per direction, UDP upload -l {UDP_LEN} -b 0 for {seconds} s;\n"
-        f" ping -c {PING_COUNT} -i {PING_INTERVAL} a→b, idle and {LOADED_RAMP:g} s into a "
-        f"≥{LOADED_MIN_SECONDS} s TCP upload;\n RSS = VmHWM, CPU = utime+stime of the a end's "
-        "process over its measurements' wall time;\n context switches = voluntary + involuntary "
-        f"of all its threads, per {PACKETS_PER} packets in and out of its interface;{pinned})"
-    )
+    notes = [
+        f"a → b over the tunnel ({TUNNEL_B}) or the plain veth ({PLAIN_A} → {PLAIN_B});",
+        f"iperf3 TCP {seconds} s per direction, UDP upload -l {UDP_LEN} -b 0 for {seconds} s;",
+        f"ping -c {PING_COUNT} -i {PING_INTERVAL} a→b, idle and {LOADED_RAMP:g} s into a "
+        f"≥{LOADED_MIN_SECONDS} s TCP upload;",
+        "RSS = VmHWM, CPU = utime+stime of the a end's process over its measurements' wall time;",
+        "context switches = voluntary + involuntary of all its threads, "
+        f"per {PACKETS_PER} packets in and out of its interface",
+    ]
+    if pin.ours:
+        notes[-1] += ";"
+        notes.append(f"pinned: peer side on CPUs {pin.peer}, side under test on CPUs {pin.ours}")
+    print("\n(" + "\n ".join(notes) + ")")
     print("\nTargets")
     for t in targets:
         print(f"  {t['status']:4}  {t['target']}: {t['shown']}")

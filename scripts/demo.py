@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -47,7 +46,8 @@ from actors.lab import (
     tcp_mbps,
 )
 from actors.lab.command import LOG_TAIL_LINES
-from actors.lab.signals import raise_interrupt
+from actors.lab.signals import interruptible
+from actors.lab.signals import raise_interrupt as raise_interrupt  # older callers import it here
 
 DemoError = LabError  # the name scripts/bench.py and older callers used
 PING_COUNT = 3
@@ -218,68 +218,75 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     if args.quick:
         cases = cases[1:]
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, raise_interrupt)
     lab = Lab()
     results: list[CaseResult] = []
     started = time.monotonic()
     try:
-        print(f"demo: namespaces {lab.ns_a} and {lab.ns_b}, temp dir {lab.tmp}", flush=True)
-        lab.create()
-        keys = Keys.fresh()
-        for index, (key, label, wgactors_args) in enumerate(cases, start=1):
-            print(f"demo: case {index}/{len(cases)}: {label} ...", flush=True)
-            result = CaseResult(key, label)
-            results.append(result)
-            run_case(lab, result, index, keys, args.seconds, wgactors_args)
-        ref = next((r for r in results if r.key == "reference"), None)
-        for r in results:
-            if ref is None or r is ref:
-                continue
-            if r.upload_mbps is not None and ref.upload_mbps:
-                r.upload_ratio = r.upload_mbps / ref.upload_mbps
-            if r.download_mbps is not None and ref.download_mbps:
-                r.download_ratio = r.download_mbps / ref.download_mbps
-        ok = all(r.ok for r in results)
-        print()
-        print_table(results)
-        print(
-            f"\n(a = {TUNNEL_A}, b = {TUNNEL_B}; ping -c 3, the first ping a→b includes the "
-            f"handshake; iperf3 TCP, {args.seconds} s per direction, from a)"
-        )
-        for r in results:
-            if r.exit_status not in (None, 0):
-                print(f"note: {r.label}: wgactors exited with {r.exit_status} on SIGTERM")
-        if args.json:
-            Path(args.json).write_text(
-                json.dumps(to_json(results, args.seconds, args.quick, ok), indent=2) + "\n"
-            )
-        for r in results:
-            if r.ok:
-                continue
-            print(f"\nFAILED: {r.label}")
-            for f in r.failures:
-                print(f"  - {f}")
-            for name, text in r.log_tails.items():
-                print(f"  last {LOG_TAIL_LINES} lines of {name}:")
-                for line in (text or "(empty)").splitlines():
-                    print(f"    {line}")
-        verdict = "all pings and transfers succeeded" if ok else "some checks failed"
-        print(f"\ndemo: {verdict} ({time.monotonic() - started:.1f} s)")
-        return 0 if ok else 1
+        with interruptible():  # on the way out the signals are ignored: clean-up runs whole
+            return run_demo(args, lab, cases, results, started)
     except KeyboardInterrupt as e:
         print(f"\ndemo: interrupted ({e or 'SIGINT'}); cleaning up", file=sys.stderr)
         return 130
-    except DemoError as e:
+    except LabError as e:
         print(f"\ndemo: {e}", file=sys.stderr)
         if e.log is not None:
             print(tail(e.log), file=sys.stderr)
         return 1
     finally:
-        # Clean-up is bounded in time; don't let a second Ctrl-C cut it short.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
         lab.close()
+
+
+def run_demo(
+    args: argparse.Namespace,
+    lab: Lab,
+    cases: Sequence[tuple[str, str, list[str] | None]],
+    results: list[CaseResult],
+    started: float,
+) -> int:
+    """Run the cases in turn, print the table and write the JSON; the exit status."""
+    print(f"demo: namespaces {lab.ns_a} and {lab.ns_b}, temp dir {lab.tmp}", flush=True)
+    lab.create()
+    keys = Keys.fresh()
+    for index, (key, label, wgactors_args) in enumerate(cases, start=1):
+        print(f"demo: case {index}/{len(cases)}: {label} ...", flush=True)
+        result = CaseResult(key, label)
+        results.append(result)
+        run_case(lab, result, index, keys, args.seconds, wgactors_args)
+    ref = next((r for r in results if r.key == "reference"), None)
+    for r in results:
+        if ref is None or r is ref:
+            continue
+        if r.upload_mbps is not None and ref.upload_mbps:
+            r.upload_ratio = r.upload_mbps / ref.upload_mbps
+        if r.download_mbps is not None and ref.download_mbps:
+            r.download_ratio = r.download_mbps / ref.download_mbps
+    ok = all(r.ok for r in results)
+    print()
+    print_table(results)
+    print(
+        f"\n(a = {TUNNEL_A}, b = {TUNNEL_B}; ping -c 3, the first ping a→b includes the "
+        f"handshake; iperf3 TCP, {args.seconds} s per direction, from a)"
+    )
+    for r in results:
+        if r.exit_status not in (None, 0):
+            print(f"note: {r.label}: wgactors exited with {r.exit_status} on SIGTERM")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(to_json(results, args.seconds, args.quick, ok), indent=2) + "\n"
+        )
+    for r in results:
+        if r.ok:
+            continue
+        print(f"\nFAILED: {r.label}")
+        for f in r.failures:
+            print(f"  - {f}")
+        for name, text in r.log_tails.items():
+            print(f"  last {LOG_TAIL_LINES} lines of {name}:")
+            for line in (text or "(empty)").splitlines():
+                print(f"    {line}")
+    verdict = "all pings and transfers succeeded" if ok else "some checks failed"
+    print(f"\ndemo: {verdict} ({time.monotonic() - started:.1f} s)")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
