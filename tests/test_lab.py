@@ -177,7 +177,7 @@ def test_medians_ratios_and_targets() -> None:
                 tcp_sum_mbps=u + 1,
                 rss_mb=r,
                 ping_idle_ms=0.55,
-            )  # fmt: skip
+            )
             for u, r in ((0.5, 40), (1.0, 90), (2.0, 50))
         ],
         "wgactors-single": [
@@ -188,7 +188,7 @@ def test_medians_ratios_and_targets() -> None:
                 tcp_sum_mbps=2,
                 rss_mb=30,
                 ping_idle_ms=0.4,
-            )  # fmt: skip
+            )
         ],
     }
     summary = {c: bench.summarize(r) for c, r in runs.items()}
