@@ -182,6 +182,11 @@ class Netns:
             self._procs.remove(proc)
         return status
 
+    def forget(self, proc: subprocess.Popen[Any]) -> None:
+        """Stop tracking a process that its owner has stopped in its own way."""
+        with contextlib.suppress(ValueError):
+            self._procs.remove(proc)
+
     def ip(self, *args: Any, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Shorthand for ``ip -n NAME *args``."""
         return run(["ip", "-n", self.name, *args], check=check, timeout=10)

@@ -169,8 +169,7 @@ class Wgactors:
                 self.proc.kill()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.proc.wait(KILL_WAIT_S)
-        with contextlib.suppress(ValueError):
-            self.ns._procs.remove(self.proc)
+        self.ns.forget(self.proc)
         if self.proc.returncode is not None and self.proc.returncode < 0:
             remove_stale_socket(self.socket_path)
         return self.proc.returncode
