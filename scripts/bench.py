@@ -71,7 +71,13 @@ from actors.lab import (
     tcp_mbps,
     udp_received_pps,
 )
-from actors.lab.procfs import context_switches, cpu_seconds, link_packets, peak_rss_mb, read_text
+from actors.lab.procfs import (
+    context_switches_by_thread,
+    cpu_seconds,
+    link_packets,
+    peak_rss_mb,
+    read_text,
+)
 from actors.lab.signals import interruptible
 from actors.lab.wgactors import launcher_argv
 
@@ -201,7 +207,7 @@ class Counters:
 
     t: float
     cpu_s: float | None
-    switches: int | None
+    switches: dict[str, int] | None  # per thread name
     packets: int | None
 
     @classmethod
@@ -210,7 +216,7 @@ class Counters:
         return cls(
             time.monotonic(),
             None if pid is None else cpu_seconds(pid),
-            None if pid is None else context_switches(pid),
+            None if pid is None else context_switches_by_thread(pid),
             link_packets(lab.ns_a, setup.dev_a),
         )
 
@@ -358,8 +364,12 @@ def record_counters(result: RunResult, setup: Setup, before: Counters, after: Co
         packets = after.packets - before.packets
         result.extra["link_packets"] = packets
     if before.switches is not None and after.switches is not None:
-        switches = after.switches - before.switches
+        by_thread = {
+            name: n - before.switches.get(name, 0) for name, n in sorted(after.switches.items())
+        }
+        switches = sum(by_thread.values())
         result.extra["context_switches"] = switches
+        result.extra["context_switches_by_thread"] = by_thread
         if packets:
             result.metrics["ctx_per_kpkt"] = PACKETS_PER * switches / packets
     if setup.pid is not None:

@@ -52,6 +52,9 @@ def test_bench_quick(tmp_path: Path) -> None:
         # once per packet per thread in a pipeline of a handful of threads.
         assert 0 < case["median"]["ctx_per_kpkt"] < 100_000, (key, case["median"])
     assert "ctx_per_kpkt" not in report["cases"]["veth"]["median"]  # no process to count
+    # Counted per thread: the actor pipeline's stage threads are named wga:STAGE.
+    threads = report["cases"]["wgactors"]["rounds"][0]["context_switches_by_thread"]
+    assert any(name.startswith("wga:") for name in threads), threads
     assert report["ratios"]["reference"]["updown_share_of_veth"] > 0, report["ratios"]
     for key in WGACTORS_CASES:
         case = report["cases"][key]

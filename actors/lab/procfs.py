@@ -98,8 +98,9 @@ def peak_rss_mb(pid: int) -> float | None:
 _SWITCHES = re.compile(r"^(?:non)?voluntary_ctxt_switches:\s+(\d+)", re.M)
 
 
-def context_switches(pid: int) -> int | None:
-    """Voluntary + involuntary context switches of every thread the process has now.
+def context_switches_by_thread(pid: int) -> dict[str, int] | None:
+    """Voluntary + involuntary context switches of each thread the process has now, summed
+    per thread name (``comm``; wgactors names its stage threads ``wga:STAGE``).
 
     Read per task, because ``/proc/PID/status`` counts only the main thread. A thread that
     has exited takes its count with it; the daemons measured here keep theirs for their life.
@@ -108,12 +109,20 @@ def context_switches(pid: int) -> int | None:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return None
-    total = 0
+    out: dict[str, int] = {}
     for tid in tasks:
         status = read_text(f"/proc/{pid}/task/{tid}/status")
-        if status:
-            total += sum(int(n) for n in _SWITCHES.findall(status))
-    return total
+        if not status:
+            continue
+        name = (read_text(f"/proc/{pid}/task/{tid}/comm") or "?").strip()
+        out[name] = out.get(name, 0) + sum(int(n) for n in _SWITCHES.findall(status))
+    return out
+
+
+def context_switches(pid: int) -> int | None:
+    """Voluntary + involuntary context switches of all the process's threads."""
+    by_thread = context_switches_by_thread(pid)
+    return None if by_thread is None else sum(by_thread.values())
 
 
 def link_packets(ns_name: str, dev: str) -> int | None:
