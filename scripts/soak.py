@@ -22,7 +22,7 @@ Ctrl-C or SIGTERM. Every wait is bounded; no traffic leaves its own namespaces.
 
 Quick check of the script itself: ``sudo scripts/soak --minutes 1 --cycles 3 --warmup 10``.
 
-It uses the test suite's namespace harness (``tests/netns.py``, ``tests/wgactors_proc.py``).
+It is built on the lab (``actors.lab``) that the tests, the demo and the bench share.
 """
 
 from __future__ import annotations
@@ -45,19 +45,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from demo import preflight, raise_interrupt  # noqa: E402  (scripts/demo.py)
-from netns import (  # noqa: E402
+from actors.lab import (
     WG_SOCKET_DIR,
+    WGACTORS_ENV_DROP,
     Netns,
+    Wgactors,
     WgPeer,
     WireguardGo,
     gen_keypair,
+    preflight,
     veth_pair,
+    write_conf,
 )
-from wgactors_proc import Wgactors, write_conf  # noqa: E402
+from actors.lab.signals import raise_interrupt
 
 UNDERLAY_A, UNDERLAY_B = "10.87.0.1", "10.87.0.2"
 TUNNEL_A, TUNNEL_B = "10.97.0.1", "10.97.0.2"
@@ -67,8 +67,6 @@ BASELINE_SAMPLES = 3  # samples averaged (median) at each end of the post-warm-u
 MIN_CHUNK = 2  # seconds: a shorter remainder is not worth an iperf3 run
 CHUNK_SLACK = 30.0  # seconds an iperf3 client may run past its -t before it is killed
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL for wgactors at teardown
-# Environment variables that would change what `wgactors up` runs; the soak runs it plain.
-WGACTORS_ENV_DROP = ("WGACTORS_PIPELINE", "WGACTORS_INJECT_FAULTS", "WGACTORS_LOG_LEVEL")
 
 
 # --------------------------------------------------------------------------- sampling
@@ -239,7 +237,7 @@ class Soak:
         return res.returncode == 0
 
     def start_daemon(self) -> Wgactors:
-        daemon = Wgactors(self.a, self.conf)
+        daemon = Wgactors(self.a, self.conf, log_dir=self.tmp)
         self.stack.callback(self.stop_daemon, daemon)
         return daemon.start()
 

@@ -11,7 +11,8 @@ from netns import require_tools
 from scriptrun import cmdlines, namespaces, run_script
 
 TIMEOUT = 180.0
-CASES = ("reference", "wgactors", "wgactors-single")
+CASES = ("veth", "reference", "wgactors", "wgactors-single")
+TUNNEL_CASES = ("reference", "wgactors", "wgactors-single")
 WGACTORS_CASES = ("wgactors", "wgactors-single")
 
 pytestmark = pytest.mark.netns
@@ -42,7 +43,19 @@ def test_bench_quick(tmp_path: Path) -> None:
             assert case["median"][metric] > 0, (key, metric, case["median"])
             assert case["rounds"][0][metric] > 0, (key, metric)
         assert case["median"]["ping_idle_ms"] > 0, (key, case["median"])
+        assert case["rounds"][0]["link_packets"] > 0, (key, "no packets counted on a's link")
+    for key in TUNNEL_CASES:
+        case = report["cases"][key]
         assert case["rounds"][0]["b_rx_bytes"] > 0, (key, "nothing went through the tunnel")
+        # Context switches of the a end per 1000 packets through its interface: every
+        # implementation switches at least once per batch of packets, and far less than
+        # once per packet per thread in a pipeline of a handful of threads.
+        assert 0 < case["median"]["ctx_per_kpkt"] < 100_000, (key, case["median"])
+    assert "ctx_per_kpkt" not in report["cases"]["veth"]["median"]  # no process to count
+    # Counted per thread: the actor pipeline's stage threads are named wga:STAGE.
+    threads = report["cases"]["wgactors"]["rounds"][0]["context_switches_by_thread"]
+    assert any(name.startswith("wga:") for name in threads), threads
+    assert report["ratios"]["reference"]["updown_share_of_veth"] > 0, report["ratios"]
     for key in WGACTORS_CASES:
         case = report["cases"][key]
         assert 0 < case["median"]["rss_mb"] < 4096, (key, case["median"])

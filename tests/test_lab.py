@@ -1,0 +1,208 @@
+"""Unit tests of the lab's pieces that need no namespaces (actors.lab, scripts/bench.py's
+arithmetic): errors, /proc readers, config files, dump parsing, CPU pinning, targets."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from actors.lab import (
+    CommandError,
+    CommandTimeout,
+    LabError,
+    parse_dump,
+    pinned,
+    run,
+    write_conf,
+)
+from actors.lab.procfs import (
+    context_switches,
+    cpu_seconds,
+    find_process,
+    is_wireguard_go,
+    peak_rss_mb,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_under_test", ROOT / "scripts/bench.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _bench()
+
+
+def test_command_errors_are_lab_errors_and_stdlib_errors() -> None:
+    with pytest.raises(CommandError) as failed:
+        run(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert isinstance(failed.value, subprocess.CalledProcessError)
+    assert isinstance(failed.value, LabError) and failed.value.log is None
+    assert failed.value.returncode == 3
+    assert "err" in str(failed.value) and "out" in str(failed.value)
+    assert run(["sh", "-c", "exit 3"], check=False).returncode == 3
+    started = time.monotonic()
+    with pytest.raises(CommandTimeout) as slow:
+        run(["sleep", "5"], timeout=0.2)
+    assert isinstance(slow.value, subprocess.TimeoutExpired)
+    assert isinstance(slow.value, LabError)
+    assert time.monotonic() - started < 3
+
+
+def test_pinned_prefix() -> None:
+    assert pinned(None) == []
+    assert pinned("1,3") == ["taskset", "-c", "1,3"]
+
+
+def test_context_switches_count_every_thread() -> None:
+    before = context_switches(os.getpid())
+    slept, done = threading.Event(), threading.Event()
+
+    def sleeper() -> None:
+        for _ in range(20):
+            time.sleep(0.001)  # each sleep is at least one voluntary switch of this thread
+        slept.set()
+        done.wait(5)  # stay alive: a thread's switches count only while it lives
+
+    worker = threading.Thread(target=sleeper)
+    worker.start()
+    try:
+        assert slept.wait(5)
+        during = context_switches(os.getpid())
+    finally:
+        done.set()
+        worker.join()
+    assert before is not None and during is not None
+    assert during >= before + 20
+    assert context_switches(2**22 + 12345) is None  # no such process
+
+
+def test_cpu_and_rss_of_this_process() -> None:
+    cpu0 = cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    cpu1 = cpu_seconds(os.getpid())
+    assert cpu0 is not None and cpu1 is not None and cpu1 >= cpu0
+    rss = peak_rss_mb(os.getpid())
+    assert rss is not None and 1 < rss < 4096
+
+
+def test_find_process_walks_descendants() -> None:
+    child = subprocess.Popen(["sh", "-c", "sleep 5 & wait"])
+    try:
+        deadline = time.monotonic() + 3
+        found = None
+        while found is None and time.monotonic() < deadline:
+            found = find_process(child.pid, lambda _pid, argv: argv[:1] == ["sleep"])
+            time.sleep(0.02)
+        assert found is not None and found != child.pid
+        assert find_process(child.pid, is_wireguard_go) is None
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_write_conf_is_private_and_leaves_out_none(tmp_path: Path) -> None:
+    path = write_conf(
+        tmp_path,
+        "wgx0",
+        {"PrivateKey": "k", "ListenPort": 51820, "MTU": None},
+        [{"PublicKey": "p", "AllowedIPs": "10.0.0.2/32", "Endpoint": None}],
+    )
+    assert path == tmp_path / "wgx0.conf"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = path.read_text()
+    assert text == (
+        "[Interface]\nPrivateKey = k\nListenPort = 51820\n\n[Peer]\nPublicKey = p\n"
+        "AllowedIPs = 10.0.0.2/32\n"
+    )
+
+
+def test_parse_dump() -> None:
+    text = "priv\tpub\t51820\toff\npeer\t(none)\t10.0.0.1:1\t10.9.0.2/32\t17\t100\t200\t25\n"
+    iface, peers = parse_dump(text)
+    assert iface["listen_port"] == 51820
+    (peer,) = peers
+    assert (peer.public_key, peer.preshared_key, peer.endpoint) == ("peer", None, "10.0.0.1:1")
+    assert (peer.latest_handshake, peer.rx_bytes, peer.tx_bytes) == (17, 100, 200)
+    assert peer.persistent_keepalive == 25 and peer.allowed_ips == ["10.9.0.2/32"]
+    assert parse_dump("") == ({}, [])
+
+
+def test_pinning_splits_the_cpus_in_halves() -> None:
+    assert bench.Pinning.split([1, 0]) == bench.Pinning("0", "1")
+    assert bench.Pinning.split([0, 1, 2, 3, 4]) == bench.Pinning("0,1", "2,3,4")
+    with pytest.raises(LabError, match="at least 2"):
+        bench.Pinning.split([0])
+
+
+def test_case_registry_and_aliases() -> None:
+    assert list(bench.CASES)[:4] == ["veth", "reference", "wgactors", "wgactors-single"]
+    assert bench.parse_cases("single, plain,ref") == ["veth", "reference", "wgactors-single"]
+    with pytest.raises(Exception, match="unknown case"):
+        bench.parse_cases("nope")
+    assert bench.WGACTORS_CASES == ("wgactors", "wgactors-single")
+
+
+def _run(case: str, **metrics: float) -> object:
+    return bench.RunResult(case, 1, metrics=dict(metrics))
+
+
+def test_medians_ratios_and_targets() -> None:
+    runs = {
+        "veth": [_run("veth", tcp_sum_mbps=s, udp_pps=100.0, ping_idle_ms=0.05) for s in (4, 5)],
+        "reference": [
+            _run("reference", tcp_up_mbps=1, tcp_down_mbps=1, tcp_sum_mbps=2, ping_idle_ms=0.3)
+        ],
+        "wgactors": [
+            _run(
+                "wgactors",
+                tcp_up_mbps=u,
+                tcp_down_mbps=1,
+                tcp_sum_mbps=u + 1,
+                rss_mb=r,
+                ping_idle_ms=0.55,
+            )
+            for u, r in ((0.5, 40), (1.0, 90), (2.0, 50))
+        ],
+        "wgactors-single": [
+            _run(
+                "wgactors-single",
+                tcp_up_mbps=1,
+                tcp_down_mbps=1,
+                tcp_sum_mbps=2,
+                rss_mb=30,
+                ping_idle_ms=0.4,
+            )
+        ],
+    }
+    summary = {c: bench.summarize(r) for c, r in runs.items()}
+    assert summary["veth"]["median"]["tcp_sum_mbps"] == 4.5
+    assert summary["wgactors"]["min"]["tcp_up_mbps"] == 0.5
+    assert summary["wgactors"]["max"]["rss_mb"] == 90
+    ratios = bench.compute_ratios(summary)
+    assert ratios["wgactors"]["updown_vs_reference"] == 1.0
+    assert ratios["reference"]["updown_share_of_veth"] == pytest.approx(2 / 4.5)
+    assert ratios["actors_vs_single_updown"] == 1.0
+    statuses = [t["status"] for t in bench.check_targets(ratios, summary)]
+    # throughput 1.0x and each way 1.0x: PASS; 1.0x single-threaded: PASS; latency added
+    # +0.25 ms against single-threaded's +0.1 ms: MISS; the highest RSS, 90 MB: MISS.
+    assert statuses == ["PASS", "PASS", "MISS", "MISS"]
+    summary.pop("wgactors-single")
+    statuses = [t["status"] for t in bench.check_targets(bench.compute_ratios(summary), summary)]
+    assert statuses == ["PASS", "SKIP", "SKIP", "MISS"]
