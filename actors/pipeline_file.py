@@ -7,6 +7,7 @@
     restart = "permanent"       # permanent | transient | temporary
     budget = { max_restarts = 5, within = 10.0 }   # optional, this stage's own budget
     capacity = 1000             # optional, its mailbox in packets
+    on_error = "drop"           # an exception costs its packet; "restart": also a new instance
 
     [[outbound]]                # between the TUN reader and WireGuard encrypt, in order
     use = "mypackage.mymodule:MyActor"
@@ -43,7 +44,7 @@ PIPELINE_ENV = "WGACTORS_PIPELINE"
 MAX_PIPELINE_BYTES = 1 << 20
 MAX_STAGES = 32  # per path: each stage is a thread and a mailbox
 MAX_CAPACITY = 100_000
-_ENTRY_KEYS = {"use", "name", "options", "restart", "budget", "capacity"}
+_ENTRY_KEYS = {"use", "name", "options", "restart", "budget", "capacity", "on_error"}
 _RESERVED = {"tun_writer", "decrypt", "encrypt", "tun_reader", "udp_ingress", "ticker"}
 
 
@@ -66,6 +67,7 @@ class StageEntry:
     restart: Restart = Restart.PERMANENT
     budget: RestartBudget | None = None
     capacity: int = DEFAULT_CAPACITY
+    on_error: str = "drop"
 
 
 def load_pipeline(path: str | os.PathLike[str]) -> tuple[list[StageEntry], list[StageEntry]]:
@@ -166,8 +168,11 @@ def _entry(path: str, kind: str, index: int, raw: dict[str, Any], names: set[str
     capacity = raw.get("capacity", DEFAULT_CAPACITY)
     if not isinstance(capacity, int) or not 1 <= capacity <= MAX_CAPACITY:
         raise fail(f"`capacity` is a number of packets, 1..{MAX_CAPACITY}")
+    on_error = raw.get("on_error", "drop")
+    if on_error not in ("drop", "restart"):
+        raise fail('`on_error` is "drop" or "restart"')
     _check_options(cls, options, fail)
-    return StageEntry(kind, name, use, cls, dict(options), restart, budget, capacity)
+    return StageEntry(kind, name, use, cls, dict(options), restart, budget, capacity, on_error)
 
 
 def _check_options(cls: type, options: dict[str, Any], fail: Any) -> None:
