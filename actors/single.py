@@ -121,7 +121,7 @@ class SingleThreaded:
                     datagrams.append((action.data, self.sender.sendable(host(h), port)))
                 except (OSError, ValueError):
                     drops["bad_endpoint"] += 1
-            else:
+            elif type(action) is Deliver:
                 delivered.append(action.packet)
         if datagrams:
             self.sender.send(datagrams, drops)
