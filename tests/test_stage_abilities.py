@@ -457,3 +457,26 @@ def test_dropin_mode_finds_the_pipeline_next_to_the_config(tmp_path: Path) -> No
     (tmp_path / "wg7.pipeline.toml").write_text("")
     assert dropin_pipeline("wg7", {}, str(tmp_path)) == str(tmp_path / "wg7.pipeline.toml")
     assert dropin_pipeline("wg7", {"WGACTORS_PIPELINE": "/x.toml"}, str(tmp_path)) == "/x.toml"
+
+
+# --- the README's test example runs as written ---------------------------------------------
+
+
+def readme_block(heading: str, index: int = 0) -> str:
+    section = (ROOT / "README.md").read_text().split(heading, 1)[1].split("\n## ", 1)[0]
+    return section.split("```python", index + 1)[index + 1].split("```", 1)[0]
+
+
+def test_readme_actors_testing_example_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "myfilters.py").write_text(readme_block("## Write your own actor"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "myfilters", raising=False)
+    code = readme_block("## What a stage can do")
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    tests = [f for name, f in namespace.items() if name.startswith("test_") and callable(f)]
+    assert tests
+    for test in tests:
+        test()
