@@ -480,3 +480,31 @@ def test_readme_actors_testing_example_passes(
     assert tests
     for test in tests:
         test()
+
+
+# --- the same abilities in a running actor (mailboxes, no root) ---------------------------
+
+
+def test_a_running_stage_replies_through_its_way_back_and_survives_exceptions() -> None:
+    import time
+
+    from actors.mailbox import Mailbox
+    from actors.stage import wiring
+    from actors.stages.base import GetStats, Outlet
+
+    first, sink, back = Mailbox("first"), Mailbox("sink"), Mailbox("back")
+    with wiring(first, Outlet(sink), name="recorder", back=Outlet(back)):
+        ref = Recorder.start()
+    try:
+        first.push((pkt(b"a"), pkt(b"ping"), pkt(b"boom"), pkt(b"b")))
+        deadline = time.monotonic() + 5
+        while (sink.empty() or back.empty()) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert [p.payload for p in sink.get().message] == [b"a", b"b"]
+        assert [p.payload for p in back.get().message] == [b"pong"]
+        snap = ref.ask(GetStats(), timeout=5)
+        assert dict(snap.drops) == {"dropped": 1, "stage_error": 1}
+        assert dict(snap.extra)["replies"] == 1
+        assert ref.is_alive()  # the exception cost one packet, not the stage
+    finally:
+        ref.stop()

@@ -87,7 +87,7 @@ class _Rule:
 
 
 class Firewall(Stage):
-    """Drops or passes each packet by the first rule it matches, else by the default policy.
+    """Passes, drops or rejects each packet by the first rule it matches, else by the default.
 
     Options: ``default`` ("allow", "deny" or "reject"; default "allow") and ``rules``, a list of
     tables (see the module documentation). Counts matches per rule, for the default policy, and
