@@ -508,3 +508,16 @@ def test_a_running_stage_replies_through_its_way_back_and_survives_exceptions() 
         assert ref.is_alive()  # the exception cost one packet, not the stage
     finally:
         ref.stop()
+
+
+def test_on_error_restart_hands_the_stage_to_its_supervisor_after_the_batch() -> None:
+    from actors.mailbox import Mailbox
+    from actors.stage import StageRestart, wiring
+    from actors.stages.base import Outlet
+
+    sink = Mailbox("sink")
+    with wiring(Mailbox("first"), Outlet(sink), name="recorder", on_error="restart"):
+        stage = Recorder()
+    with pytest.raises(StageRestart, match="boom"):
+        stage.on_batch((pkt(b"a"), pkt(b"boom")))
+    assert [p.payload for p in sink.get().message] == [b"a"]  # sent before the restart
