@@ -20,6 +20,7 @@ class AnswerPings(Stage):
         self.peer = base64.b64decode(peer)
         self.answered = 0
         self.strangers = 0
+        self.routed_back = 0  # answers whose destination routes to the asking peer
 
     def process(self, packet: Packet) -> Packet | None:
         if packet.dst_bytes != self.address or packet.icmp_type not in (8, 128):
@@ -30,9 +31,15 @@ class AnswerPings(Stage):
         reply = build.echo_reply(packet)
         if reply is None:
             return packet
+        if self.peer_for(reply.dst) == packet.peer:
+            self.routed_back += 1
         self.reply(reply)
         self.answered += 1
         return None
 
     def stats_extra(self) -> dict[str, Any]:
-        return {"pings_answered": self.answered, "pings_from_strangers": self.strangers}
+        return {
+            "pings_answered": self.answered,
+            "pings_from_strangers": self.strangers,
+            "pings_routed_back": self.routed_back,
+        }

@@ -105,6 +105,7 @@ def test_stage_abilities_against_wireguard_go(netns_pair, tmp_path: Path, mode: 
     finally:
         wggo.stop()
 
+    print(f"{mode or 'actors'}: blocked {blocked}, allowed {allowed}, reject {outbound + inbound}")
     for line in blocked:
         assert line.startswith("rcode=3 "), (blocked, log[-3000:])
     assert min(float(line.split("ms=")[1]) for line in blocked) < NXDOMAIN_WITHIN_MS, blocked
@@ -118,6 +119,7 @@ def test_stage_abilities_against_wireguard_go(netns_pair, tmp_path: Path, mode: 
     final = log.split("final stats:")[-1]
     assert re.search(r"'pings_answered': 3\b", final), final
     assert re.search(r"'pings_from_strangers': 0\b", final), final
+    assert re.search(r"'pings_routed_back': 3\b", final), final  # Stage.peer_for, live
     assert re.search(r"'dns_blocked': 3, 'dns_malformed': 0, 'dns_seen': 4\b", final), final
     for name in ("fw_in", "fw_out"):
         entry = re.search(rf"'name': '{name}'.*?'firewall_rejected': (\d+)", final)
