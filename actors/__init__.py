@@ -1,8 +1,9 @@
 """wgactors: a userspace WireGuard data plane built as a pipeline of Pykka actors.
 
 The public API is deliberately small: :class:`Packet`, the immutable message that flows between
-stages, and :class:`Stage`, the base class of your own actors. The protocol core lives in
-:mod:`actors.wireguard`.
+stages, and :class:`Stage`, the base class of your own actors; :mod:`actors.build` (making
+packets, with :mod:`actors.checksum`) and :mod:`actors.testing` (running stages in a unit test)
+serve them. The protocol core lives in :mod:`actors.wireguard`.
 """
 
 from .packet import MAX_PACKET_SIZE, Packet, PacketError

@@ -7,6 +7,8 @@
         and (without -f) return once the socket is up, running on in the background
     wgactors status [IFACE] [--json]
         what `wg show` shows, plus each stage's counters
+    wgactors stages
+        the stages a pipeline file can name, and where each comes from
 
 Exit status: 0 clean shutdown; 1 the interface, socket or UAPI socket could not be set up; 2 a
 bad configuration, pipeline file or command line (one line on stderr, nothing left set up); 3
@@ -27,7 +29,7 @@ from .config import ConfigError, check_permissions, load_config
 from .daemon import EXIT_ESCALATED, EXIT_OK, EXIT_SETUP, Daemon, TunnelSpec, daemonize
 from .faults import parse_faults
 from .log import setup_logging
-from .pipeline_file import PIPELINE_ENV, StageEntry, describe, load_pipeline
+from .pipeline_file import PIPELINE_ENV, StageEntry, describe, dropin_pipeline, load_pipeline
 
 __all__ = ["EXIT_CONFIG", "EXIT_ESCALATED", "EXIT_OK", "EXIT_SETUP", "main"]
 
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show interfaces, peers and stage statistics")
     status.add_argument("interface", nargs="?", help="one interface (default: all of ours)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_parser("stages", help="list the stages a pipeline file can use, and their origin")
     return parser
 
 
@@ -76,7 +79,7 @@ def build_daemon_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list and args_list[0] in ("up", "status", "-h", "--help"):
+    if args_list and args_list[0] in ("up", "status", "stages", "-h", "--help"):
         args = build_parser().parse_args(args_list)
     else:
         args = build_daemon_parser().parse_args(args_list)
@@ -88,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .status import cmd_status
 
             return cmd_status(args.interface, as_json=args.json)
+        if args.command == "stages":
+            from .catalog import cmd_stages
+
+            return cmd_stages()
         return cmd_daemon(args)
     except Exception as e:  # a bug: one clear line (details at debug level), no traceback
         logger.opt(exception=e).debug("internal error")
@@ -150,7 +157,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         faults = parse_faults()
-        inbound, outbound = _load_stages(None)
+        inbound, outbound = _load_stages(dropin_pipeline(name, os.environ))
     except ValueError as e:
         print(f"wgactors: {e}", file=sys.stderr)
         return EXIT_CONFIG

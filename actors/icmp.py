@@ -15,22 +15,13 @@ from __future__ import annotations
 
 import struct
 
+from .checksum import internet_checksum
 from .packet import MAX_PACKET_SIZE, Packet
 
 __all__ = ["internet_checksum", "too_big_reply"]
 
 _ICMP_ERRORS_V4 = frozenset({3, 4, 5, 11, 12})
 IPV6_MIN_MTU = 1280
-
-
-def internet_checksum(data: bytes) -> int:
-    """The 16-bit ones' complement sum of RFC 1071 (IPv4 header, ICMP, ICMPv6)."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def too_big_reply(data: bytes, mtu: int = MAX_PACKET_SIZE) -> Packet | None:

@@ -30,7 +30,17 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, NoReturn
 
-__all__ = ["MAX_PACKET_SIZE", "Packet", "PacketError"]
+from .checksum import internet_checksum, pseudo_header_sum
+
+__all__ = [
+    "MAX_PACKET_SIZE",
+    "AddressLike",
+    "Packet",
+    "PacketError",
+    "address_bytes",
+    "fix_ipv4_header_checksum",
+    "fix_transport_checksum",
+]
 
 MAX_PACKET_SIZE = 1280
 """Largest packet accepted, in bytes: the tunnel MTU."""
@@ -134,11 +144,16 @@ class Packet:
     header agrees with the buffer length; a non-buffer argument raises :class:`TypeError`.
     """
 
-    __slots__ = ("data",)
+    __slots__ = ("data", "peer")
 
     data: bytes
+    peer: bytes | None
+    """The 32-byte public key of the WireGuard peer an inbound packet came from (set by the
+    decrypt stage once the packet is authenticated); None on the outbound path and for packets
+    a stage builds. Metadata only: two packets with the same bytes are equal whatever their
+    peer."""
 
-    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+    def __init__(self, data: bytes | bytearray | memoryview, peer: bytes | None = None) -> None:
         if type(data) is not bytes:
             data = _as_bytes(data)
         n = len(data)
@@ -159,10 +174,13 @@ class Packet:
                 _invalid(data)
         else:
             _invalid(data)
+        if peer is not None and (type(peer) is not bytes or len(peer) != 32):
+            raise TypeError("peer must be a 32-byte public key (bytes) or None")
         object.__setattr__(self, "data", data)
+        object.__setattr__(self, "peer", peer)
 
     @classmethod
-    def from_padded(cls, buf: bytes | bytearray | memoryview) -> Packet:
+    def from_padded(cls, buf: bytes | bytearray | memoryview, peer: bytes | None = None) -> Packet:
         """The packet at the start of ``buf``, dropping trailing padding after its IP length.
 
         WireGuard zero-pads plaintext to a multiple of 16 bytes; the IP header's own length
@@ -192,7 +210,7 @@ class Packet:
                 )
         else:
             _invalid(data)
-        return cls(data if length == n else data[:length])
+        return cls(data if length == n else data[:length], peer)
 
     # --- immutability -------------------------------------------------------------------
 
@@ -202,9 +220,9 @@ class Packet:
     def __delattr__(self, name: str) -> NoReturn:
         raise AttributeError(f"Packet is immutable; cannot delete {name!r}")
 
-    def __reduce__(self) -> tuple[type[Packet], tuple[bytes]]:
+    def __reduce__(self) -> tuple[type[Packet], tuple[bytes, bytes | None]]:
         # Slotted objects are otherwise unpickled/copied via setattr, which we refuse.
-        return (type(self), (self.data,))
+        return (type(self), (self.data, self.peer))
 
     def __copy__(self) -> Packet:
         return self
@@ -333,3 +351,184 @@ class Packet:
         if data[0] >> 4 == 4:
             return bool(((data[6] << 8) | data[7]) & 0x3FFF)
         return self._transport()[0] == PROTO_IPV6_FRAG
+
+    @property
+    def ttl(self) -> int:
+        """IPv4 time to live, or IPv6 hop limit."""
+        data = self.data
+        return data[8] if data[0] >> 4 == 4 else data[7]
+
+    @property
+    def transport_offset(self) -> int | None:
+        """Where the transport header (TCP, UDP, ICMP, ...) starts, or None if this packet does
+        not carry one that can be read (a non-first fragment, unparsed extension headers)."""
+        return self._transport()[1]
+
+    def _header_len(self, proto: int, offset: int) -> int | None:
+        data = self.data
+        if proto == PROTO_UDP:
+            size = 8
+        elif proto == PROTO_TCP:
+            if offset + 13 > len(data):
+                return None
+            size = (data[offset + 12] >> 4) * 4
+            if size < 20:
+                return None
+        elif proto in (PROTO_ICMP, PROTO_ICMPV6):
+            size = 8
+        else:
+            return None
+        return size if offset + size <= len(data) else None
+
+    @property
+    def payload(self) -> bytes | None:
+        """What the transport carries after its header: UDP data, TCP data, or the ICMP body
+        after the 8-byte header (type, code, checksum and the 4 bytes that depend on the type).
+        None for other protocols, fragments and truncated headers."""
+        proto, offset = self._transport()
+        if offset is None:
+            return None
+        size = self._header_len(proto, offset)
+        if size is None:
+            return None
+        return self.data[offset + size :]
+
+    @property
+    def icmp_type(self) -> int | None:
+        """ICMP (IPv4) or ICMPv6 type, or None for other packets."""
+        proto, offset = self._transport()
+        if proto not in (PROTO_ICMP, PROTO_ICMPV6) or offset is None or offset + 4 > len(self):
+            return None
+        return self.data[offset]
+
+    @property
+    def icmp_code(self) -> int | None:
+        """ICMP (IPv4) or ICMPv6 code, or None for other packets."""
+        proto, offset = self._transport()
+        if proto not in (PROTO_ICMP, PROTO_ICMPV6) or offset is None or offset + 4 > len(self):
+            return None
+        return self.data[offset + 1]
+
+    @property
+    def tcp_flags(self) -> int | None:
+        """The TCP flag bits (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, ...), or None."""
+        proto, offset = self._transport()
+        if proto != PROTO_TCP or offset is None or offset + 14 > len(self):
+            return None
+        return self.data[offset + 13]
+
+    # --- editing ------------------------------------------------------------------------
+
+    def replace(
+        self,
+        *,
+        src: AddressLike | None = None,
+        dst: AddressLike | None = None,
+        src_port: int | None = None,
+        dst_port: int | None = None,
+        ttl: int | None = None,
+    ) -> Packet:
+        """A copy with the given fields changed and every checksum fixed: the IPv4 header's,
+        and the TCP, UDP or ICMPv6 one (whose pseudo-header holds the addresses).
+
+        Addresses keep the packet's family. Raises :class:`PacketError` for a change the packet
+        cannot take: ports on a packet without them, or addresses or ports on a fragment (its
+        transport checksum covers bytes this packet does not hold). The peer is kept.
+        """
+        data = bytearray(self.data)
+        v4 = data[0] >> 4 == 4
+        size = 4 if v4 else 16
+        src_at, dst_at = (12, 16) if v4 else (8, 24)
+        proto, offset = self._transport()
+        touches_transport = (
+            src is not None or dst is not None or src_port is not None or dst_port is not None
+        )
+        if touches_transport and self.is_fragment:
+            raise PacketError("cannot change addresses or ports of a fragment")
+        if src is not None:
+            data[src_at : src_at + size] = address_bytes(src, size)
+        if dst is not None:
+            data[dst_at : dst_at + size] = address_bytes(dst, size)
+        if src_port is not None or dst_port is not None:
+            if proto not in _PORT_PROTOCOLS or offset is None or offset + 4 > len(data):
+                raise PacketError(f"{self!r} has no ports to change")
+            if src_port is not None:
+                data[offset : offset + 2] = _port(src_port).to_bytes(2, "big")
+            if dst_port is not None:
+                data[offset + 2 : offset + 4] = _port(dst_port).to_bytes(2, "big")
+        if ttl is not None:
+            if not 0 <= ttl <= 255:
+                raise PacketError(f"TTL {ttl} is not in 0..255")
+            data[8 if v4 else 7] = ttl
+        if v4:
+            fix_ipv4_header_checksum(data)
+        if touches_transport and offset is not None:
+            fix_transport_checksum(data, proto, offset)
+        return Packet(bytes(data), self.peer)
+
+
+AddressLike = str | bytes | ipaddress.IPv4Address | ipaddress.IPv6Address
+"""An IP address as text, raw bytes (4 or 16) or an :mod:`ipaddress` object."""
+
+
+def address_bytes(address: AddressLike, size: int | None = None) -> bytes:
+    """The raw bytes of ``address``; ``size`` (4 or 16) demands one family."""
+    if isinstance(address, bytes):
+        raw = address
+    elif isinstance(address, str):
+        try:
+            raw = ipaddress.ip_address(address).packed
+        except ValueError as e:
+            raise PacketError(str(e)) from None
+    elif isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        raw = address.packed
+    else:
+        raise TypeError(f"an address is text, bytes or ipaddress, not {type(address).__name__}")
+    if len(raw) not in (4, 16) or (size is not None and len(raw) != size):
+        want = f"IPv{4 if size == 4 else 6}" if size else "IPv4 or IPv6"
+        raise PacketError(f"address {address!r} is not {want}")
+    return raw
+
+
+def _port(port: int) -> int:
+    if not isinstance(port, int) or not 0 <= port <= 0xFFFF:
+        raise PacketError(f"port {port!r} is not in 0..65535")
+    return port
+
+
+def fix_ipv4_header_checksum(data: bytearray) -> None:
+    """Recompute the IPv4 header checksum of ``data`` in place."""
+    ihl = (data[0] & 0x0F) * 4
+    data[10:12] = b"\0\0"
+    data[10:12] = internet_checksum(data[:ihl]).to_bytes(2, "big")
+
+
+def fix_transport_checksum(data: bytearray, proto: int, offset: int) -> None:
+    """Recompute the TCP, UDP, ICMP or ICMPv6 checksum of ``data`` (a whole, unfragmented
+    packet) in place; other protocols are left alone. An IPv4 UDP checksum of 0 (none) stays
+    0, and a computed 0 is sent as 0xFFFF, as RFC 768 asks."""
+    if proto == PROTO_TCP:
+        at = offset + 16
+    elif proto == PROTO_UDP:
+        at = offset + 6
+    elif proto in (PROTO_ICMP, PROTO_ICMPV6):
+        at = offset + 2
+    else:
+        return
+    if at + 2 > len(data):
+        return
+    v4 = data[0] >> 4 == 4
+    if proto == PROTO_UDP and v4 and data[at] == 0 and data[at + 1] == 0:
+        return
+    data[at : at + 2] = b"\0\0"
+    segment = data[offset:]
+    if proto == PROTO_ICMP:
+        initial = 0
+    elif v4:
+        initial = pseudo_header_sum(bytes(data[12:16]), bytes(data[16:20]), proto, len(segment))
+    else:
+        initial = pseudo_header_sum(bytes(data[8:24]), bytes(data[24:40]), proto, len(segment))
+    value = internet_checksum(segment, initial)
+    if value == 0 and proto == PROTO_UDP:
+        value = 0xFFFF
+    data[at : at + 2] = value.to_bytes(2, "big")

@@ -189,9 +189,21 @@ class Pipeline:
 
     def _custom_spec(self, entry: StageEntry, downstream: Mailbox) -> ChildSpec:
         out = Outlet(downstream)
+        # The way back: inbound stages answer the peer through encrypt, outbound ones the host.
+        back = Outlet(self.mailboxes["encrypt" if entry.path == "inbound" else "tun_writer"])
 
         def start(box: Mailbox, sup: Supervision) -> pykka.ActorRef[Any]:
-            with wiring(box, out, sup, entry.name, self._kw(entry.name, sup)["fault"]):
+            fault = self._kw(entry.name, sup)["fault"]
+            with wiring(
+                box,
+                out,
+                sup,
+                entry.name,
+                fault,
+                back=back,
+                routes=self.config.get,
+                on_error=entry.on_error,
+            ):
                 return entry.cls.start(**entry.options)
 
         return ChildSpec(

@@ -7,9 +7,15 @@
     restart = "permanent"       # permanent | transient | temporary
     budget = { max_restarts = 5, within = 10.0 }   # optional, this stage's own budget
     capacity = 1000             # optional, its mailbox in packets
+    on_error = "drop"           # an exception costs its packet; "restart": also a new instance
 
     [[outbound]]                # between the TUN reader and WireGuard encrypt, in order
     use = "mypackage.mymodule:MyActor"
+
+    [[outbound]]
+    use = "stages/mine.py:MyActor"     # a file, relative to this pipeline file
+    [[outbound]]
+    use = "dnsfilter"                  # a name registered under the entry points wgactors.stages
 
 Everything is checked at start-up, before any interface exists: the file, the import, that the
 class is a :class:`~actors.Stage`, and its options (the class is constructed once, unstarted, so
@@ -18,32 +24,38 @@ its own validation runs). Each error is one line naming the entry.
 
 from __future__ import annotations
 
-import importlib
 import os
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .mailbox import DEFAULT_CAPACITY, Mailbox
 from .supervisor import Restart, RestartBudget
 
+if TYPE_CHECKING:
+    from .stage import Stage
+
 __all__ = [
+    "DROPIN_DIR",
     "MAX_PIPELINE_BYTES",
     "MAX_STAGES",
     "PIPELINE_ENV",
     "PipelineFileError",
     "StageEntry",
+    "dropin_pipeline",
     "load_pipeline",
     "parse_pipeline",
 ]
 
 PIPELINE_ENV = "WGACTORS_PIPELINE"
+DROPIN_DIR = "/etc/wireguard"
+"""Where the drop-in mode looks for IFACE.pipeline.toml, next to wg-quick's IFACE.conf."""
 MAX_PIPELINE_BYTES = 1 << 20
 MAX_STAGES = 32  # per path: each stage is a thread and a mailbox
 MAX_CAPACITY = 100_000
-_ENTRY_KEYS = {"use", "name", "options", "restart", "budget", "capacity"}
+_ENTRY_KEYS = {"use", "name", "options", "restart", "budget", "capacity", "on_error"}
 _RESERVED = {"tun_writer", "decrypt", "encrypt", "tun_reader", "udp_ingress", "ticker"}
 
 
@@ -61,11 +73,12 @@ class StageEntry:
     path: str  # "inbound" or "outbound"
     name: str
     use: str
-    cls: type
+    cls: type[Stage]
     options: dict[str, Any] = field(default_factory=dict)
     restart: Restart = Restart.PERMANENT
     budget: RestartBudget | None = None
     capacity: int = DEFAULT_CAPACITY
+    on_error: str = "drop"
 
 
 def load_pipeline(path: str | os.PathLike[str]) -> tuple[list[StageEntry], list[StageEntry]]:
@@ -81,12 +94,14 @@ def load_pipeline(path: str | os.PathLike[str]) -> tuple[list[StageEntry], list[
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise PipelineFileError(shown, None, f"cannot read: {reason}") from None
-    return parse_pipeline(text, shown)
+    return parse_pipeline(text, shown, p.resolve().parent)
 
 
 def parse_pipeline(
-    text: str, path: str = "<pipeline>"
+    text: str, path: str = "<pipeline>", base: Path | None = None
 ) -> tuple[list[StageEntry], list[StageEntry]]:
+    """Parse and check pipeline-file text; ``base`` is where relative ``use`` file paths
+    start (the file's directory; the working directory if None)."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -103,13 +118,15 @@ def parse_pipeline(
         if len(entries) > MAX_STAGES:
             raise PipelineFileError(path, kind, f"at most {MAX_STAGES} stages")
         for i, raw in enumerate(entries):
-            entry = _entry(path, kind, i, raw, names)
+            entry = _entry(path, kind, i, raw, names, base)
             names.add(entry.name)
             result[kind].append(entry)
     return result["inbound"], result["outbound"]
 
 
-def _entry(path: str, kind: str, index: int, raw: dict[str, Any], names: set[str]) -> StageEntry:
+def _entry(
+    path: str, kind: str, index: int, raw: dict[str, Any], names: set[str], base: Path | None
+) -> StageEntry:
     use = raw.get("use")
     label = f"{kind}[{index}]" + (f" ({use})" if isinstance(use, str) else "")
 
@@ -119,16 +136,15 @@ def _entry(path: str, kind: str, index: int, raw: dict[str, Any], names: set[str
     extra = set(raw) - _ENTRY_KEYS
     if extra:
         raise fail(f"unknown key {sorted(extra)[0]!r}")
-    if not isinstance(use, str) or ":" not in use:
-        raise fail('`use` must be "module:Class"')
-    module_name, _, class_name = use.partition(":")
+    if not isinstance(use, str) or not use.strip():
+        raise fail('`use` must be "module:Class", "path/to/file.py:Class" or a registered name')
+    from .catalog import StageLookupError, resolve
+
     try:
-        module = importlib.import_module(module_name)
-    except Exception as e:  # ImportError, or the module itself failing to import
-        raise fail(f"cannot import {module_name}: {e}") from None
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise fail(f"module {module_name} has no {class_name}")
+        cls = resolve(use, base)
+    except StageLookupError as e:
+        raise fail(str(e)) from None
+    class_name = cls.__name__
     from .stage import Stage
 
     if not isinstance(cls, type) or not issubclass(cls, Stage):
@@ -166,8 +182,11 @@ def _entry(path: str, kind: str, index: int, raw: dict[str, Any], names: set[str
     capacity = raw.get("capacity", DEFAULT_CAPACITY)
     if not isinstance(capacity, int) or not 1 <= capacity <= MAX_CAPACITY:
         raise fail(f"`capacity` is a number of packets, 1..{MAX_CAPACITY}")
+    on_error = raw.get("on_error", "drop")
+    if on_error not in ("drop", "restart"):
+        raise fail('`on_error` is "drop" or "restart"')
     _check_options(cls, options, fail)
-    return StageEntry(kind, name, use, cls, dict(options), restart, budget, capacity)
+    return StageEntry(kind, name, use, cls, dict(options), restart, budget, capacity, on_error)
 
 
 def _check_options(cls: type, options: dict[str, Any], fail: Any) -> None:
@@ -181,6 +200,18 @@ def _check_options(cls: type, options: dict[str, Any], fail: Any) -> None:
         raise fail(f"bad options: {e}") from None
     except Exception as e:
         raise fail(f"bad options: {e!r}") from None
+
+
+def dropin_pipeline(
+    interface: str, environ: Mapping[str, str], directory: str = DROPIN_DIR
+) -> str | None:
+    """The pipeline file of the drop-in mode: ``$WGACTORS_PIPELINE`` if set, else
+    ``/etc/wireguard/IFACE.pipeline.toml`` if it exists, else None."""
+    explicit = environ.get(PIPELINE_ENV)
+    if explicit:
+        return explicit
+    candidate = Path(directory) / f"{interface}.pipeline.toml"
+    return str(candidate) if candidate.is_file() else None
 
 
 def describe(entries: Sequence[StageEntry]) -> str:

@@ -25,6 +25,7 @@ from .io.udp import UdpSocket
 from .mailbox import Mailbox
 from .packet import Packet
 from .pipeline_file import StageEntry
+from .snapshot import ConfigCell, DeviceConfig
 from .stage import Stage, wiring
 from .stages.base import BATCH_SIZE
 from .stages.decrypt import apply_set
@@ -51,9 +52,13 @@ class SingleThreaded:
         outbound: Sequence[StageEntry] = (),
     ) -> None:
         now = time.monotonic()
+        # What Stage.peer_for reads; republished after each `wg set`, as the decrypt stage does.
+        self.config = ConfigCell(DeviceConfig(private_key, tuple(peers)))
         # The same user stages, called inline: built unstarted, their hooks run by this loop.
-        self.inbound = [_build(e) for e in inbound]
-        self.outbound = [_build(e) for e in outbound]
+        self.inbound_entries = tuple(inbound)
+        self.outbound_entries = tuple(outbound)
+        self.inbound = [_build(e, self.config) for e in inbound]
+        self.outbound = [_build(e, self.config) for e in outbound]
         self.tunnel = Tunnel(private_key, peers, now=now, wall_offset=time.time() - now)
         self.udp = udp
         self.tun = tun
@@ -97,6 +102,8 @@ class SingleThreaded:
     def configure(self, request: SetRequest) -> None:
         now = time.monotonic()
         self._do(self.tunnel.apply(lambda device: apply_set(device, request, now), now))
+        device = self.tunnel.device
+        self.config.publish(DeviceConfig(device.private_key, tuple(device.configs())))
 
     def device_state(self) -> tuple[bytes | None, tuple[PeerState, ...]]:
         device = self.tunnel.device
@@ -114,15 +121,47 @@ class SingleThreaded:
                     datagrams.append((action.data, self.sender.sendable(host(h), port)))
                 except (OSError, ValueError):
                     drops["bad_endpoint"] += 1
-            else:
+            elif type(action) is Deliver:
                 delivered.append(action.packet)
         if datagrams:
             self.sender.send(datagrams, drops)
         if not delivered:
             return
-        for stage in self.inbound:
-            delivered = _through(stage, delivered)
+        replies: list[Packet] = []
+        for i in range(len(self.inbound)):
+            delivered = self._through(self.inbound, self.inbound_entries, i, delivered, replies)
         self._write([p.data for p in delivered])
+        if replies:  # an inbound stage's answers go to the peer; they yield only datagrams
+            self._do(self.tunnel.send_many(replies, time.monotonic()))
+
+    def _through(
+        self,
+        stages: list[Stage],
+        entries: Sequence[StageEntry],
+        index: int,
+        packets: Sequence[Packet],
+        replies: list[Packet],
+    ) -> list[Packet]:
+        """One stage's work on a batch, inline, under the same failure policy as the pipeline;
+        ``on_error = "restart"`` replaces the instance here too."""
+        stage = stages[index]
+        batch = tuple(packets)
+        stage.stats.packets_in += len(batch)
+        stage.stats.bytes_in += sum(len(p.data) for p in batch)
+        outcome = stage.run_batch(batch)
+        out = outcome.passed
+        stage.stats.packets_out += len(out)
+        stage.stats.bytes_out += sum(len(p.data) for p in out)
+        if outcome.replies:
+            stage.count_replies(len(outcome.replies), 0)
+            replies.extend(outcome.replies)
+        if outcome.last_error is not None and stage.on_error == "restart":
+            _stop(stage)
+            fresh = _build(entries[index], self.config)
+            fresh.stats = stage.stats  # the counters belong to the stage's place, not instance
+            fresh.on_start()
+            stages[index] = fresh
+        return out
 
     def _write(self, datas: list[bytes]) -> None:
         for reason in self.writer.write(datas):
@@ -160,8 +199,13 @@ class SingleThreaded:
                     if too_big:
                         self._write([reply.data for reply in too_big])
                     self.counters["packets_in"] += len(packets)
-                    for stage in self.outbound:
-                        packets = _through(stage, packets)
+                    answers: list[Packet] = []
+                    for i in range(len(self.outbound)):
+                        packets = self._through(
+                            self.outbound, self.outbound_entries, i, packets, answers
+                        )
+                    if answers:  # an outbound stage's answers go to the local host
+                        self._write([reply.data for reply in answers])
                     self._do(tunnel.send_many(packets, now))
             self._serve_requests()
             now = time.monotonic()
@@ -180,23 +224,15 @@ class SingleThreaded:
         return out
 
 
-def _build(entry: StageEntry) -> Stage:
-    with wiring(Mailbox(entry.name), None, name=entry.name):
+def _build(entry: StageEntry, config: ConfigCell) -> Stage:
+    with wiring(
+        Mailbox(entry.name), None, name=entry.name, routes=config.get, on_error=entry.on_error
+    ):
         return entry.cls(**entry.options)
 
 
-def _through(stage: Stage, packets: Sequence[Packet]) -> list[Packet]:
-    """One stage's work on a batch, inline. A failure drops the batch and is counted: in one
-    thread there is no supervisor to restart anything."""
-    batch = tuple(packets)
-    stage.stats.packets_in += len(batch)
-    stage.stats.bytes_in += sum(len(p.data) for p in batch)
+def _stop(stage: Stage) -> None:
     try:
-        out = stage.process_batch(batch)
+        stage.on_stop()
     except Exception as e:
-        stage.stats.drops["stage_error"] += len(batch)
-        logger.opt(exception=e).debug("{} failed on a batch", stage.name)
-        return []
-    stage.stats.packets_out += len(out)
-    stage.stats.bytes_out += sum(len(p.data) for p in out)
-    return out
+        logger.opt(exception=e).debug("{} failed in on_stop", stage.name)

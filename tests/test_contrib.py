@@ -105,8 +105,8 @@ def test_firewall_without_rules_applies_the_default() -> None:
     packet = udp("10.0.0.1", "10.0.0.2", 1000, 53)
     assert allow.process(packet) is packet
     assert deny.process(packet) is None
-    assert allow.stats_extra() == {"firewall": [], "firewall_default": 1}
-    assert deny.stats_extra() == {"firewall": [], "firewall_default": 1}
+    assert allow.stats_extra() == {"firewall": [], "firewall_default": 1, "firewall_rejected": 0}
+    assert deny.stats_extra() == {"firewall": [], "firewall_default": 1, "firewall_rejected": 0}
 
 
 def test_firewall_first_matching_rule_wins() -> None:
@@ -136,6 +136,7 @@ def test_firewall_first_matching_rule_wins() -> None:
             {"rule": 3, "action": "allow", "matches": 1},
         ],
         "firewall_default": 1,
+        "firewall_rejected": 0,
     }
 
 
@@ -264,7 +265,7 @@ def test_firewall_v4_and_v6_rules_side_by_side() -> None:
 @pytest.mark.parametrize(
     ("options", "error", "message"),
     [
-        ({"default": "reject"}, ValueError, r'default must be "allow" or "deny"'),
+        ({"default": "drop"}, ValueError, r'default must be "allow", "deny" or "reject"'),
         ({"default": None}, ValueError, r"default must be"),
         ({"rules": {"action": "allow"}}, TypeError, r"rules must be a list of tables"),
         ({"rules": "allow"}, TypeError, r"rules must be a list of tables"),

@@ -6,8 +6,11 @@ in ``on_start``, whole batches handled in ``process_batch``, figures reported by
 
 - ``actors.contrib.pcap:PcapWriter`` writes every packet to a classic pcap file (raw IP link
   type) that Wireshark and tshark read, and passes it on.
-- ``actors.contrib.firewall:Firewall`` allows or drops packets by ordered rules on protocol,
-  source and destination networks and ports; the first matching rule wins.
+- ``actors.contrib.firewall:Firewall`` allows, drops or rejects (TCP reset, ICMP unreachable)
+  packets by ordered rules on protocol, source and destination networks and ports; the first
+  matching rule wins.
+- ``actors.contrib.dnsfilter:DnsFilter`` answers DNS queries for blocked names with NXDOMAIN
+  itself, on the outbound path, and passes the rest.
 - ``actors.contrib.flowstats:FlowStats`` counts packets and bytes per flow in a bounded table and
   shows the top talkers in ``wgactors status``.
 

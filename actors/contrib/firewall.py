@@ -1,4 +1,4 @@
-"""A stateless packet filter: ordered allow/deny rules, the first match wins.
+"""A stateless packet filter: ordered allow/deny/reject rules, the first match wins.
 
 Why a stage and not the host's firewall: on the inbound path it filters what peers send before
 the host ever sees it, and it is configured with the tunnel, in the pipeline file::
@@ -11,11 +11,19 @@ the host ever sees it, and it is configured with the tunnel, in the pipeline fil
         { action = "allow", proto = "udp", dport = [53, "5000-5100"] },
     ] }
 
-A rule's keys are ``action`` ("allow" or "deny", required), ``proto`` ("tcp", "udp", "icmp",
-"icmpv6", "any" or a protocol number; default "any"), ``src`` and ``dst`` (networks in CIDR
-notation, IPv4 or IPv6; default any address of either family), ``sport`` and ``dport`` (a port,
-a "lo-hi" range, or a list of those; a rule with ports only matches packets that carry ports)
-and ``name`` (shown in ``wgactors status``). Packets no rule matches get the ``default`` policy.
+A rule's keys are ``action`` ("allow", "deny" or "reject", required), ``proto`` ("tcp",
+"udp", "icmp", "icmpv6", "any" or a protocol number; default "any"), ``src`` and ``dst``
+(networks in CIDR notation, IPv4 or IPv6; default any address of either family), ``sport``
+and ``dport`` (a port, a "lo-hi" range, or a list of those; a rule with ports only matches
+packets that carry ports) and ``name`` (shown in ``wgactors status``). Packets no rule matches
+get the ``default`` policy.
+
+``deny`` drops silently. ``reject`` drops and answers the sender at once, as a host with nothing
+listening would: a TCP reset for TCP, ICMP port unreachable (ICMPv6 destination unreachable,
+code 4) for anything else, so that a connection attempt fails with "connection refused" instead
+of timing out. The answer goes back the way the packet came (:meth:`actors.Stage.reply`): to the
+peer from the inbound path, to the local host from the outbound path. No answer is sent about a
+reset, an ICMP error, a non-first fragment, or a multicast or broadcast packet.
 
 It is stateless on purpose: there is no connection tracking, so allowing replies means allowing
 them by rule. Rules are checked once, when the stage is built, and compiled into integer
@@ -30,7 +38,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..packet import Packet
+from .. import build
+from ..packet import PROTO_TCP, Packet
 from ..stage import Stage
 
 __all__ = ["MAX_PORT_SPECS", "MAX_RULES", "MAX_RULE_NAME", "PROTOCOLS", "Firewall"]
@@ -48,7 +57,8 @@ PROTOCOLS: Mapping[str, int | None] = {"any": None, "tcp": 6, "udp": 17, "icmp":
 """Protocol names a rule may use, and their numbers (None: any protocol)."""
 # Transports whose header carries ports (TCP, UDP, SCTP, UDP-Lite), as in Packet.src_port.
 _PORT_PROTOCOLS = frozenset({6, 17, 132, 136})
-_ACTIONS = ("allow", "deny")
+_ACTIONS = ("allow", "deny", "reject")
+_ALLOW, _DENY, _REJECT = _ACTIONS
 _RULE_KEYS = ("action", "proto", "src", "dst", "sport", "dport", "name")
 
 PortRanges = tuple[tuple[int, int], ...]
@@ -66,7 +76,7 @@ class _Net:
 @dataclass(slots=True)
 class _Rule:
     label: str | int  # the name, or the index when the rule has none
-    allow: bool
+    action: str
     proto: int | None
     version: int | None  # 4 or 6 when src or dst fixes the family
     src: _Net | None
@@ -77,22 +87,24 @@ class _Rule:
 
 
 class Firewall(Stage):
-    """Drops or passes each packet by the first rule it matches, else by the default policy.
+    """Passes, drops or rejects each packet by the first rule it matches, else by the default.
 
-    Options: ``default`` ("allow" or "deny", default "allow") and ``rules``, a list of tables
-    (see the module documentation). Counts matches per rule and for the default policy.
+    Options: ``default`` ("allow", "deny" or "reject"; default "allow") and ``rules``, a list of
+    tables (see the module documentation). Counts matches per rule, for the default policy, and
+    the answers sent for ``reject``.
     """
 
     def __init__(self, default: str = "allow", rules: Sequence[Mapping[str, Any]] = ()) -> None:
         super().__init__()
         if default not in _ACTIONS:
-            raise ValueError(f'default must be "allow" or "deny", not {default!r}')
+            raise ValueError(f'default must be "allow", "deny" or "reject", not {default!r}')
         if isinstance(rules, str | bytes) or not isinstance(rules, Sequence):
             raise TypeError(f"rules must be a list of tables, not {type(rules).__name__}")
         if len(rules) > MAX_RULES:
             raise ValueError(f"at most {MAX_RULES} rules, not {len(rules)}")
-        self.default_allow = default == "allow"
+        self.default_action = default
         self.default_matches = 0
+        self.rejected = 0
         self.rules: list[_Rule] = [_compile(i, rule) for i, rule in enumerate(rules)]
 
     def process(self, packet: Packet) -> Packet | None:
@@ -125,21 +137,35 @@ class Firewall(Stage):
                 if not _ports_match(rule.sport, ports[0]) or not _ports_match(rule.dport, ports[1]):
                     continue
             rule.matches += 1
-            return packet if rule.allow else None
+            return self._apply(rule.action, packet)
         self.default_matches += 1
-        return packet if self.default_allow else None
+        return self._apply(self.default_action, packet)
+
+    def _apply(self, action: str, packet: Packet) -> Packet | None:
+        if action == _ALLOW:
+            return packet
+        if action == _REJECT:
+            if packet.protocol == PROTO_TCP:
+                answer = build.tcp_reset(packet)
+            else:
+                answer = build.port_unreachable(packet)
+            if answer is not None:
+                self.reply(answer)
+                self.rejected += 1
+        return None
 
     def stats_extra(self) -> dict[str, Any]:
         return {
             "firewall": [
                 {
                     "rule": rule.label,
-                    "action": "allow" if rule.allow else "deny",
+                    "action": rule.action,
                     "matches": rule.matches,
                 }
                 for rule in self.rules
             ],
             "firewall_default": self.default_matches,
+            "firewall_rejected": self.rejected,
         }
 
 
@@ -160,10 +186,10 @@ def _compile(index: int, rule: Any) -> _Rule:
         if key not in _RULE_KEYS:
             raise ValueError(f"{where}: unknown key {key!r} (the keys are {', '.join(_RULE_KEYS)})")
     if "action" not in rule:
-        raise ValueError(f'{where}: `action` is required ("allow" or "deny")')
+        raise ValueError(f'{where}: `action` is required ("allow", "deny" or "reject")')
     action = rule["action"]
     if action not in _ACTIONS:
-        raise ValueError(f'{where}: `action` must be "allow" or "deny", not {action!r}')
+        raise ValueError(f'{where}: `action` must be "allow", "deny" or "reject", not {action!r}')
     label: str | int = index
     if "name" in rule:
         name = rule["name"]
@@ -187,7 +213,7 @@ def _compile(index: int, rule: Any) -> _Rule:
             f"{where}: `sport`/`dport` need a protocol with ports (tcp, udp, sctp, udplite "
             f"or any), not protocol {proto}"
         )
-    return _Rule(label, action == "allow", proto, version, src, dst, sport, dport)
+    return _Rule(label, action, proto, version, src, dst, sport, dport)
 
 
 def _protocol(where: str, value: Any) -> int | None:

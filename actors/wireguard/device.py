@@ -444,7 +444,7 @@ class Device:
         else:
             peer.timers.need_another_keepalive = True
         try:
-            packet = Packet.from_padded(plaintext)
+            packet = Packet.from_padded(plaintext, peer.key)
         except PacketError:
             self.drops[drops.BAD_INNER_PACKET] += 1
             return
