@@ -27,10 +27,10 @@ from .packet import Packet
 from .pipeline_file import StageEntry
 from .stage import Stage, wiring
 from .stages.base import BATCH_SIZE
-from .stages.decrypt import apply_set
 from .stages.ticker import TICK_INTERVAL
 from .uapi import SetRequest
 from .wireguard import Deliver, PeerConfig, Transmit, Tunnel
+from .wireguard.apply import apply_set
 from .wireguard.device import PeerState
 
 __all__ = ["MAX_PENDING_REQUESTS", "SingleThreaded"]
@@ -54,7 +54,7 @@ class SingleThreaded:
         # The same user stages, called inline: built unstarted, their hooks run by this loop.
         self.inbound = [_build(e) for e in inbound]
         self.outbound = [_build(e) for e in outbound]
-        self.tunnel = Tunnel(private_key, peers, now=now, wall_offset=time.time() - now)
+        self.tunnel = Tunnel(private_key, peers, now=now)
         self.udp = udp
         self.tun = tun
         self.batch_size = batch_size
@@ -96,7 +96,9 @@ class SingleThreaded:
 
     def configure(self, request: SetRequest) -> None:
         now = time.monotonic()
-        self._do(self.tunnel.apply(lambda device: apply_set(device, request, now), now))
+        self._do(
+            self.tunnel.apply(lambda device: apply_set(device, request, now), now, time.time())
+        )
 
     def device_state(self) -> tuple[bytes | None, tuple[PeerState, ...]]:
         device = self.tunnel.device
@@ -149,11 +151,11 @@ class SingleThreaded:
         next_tick = time.monotonic()
         while not stop.is_set():
             for fd, _ in poller.poll(TICK_INTERVAL * 1000):
-                now = time.monotonic()
+                now, wall = time.monotonic(), time.time()
                 if fd == udp_fd:
                     batch = self.udp.read_batch(self.batch_size, self.drops, self.receiver)
                     self.counters["datagrams_in"] += len(batch)
-                    self._do(tunnel.receive_many(batch, now))
+                    self._do(tunnel.receive_many(batch, now, wall))
                 elif fd == tun_fd:
                     too_big: list[Packet] = []
                     packets = self.tun.read_batch(self.batch_size, self.drops, too_big, self.reader)
@@ -162,12 +164,12 @@ class SingleThreaded:
                     self.counters["packets_in"] += len(packets)
                     for stage in self.outbound:
                         packets = _through(stage, packets)
-                    self._do(tunnel.send_many(packets, now))
+                    self._do(tunnel.send_many(packets, now, wall))
             self._serve_requests()
             now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + TICK_INTERVAL
-                self._do(tunnel.update_timers(now))
+                self._do(tunnel.update_timers(now, time.time()))
 
     def stats(self) -> list[dict[str, object]]:
         drops = Counter(self.drops)
