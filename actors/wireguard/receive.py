@@ -287,6 +287,7 @@ def _receive_response(
     new_session = ReceiveSession(keypair)
     device.indices.swap_for_session(keypair.local_index, peer, new_session)
     # As initiator the new session is current at once; the old current becomes previous.
+    demoted: ReceiveSession | None
     if peer.next is not None:
         if peer.current is not None:
             device.indices.delete(peer.current.local_index)
