@@ -431,3 +431,42 @@ def test_fragmenting_keeps_copied_options_and_an_existing_offset() -> None:
     assert flags[0] == 0x2000 | 100
     assert all(f & 0x2000 for f in flags)  # the original had MF: so does its last piece
     assert b"".join(p.data[(p.data[0] & 15) * 4 :] for p in parts) == payload
+
+
+CAPACITY_ROUNDS = 200  # initiations answered to measure the handshake cost (bounded)
+
+
+def test_handshake_capacity_figure() -> None:
+    """The figure behind HANDSHAKE_CAPACITY_PER_SECOND: what answering one initiation costs the
+    core (consume, respond, derive keys). Printed (run with -s), never asserted on."""
+    import time
+
+    from loguru import logger
+
+    ka, kb = pair(7)
+    b = responder(ka, kb)
+    messages = [
+        initiator(ka, kb, i).send(udp4(A_TUN4, B_TUN4), 0.0, T0 + i)[0].data
+        for i in range(CAPACITY_ROUNDS)
+    ]
+    junk_rng = random.Random(8)
+    junk = [junk_initiation(junk_rng, public_key(kb)) for _ in range(CAPACITY_ROUNDS)]
+    logger.disable("actors")
+    try:
+        start = time.perf_counter()
+        for i, m in enumerate(messages):
+            assert b.receive(m, A_EP, 100.0 + i)
+        answered = time.perf_counter() - start
+        start = time.perf_counter()
+        for i, m in enumerate(junk):
+            b.receive(m, ("198.51.100.9", 4000), 1000.0 + i)
+        refused = time.perf_counter() - start
+    finally:
+        logger.enable("actors")
+    assert b.device.drops[drops.BAD_HANDSHAKE] == CAPACITY_ROUNDS
+    print(
+        f"\n[conformance] initiation answered: {answered / CAPACITY_ROUNDS * 1e6:.0f} us "
+        f"({CAPACITY_ROUNDS / answered:.0f}/s on one core); valid-mac1 junk refused: "
+        f"{refused / CAPACITY_ROUNDS * 1e6:.0f} us ({CAPACITY_ROUNDS / refused:.0f}/s); "
+        f"stage credited with {HANDSHAKE_CAPACITY_PER_SECOND:.0f}/s"
+    )

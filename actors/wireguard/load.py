@@ -24,10 +24,11 @@ __all__ = [
     "HandshakeLoad",
 ]
 
-# What the decrypt stage absorbs, in handshake messages per second, with headroom. Measured on a
-# 2-core VM shared with other load: consume initiation + create response + derive keys costs
-# 0.86 ms (1170/s on one core, `python tests/test_core_load.py` prints it); the stage also has
-# transport work, so it is credited with half of that.
+# The handshake messages per second the decrypt stage is credited with absorbing. Measured on a
+# 2-core VM shared with other work (tests/test_core_conformance.py::test_handshake_capacity_figure
+# prints it): answering one initiation (consume, respond, derive keys) costs 0.67-0.73 ms, so
+# 1370-1500/s would take a whole core; refusing valid-mac1 junk costs 0.12-0.15 ms. The stage
+# must keep most of its time for transport data, so it is credited with about a third of that.
 HANDSHAKE_CAPACITY_PER_SECOND: Final = 500.0
 # Handshakes waiting before cookies are required (wireguard-go: QueueHandshakeSize / 8).
 UNDER_LOAD_BACKLOG: Final = 128
