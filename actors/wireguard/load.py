@@ -6,11 +6,13 @@ many arrive: a valid mac1 needs nothing but our public key, so a cheap trickle o
 switch it on. wireguard-go switches when 128 handshakes wait in its queue (the kernel at 512).
 
 The core is sans-I/O and has no queue of its own to look at, so it keeps a virtual one: every
-mac1-valid handshake message adds one unit of work, and the work drains at the rate the stage
-can absorb. When arrivals outpace that rate the backlog grows, exactly as a real queue would;
-above :data:`UNDER_LOAD_BACKLOG` the device is under load, and stays so for
-:data:`UNDER_LOAD_HOLD` after the last overloaded arrival, as wireguard-go's
-``UnderLoadAfterTime`` does.
+handshake message the device actually works on (Diffie-Hellman and all) adds one unit, and the
+work drains at the rate the stage can absorb. When that work outpaces the rate the backlog
+grows, exactly as a real queue would; at :data:`UNDER_LOAD_BACKLOG` the device is under load,
+and stays so for :data:`UNDER_LOAD_HOLD` after the backlog was last that long, as wireguard-go's
+``UnderLoadAfterTime`` does. Messages answered with a cookie or refused by the rate limiter cost
+little and add nothing, so the state ends soon after the work stops, not after a flood of cheap
+refusals has drained.
 """
 
 from __future__ import annotations
@@ -53,16 +55,23 @@ class HandshakeLoad:
         self._last = float("-inf")
         self._under_load_until = float("-inf")
 
-    def arrive(self, now: float) -> bool:
-        """One more handshake message at ``now``; True if cookies are required for it."""
+    def under_load(self, now: float) -> bool:
+        """True if a handshake message arriving at ``now`` must carry a valid cookie."""
+        self._drain(now)
+        if self._backlog >= self.threshold:
+            self._under_load_until = now + UNDER_LOAD_HOLD
+        return now < self._under_load_until
+
+    def worked(self, now: float) -> None:
+        """A handshake message at ``now`` was worked on (it passed the under-load checks)."""
+        self._drain(now)
+        self._backlog += 1
+
+    def _drain(self, now: float) -> None:
         elapsed = now - self._last
         if elapsed > 0:
             self._backlog = max(0.0, self._backlog - elapsed * self.capacity)
             self._last = now
-        self._backlog += 1
-        if self._backlog > self.threshold:
-            self._under_load_until = now + UNDER_LOAD_HOLD
-        return now < self._under_load_until
 
     @property
     def backlog(self) -> float:

@@ -205,7 +205,8 @@ def receive_handshake(
     if not checker.check_mac1(data):
         device.drops[drops.BAD_MAC1] += 1
         return
-    if device.load.arrive(now):
+    load = device.load
+    if load.under_load(now):
         src = _source_bytes(source)
         if src is None:
             device.drops[drops.MALFORMED] += 1
@@ -218,6 +219,7 @@ def receive_handshake(
         if not device.limiter.allow(src[:-2], now):
             device.drops[drops.RATE_LIMITED] += 1
             return
+    load.worked(now)
     if isinstance(msg, Initiation):
         _receive_initiation(device, msg, source, now, out)
     else:
