@@ -110,7 +110,7 @@ class SingleThreaded:
         datagrams: list[tuple[bytes, bytes]] = []
         host = self.udp.kernel_host
         for action in actions:
-            if type(action) is Transmit:
+            if isinstance(action, Transmit):
                 h, port = action.endpoint
                 try:
                     datagrams.append((action.data, self.sender.sendable(host(h), port)))
