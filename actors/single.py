@@ -28,10 +28,10 @@ from .pipeline_file import StageEntry
 from .snapshot import ConfigCell, DeviceConfig
 from .stage import Stage, wiring
 from .stages.base import BATCH_SIZE
-from .stages.decrypt import apply_set
 from .stages.ticker import TICK_INTERVAL
 from .uapi import SetRequest
 from .wireguard import Deliver, PeerConfig, Transmit, Tunnel
+from .wireguard.apply import apply_set
 from .wireguard.device import PeerState
 
 __all__ = ["MAX_PENDING_REQUESTS", "SingleThreaded"]
@@ -59,7 +59,7 @@ class SingleThreaded:
         self.outbound_entries = tuple(outbound)
         self.inbound = [_build(e, self.config) for e in inbound]
         self.outbound = [_build(e, self.config) for e in outbound]
-        self.tunnel = Tunnel(private_key, peers, now=now, wall_offset=time.time() - now)
+        self.tunnel = Tunnel(private_key, peers, now=now)
         self.udp = udp
         self.tun = tun
         self.batch_size = batch_size
@@ -101,7 +101,9 @@ class SingleThreaded:
 
     def configure(self, request: SetRequest) -> None:
         now = time.monotonic()
-        self._do(self.tunnel.apply(lambda device: apply_set(device, request, now), now))
+        self._do(
+            self.tunnel.apply(lambda device: apply_set(device, request, now), now, time.time())
+        )
         device = self.tunnel.device
         self.config.publish(DeviceConfig(device.private_key, tuple(device.configs())))
 
@@ -115,7 +117,7 @@ class SingleThreaded:
         datagrams: list[tuple[bytes, bytes]] = []
         host = self.udp.kernel_host
         for action in actions:
-            if type(action) is Transmit:
+            if isinstance(action, Transmit):
                 h, port = action.endpoint
                 try:
                     datagrams.append((action.data, self.sender.sendable(host(h), port)))
@@ -188,11 +190,11 @@ class SingleThreaded:
         next_tick = time.monotonic()
         while not stop.is_set():
             for fd, _ in poller.poll(TICK_INTERVAL * 1000):
-                now = time.monotonic()
+                now, wall = time.monotonic(), time.time()
                 if fd == udp_fd:
                     batch = self.udp.read_batch(self.batch_size, self.drops, self.receiver)
                     self.counters["datagrams_in"] += len(batch)
-                    self._do(tunnel.receive_many(batch, now))
+                    self._do(tunnel.receive_many(batch, now, wall))
                 elif fd == tun_fd:
                     too_big: list[Packet] = []
                     packets = self.tun.read_batch(self.batch_size, self.drops, too_big, self.reader)
@@ -206,12 +208,12 @@ class SingleThreaded:
                         )
                     if answers:  # an outbound stage's answers go to the local host
                         self._write([reply.data for reply in answers])
-                    self._do(tunnel.send_many(packets, now))
+                    self._do(tunnel.send_many(packets, now, wall))
             self._serve_requests()
             now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + TICK_INTERVAL
-                self._do(tunnel.update_timers(now))
+                self._do(tunnel.update_timers(now, time.time()))
 
     def stats(self) -> list[dict[str, object]]:
         drops = Counter(self.drops)

@@ -144,16 +144,14 @@ def test_initiation_rate_per_peer() -> None:
         ka,
         [PeerConfig(public_key(kb), endpoint=B_EP, allowed_ips=("10.0.0.2/32",))],
         rng=rng.randbytes,
-        wall_offset=1.7e9,
     )
     a2 = Tunnel(
         ka,
         [PeerConfig(public_key(kb), endpoint=B_EP, allowed_ips=("10.0.0.2/32",))],
         rng=rng.randbytes,
-        wall_offset=1.7e9 + 1,
     )
-    i1 = a1.send(udp4("10.0.0.1", "10.0.0.2"), 100.0)[0].data
-    i2 = a2.send(udp4("10.0.0.1", "10.0.0.2"), 100.0)[0].data
+    i1 = a1.send(udp4("10.0.0.1", "10.0.0.2"), 100.0, 1.7e9)[0].data
+    i2 = a2.send(udp4("10.0.0.1", "10.0.0.2"), 100.0, 1.7e9 + 1)[0].data
     assert len(b.receive(i1, A_EP, 100.0)) == 1  # answered
     assert b.receive(i2, A_EP, 100.01) == []
     assert b.device.drops[drops.INITIATION_FLOOD] == 1
@@ -276,7 +274,6 @@ def test_many_peers_routed_by_allowed_ips() -> None:
             for i, k in enumerate(spokes)
         ],
         rng=rng.randbytes,
-        wall_offset=1.7e9,
     )
     spoke_tunnels = [
         Tunnel(
@@ -287,7 +284,6 @@ def test_many_peers_routed_by_allowed_ips() -> None:
                 )
             ],
             rng=rng.randbytes,
-            wall_offset=1.7e9,
         )
         for k in spokes
     ]

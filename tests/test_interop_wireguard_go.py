@@ -45,23 +45,23 @@ class Driver:
                 if self.on_deliver is not None:
                     answer = self.on_deliver(action.packet)
                     if answer is not None:
-                        self._do(self.tunnel.send(answer, time.monotonic()))
+                        self._do(self.tunnel.send(answer, time.monotonic(), time.time()))
 
     def send(self, packet: Packet) -> None:
-        self._do(self.tunnel.send(packet, time.monotonic()))
+        self._do(self.tunnel.send(packet, time.monotonic(), time.time()))
 
     def run_until(self, done: Callable[[], bool], timeout: float = DRIVE_TIMEOUT) -> bool:
         deadline = time.monotonic() + timeout
         self.sock.settimeout(0.05)
         while time.monotonic() < deadline:
-            self._do(self.tunnel.update_timers(time.monotonic()))
+            self._do(self.tunnel.update_timers(time.monotonic(), time.time()))
             if done():
                 return True
             try:
                 data, addr = self.sock.recvfrom(65535)
             except TimeoutError:
                 continue
-            self._do(self.tunnel.receive(data, (addr[0], addr[1]), time.monotonic()))
+            self._do(self.tunnel.receive(data, (addr[0], addr[1]), time.monotonic(), time.time()))
         return done()
 
 
@@ -77,7 +77,6 @@ def make_tunnel(private_b64: str, peer_public_b64: str, psk_b64: str | None, end
             )
         ],
         now=time.monotonic(),
-        wall_offset=time.time() - time.monotonic(),
     )
 
 

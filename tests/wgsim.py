@@ -94,7 +94,6 @@ class Sim:
                 [PeerConfig(pb, psk_a, B_EP, (f"{B_TUN4}/32", f"{B_TUN6}/128"), keepalive_a)],
                 now=self.now,
                 rng=random.Random(seed + 1).randbytes,
-                wall_offset=1.7e9,
             ),
             A_EP,
             pa,
@@ -114,16 +113,20 @@ class Sim:
                 ],
                 now=self.now,
                 rng=random.Random(seed + 2).randbytes,
-                wall_offset=1.7e9,
             ),
             B_EP,
             pb,
         )
+        # UNIX time = monotonic time + this; a test may step it, as NTP steps a real clock.
+        self.wall_offset = 1.7e9
         self.in_flight: list[tuple[Node, bytes, tuple[str, int]]] = []
         # filter(sender, datagram) -> datagram to deliver, or None to drop
         self.link: Callable[[Node, bytes], bytes | None] = lambda node, data: data
         self.log: list[tuple[str, bytes]] = []
         self.timed_log: list[tuple[float, str, bytes]] = []
+
+    def wall(self) -> float:
+        return self.now + self.wall_offset
 
     def other(self, node: Node) -> Node:
         return self.b if node is self.a else self.a
@@ -139,11 +142,11 @@ class Sim:
                 self.in_flight.append((node, action.data, action.endpoint))
 
     def send(self, node: Node, packet: Packet) -> None:
-        self._collect(node, node.tunnel.send(packet, self.now))
+        self._collect(node, node.tunnel.send(packet, self.now, self.wall()))
 
     def inject(self, to: Node, data: bytes, source: tuple[str, int]) -> None:
         """Deliver a datagram as if it came from ``source``."""
-        self._collect(to, to.tunnel.receive(data, source, self.now))
+        self._collect(to, to.tunnel.receive(data, source, self.now, self.wall()))
 
     def flush(self, max_steps: int = 10_000) -> None:
         """Deliver everything in flight (and what that causes), at the current time."""
@@ -157,13 +160,14 @@ class Sim:
             filtered = self.link(sender, data)
             if filtered is not None:
                 self._collect(
-                    receiver, receiver.tunnel.receive(filtered, sender.endpoint, self.now)
+                    receiver,
+                    receiver.tunnel.receive(filtered, sender.endpoint, self.now, self.wall()),
                 )
         raise AssertionError("network did not settle")
 
     def tick(self) -> None:
         for node in (self.a, self.b):
-            self._collect(node, node.tunnel.update_timers(self.now))
+            self._collect(node, node.tunnel.update_timers(self.now, self.wall()))
         self.flush()
 
     def advance(self, seconds: float, max_events: int = 100_000) -> None:

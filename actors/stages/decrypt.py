@@ -18,12 +18,13 @@ from ..mailbox import Mailbox
 from ..snapshot import ConfigCell, DeviceConfig
 from ..stats import StageSnapshot
 from ..uapi import SetRequest
-from ..wireguard.actions import Action, Deliver, HandshakeWanted, SendKeysUpdate, Sent, Transmit
+from ..wireguard.actions import Deliver, HandshakeWanted, SendKeysUpdate, Sent, Transmit
+from ..wireguard.apply import apply_set
 from ..wireguard.device import Device
 from .base import Outlet, PipelineActor
 from .ticker import Tick
 
-__all__ = ["Configure", "Decrypt", "GetDeviceState", "Resync", "apply_set"]
+__all__ = ["Configure", "Decrypt", "GetDeviceState", "Resync"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,7 @@ class Decrypt(PipelineActor):
         # must forget keys whose receive half died with the previous incarnation, and the next
         # packet it has to send starts a fresh handshake.
         current = self.config.get()
-        device = Device(current.private_key, wall_offset=time.time() - time.monotonic())
+        device = Device(current.private_key)
         self.device = device
         now = time.monotonic()
         for peer in current.peers:
@@ -77,16 +78,16 @@ class Decrypt(PipelineActor):
         stats = self.stats
         stats.packets_in += len(batch)
         stats.bytes_in += sum(len(d) for d, _ in batch)
-        self._dispatch(self.device.receive_many(batch, time.monotonic()))
+        self._dispatch(self.device.receive_many(batch, time.monotonic(), time.time()))
 
     def on_control(self, message: Any) -> Any:
         device = self.device
         assert device is not None
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         if isinstance(message, Tick):
-            self._dispatch(device.update_timers(now))
+            self._dispatch(device.update_timers(now, wall))
         elif isinstance(message, HandshakeWanted | Sent):
-            self._dispatch(device.handle(message, now))
+            self._dispatch(device.handle(message, now, wall))
         elif isinstance(message, Configure):
             self._dispatch(apply_set(device, message.request, now))
             self.config.publish(DeviceConfig(device.private_key, device.configs()))
@@ -125,27 +126,3 @@ class Decrypt(PipelineActor):
             return super().snapshot()
         finally:
             self.stats.drops = saved
-
-
-def apply_set(device: Device, request: SetRequest, now: float) -> list[Action]:
-    """Apply a parsed `set=1` request to the device, in the order wireguard-go does."""
-    out: list[Action] = []
-    if request.private_key is not None:
-        out += device.set_private_key(request.private_key)
-    if request.replace_peers:
-        out += device.remove_all_peers()
-    for change in request.peers:
-        if change.remove:
-            out += device.remove_peer(change.public_key)
-            continue
-        out += device.update_peer(
-            change.public_key,
-            now,
-            create=not change.update_only,
-            preshared_key=change.preshared_key,
-            endpoint=change.endpoint,
-            persistent_keepalive=change.persistent_keepalive,
-            replace_allowed_ips=change.replace_allowed_ips,
-            allowed_ips=change.allowed_ips,
-        )
-    return out

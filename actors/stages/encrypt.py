@@ -26,6 +26,7 @@ from ..wireguard.actions import (
     Sent,
     StagedDropped,
     Transmit,
+    TunnelReply,
 )
 from ..wireguard.allowedips import AllowedIPs
 from ..wireguard.encryptor import Encryptor
@@ -34,7 +35,15 @@ from .decrypt import Resync
 
 __all__ = ["Encrypt"]
 
-_FROM_DEVICE = (SendKeysUpdate, PeerEndpoint, SendKeepalive, StagedDropped, Routes, PeerRemoved)
+_FROM_DEVICE = (
+    SendKeysUpdate,
+    PeerEndpoint,
+    SendKeepalive,
+    StagedDropped,
+    Routes,
+    PeerRemoved,
+    TunnelReply,
+)
 
 
 class Encrypt(PipelineActor):

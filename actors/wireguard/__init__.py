@@ -3,7 +3,10 @@
 Concepts live one per module, as in wireguard-go's ``device/``: :mod:`.constants`,
 :mod:`.crypto`, :mod:`.xchacha`, :mod:`.messages`, :mod:`.noise` (the handshake),
 :mod:`.cookie`, :mod:`.ratelimiter`, :mod:`.replay`, :mod:`.allowedips`, :mod:`.keypair`,
-:mod:`.device` (handshake owner, receive path, timers), :mod:`.encryptor` (send path),
+:mod:`.device` (the handshake owner and its configuration), :mod:`.peer`, :mod:`.receive`
+(the receive path), :mod:`.timers` (section 6, one method per event), :mod:`.indextable`,
+:mod:`.load` (when cookies are required), :mod:`.oversize` (inner packets above 1280 bytes),
+:mod:`.apply` (a `wg set` request), :mod:`.encryptor` (send path),
 :mod:`.actions` (what the core asks the shell to do) and :mod:`.tunnel` (both halves in one
 thread).
 """

@@ -33,6 +33,7 @@ __all__ = [
     "Sent",
     "StagedDropped",
     "Transmit",
+    "TunnelReply",
 ]
 
 Endpoint = tuple[str, int]
@@ -102,6 +103,14 @@ class PeerRemoved:
     peer: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class TunnelReply:
+    """Send ``packet`` (made by the core, e.g. an ICMP error) into the tunnel, routed by its
+    destination like any packet from the host."""
+
+    packet: Packet
+
+
 # Encryptor -> Device
 
 
@@ -132,6 +141,7 @@ Action = (
     | StagedDropped
     | Routes
     | PeerRemoved
+    | TunnelReply
     | HandshakeWanted
     | Sent
 )

@@ -42,8 +42,9 @@ COOKIE_REFRESH_TIME: Final = 120.0
 REKEY_TIMEOUT_JITTER_MAX: Final = 0.334
 MAX_TIMER_HANDSHAKES: Final = int(REKEY_ATTEMPT_TIME / REKEY_TIMEOUT)
 # A responder refuses initiations from one peer closer together than this (wireguard-go's
-# HandshakeInitationRate): it caps the CPU one peer's replayed-but-fresh initiations can burn.
-HANDSHAKE_INITIATION_RATE: Final = 0.050
+# HandshakeInitationRate = time.Second / 50): it caps the CPU one peer's replayed-but-fresh
+# initiations can burn.
+HANDSHAKE_INITIATION_RATE: Final = 1 / 50
 # The initiator renews a session it is receiving on this long before the peer would reject it.
 REKEY_ON_RECEIVE_AGE: Final = REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
 
@@ -51,10 +52,7 @@ REKEY_ON_RECEIVE_AGE: Final = REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIME
 RATELIMIT_PACKETS_PER_SECOND: Final = 20
 RATELIMIT_BURST: Final = 5
 RATELIMIT_MAX_SOURCES: Final = 4096
-# How many handshake messages per second switch the responder into cookie mode, and how long it
-# stays there after the rate drops (wireguard-go keeps "under load" for one second).
-UNDER_LOAD_HANDSHAKES_PER_SECOND: Final = 64
-UNDER_LOAD_HOLD: Final = 1.0
+# When cookies are required ("under load") is decided in load.py.
 
 # Bounds on per-peer state that untrusted traffic could otherwise grow.
 MAX_STAGED_PACKETS: Final = 128

@@ -101,7 +101,3 @@ class CookieGenerator:
         self._cookie = cookie
         self._cookie_born = now
         return True
-
-    @property
-    def has_cookie(self) -> bool:
-        return self._cookie is not None

@@ -28,6 +28,7 @@ from .actions import (
     Sent,
     StagedDropped,
     Transmit,
+    TunnelReply,
 )
 from .allowedips import AllowedIPs
 from .constants import (
@@ -82,6 +83,7 @@ class Encryptor:
             StagedDropped: self._on_staged_dropped,
             Routes: self._on_routes,
             PeerRemoved: self._on_removed,
+            TunnelReply: self._on_reply,
         }
 
     # ------------------------------------------------------------------ state from the device
@@ -113,6 +115,8 @@ class Encryptor:
         self._flush(a.peer, peer, now, out, sent)
         if a.confirm and not had_staged:
             self._encrypt(a.peer, peer, b"", now, out, sent)
+        if self._needs_rekey(peer, now):
+            out.append(HandshakeWanted(a.peer))
 
     def _on_endpoint(self, a: PeerEndpoint, now: float, out: list[Action], sent: dict) -> None:
         self._peer(a.peer).endpoint = a.endpoint
@@ -123,8 +127,15 @@ class Encryptor:
             return
         if peer.usable(now):
             self._encrypt(a.peer, peer, b"", now, out, sent)
+            # wireguard-go runs keepKeyFreshSending after every send, keepalives included:
+            # a peer that only sends keepalives must still renew its session in time.
+            if self._needs_rekey(peer, now):
+                out.append(HandshakeWanted(a.peer))
         else:
             out.append(HandshakeWanted(a.peer))
+
+    def _on_reply(self, a: TunnelReply, now: float, out: list[Action], sent: dict) -> None:
+        out += self.send_many((a.packet,), now)
 
     def _on_staged_dropped(
         self, a: StagedDropped, now: float, out: list[Action], sent: dict
@@ -170,15 +181,21 @@ class Encryptor:
                 wanted.add(key)
                 continue
             self._encrypt(key, peer, packet.data, now, out, sent)
-            keys = peer.keys
-            if peer.counter > REKEY_AFTER_MESSAGES or (
-                keys is not None and keys.is_initiator and now - keys.created > REKEY_AFTER_TIME
-            ):
+            if self._needs_rekey(peer, now):
                 wanted.add(key)
         for key in wanted:
             out.append(HandshakeWanted(key))
         self._report(sent, out)
         return out
+
+    @staticmethod
+    def _needs_rekey(peer: _SendPeer, now: float) -> bool:
+        """wireguard-go's keepKeyFreshSending: too many messages, or (initiator) too old."""
+        keys = peer.keys
+        return keys is not None and (
+            peer.counter > REKEY_AFTER_MESSAGES
+            or (keys.is_initiator and now - keys.created > REKEY_AFTER_TIME)
+        )
 
     def _stage(self, peer: _SendPeer, packet: Packet) -> None:
         if len(peer.staged) >= self.max_staged:

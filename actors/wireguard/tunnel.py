@@ -32,46 +32,54 @@ class Tunnel:
         *,
         now: float = 0.0,
         rng: Callable[[int], bytes] = os.urandom,
-        wall_offset: float = 0.0,
     ) -> None:
-        self.device = Device(private_key, rng=rng, wall_offset=wall_offset)
+        self.device = Device(private_key, rng=rng)
         self.encryptor = Encryptor()
         for peer in peers:
             self.add_peer(peer, now)
 
     def add_peer(self, config: PeerConfig, now: float) -> list[Transmit | Deliver]:
-        return self._pump(self.device.add_peer(config, now), now)
+        return self._pump(self.device.add_peer(config, now), now, None)
 
     def remove_peer(self, key: bytes, now: float) -> list[Transmit | Deliver]:
-        return self._pump(self.device.remove_peer(key), now)
+        return self._pump(self.device.remove_peer(key), now, None)
 
-    def receive(self, data: bytes, source: Endpoint, now: float) -> list[Transmit | Deliver]:
-        return self._pump(self.device.receive(data, source, now), now)
+    def receive(
+        self, data: bytes, source: Endpoint, now: float, wall: float | None = None
+    ) -> list[Transmit | Deliver]:
+        """``wall`` (UNIX seconds) defaults to ``now``, here and below, for simulations."""
+        return self._pump(self.device.receive(data, source, now, wall), now, wall)
 
     def receive_many(
-        self, datagrams: Iterable[tuple[bytes, Endpoint]], now: float
+        self, datagrams: Iterable[tuple[bytes, Endpoint]], now: float, wall: float | None = None
     ) -> list[Transmit | Deliver]:
-        return self._pump(self.device.receive_many(datagrams, now), now)
+        return self._pump(self.device.receive_many(datagrams, now, wall), now, wall)
 
-    def send(self, packet: Packet, now: float) -> list[Transmit | Deliver]:
-        return self._pump(self.encryptor.send(packet, now), now)
+    def send(
+        self, packet: Packet, now: float, wall: float | None = None
+    ) -> list[Transmit | Deliver]:
+        return self._pump(self.encryptor.send(packet, now), now, wall)
 
-    def send_many(self, packets: Iterable[Packet], now: float) -> list[Transmit | Deliver]:
-        return self._pump(self.encryptor.send_many(packets, now), now)
+    def send_many(
+        self, packets: Iterable[Packet], now: float, wall: float | None = None
+    ) -> list[Transmit | Deliver]:
+        return self._pump(self.encryptor.send_many(packets, now), now, wall)
 
     def apply(
-        self, change: Callable[[Device], list[Action]], now: float
+        self, change: Callable[[Device], list[Action]], now: float, wall: float | None = None
     ) -> list[Transmit | Deliver]:
         """Run a configuration change on the device and route what it causes."""
-        return self._pump(change(self.device), now)
+        return self._pump(change(self.device), now, wall)
 
-    def update_timers(self, now: float) -> list[Transmit | Deliver]:
-        return self._pump(self.device.update_timers(now), now)
+    def update_timers(self, now: float, wall: float | None = None) -> list[Transmit | Deliver]:
+        return self._pump(self.device.update_timers(now, wall), now, wall)
 
     def next_deadline(self) -> float | None:
         return self.device.next_deadline()
 
-    def _pump(self, actions: list[Action], now: float) -> list[Transmit | Deliver]:
+    def _pump(
+        self, actions: list[Action], now: float, wall: float | None
+    ) -> list[Transmit | Deliver]:
         out: list[Transmit | Deliver] = []
         queue = deque(actions)
         for _ in range(_MAX_PUMP_STEPS):
@@ -81,7 +89,7 @@ class Tunnel:
             if isinstance(action, Transmit | Deliver):
                 out.append(action)
             elif isinstance(action, HandshakeWanted | Sent):
-                queue.extend(self.device.handle(action, now))
+                queue.extend(self.device.handle(action, now, wall))
             else:
                 queue.extend(self.encryptor.handle(action, now))
         raise RuntimeError("internal action loop did not settle")
