@@ -40,7 +40,8 @@ class Wgactors:
     def __init__(
         self, ns: Netns, conf: Path, *extra: str, env: dict[str, str] | None = None
     ) -> None:
-        self.env = dict(os.environ, **(env or {}))
+        # test-only settings (fault plans, forced fallbacks) are read only with this set
+        self.env = dict(os.environ, WGACTORS_TEST_HOOKS="1", **(env or {}))
         self.ns = ns
         self.conf = conf
         self.iface = conf.stem
