@@ -313,20 +313,6 @@ def test_bad_config_exits_2_and_leaves_nothing(netns_pair, tmp_path: Path, body,
     assert "udp" not in netns_pair.a.run("ss", "-uanH").stdout
 
 
-def test_config_refuses_mtu_above_1280_message(tmp_path: Path) -> None:
-    priv, _ = gen_keypair()
-    conf = tmp_path / "wgm.conf"
-    conf.write_text(f"[Interface]\nPrivateKey = {priv}\nMTU = 1281\n")
-    result = subprocess.run(
-        [str(ROOT / "scripts" / "wgactors"), "up", str(conf)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 2
-    assert "1281" in result.stderr and "1280" in result.stderr
-
-
 def test_wireguard_go_dump_parses() -> None:
     """The harness's `wg show dump` parser, on a known line (used by the assertions above)."""
     _head, peers = parse_dump(
