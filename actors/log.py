@@ -93,7 +93,7 @@ def setup_logging(verbosity: int = 0, *, name: str = "wgactors") -> str:
 
         def journal_format(record: Any) -> str:
             prefix = journal_priority(record["level"].name)
-            return f"<{prefix}>{label}: {{message}}\n{{exception}}"
+            return f"\\<{prefix}>{label}: {{message}}\n{{exception}}"  # \< : not a colour tag
 
         fmt: Any = "{time:HH:mm:ss.SSS} {level: <7} " + label + ": {message}"
         if to_journal():

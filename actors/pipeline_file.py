@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import settings
 from .mailbox import DEFAULT_CAPACITY, Mailbox
 from .supervisor import Restart, RestartBudget
 
@@ -39,7 +40,7 @@ __all__ = [
     "parse_pipeline",
 ]
 
-PIPELINE_ENV = "WGACTORS_PIPELINE"
+PIPELINE_ENV = settings.PIPELINE.name
 MAX_PIPELINE_BYTES = 1 << 20
 MAX_STAGES = 32  # per path: each stage is a thread and a mailbox
 MAX_CAPACITY = 100_000
