@@ -84,12 +84,10 @@ class Daemon:
         self.stop.set()
 
     def _on_hup(self, _signum: int, _frame: object) -> None:
-        """Only flags the request: the reload runs on the main thread (see :meth:`_reload`).
-        The single-threaded loop has nothing to reload and answers at once."""
-        if self.single_threaded:
-            self._reload(None)
-        else:
-            self.reload_requested.set()
+        """Only flags the request (a signal handler must not log or block): the main thread
+        runs the reload (see :meth:`_reload`); in single-threaded mode, whose loop owns the
+        main thread, the interface watcher answers it."""
+        self.reload_requested.set()
 
     def _reload(self, pipeline: Any) -> None:
         """SIGHUP (``systemctl reload``): tell systemd a reload is under way, run the
@@ -98,7 +96,7 @@ class Daemon:
         sdnotify.reloading(f"{self.spec.name}: reloading")
         reload = getattr(pipeline, "reload", None) if pipeline is not None else None
         if reload is None:
-            logger.warning("SIGHUP: this mode has nothing to reload; carrying on unchanged")
+            logger.warning("SIGHUP: nothing to reload here; carrying on unchanged")
         else:
             logger.info("SIGHUP: reloading")
             try:
@@ -269,6 +267,9 @@ class Daemon:
     def _watch_interface(self) -> None:
         """`wg-quick down` deletes the interface: that is our cue to exit."""
         while not self.stop.wait(INTERFACE_CHECK_INTERVAL):
+            if self.single_threaded and self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self._reload(None)  # the single loop has nothing to reload: just answer
             try:
                 socket.if_nametoindex(self.spec.name)
             except OSError:

@@ -288,3 +288,23 @@ def test_background_daemon_logs_to_stderr_in_journal_format(netns_pair, tmp_path
     assert "<6>wgj0: SIGTERM received: shutting down" in lines, lines
     assert "<6>wgj0: wgj0 down" in lines
     assert all(re.match(r"<[0-7]>wgj0: ", line) for line in lines), lines
+
+
+def test_notify_in_single_threaded_mode(netns_pair, tmp_path: Path) -> None:
+    """The single loop owns the main thread; SIGHUP is still answered, and STOPPING sent."""
+    listener = NotifyListener(tmp_path / "notify")
+    ours, _ = gen_keypair()
+    conf = write_conf(tmp_path, "wgs0", {"PrivateKey": ours, "Address": f"{A4}/24"}, [])
+    env = {"NOTIFY_SOCKET": str(listener.path)}
+    try:
+        with Wgactors(netns_pair.a, conf, "--single-threaded", env=env) as daemon:
+            assert "single-threaded" in listener.wait_for("READY")["STATUS"]
+            assert daemon.proc is not None
+            os.kill(daemon.proc.pid, signal.SIGHUP)
+            listener.wait_for("RELOADING")
+            assert listener.wait_for("READY")["READY"] == "1"
+            assert daemon.proc.poll() is None
+            assert daemon.terminate() == 0
+            listener.wait_for("STOPPING")
+    finally:
+        listener.close()
