@@ -26,6 +26,7 @@ __all__ = ["CONTENT_TYPE", "MetricsServer", "parse_listen_address", "render"]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REQUEST_TIMEOUT = 5.0  # seconds a scraper may take to send its request
 PATH = "/metrics"
+UP_HELP = "1 if the interface's daemon answered, 0 if it did not."
 
 
 @dataclass
@@ -110,13 +111,16 @@ def _stage_samples(out: _Families, iface: str, stages: dict[str, Any]) -> None:
         )
 
 
-def render(infos: Sequence[dict[str, Any]]) -> str:
-    """The exposition text for what :func:`actors.status.query` returned, one per interface."""
+def render(infos: Sequence[dict[str, Any]], unreachable: Sequence[str] = ()) -> str:
+    """The exposition text for what :func:`actors.status.query` returned, one per interface;
+    ``unreachable`` names interfaces whose daemon did not answer (``wgactors_up`` 0)."""
     out = _Families()
+    for iface in unreachable:
+        out.add("wgactors_up", "gauge", UP_HELP, {"interface": iface}, 0)
     for info in infos:
         iface = str(info["interface"])
         labels = {"interface": iface}
-        out.add("wgactors_up", "gauge", "1 if the interface's daemon answered.", labels, 1)
+        out.add("wgactors_up", "gauge", UP_HELP, labels, 1)
         out.add(
             "wgactors_listen_port",
             "gauge",

@@ -136,7 +136,7 @@ def cmd_status(iface: str | None, *, as_json: bool = False, prometheus: bool = F
         names = [iface]
     else:
         names = sorted(p.stem for p in SOCKET_DIR.glob("*.sock")) if SOCKET_DIR.exists() else []
-    results, failed = [], False
+    results, failed = [], []
     for name in names:
         try:
             results.append(query(name))
@@ -145,9 +145,9 @@ def cmd_status(iface: str | None, *, as_json: bool = False, prometheus: bool = F
                 f"wgactors: {name}: cannot query: {getattr(e, 'strerror', None) or e}",
                 file=sys.stderr,
             )
-            failed = True
-    if prometheus:  # what answered; a failed interface shows as missing, and the status as 1
-        sys.stdout.write(render_prometheus(results))
+            failed.append(name)
+    if prometheus:  # a daemon that did not answer is wgactors_up 0 (and the exit status 1)
+        sys.stdout.write(render_prometheus(results, failed))
     elif as_json:
         print(json.dumps(results if not iface else (results[0] if results else None), indent=2))
     else:

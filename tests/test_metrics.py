@@ -82,11 +82,18 @@ def test_render_has_the_promised_series() -> None:
     assert f"wgactors_peer_latest_handshake_seconds{{{peer}}} 1764441600" in text
     assert 'peer="BBBB+/=="} 0' in text
     assert text.count("# TYPE wgactors_stage_received_packets_total counter") == 1
+    assert 'wgactors_up{interface="wg0"} 1' in text
+
+
+def test_a_daemon_that_did_not_answer_is_down() -> None:
+    text = render([INFO], unreachable=["wg7"])
+    assert 'wgactors_up{interface="wg7"} 0' in text
+    assert text.count("# TYPE wgactors_up gauge") == 1
 
 
 def test_promtool_accepts_the_output() -> None:
     for infos in ([INFO], [], [INFO, {**INFO, "interface": "wg1", "stages": None}]):
-        result = promtool_check(render(infos))
+        result = promtool_check(render(infos, unreachable=["wg9"]))
         assert result.returncode == 0, result.stdout + result.stderr
         assert result.stdout.strip() == "" and result.stderr.strip() == "", result
 
