@@ -287,7 +287,7 @@ def test_crash_leaves_no_interface(netns_pair, tmp_path: Path) -> None:
     ("body", "line", "key"),
     [
         ("[Interface]\nPrivateKey = nonsense\n", 2, "PrivateKey"),
-        ("[Interface]\nPrivateKey = {priv}\nMTU = 1420\n", 3, "MTU"),
+        ("[Interface]\nPrivateKey = {priv}\nMTU = 99999\n", 3, "MTU"),
         (
             "[Interface]\nPrivateKey = {priv}\n\n[Peer]\nPublicKey = {pub}\nAllowedIPs = 10.1.2\n",
             6,
