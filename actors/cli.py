@@ -1,18 +1,22 @@
 """The command line.
 
-    wgactors up CONF [--single-threaded] [--pipeline FILE] [-v|-q]
-        run a tunnel from a wg-quick file, in the foreground
-    wgactors [-f|--foreground] IFACE
+    wgactors [-f|--foreground] [-v|-q] [--metrics ADDR:PORT] IFACE
         the wireguard-go drop-in: create IFACE, serve /var/run/wireguard/IFACE.sock for `wg`,
         and (without -f) return once the socket is up, running on in the background
-    wgactors status [IFACE] [--json]
+    wgactors up CONF [--single-threaded] [--pipeline FILE] [--metrics ADDR:PORT] [-v|-q]
+        run a tunnel from a wg-quick file, in the foreground
+    wgactors status [IFACE] [--json | --prometheus]
         what `wg show` shows, plus each stage's counters
     wgactors stages
         the stages a pipeline file can name, and where each comes from
+    wgactors --version
 
-Exit status: 0 clean shutdown; 1 the interface, socket or UAPI socket could not be set up; 2 a
-bad configuration, pipeline file or command line (one line on stderr, nothing left set up); 3
-the supervisor's restart budget was spent.
+A subcommand is any name registered in :func:`build_parser`; anything else is the drop-in form,
+because wg-quick runs ``wgactors IFACE`` with nothing before the name.
+
+Exit status: 0 clean shutdown; 1 the interface, socket or UAPI socket could not be set up (or an
+endpoint name did not resolve); 2 a bad configuration, pipeline file or command line (one line
+on stderr, nothing left set up); 3 the supervisor's restart budget was spent.
 """
 
 from __future__ import annotations
@@ -22,24 +26,34 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from loguru import logger
 
-from .config import ConfigError, check_permissions, load_config
+from . import __version__, settings
+from .config import ConfigError, ResolveError, check_permissions, load_config
 from .daemon import EXIT_ESCALATED, EXIT_OK, EXIT_SETUP, Daemon, TunnelSpec, daemonize
 from .faults import parse_faults
 from .log import setup_logging
+from .metrics import parse_listen_address
 from .pipeline_file import PIPELINE_ENV, StageEntry, describe, dropin_pipeline, load_pipeline
+from .resolver import Retrying, retries_from_env
 
 __all__ = ["EXIT_CONFIG", "EXIT_ESCALATED", "EXIT_OK", "EXIT_SETUP", "main"]
 
 EXIT_CONFIG = 2
-SINGLE_THREADED_ENV = "WGACTORS_SINGLE_THREADED"  # the drop-in mode's --single-threaded
+SINGLE_THREADED_ENV = settings.SINGLE_THREADED.name  # the drop-in mode's --single-threaded
 _IFACE = re.compile(r"^[a-zA-Z0-9_=+.-]{1,15}$")
+DAEMON_USAGE = "wgactors [-f] [-v|-q] [--metrics ADDR:PORT] IFACE"
+DAEMON_HELP = (
+    "the wireguard-go drop-in (what wg-quick runs): create IFACE and serve its UAPI socket for "
+    "wg; without -f, return once the socket is up and run on in the background"
+)
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own exit code is 2 as well
+    def error(self, message: str) -> NoReturn:  # argparse's own exit code is 2 as well
+        self.print_usage(sys.stderr)
         self.exit(EXIT_CONFIG, f"wgactors: {message}\n")
 
 
@@ -48,39 +62,96 @@ def _verbosity(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
 
 
+def _metrics_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics",
+        metavar="ADDR:PORT",
+        type=parse_listen_address,
+        help="serve Prometheus metrics over HTTP at ADDR:PORT (e.g. 127.0.0.1:9586)",
+    )
+
+
+def _version(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=f"wgactors {__version__}")
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="wgactors", description="Userspace WireGuard as a pipeline of actors.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    """The parser of every subcommand. To add one, add a sub-parser here and a branch in
+    :func:`main`; the usage and help list it by themselves."""
+    parser = _Parser(
+        prog="wgactors",
+        description="Userspace WireGuard as a pipeline of actors.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _version(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     up = sub.add_parser("up", help="run a tunnel from a wg-quick configuration file")
-    up.add_argument("config", help="wg-quick file; the interface is named after it")
+    up.add_argument("config", metavar="CONF", help="wg-quick file; the interface is named after it")
     up.add_argument("--single-threaded", action="store_true", help="run all stages in one loop")
     up.add_argument(
         "--pipeline", metavar="FILE", help=f"custom stages (TOML); default: ${PIPELINE_ENV}"
     )
+    _metrics_option(up)
     _verbosity(up)
     status = sub.add_parser("status", help="show interfaces, peers and stage statistics")
-    status.add_argument("interface", nargs="?", help="one interface (default: all of ours)")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "interface", metavar="IFACE", nargs="?", help="one interface (default: all of ours)"
+    )
+    form = status.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="machine-readable output")
+    form.add_argument(
+        "--prometheus", action="store_true", help="Prometheus text format (node_exporter textfile)"
+    )
     sub.add_parser("stages", help="list the stages a pipeline file can use, and their origin")
+    _finish_usage(parser)
     return parser
+
+
+def _finish_usage(parser: argparse.ArgumentParser) -> None:
+    """One usage line per form, the drop-in form first, so neither --help nor an error hides
+    any of them."""
+    forms = [DAEMON_USAGE]
+    for sub in _subcommands(parser).values():
+        text = " ".join(sub.format_usage().removeprefix("usage: ").split())
+        forms.append(text.replace("[-h] ", ""))
+    forms.append("wgactors --version")
+    parser.usage = "\n       ".join(forms)
+    parser.epilog = f"IFACE alone: {DAEMON_HELP}. `wgactors COMMAND -h` shows a command's options."
 
 
 def build_daemon_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="wgactors",
-        usage="wgactors [-f] IFACE | wgactors up CONF | wgactors status [IFACE]",
-        description="Create IFACE and serve the WireGuard UAPI socket (wireguard-go drop-in).",
+        usage=build_parser().usage,
+        description=f"wgactors IFACE: {DAEMON_HELP}.",
     )
+    _version(parser)
     parser.add_argument("-f", "--foreground", action="store_true", help="do not daemonize")
-    parser.add_argument("interface", help="the interface to create")
+    parser.add_argument("interface", metavar="IFACE", help="the interface to create")
+    _metrics_option(parser)
     _verbosity(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list and args_list[0] in ("up", "status", "stages", "-h", "--help"):
-        args = build_parser().parse_args(args_list)
+    parser = build_parser()
+    if not args_list:
+        parser.print_usage(sys.stderr)
+        print("wgactors: give an interface name or a command (wgactors --help)", file=sys.stderr)
+        return EXIT_CONFIG
+    if args_list[0] in _subcommands(parser) or args_list[0] in ("-h", "--help", "--version"):
+        args = parser.parse_args(args_list)
+        if args.command is None:
+            parser.print_usage(sys.stderr)
+            return EXIT_CONFIG
     else:
         args = build_daemon_parser().parse_args(args_list)
         args.command = "daemon"
@@ -90,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             from .status import cmd_status
 
-            return cmd_status(args.interface, as_json=args.json)
+            return cmd_status(args.interface, as_json=args.json, prometheus=args.prometheus)
         if args.command == "stages":
             from .catalog import cmd_stages
 
@@ -103,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load_stages(path: str | None) -> tuple[list[StageEntry], list[StageEntry]]:
-    path = path or os.environ.get(PIPELINE_ENV) or None
+    path = path or settings.get(settings.PIPELINE)
     if not path:
         return [], []
     inbound, outbound = load_pipeline(path)
@@ -114,12 +185,16 @@ def _load_stages(path: str | None) -> tuple[list[StageEntry], list[StageEntry]]:
 def cmd_up(args: argparse.Namespace) -> int:
     setup_logging(args.verbose - args.quiet)
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, resolve=Retrying(retries_from_env()))
         faults = parse_faults()
         inbound, outbound = _load_stages(args.pipeline)
+    except ResolveError as e:  # the file may be right: a set-up failure, so systemd retries
+        print(f"wgactors: {e}", file=sys.stderr)
+        return EXIT_SETUP
     except (ConfigError, ValueError) as e:  # ValueError: pipeline file or fault plan
         print(f"wgactors: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    setup_logging(args.verbose - args.quiet, name=config.name)
     warning = check_permissions(args.config)
     if warning:
         logger.warning(warning)
@@ -146,6 +221,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         faults=faults,
         inbound=inbound,
         outbound=outbound,
+        metrics=args.metrics,
     )
     return daemon.run()
 
@@ -161,15 +237,17 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"wgactors: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    ready = None if args.foreground or os.environ.get("WG_PROCESS_FOREGROUND") else daemonize()
-    setup_logging(args.verbose - args.quiet)
+    foreground = args.foreground or settings.is_set(settings.FOREGROUND)
+    ready = None if foreground else daemonize()
+    setup_logging(args.verbose - args.quiet, name=name)
     spec = TunnelSpec(name, None, configure_interface=False)
     daemon = Daemon(
         spec,
-        single_threaded=bool(os.environ.get(SINGLE_THREADED_ENV)),
+        single_threaded=settings.is_set(settings.SINGLE_THREADED),
         faults=faults,
         inbound=inbound,
         outbound=outbound,
+        metrics=args.metrics,
     )
     return daemon.run(ready)
 

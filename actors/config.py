@@ -5,9 +5,11 @@ The format is the one wg-quick(8) reads: an ``[Interface]`` section with the key
 ``Table``, the hooks, ``SaveConfig``), then ``[Peer]`` sections. Users copy these files from
 wg-quick setups, so we accept the same spelling (keys and section names are case-insensitive,
 ``#`` starts a comment anywhere) — but we are stricter than wg-quick about everything else: an
-unknown key, a repeated single-valued key, a port given as a service name or an MTU we cannot
-carry is an error rather than something silently guessed at, because a tunnel that comes up with
-a half-understood configuration is worse than one that refuses to start.
+unknown key, a repeated single-valued key or a port given as a service name is an error rather
+than something silently guessed at, because a tunnel that comes up with a half-understood
+configuration is worse than one that refuses to start. The MTU is the exception: wg-quick's usual
+1420 is above the 1280 bytes wgactors carries in a packet, and a file copied from a wg-quick
+setup must work as it is, so a larger MTU is lowered to 1280 with one warning.
 
 Every problem is reported as one :class:`ConfigError` naming the file, the line and the key, so
 the launcher can print it as a single line without a traceback. Error messages and warnings
@@ -36,10 +38,12 @@ from .wireguard.keys import KeyFormatError, decode_key
 __all__ = [
     "DEFAULT_NAME",
     "MAX_CONFIG_BYTES",
+    "MAX_LINK_MTU",
     "MAX_MTU",
     "MIN_MTU",
     "ConfigError",
     "InterfaceConfig",
+    "ResolveError",
     "Resolver",
     "check_permissions",
     "default_resolve",
@@ -50,6 +54,8 @@ __all__ = [
 
 #: The largest MTU we accept: every packet crossing the pipeline is at most 1280 bytes.
 MAX_MTU = 1280
+#: The largest MTU a file may give (the largest IP packet); above MAX_MTU it is lowered to it.
+MAX_LINK_MTU = 65535
 #: The smallest MTU we accept: the minimum IPv4 datagram size every host must handle.
 MIN_MTU = 576
 #: A real configuration is a few kilobytes; anything past this is a mistake (or /dev/zero).
@@ -139,6 +145,11 @@ class ConfigError(ValueError):
     def __reduce__(self) -> tuple[type[ConfigError], tuple[str, str, int | None, str | None]]:
         # Keep path/line/key across pickling (multiprocessing, actor mailboxes).
         return (type(self), (self.message, self.path, self.line, self.key))
+
+
+class ResolveError(ConfigError):
+    """An endpoint name did not resolve (after retries): the file may well be right, so the
+    launcher treats this as a set-up failure, not as a bad file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,12 +331,10 @@ def _parse_fwmark(value: str) -> int:
 
 
 def _parse_mtu(value: str) -> int:
-    too_big = f"the {MAX_MTU} maximum: wgactors carries packets of at most {MAX_MTU} bytes"
-    if _DIGITS_RE.fullmatch(value) and len(value) > 10:
-        raise _Invalid(f"MTU is far above {too_big}")  # not "not a number": it is one
-    mtu = _uint(value, 0, 1 << 34, f"must be a whole number {MIN_MTU}..{MAX_MTU}")
-    if mtu > MAX_MTU:
-        raise _Invalid(f"MTU {mtu} is above {too_big}")
+    """The MTU as written; :meth:`_Parser.finish` lowers one above :data:`MAX_MTU`."""
+    mtu = _uint(value, 0, 1 << 34, f"must be a whole number {MIN_MTU}..{MAX_LINK_MTU}")
+    if mtu > MAX_LINK_MTU:
+        raise _Invalid(f"MTU {mtu} is above {MAX_LINK_MTU}, the largest IP packet")
     if mtu < MIN_MTU:
         raise _Invalid(f"MTU {mtu} is below the {MIN_MTU} minimum")
     return mtu
@@ -352,6 +361,7 @@ class _InterfaceDraft:
     listen_port: int | None = None
     addresses: list[Address] = field(default_factory=list)
     mtu: int = MAX_MTU
+    mtu_line: int = 0
     fwmark: int = 0
     dns: list[str] = field(default_factory=list)
 
@@ -492,6 +502,7 @@ class _Parser:
             draft.fwmark = _parse_fwmark(value)
         elif key == "MTU":
             draft.mtu = _parse_mtu(value)
+            draft.mtu_line = number
         elif key == "Address":
             for item in _split_list(value, "addresses"):
                 address = _parse_address(item)
@@ -548,6 +559,12 @@ class _Parser:
                         f"peer on line {earlier}; the later peer gets it, as with wg"
                     )
                 owner[network] = draft.line
+        if interface.mtu > MAX_MTU:
+            self.warnings.append(
+                f"{self.path}:{interface.mtu_line}: MTU {interface.mtu} is above the {MAX_MTU} "
+                f"bytes wgactors carries in a packet: the interface runs at MTU {MAX_MTU}"
+            )
+            interface.mtu = MAX_MTU
         peers = tuple(self.peer(draft) for draft in drafts)
         return InterfaceConfig(
             name=name,
@@ -589,7 +606,9 @@ class _Parser:
             reason = type(exc).__name__
         address = _resolved(result)
         if address is None:
-            raise self.error(f"cannot resolve {spec.host}: {reason}", spec.line, "Endpoint")
+            raise ResolveError(
+                f"cannot resolve {spec.host}: {reason}", self.path, spec.line, "Endpoint"
+            )
         return address
 
 
@@ -655,8 +674,11 @@ def parse_config(
     return _Parser(path, resolve or default_resolve).finish(text, name)
 
 
-def load_config(path: str | os.PathLike[str]) -> InterfaceConfig:
-    """Read and parse a wg-quick file; the interface is named after it, as wg-quick does."""
+def load_config(
+    path: str | os.PathLike[str], *, resolve: Resolver | None = None
+) -> InterfaceConfig:
+    """Read and parse a wg-quick file; the interface is named after it, as wg-quick does.
+    ``resolve`` is as for :func:`parse_config` (the launcher passes a retrying one)."""
     shown = os.fspath(path)
     name = interface_name_from_path(shown)
     data = _read(shown)
@@ -667,7 +689,7 @@ def load_config(path: str | os.PathLike[str]) -> InterfaceConfig:
         text = None
     if text is None:
         raise ConfigError("not UTF-8 text", shown)
-    return _Parser(shown, default_resolve).finish(text, name)
+    return _Parser(shown, resolve or default_resolve).finish(text, name)
 
 
 def _read(path: str) -> bytes:

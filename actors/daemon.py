@@ -16,16 +16,20 @@ import ipaddress
 import os
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from loguru import logger
 
+from . import sdnotify, settings
 from .faults import Fault
 from .io import TunDevice, TunError, UdpSocket
+from .metrics import MetricsServer
 from .pipeline_file import StageEntry
 from .wireguard.device import PeerConfig
 
@@ -63,8 +67,11 @@ class Daemon:
         faults: dict[str, Fault] | None = None,
         inbound: Sequence[StageEntry] = (),
         outbound: Sequence[StageEntry] = (),
+        metrics: tuple[str, int] | None = None,
     ) -> None:
         self.spec = spec
+        self.metrics = metrics
+        self.reload_requested = threading.Event()
         self.single_threaded = single_threaded
         self.faults = faults or {}
         self.inbound = inbound
@@ -76,11 +83,34 @@ class Daemon:
         logger.info("{} received: shutting down", signal.Signals(signum).name)
         self.stop.set()
 
+    def _on_hup(self, _signum: int, _frame: object) -> None:
+        """Only flags the request (a signal handler must not log or block): the main thread
+        runs the reload (see :meth:`_reload`); in single-threaded mode, whose loop owns the
+        main thread, the interface watcher answers it."""
+        self.reload_requested.set()
+
+    def _reload(self, pipeline: Any) -> None:
+        """SIGHUP (``systemctl reload``): tell systemd a reload is under way, run the
+        pipeline's reload if it has one, and report ready again either way, so that
+        ``systemctl reload`` never hangs on us."""
+        sdnotify.reloading(f"{self.spec.name}: reloading")
+        reload = getattr(pipeline, "reload", None) if pipeline is not None else None
+        if reload is None:
+            logger.warning("SIGHUP: nothing to reload here; carrying on unchanged")
+        else:
+            logger.info("SIGHUP: reloading")
+            try:
+                reload()
+            except Exception as e:  # a failed reload keeps the running pipeline
+                logger.error("reload failed, carrying on unchanged: {}", e)
+        sdnotify.ready(f"{self.spec.name} up (reloaded)")
+
     def run(self, ready: Callable[[str | None], None] | None = None) -> int:
         """Set up and serve until told to stop. ``ready`` is called once, with None when the
         UAPI socket is up, or with the reason set-up failed."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_hup)
         report = ready or (lambda _: None)
         spec = self.spec
         try:
@@ -111,8 +141,15 @@ class Daemon:
 
     def _serve(self, udp: UdpSocket, tun: TunDevice, report: Callable[[str | None], None]) -> int:
         if not self.single_threaded:
-            interval = float(os.environ.get("WGACTORS_SWITCH_INTERVAL", GIL_SWITCH_INTERVAL))
-            sys.setswitchinterval(interval)
+            text = settings.get(settings.SWITCH_INTERVAL)
+            try:
+                interval = float(text) if text else GIL_SWITCH_INTERVAL
+                sys.setswitchinterval(interval)
+            except ValueError:
+                logger.warning(
+                    "{}={!r} is not a positive number: ignored", settings.SWITCH_INTERVAL.name, text
+                )
+                sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         from .control import PipelineController, SingleController
         from .uapi_server import UapiServer
 
@@ -154,6 +191,17 @@ class Daemon:
             if not self.single_threaded:
                 pipeline.stop()
             return EXIT_SETUP
+        try:
+            metrics_server = self._start_metrics()
+        except OSError as e:
+            host, port = self.metrics or ("", 0)
+            reason = f"cannot serve metrics on {host or '*'}:{port}: {e.strerror or e}"
+            logger.error(reason)
+            report(reason)
+            server.stop()
+            if not self.single_threaded:
+                pipeline.stop()
+            return EXIT_SETUP
         logger.info(
             "{} up: UDP port {}, {} peer(s), MTU {}, {} mode, UAPI {}",
             spec.name,
@@ -166,6 +214,7 @@ class Daemon:
         watcher = threading.Thread(target=self._watch_interface, name="ifwatch", daemon=True)
         watcher.start()
         report(None)
+        sdnotify.ready(f"{spec.name} up: UDP port {udp.port}, {len(spec.peers)} peer(s), {mode}")
         try:
             if self.single_threaded:
                 try:
@@ -175,15 +224,34 @@ class Daemon:
             else:
                 self._watch_pipeline(pipeline)
         finally:
+            sdnotify.stopping(f"{spec.name}: shutting down")
+            if metrics_server:
+                metrics_server.stop()
             server.stop()
             if not self.single_threaded:
                 logger.debug("final stats: {}", pipeline.stats())
                 pipeline.stop()
         return self.status
 
+    def _start_metrics(self) -> MetricsServer | None:
+        """The ``--metrics`` HTTP endpoint (None without one); OSError if it cannot listen."""
+        if self.metrics is None:
+            return None
+        from .metrics import render
+        from .status import query
+
+        name = self.spec.name
+        server = MetricsServer(self.metrics, lambda: render([query(name)]))
+        server.start()
+        logger.info("metrics on http://{}:{}/metrics", *server.address)
+        return server
+
     def _watch_pipeline(self, pipeline) -> None:  # type: ignore[no-untyped-def]
         last_stats = time.monotonic()
         while not self.stop.wait(WATCH_INTERVAL):
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self._reload(pipeline)
             if pipeline.escalated.is_set():
                 logger.error("shutting down: {}", pipeline.escalation_reason)
                 self.status = EXIT_ESCALATED
@@ -199,11 +267,28 @@ class Daemon:
     def _watch_interface(self) -> None:
         """`wg-quick down` deletes the interface: that is our cue to exit."""
         while not self.stop.wait(INTERFACE_CHECK_INTERVAL):
+            if self.single_threaded and self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self._reload(None)  # the single loop has nothing to reload: just answer
             try:
                 socket.if_nametoindex(self.spec.name)
             except OSError:
                 logger.info("{} was deleted: shutting down", self.spec.name)
                 self.stop.set()
+
+
+def _keep_stderr() -> bool:
+    """Whether the background daemon keeps writing to the stderr it was given: a terminal, a
+    file or the journal's socket (systemd, wg-quick@.service) get its logs. A pipe does only
+    when a log level was asked for (as wireguard-go keeps its output only with LOG_LEVEL set):
+    whoever reads a pipe to its end, like `out=$(wg-quick up wg0)`, would otherwise wait for
+    the whole life of the daemon."""
+    try:
+        is_pipe = stat.S_ISFIFO(os.fstat(2).st_mode)
+    except OSError:
+        return False
+    explicit = settings.get(settings.LOG_LEVEL) or settings.get(settings.WG_LOG_LEVEL)
+    return not is_pipe or explicit is not None
 
 
 def daemonize() -> Callable[[str | None], None]:
@@ -233,11 +318,18 @@ def daemonize() -> Callable[[str | None], None]:
     os.close(read_end)
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDWR)
-    log_path = os.environ.get("WGACTORS_LOG_FILE")
-    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600) if log_path else devnull
+    log_path = settings.get(settings.LOG_FILE)
+    if log_path:
+        err = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    elif _keep_stderr():
+        err = os.dup(2)
+    else:
+        err = devnull
     os.dup2(devnull, 0)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
+    os.dup2(devnull, 1)
+    os.dup2(err, 2)
+    if err != devnull:
+        os.close(err)
 
     def notify(failure: str | None) -> None:
         with contextlib.suppress(OSError):

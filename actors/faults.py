@@ -8,17 +8,19 @@
     encrypt:start           every incarnation raises in on_start
     encrypt:start-once      only the first incarnation raises in on_start
 
-Unset (the normal case) it does nothing. It is parsed strictly; a bad plan is a start-up error.
+Unset (the normal case) it does nothing, and it is ignored unless ``WGACTORS_TEST_HOOKS=1`` is
+set as well (see actors.settings). It is parsed strictly; a bad plan is a start-up error.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+from . import settings
 
 __all__ = ["FAULTS_ENV", "Fault", "parse_faults"]
 
-FAULTS_ENV = "WGACTORS_INJECT_FAULTS"
+FAULTS_ENV = settings.INJECT_FAULTS.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +37,7 @@ class Fault:
 
 
 def parse_faults(text: str | None = None) -> dict[str, Fault]:
-    text = os.environ.get(FAULTS_ENV, "") if text is None else text
+    text = (settings.get(settings.INJECT_FAULTS) or "") if text is None else text
     plan: dict[str, Fault] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         stage, _, what = item.partition(":")

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import settings
 from .mailbox import DEFAULT_CAPACITY, Mailbox
 from .supervisor import Restart, RestartBudget
 
@@ -49,7 +50,7 @@ __all__ = [
     "parse_pipeline",
 ]
 
-PIPELINE_ENV = "WGACTORS_PIPELINE"
+PIPELINE_ENV = settings.PIPELINE.name
 DROPIN_DIR = "/etc/wireguard"
 """Where the drop-in mode looks for IFACE.pipeline.toml, next to wg-quick's IFACE.conf."""
 MAX_PIPELINE_BYTES = 1 << 20

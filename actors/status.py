@@ -1,5 +1,7 @@
 """`wgactors status`: what `wg show` shows, plus the counters of every stage.
 
+``--prometheus`` prints the same in Prometheus's text format (see actors.metrics).
+
 It is a UAPI client: `get=1` for the interface and peers, and our own read-only operation for
 the stages. Keys are redacted: the private key never leaves this module (only the public key
 derived from it is shown) and preshared keys are shown as present or not.
@@ -14,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .metrics import render as render_prometheus
 from .uapi import DeviceStatus, UapiError, format_endpoint, parse_get
 from .uapi_server import SOCKET_DIR, STATS_OP, socket_path
 from .wireguard.crypto import public_key
@@ -68,6 +71,7 @@ def query(iface: str) -> dict[str, Any]:
                 "latest_handshake_seconds_ago": (now_ns - p.last_handshake_ns) // 10**9
                 if p.last_handshake_ns
                 else None,
+                "latest_handshake_unix": p.last_handshake_ns // 10**9 or None,
                 "rx_bytes": p.rx_bytes,
                 "tx_bytes": p.tx_bytes,
                 "persistent_keepalive": p.persistent_keepalive or None,
@@ -127,12 +131,12 @@ def render(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cmd_status(iface: str | None, *, as_json: bool = False) -> int:
+def cmd_status(iface: str | None, *, as_json: bool = False, prometheus: bool = False) -> int:
     if iface:
         names = [iface]
     else:
         names = sorted(p.stem for p in SOCKET_DIR.glob("*.sock")) if SOCKET_DIR.exists() else []
-    results, failed = [], False
+    results, failed = [], []
     for name in names:
         try:
             results.append(query(name))
@@ -141,8 +145,10 @@ def cmd_status(iface: str | None, *, as_json: bool = False) -> int:
                 f"wgactors: {name}: cannot query: {getattr(e, 'strerror', None) or e}",
                 file=sys.stderr,
             )
-            failed = True
-    if as_json:
+            failed.append(name)
+    if prometheus:  # a daemon that did not answer is wgactors_up 0 (and the exit status 1)
+        sys.stdout.write(render_prometheus(results, failed))
+    elif as_json:
         print(json.dumps(results if not iface else (results[0] if results else None), indent=2))
     else:
         print("\n\n".join(render(r) for r in results) or "no interfaces")

@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from actors.lab import (
+    DAEMON_ENV_VARS,
     WG_SOCKET_DIR,
-    WGACTORS_ENV_DROP,
     Netns,
     Wgactors,
     WgPeer,
@@ -554,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"scripts/soak: {reason}", file=sys.stderr)
         return 1
-    for var in WGACTORS_ENV_DROP:
+    for var in DAEMON_ENV_VARS:
         os.environ.pop(var, None)
     signal.signal(signal.SIGTERM, raise_interrupt)
     report = Report(args=vars(args))

@@ -226,13 +226,22 @@ def test_mtu_limits() -> None:
     assert parse(interface("MTU = 576")).mtu == 576
 
 
-@pytest.mark.parametrize("mtu", [1281, 1420, 9000])
-def test_mtu_above_1280_refused(mtu: int) -> None:
-    err = parse_error(interface(f"MTU = {mtu}"))
+@pytest.mark.parametrize("mtu", [1281, 1420, 9000, 65535])
+def test_mtu_above_1280_is_lowered_with_one_warning(mtu: int) -> None:
+    """wg-quick's usual MTU = 1420 must work as the file says: the interface runs at 1280."""
+    cfg = parse(interface(f"MTU = {mtu}"))
+    assert cfg.mtu == MAX_MTU == 1280
+    mtu_warnings = [w for w in cfg.warnings if "MTU" in w]
+    assert mtu_warnings == [
+        f"wg0.conf:3: MTU {mtu} is above the 1280 bytes wgactors carries in a packet: "
+        "the interface runs at MTU 1280"
+    ]
+
+
+def test_mtu_above_the_largest_ip_packet_refused() -> None:
+    err = parse_error(interface("MTU = 65536"))
     assert (err.line, err.key) == (3, "MTU")
-    assert f"MTU {mtu} is above the 1280 maximum" in str(err)
-    assert "wgactors carries packets of at most 1280 bytes" in str(err)
-    assert str(err).startswith("wg0.conf:3: MTU: ")
+    assert "MTU 65536 is above 65535, the largest IP packet" in str(err)
 
 
 def test_dns_and_wg_quick_only_keys_are_warned_about() -> None:
@@ -568,7 +577,7 @@ def test_load_config(tmp_path: Path) -> None:
 
 def test_load_config_errors_name_the_path(tmp_path: Path) -> None:
     path = tmp_path / "wg1.conf"
-    path.write_text(interface("MTU = 1420"))
+    path.write_text(interface("MTU = 99999"))
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value).startswith(f"{path}:3: MTU: ")

@@ -13,6 +13,8 @@ slower on its own thread than in a single loop. So the I/O stages batch their sy
 
 Both go through ctypes, which releases the GIL for the duration of the call, and both fall back
 to plain per-packet calls where the kernel refuses (no AIO context available, for instance).
+AIO has no glibc wrapper, so it is called by system call number from a per-architecture table;
+on an architecture missing from it, TUN I/O takes the per-packet path (logged once).
 """
 
 from __future__ import annotations
@@ -20,12 +22,31 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import platform
 import select
 import socket
+import sys
+import sysconfig
+import threading
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-__all__ = ["MAX_BATCH", "AioReader", "AioWriter", "MmsgReceiver", "MmsgSender"]
+from loguru import logger
+
+from .. import settings
+
+__all__ = [
+    "AIO_SYSCALLS",
+    "MAX_BATCH",
+    "AioReader",
+    "AioSyscalls",
+    "AioWriter",
+    "MmsgReceiver",
+    "MmsgSender",
+    "aio_syscalls",
+    "kernel_abi",
+]
 
 MAX_BATCH = 64  # packets per system call; also the size of the preallocated control blocks
 SEND_WAIT = 0.05  # seconds a full send buffer is waited for, once per batch
@@ -33,7 +54,84 @@ SEND_WAIT = 0.05  # seconds a full send buffer is waited for, once per batch
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
-_SYS_IO_SETUP, _SYS_IO_DESTROY, _SYS_IO_GETEVENTS, _SYS_IO_SUBMIT = 206, 207, 208, 209
+
+
+@dataclass(frozen=True, slots=True)
+class AioSyscalls:
+    """The Linux AIO system call numbers of one ABI. glibc has no wrappers for them, so they
+    are called by number, and the numbers differ per architecture: x86_64's 206-209 are
+    sendto, recvfrom, setsockopt and getsockopt on aarch64."""
+
+    io_setup: int
+    io_destroy: int
+    io_getevents: int
+    io_submit: int
+
+
+_GENERIC = AioSyscalls(0, 1, 4, 2)  # include/uapi/asm-generic/unistd.h, for newer ports
+#: Per kernel ABI. Sources: arch/x86/entry/syscalls/syscall_{64,32}.tbl,
+#: include/uapi/asm-generic/unistd.h (arm64, riscv, loongarch), arch/arm/tools/syscall.tbl,
+#: arch/powerpc/kernel/syscalls/syscall.tbl. Only little-endian ABIs: the iocb layout
+#: (aio_key before aio_rw_flags) is the little-endian one.
+AIO_SYSCALLS: dict[str, AioSyscalls] = {
+    "x86_64": AioSyscalls(206, 207, 208, 209),
+    "i386": AioSyscalls(245, 246, 247, 248),
+    "aarch64": _GENERIC,
+    "riscv64": _GENERIC,
+    "loongarch64": _GENERIC,
+    "arm": AioSyscalls(243, 244, 245, 246),  # EABI: armv6/armv7, and 32-bit on armv8
+    "ppc64le": AioSyscalls(227, 228, 229, 230),
+}
+
+
+def kernel_abi(machine: str | None = None, pointer_bits: int | None = None) -> str | None:
+    """The key of :data:`AIO_SYSCALLS` for this process, or None if we do not know it. The
+    pointer size matters: a 32-bit Python on a 64-bit kernel uses the 32-bit numbers."""
+    machine = (platform.machine() if machine is None else machine).lower()
+    bits = ctypes.sizeof(ctypes.c_void_p) * 8 if pointer_bits is None else pointer_bits
+    if sys.byteorder != "little":
+        return None
+    if machine in ("x86_64", "amd64"):
+        if bits == 32 and str(sysconfig.get_config_var("MULTIARCH") or "").endswith("x32"):
+            return None  # the x32 ABI numbers its calls differently
+        return "x86_64" if bits == 64 else "i386"
+    if machine in ("i386", "i486", "i586", "i686", "x86"):
+        return "i386"
+    if machine in ("aarch64", "arm64"):
+        return "aarch64" if bits == 64 else "arm"
+    if machine.startswith("arm"):
+        return "arm" if bits == 32 else None
+    if machine in ("riscv64", "loongarch64", "ppc64le") and bits == 64:
+        return machine
+    return None
+
+
+_fallback_lock = threading.Lock()
+_fallback_logged = False
+
+
+def _unbatched(reason: str) -> None:
+    """Log, once per process, that TUN I/O runs without AIO: slower, but it works."""
+    global _fallback_logged
+    with _fallback_lock:
+        if _fallback_logged:
+            return
+        _fallback_logged = True
+    logger.warning("{}: TUN reads and writes are not batched (one system call per packet)", reason)
+
+
+def aio_syscalls() -> AioSyscalls | None:
+    """The numbers to use here, or None (logged once) to take the unbatched path."""
+    if settings.is_set(settings.TEST_UNBATCHED):
+        _unbatched(f"{settings.TEST_UNBATCHED.name} is set")
+        return None
+    abi = kernel_abi()
+    if abi is None:
+        _unbatched(f"no AIO system call numbers known for {platform.machine() or 'this machine'}")
+        return None
+    return AIO_SYSCALLS[abi]
+
+
 _IOCB_CMD_PREAD = 0
 _IOCB_CMD_PWRITE = 1
 
@@ -75,7 +173,13 @@ class _AioContext:
         self.fd = fd
         self.max_batch = max_batch
         self._ctx = ctypes.c_ulong(0)
-        self.available = _syscall(_SYS_IO_SETUP, max_batch, ctypes.byref(self._ctx)) == 0
+        self._calls = aio_syscalls()
+        self.available = False
+        if self._calls is not None:
+            if _syscall(self._calls.io_setup, max_batch, ctypes.byref(self._ctx)) == 0:
+                self.available = True
+            else:
+                _unbatched(f"io_setup failed ({os.strerror(ctypes.get_errno())})")
         self._iocbs = (_Iocb * max_batch)()
         self._ptrs = (ctypes.POINTER(_Iocb) * max_batch)(
             *[ctypes.pointer(self._iocbs[i]) for i in range(max_batch)]
@@ -90,14 +194,17 @@ class _AioContext:
         """Submit the first ``n`` control blocks and wait for all that the kernel took. Returns
         each one's result (bytes or -errno), as many as were submitted; None if the kernel
         refuses AIO, which makes the context unavailable. Raises OSError if waiting fails."""
-        submitted = _syscall(_SYS_IO_SUBMIT, self._ctx, n, self._ptrs)
+        calls = self._calls
+        assert calls is not None  # only called while available
+        submitted = _syscall(calls.io_submit, self._ctx, n, self._ptrs)
         if submitted < 0:
-            self.available = False
+            _unbatched(f"io_submit failed ({os.strerror(ctypes.get_errno())})")
+            self.close()
             return None
         results = [0] * submitted
         done = 0
         while done < submitted:
-            got = _syscall(_SYS_IO_GETEVENTS, self._ctx, submitted - done, submitted - done,
+            got = _syscall(calls.io_getevents, self._ctx, submitted - done, submitted - done,
                            self._events, None)  # fmt: skip
             if got < 0:
                 if ctypes.get_errno() == errno.EINTR:
@@ -110,9 +217,9 @@ class _AioContext:
         return results
 
     def close(self) -> None:
-        if self.available:
-            _syscall(_SYS_IO_DESTROY, self._ctx)
-            self.available = False
+        if self.available and self._calls is not None:
+            _syscall(self._calls.io_destroy, self._ctx)
+        self.available = False
 
 
 class AioWriter(_AioContext):
@@ -136,7 +243,7 @@ class AioWriter(_AioContext):
         n = len(chunk)
         cbs = self._iocbs
         for i, data in enumerate(chunk):
-            cbs[i].aio_buf = ctypes.cast(data, ctypes.c_void_p).value or 0
+            cbs[i].aio_buf = ctypes.cast(data, ctypes.c_void_p).value or 0  # type: ignore[arg-type]
             cbs[i].aio_nbytes = len(data)
         try:
             done = self._run(n)
@@ -266,7 +373,7 @@ class MmsgSender:
                     msgs[k].msg_hdr.msg_namelen = len(addr)
                     slot_addrs[k] = addr
                 iov = iovs[k]
-                iov.iov_base = _cast(data, _c_void_p).value
+                iov.iov_base = _cast(data, _c_void_p).value  # type: ignore[arg-type]
                 iov.iov_len = len(data)
             sent = _sendmmsg(self.sock.fileno(), self._msgs, n, socket.MSG_DONTWAIT)
             if sent > 0:

@@ -17,10 +17,12 @@ import fcntl
 import ipaddress
 import os
 import select
+import socket
 import struct
 import time
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 from loguru import logger
 
@@ -95,7 +97,9 @@ class TunDevice:
                 if up:
                     ipr.link("set", index=index, state="up")
                 for net in routes:
-                    ipr.route("replace", dst=str(net), oif=index)
+                    _add_route(ipr, net, index)
+        except TunError:
+            raise
         except Exception as e:  # pyroute2 raises NetlinkError and friends
             raise TunError(f"cannot configure {self.name}: {e}") from None
 
@@ -200,3 +204,34 @@ class TunDevice:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+ROUTE_EXISTS = errno.EEXIST  # netlink says another route has this prefix
+
+
+def _add_route(ipr: Any, net: ipaddress.IPv4Network | ipaddress.IPv6Network, index: int) -> None:
+    """Add, never replace, as wg-quick does: "replace" would silently take over a route that
+    is already there (a LAN's, say), and the host would lose it when we go away."""
+    from pyroute2 import NetlinkError
+
+    try:
+        ipr.route("add", dst=str(net), oif=index)
+    except NetlinkError as e:
+        if e.code != ROUTE_EXISTS:
+            raise
+        if _routed_here(ipr, net, index):
+            return  # e.g. the kernel's route for our own Address: wg-quick skips those too
+        raise TunError(
+            f"a route to {net} already exists (see `ip route show {net}`); wgactors adds routes "
+            "and does not take one over: remove it, or narrow the peer's AllowedIPs"
+        ) from None
+
+
+def _routed_here(ipr: Any, net: ipaddress.IPv4Network | ipaddress.IPv6Network, index: int) -> bool:
+    family = socket.AF_INET6 if net.version == 6 else socket.AF_INET
+    for route in ipr.get_routes(family=family, dst_len=net.prefixlen):
+        dst = route.get_attr("RTA_DST")
+        same = dst is not None and ipaddress.ip_address(dst) == net.network_address
+        if same and route.get_attr("RTA_OIF") == index:
+            return True
+    return False

@@ -46,9 +46,9 @@ from .pair import (
 from .table import print_rows
 from .traffic import IPERF_PORT, IperfServer, PingResult, iperf3, ping, tcp_mbps, udp_received_pps
 from .wgactors import (
+    DAEMON_ENV_VARS,
     LAUNCHER,
     ROOT,
-    WGACTORS_ENV_DROP,
     Wgactors,
     launcher_argv,
     plain_env,
@@ -58,6 +58,7 @@ from .wgactors import (
 from .wireguard_go import WG_SOCKET_DIR, PeerDump, WgPeer, WireguardGo, format_endpoint, parse_dump
 
 __all__ = [
+    "DAEMON_ENV_VARS",
     "IPERF_PORT",
     "LAUNCHER",
     "MTU",
@@ -69,7 +70,6 @@ __all__ = [
     "TUNNEL_B",
     "UNDERLAY_A",
     "UNDERLAY_B",
-    "WGACTORS_ENV_DROP",
     "WG_PORT",
     "WG_SOCKET_DIR",
     "CommandError",

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import settings
 from .command import LabError, LabTimeout, pinned, write_secret
 from .netns import POLL_S, Netns
 from .wireguard_go import WG_SOCKET_DIR
@@ -27,7 +28,8 @@ STOP_TIMEOUT = 10.0  # seconds for a SIGTERMed daemon to exit
 KILL_WAIT_S = 5.0
 UP_MARKER = "up: UDP port"  # the daemon's INFO line once the interface and socket are ready
 # Environment variables that change what `wgactors up` runs; demo, bench and soak run it plain.
-WGACTORS_ENV_DROP = ("WGACTORS_PIPELINE", "WGACTORS_INJECT_FAULTS", "WGACTORS_LOG_LEVEL")
+# What a "plain" daemon must not inherit from the caller: every variable wgactors reads.
+DAEMON_ENV_VARS = tuple(s.name for s in settings.SETTINGS)
 
 
 _own_log_dirs: list[Path] = []  # log dirs made for daemons, removed when the interpreter exits
@@ -61,7 +63,7 @@ def write_conf(
 
 def plain_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """This process's environment without the variables that change what wgactors runs."""
-    base = {k: v for k, v in os.environ.items() if k not in WGACTORS_ENV_DROP}
+    base = {k: v for k, v in os.environ.items() if k not in DAEMON_ENV_VARS}
     return {**base, **(env or {})}
 
 
@@ -85,7 +87,10 @@ class Wgactors:
         plain: bool = False,
         cpus: str | None = None,
     ) -> None:
-        self.env = {**(plain_env() if plain else os.environ), **(env or {})}
+        # The daemon reads its test-only settings (fault plans, forced fallbacks) only with
+        # WGACTORS_TEST_HOOKS=1; the lab is test tooling, so it turns them on.
+        hooks = {} if plain else {settings.TEST_HOOKS.name: "1"}
+        self.env = {**(plain_env() if plain else os.environ), **hooks, **(env or {})}
         self.ns = ns
         self.conf = conf
         self.iface = conf.stem

@@ -1,0 +1,79 @@
+"""The command line as a user meets it: version, usage, help, and `python -m actors`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from actors import __version__
+from actors.cli import build_parser, main
+
+PY = [sys.executable, "-m", "actors"]
+TIMEOUT = 60
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PY, *args], capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def test_version_through_python_dash_m() -> None:
+    result = run("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"wgactors {__version__}"
+
+
+def test_no_arguments_prints_usage_and_exits_2() -> None:
+    result = run()
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: wgactors [-f]")
+    assert "give an interface name or a command" in result.stderr
+    assert "required: interface" not in result.stderr
+
+
+def test_help_shows_every_form(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    usage = text.split("\n\n")[0]
+    assert "wgactors [-f] [-v|-q] [--metrics ADDR:PORT] IFACE" in usage
+    assert "wgactors up " in usage and "CONF" in usage and "--metrics ADDR:PORT" in usage
+    assert "wgactors status [--json | --prometheus] [IFACE]" in usage
+    assert "wgactors --version" in usage
+    assert "wireguard-go drop-in" in text
+
+
+def test_every_subcommand_is_in_the_usage() -> None:
+    """A subcommand added later (e.g. `stages`) shows up in the usage by itself."""
+    parser = build_parser()
+    usage = parser.format_usage()
+    for name in ("up", "status"):
+        assert f"wgactors {name}" in usage
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-f"],
+        ["up"],
+        ["status", "--json", "--prometheus"],
+        ["wg0", "extra"],
+        ["up", "x", "--metrics", "nope"],
+    ],
+)
+def test_bad_command_lines_exit_2_with_usage(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: wgactors")
+    assert err.rstrip().splitlines()[-1].startswith("wgactors: ")
+
+
+def test_daemon_form_refuses_a_bad_interface_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-f", "no/slash"]) == 2
+    assert "not a valid interface name" in capsys.readouterr().err
