@@ -19,7 +19,7 @@ from typing import Any
 
 from loguru import logger
 
-from .io.batch import AioReader, AioWriter, MmsgReceiver, MmsgSender
+from .io.batch import AioWriter, MmsgReceiver, MmsgSender
 from .io.tun import TunDevice
 from .io.udp import UdpSocket
 from .mailbox import Mailbox
@@ -61,7 +61,7 @@ class SingleThreaded:
         self.drops: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
         # The same batched system calls as the actor stages, so the comparison is fair.
-        self.reader = AioReader(tun.fileno())
+        self.reader = tun.make_reader()
         self.writer = AioWriter(tun.fileno())
         self.receiver = MmsgReceiver(udp.sock)
         self.sender = MmsgSender(udp.sock)
@@ -125,9 +125,15 @@ class SingleThreaded:
         self._write([p.data for p in delivered])
 
     def _write(self, datas: list[bytes]) -> None:
-        for reason in self.writer.write(datas):
+        frames = self.tun.frames(datas)  # with GRO, a run of one TCP flow in one buffer
+        for (_, count, _), reason in zip(
+            frames, self.writer.write([f for f, _, _ in frames]), strict=True
+        ):
             if reason is not None:
-                self.drops[reason] += 1
+                self.drops[reason] += count
+            elif count > 1:
+                self.counters["gro_frames"] += 1
+                self.counters["gro_packets"] += count
 
     def run(self, stop: threading.Event) -> None:
         for stage in self.inbound + self.outbound:
@@ -156,7 +162,9 @@ class SingleThreaded:
                     self._do(tunnel.receive_many(batch, now))
                 elif fd == tun_fd:
                     too_big: list[Packet] = []
-                    packets = self.tun.read_batch(self.batch_size, self.drops, too_big, self.reader)
+                    packets = self.tun.read_batch(
+                        self.reader.max_batch, self.drops, too_big, self.reader, self.counters
+                    )
                     if too_big:
                         self._write([reply.data for reply in too_big])
                     self.counters["packets_in"] += len(packets)
@@ -174,7 +182,12 @@ class SingleThreaded:
         drops.update(self.tunnel.device.drops)
         drops.update(self.tunnel.encryptor.drops)
         out: list[dict[str, object]] = [
-            {"name": "single", **dict(self.counters), "drops": dict(drops)}
+            {
+                "name": "single",
+                **dict(self.counters),
+                "drops": dict(drops),
+                "offloads": ",".join(f"{k}={v}" for k, v in self.tun.offloads.items()),
+            }
         ]
         out += [s.snapshot().as_dict() for s in self.inbound + self.outbound]
         return out

@@ -176,7 +176,7 @@ def test_coalesce_round_trip(ver: int) -> None:
     segs = [tcp_seg(ver, 1 + i * size, os.urandom(size)) for i in range(10)]
     segs.append(tcp_seg(ver, 1 + 10 * size, os.urandom(100), flags=0x18))
     frames = coalesce(segs)
-    assert [count for _, count in frames] == [11]
+    assert [count for _, count, _ in frames] == [11]
     frame = frames[0][0]
     flags, gso_type, hdr_len, gso_size, start, off = HDR.unpack_from(frame)
     assert (flags, gso_type, hdr_len, gso_size, start, off) == (
@@ -200,7 +200,7 @@ def test_coalesce_keeps_flows_and_breaks() -> None:
     bad = bytearray(tcp_seg(4, 401, bytes(100)))
     bad[-1] ^= 1
     frames = coalesce([*a, other, fin, gap, bytes(bad), tcp_seg(6, 1, bytes(10))])
-    assert [c for _, c in frames] == [3, 1, 1, 1, 1, 1]
+    assert [c for _, c, _ in frames] == [3, 1, 1, 1, 1, 1]
     assert frames[2][0] == PLAIN_HEADER + fin
     assert frames[4][0] == PLAIN_HEADER + bytes(bad)  # a bad checksum is never joined
 
@@ -214,12 +214,13 @@ def test_coalesce_no_larger_after_smaller_and_options_must_match() -> None:
         tcp_seg(4, 151, bytes(100), opts=ts1),  # larger after a smaller one: new run
         tcp_seg(4, 251, bytes(100), opts=ts2),  # other timestamp: new run
     ]
-    assert [c for _, c in coalesce(segs)] == [2, 1, 1]
+    assert [c for _, c, _ in coalesce(segs)] == [2, 1, 1]
 
 
 def test_coalesce_bounds() -> None:
     segs = [tcp_seg(4, 1 + i * 1000, bytes(1000)) for i in range(MAX_SEGMENTS * 2 + 5)]
     frames = coalesce(segs)
-    assert all(len(f) <= 65535 + 10 for f, _ in frames)
-    assert sum(c for _, c in frames) == len(segs)
-    assert max(c for _, c in frames) <= MAX_SEGMENTS
+    assert all(len(f) <= 65535 + 10 for f, _, _ in frames)
+    assert sum(c for _, c, _ in frames) == len(segs)
+    assert sum(b for _, _, b in frames) == sum(len(s) for s in segs)
+    assert max(c for _, c, _ in frames) <= MAX_SEGMENTS

@@ -203,7 +203,18 @@ def _split_udp(pkt: bytes, l4: int, gso_size: int, max_size: int) -> list[bytes]
 class _Run:
     """Segments of one flow being joined: the first packet's headers, then payloads."""
 
-    __slots__ = ("first", "hdr_len", "l4", "next_seq", "payloads", "psh", "seg", "size", "v6")
+    __slots__ = (
+        "first",
+        "hdr_len",
+        "l4",
+        "nbytes",
+        "next_seq",
+        "payloads",
+        "psh",
+        "seg",
+        "size",
+        "v6",
+    )
 
     def __init__(self, pkt: bytes, l4: int, hdr_len: int, seq: int, v6: bool) -> None:
         self.first = pkt
@@ -212,6 +223,7 @@ class _Run:
         self.seg = len(pkt) - hdr_len  # every segment but the last has this size
         self.payloads = [memoryview(pkt)[hdr_len:]]
         self.size = len(pkt)
+        self.nbytes = len(pkt)  # of the packets as they came, for the caller's byte counters
         self.next_seq = (seq + self.seg) & 0xFFFFFFFF
         self.psh = bool(pkt[l4 + 13] & _PSH)
         self.v6 = v6
@@ -239,6 +251,7 @@ class _Run:
             return False
         self.payloads.append(memoryview(pkt)[hdr_len:])
         self.size += payload_len
+        self.nbytes += len(pkt)
         self.next_seq = (seq + payload_len) & 0xFFFFFFFF
         self.psh = bool(pkt[l4 + 13] & _PSH)
         return True
@@ -304,10 +317,10 @@ def _candidate(pkt: bytes) -> tuple[bytes, int, int, int, bool] | None:
     return key, l4, hdr_len, _U32.unpack_from(pkt, l4 + 4)[0], v6
 
 
-def coalesce(packets: Sequence[bytes]) -> list[tuple[bytes, int]]:
+def coalesce(packets: Sequence[bytes]) -> list[tuple[bytes, int, int]]:
     """Frames to write to a vnet-hdr TUN device for ``packets``, in order: each with how many
-    packets it carries. A run sits where its first segment was; only a flow's latest run is
-    extended, so nothing of one flow overtakes anything else of it."""
+    packets it carries and their size. A run sits where its first segment was; only a flow's
+    latest run is extended, so nothing of one flow overtakes anything else of it."""
     runs: list[_Run | bytes] = []
     latest: dict[bytes, _Run] = {}
     for pkt in packets:
@@ -327,6 +340,8 @@ def coalesce(packets: Sequence[bytes]) -> list[tuple[bytes, int]]:
         latest[key] = run
         runs.append(run)
     return [
-        (PLAIN_HEADER + item, 1) if isinstance(item, bytes) else (item.frame(), item.count)
+        (PLAIN_HEADER + item, 1, len(item))
+        if isinstance(item, bytes)
+        else (item.frame(), item.count, item.nbytes)
         for item in runs
     ]
