@@ -91,7 +91,7 @@ class Daemon:
             report(str(e))
             return EXIT_SETUP
         try:
-            udp = UdpSocket(spec.listen_port, fwmark=spec.fwmark)
+            udp = UdpSocket(spec.listen_port, fwmark=spec.fwmark, offloads=offloads)
         except OSError as e:
             reason = f"cannot open UDP port {spec.listen_port}: {e.strerror or e}"
             logger.error(reason)

@@ -19,9 +19,10 @@ from typing import Any
 
 from loguru import logger
 
-from .io.batch import AioWriter, MmsgReceiver, MmsgSender
+from .io.batch import AioWriter
 from .io.tun import TunDevice
 from .io.udp import UdpSocket
+from .io.udp_gso import GroReceiver, GsoSender
 from .mailbox import Mailbox
 from .packet import Packet
 from .pipeline_file import StageEntry
@@ -63,8 +64,8 @@ class SingleThreaded:
         # The same batched system calls as the actor stages, so the comparison is fair.
         self.reader = tun.make_reader()
         self.writer = AioWriter(tun.fileno())
-        self.receiver = MmsgReceiver(udp.sock)
-        self.sender = MmsgSender(udp.sock)
+        self.receiver = udp.make_receiver()
+        self.sender = udp.make_sender()
         # Requests from other threads (UAPI): run by the loop, between batches.
         self._requests: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue(
             MAX_PENDING_REQUESTS
@@ -177,6 +178,16 @@ class SingleThreaded:
                 next_tick = now + TICK_INTERVAL
                 self._do(tunnel.update_timers(now))
 
+    def _udp_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        if isinstance(self.sender, GsoSender):
+            counts["udp_gso_sends"] = self.sender.runs_sent
+            counts["udp_gso_datagrams"] = self.sender.runs_datagrams
+        if isinstance(self.receiver, GroReceiver):
+            counts["udp_gro_receives"] = self.receiver.runs_received
+            counts["udp_gro_datagrams"] = self.receiver.runs_datagrams
+        return counts
+
     def stats(self) -> list[dict[str, object]]:
         drops = Counter(self.drops)
         drops.update(self.tunnel.device.drops)
@@ -186,7 +197,10 @@ class SingleThreaded:
                 "name": "single",
                 **dict(self.counters),
                 "drops": dict(drops),
-                "offloads": ",".join(f"{k}={v}" for k, v in self.tun.offloads.items()),
+                "offloads": ",".join(
+                    f"{k}={v}" for k, v in {**self.tun.offloads, **self.udp.offloads}.items()
+                ),
+                **self._udp_counts(),
             }
         ]
         out += [s.snapshot().as_dict() for s in self.inbound + self.outbound]

@@ -126,6 +126,8 @@ def test_tcp_both_ways_v4_v6_with_offloads(netns_pair, tmp_path: Path, mode, pee
     ), stats
     assert counter(stats, "gro_packets") > counter(stats, "gro_frames") > 0, stats
     assert counter(stats, "bad_gso") == 0, stats
+    assert "udp_gso=on" in stats and "udp_gro=on" in stats, stats
+    assert counter(stats, "udp_gso_datagrams") > counter(stats, "udp_gso_sends") > 0, stats
 
 
 def test_mixed_tcp_udp_icmp_flow(netns_pair, tmp_path: Path) -> None:

@@ -107,7 +107,7 @@ class TunDevice:
         """Ask for TSO, then USO on top: each refusal is logged once and the rest kept. The
         writer's coalescing needs no flag (a GSO frame written is always accepted)."""
         flags = 0
-        for name, extra in (("tun_tso", TSO_FLAGS), ("tun_uso", TSO_FLAGS | USO_FLAGS)):
+        for name, extra in (("tun_tso", TSO_FLAGS), ("tun_uso", TUN_F_CSUM | USO_FLAGS)):
             if name not in wanted:
                 continue
             try:
