@@ -118,7 +118,7 @@ class GsoSender(MmsgSender):
                     hdr.msg_namelen = len(addr)
                     slot_addrs[k] = addr
                 iov = iovs[k]
-                iov.iov_base = ctypes.cast(data, ctypes.c_void_p).value
+                iov.iov_base = ctypes.cast(data, ctypes.c_void_p).value  # type: ignore[arg-type]  # bytes give their buffer
                 iov.iov_len = len(data)
                 if size:
                     if sizes[k] != size:
