@@ -144,31 +144,50 @@ def _split_tcp(pkt: bytes, l4: int, gso_size: int, max_size: int) -> list[bytes]
     ip, tcp = pkt[:l4], pkt[l4:hdr_len]
     seq0 = _U32.unpack_from(tcp, 4)[0]
     flags = tcp[13]
-    addr_sum = pseudo_sum(src, dst, _TCP, 0)
     ports, ack_doff, window, rest = tcp[:4], tcp[8:13], tcp[14:16], tcp[18:]
-    rest_sum = raw_sum(rest)
+    # Everything a segment's checksum shares, summed once: the pseudo header but its length,
+    # the TCP header but sequence number and flags. Per segment: those, the length, the data.
+    tcp_base = (
+        pseudo_sum(src, dst, _TCP, hdr_len - l4)
+        + raw_sum(ports + tcp[8:12] + window + rest)
+        + (tcp[12] << 8)
+    )
+    if v6:
+        ip_head, ip_tail, ip_base, ident0 = ip[:4], ip[6:], 0, 0
+    else:
+        # IPv4: the header sum without length, ID and checksum; those change per segment
+        ip_head, ip_tail = ip[:2], ip[6:10]
+        ip_rest = ip[12:]
+        ident0 = _U16.unpack_from(ip, 4)[0]
+        ip_base = raw_sum(ip_head + b"\0\0\0\0" + ip_tail + b"\0\0" + ip_rest)
     payload = memoryview(pkt)[hdr_len:]
     n = len(payload)
     out: list[bytes] = []
+    pack16, pack32, from_bytes = _U16.pack, _U32.pack, int.from_bytes
     for index, off in enumerate(range(0, n, size)):
         chunk = payload[off : off + size]
+        clen = len(chunk)
         seg_flags = flags
         if off + size < n:
             seg_flags &= ~(_FIN | _PSH)  # they belong to the last segment
         if index:
             seg_flags &= ~_CWR  # congestion window reduced: said once, on the first segment
-        head = (
-            ports + _U32.pack((seq0 + off) & 0xFFFFFFFF) + ack_doff + bytes((seg_flags,)) + window
-        )
-        tcp_len = hdr_len - l4 + len(chunk)
-        total = addr_sum + tcp_len + raw_sum(head) + rest_sum + raw_sum(chunk)
-        out.append(
-            _ip_header(ip, v6, hdr_len + len(chunk), index, l4)
-            + head
-            + _U16.pack(finish(total))
-            + rest
-            + chunk
-        )
+        seq = (seq0 + off) & 0xFFFFFFFF
+        data_sum = from_bytes(chunk, "big")
+        if clen & 1:
+            data_sum <<= 8
+        csum = finish(tcp_base + clen + seq + seg_flags + data_sum)
+        tcp_head = ports + pack32(seq) + ack_doff + bytes((seg_flags,)) + window + pack16(csum)
+        total_len = hdr_len + clen
+        if v6:
+            ip_hdr = ip_head + pack16(total_len - 40) + ip_tail
+        else:
+            ident = (ident0 + index) & 0xFFFF
+            ip_csum = finish(ip_base + total_len + ident)
+            ip_hdr = (
+                ip_head + pack16(total_len) + pack16(ident) + ip_tail + pack16(ip_csum) + ip_rest
+            )
+        out.append(b"".join((ip_hdr, tcp_head, rest, chunk)))
     return out
 
 
