@@ -27,14 +27,18 @@ TRANSFER = 4 * 1024 * 1024  # bytes per TCP transfer: dozens of GSO frames, abou
 SMALL_TRANSFER = 2 * 1024 * 1024
 USO_SEGMENTS = 8  # datagrams sent in one UDP_SEGMENT send across the tunnel
 USO_SIZE = 1000
+USO_BURSTS = 3  # UDP is lossy, and the tunnel is loaded meanwhile: one whole burst must arrive
 
 # One sendmsg with UDP_SEGMENT: the kernel hands the TUN reader one GSO_UDP_L4 frame (with USO)
 USO_SENDER = f"""
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_UDP, 103, {USO_SIZE})
-data = b"".join(f"uso-{{i:02d}}".encode().ljust({USO_SIZE}, b".") for i in range({USO_SEGMENTS}))
-s.sendto(data, (sys.argv[1], int(sys.argv[2])))
+for burst in range({USO_BURSTS}):
+    data = b"".join(
+        f"uso{{burst}}-{{i:02d}}".encode().ljust({USO_SIZE}, b".") for i in range({USO_SEGMENTS})
+    )
+    s.sendto(data, (sys.argv[1], int(sys.argv[2])))
 """
 
 
@@ -174,9 +178,15 @@ def test_mixed_tcp_udp_icmp_flow(netns_pair, tmp_path: Path) -> None:
         lines = got.split()
         assert [f"plain-{i}" for i in range(5)] == [x for x in lines if x.startswith("plain")]
         uso = [x for x in lines if x.startswith("uso")]
-        assert uso == [f"uso-{i:02d}".ljust(USO_SIZE, ".") for i in range(USO_SEGMENTS)]
+        bursts = [
+            [f"uso{k}-{i:02d}".ljust(USO_SIZE, ".") for i in range(USO_SEGMENTS)]
+            for k in range(USO_BURSTS)
+        ]
+        assert set(uso) <= {d for burst in bursts for d in burst}, uso  # none cut or damaged
+        assert any(burst == [x for x in uso if x in burst] for burst in bursts), uso
         assert daemon.terminate() == 0
     stats = final_stats(daemon.log())
+    assert counter(stats, "bad_gso") == 0, stats
     if "tun_uso=on" in stats:  # kernels before 6.2 have no USO on TUN: then plain datagrams
         assert counter(stats, "gso_packets") >= USO_SEGMENTS, stats
 
