@@ -17,6 +17,8 @@ import pytest
 from netns import Netns, WgPeer, WireguardGo, gen_keypair
 from wgactors_proc import LAUNCHER, ROOT, Wgactors, write_conf
 
+from actors.io.offloads import ALL_OFFLOADS, OFFLOADS_ENV, REFUSE_ENV
+
 pytestmark = pytest.mark.netns
 
 MODES = [pytest.param((), id="actors"), pytest.param(("--single-threaded",), id="single")]
@@ -69,7 +71,10 @@ def start_pair(
             }
         ],
     )
-    daemon = Wgactors(netns_pair.a, conf, *mode, env=env)
+    # every offload asked for, whatever the defaults: each is tested here
+    daemon = Wgactors(
+        netns_pair.a, conf, *mode, env={OFFLOADS_ENV: ",".join(ALL_OFFLOADS), **(env or {})}
+    )
     return wggo, daemon
 
 
@@ -195,7 +200,7 @@ def test_mixed_tcp_udp_icmp_flow(netns_pair, tmp_path: Path) -> None:
     "refused", ["tun_vnet_hdr", "tun_tso", "tun_uso", "tun_gro", "udp_gso", "udp_gro"]
 )
 def test_refused_offload_falls_back(netns_pair, tmp_path: Path, refused: str) -> None:
-    env = {"WGACTORS_REFUSE_OFFLOADS": refused}
+    env = {REFUSE_ENV: refused}
     wggo, daemon = start_pair(netns_pair, tmp_path, "wgo2", env=env)
     with wggo, daemon:
         assert ping(netns_pair.a, B4) and ping(netns_pair.a, B6), daemon.log()
