@@ -25,9 +25,8 @@ from .batch import MmsgReceiver, MmsgSender
 from .offloads import OffloadPlan, report_refused
 from .udp_gso import SOL_UDP, UDP_GRO, UDP_SEGMENT, GroReceiver, GsoSender
 
-__all__ = ["MAX_DATAGRAM", "SEND_WAIT", "UdpSocket"]
+__all__ = ["SEND_WAIT", "UdpSocket"]
 
-MAX_DATAGRAM = 1500  # a WireGuard datagram for a 1280-byte packet is 1312 bytes
 SEND_WAIT = 0.05  # seconds a send waits for buffer room before dropping
 SOCKET_BUFFER = 4 << 20  # ask the kernel for 4 MiB each way; it caps this at rmem/wmem_max
 _MAPPED = "::ffff:"
