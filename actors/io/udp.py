@@ -7,7 +7,8 @@ sees ``("10.0.0.1", 51820)``.
 
 The socket is non-blocking. Reads drain until EAGAIN or a batch is full; writes that hit a full
 send buffer wait a bounded time for room, then drop and count: UDP is lossy anyway, and a
-sender that waited forever would stall the stage.
+sender that waited forever would stall the stage. With the UDP offloads (actors.io.udp_gso)
+a run of datagrams travels as one buffer each way.
 """
 
 from __future__ import annotations
