@@ -11,7 +11,18 @@ of 0xFFFF (checksum 0) unless every byte is zero (sum 0, checksum 0xFFFF).
 
 from __future__ import annotations
 
-__all__ = ["internet_checksum", "ones_sum", "pseudo_header_sum"]
+__all__ = [
+    "finish",
+    "fold",
+    "internet_checksum",
+    "ones_sum",
+    "pseudo_header_sum",
+    "pseudo_sum",
+    "raw_sum",
+    "valid",
+]
+
+_MOD = 0xFFFF
 
 
 def ones_sum(data: bytes | bytearray | memoryview) -> int:
@@ -47,3 +58,37 @@ def pseudo_header_sum(src: bytes, dst: bytes, protocol: int, length: int) -> int
     else:
         tail = length.to_bytes(4, "big") + bytes((0, 0, 0, protocol))
     return ones_sum(src + dst + tail)
+
+
+# -- Sums kept modulo 0xFFFF, for the offload paths (actors/io/gso.py), which add the sums of
+# pieces (headers, payload slices) and complete partial checksums: there the 0/0xFFFF
+# distinction is made once, at the end, by finish() or fold().
+
+
+def raw_sum(data: bytes | bytearray | memoryview) -> int:
+    """The one's-complement sum of ``data`` modulo 0xFFFF (an odd tail is padded with zero)."""
+    if len(data) & 1:
+        return (int.from_bytes(data, "big") << 8) % _MOD
+    return int.from_bytes(data, "big") % _MOD
+
+
+def pseudo_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:
+    """The sum of the TCP/UDP pseudo header (IPv4 or IPv6: the layout differs, the sum does not)."""
+    return (int.from_bytes(src + dst, "big") + proto + length) % _MOD
+
+
+def finish(total: int) -> int:
+    """The checksum field for a sum: its complement, never 0 (0 means "none" in UDP; 0xFFFF is
+    the same value in one's complement and is what a sum of zero gets)."""
+    return _MOD - total % _MOD
+
+
+def fold(total: int) -> int:
+    """A sum as a 16-bit field, not complemented: what a partial checksum (the pseudo header
+    that the device completes) holds. A non-zero sum folds to 0xFFFF, never 0."""
+    return total % _MOD or _MOD
+
+
+def valid(total: int) -> bool:
+    """Whether a sum taken over data that includes its checksum field verifies."""
+    return total % _MOD == 0

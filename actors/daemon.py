@@ -29,6 +29,7 @@ from loguru import logger
 from . import sdnotify, settings
 from .faults import Fault
 from .io import TunDevice, TunError, UdpSocket
+from .io.offloads import plan_from_env
 from .metrics import MetricsServer
 from .pipeline_file import StageEntry
 from .wireguard.device import PeerConfig
@@ -114,14 +115,20 @@ class Daemon:
         report = ready or (lambda _: None)
         spec = self.spec
         try:
-            udp = UdpSocket(spec.listen_port, fwmark=spec.fwmark)
+            offloads = plan_from_env()
+        except ValueError as e:
+            logger.error("{}", e)
+            report(str(e))
+            return EXIT_SETUP
+        try:
+            udp = UdpSocket(spec.listen_port, fwmark=spec.fwmark, offloads=offloads)
         except OSError as e:
             reason = f"cannot open UDP port {spec.listen_port}: {e.strerror or e}"
             logger.error(reason)
             report(reason)
             return EXIT_SETUP
         try:
-            tun = TunDevice(spec.name, mtu=spec.mtu)
+            tun = TunDevice(spec.name, mtu=spec.mtu, offloads=offloads)
             if spec.configure_interface:
                 routes = [n for p in spec.peers for n in p.allowed_ips if n.prefixlen > 0]
                 tun.configure(spec.addresses, routes)

@@ -20,7 +20,9 @@ __all__ = [
     "LOG_FILE",
     "LOG_LEVEL",
     "NOTIFY_SOCKET",
+    "OFFLOADS",
     "PIPELINE",
+    "REFUSE_OFFLOADS",
     "SETTINGS",
     "SINGLE_THREADED",
     "SWITCH_INTERVAL",
@@ -101,6 +103,12 @@ JOURNAL_STREAM = Setting(
     "timestamps",
     foreign=True,
 )
+OFFLOADS = Setting(
+    "WGACTORS_OFFLOADS",
+    "udp_gso",
+    "kernel offloads to ask for: a comma list of `tun_tso`, `tun_uso`, `tun_gro`, `udp_gso`, "
+    "`udp_gro`, or `none` (see `actors/io/offloads.py` and the README's Kernel offloads)",
+)
 TEST_HOOKS = Setting(
     "WGACTORS_TEST_HOOKS",
     "",
@@ -120,6 +128,13 @@ TEST_UNBATCHED = Setting(
     "known AIO system call table",
     test_only=True,
 )
+REFUSE_OFFLOADS = Setting(
+    "WGACTORS_REFUSE_OFFLOADS",
+    "",
+    "test-only: offloads to treat as refused by the kernel (the names above, or `tun_vnet_hdr` "
+    "for every TUN offload), so the fallback path runs for real",
+    test_only=True,
+)
 
 SETTINGS: tuple[Setting, ...] = (
     LOG_LEVEL,
@@ -132,9 +147,11 @@ SETTINGS: tuple[Setting, ...] = (
     ENDPOINT_RETRIES,
     NOTIFY_SOCKET,
     JOURNAL_STREAM,
+    OFFLOADS,
     TEST_HOOKS,
     INJECT_FAULTS,
     TEST_UNBATCHED,
+    REFUSE_OFFLOADS,
 )
 
 

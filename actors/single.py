@@ -19,9 +19,10 @@ from typing import Any
 
 from loguru import logger
 
-from .io.batch import AioReader, AioWriter, MmsgReceiver, MmsgSender
+from .io.batch import AioWriter
 from .io.tun import TunDevice
 from .io.udp import UdpSocket
+from .io.udp_gso import GroReceiver, GsoSender
 from .mailbox import Mailbox
 from .packet import Packet
 from .pipeline_file import StageEntry
@@ -66,10 +67,10 @@ class SingleThreaded:
         self.drops: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
         # The same batched system calls as the actor stages, so the comparison is fair.
-        self.reader = AioReader(tun.fileno())
+        self.reader = tun.make_reader()
         self.writer = AioWriter(tun.fileno())
-        self.receiver = MmsgReceiver(udp.sock)
-        self.sender = MmsgSender(udp.sock)
+        self.receiver = udp.make_receiver()
+        self.sender = udp.make_sender()
         # Requests from other threads (UAPI): run by the loop, between batches.
         self._requests: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue(
             MAX_PENDING_REQUESTS
@@ -166,9 +167,15 @@ class SingleThreaded:
         return out
 
     def _write(self, datas: list[bytes]) -> None:
-        for reason in self.writer.write(datas):
+        frames = self.tun.frames(datas)  # with GRO, a run of one TCP flow in one buffer
+        for (_, count, _), reason in zip(
+            frames, self.writer.write([f for f, _, _ in frames]), strict=True
+        ):
             if reason is not None:
-                self.drops[reason] += 1
+                self.drops[reason] += count
+            elif count > 1:
+                self.counters["gro_frames"] += 1
+                self.counters["gro_packets"] += count
 
     def run(self, stop: threading.Event) -> None:
         for stage in self.inbound + self.outbound:
@@ -197,7 +204,9 @@ class SingleThreaded:
                     self._do(tunnel.receive_many(batch, now, wall))
                 elif fd == tun_fd:
                     too_big: list[Packet] = []
-                    packets = self.tun.read_batch(self.batch_size, self.drops, too_big, self.reader)
+                    packets = self.tun.read_batch(
+                        self.reader.max_batch, self.drops, too_big, self.reader, self.counters
+                    )
                     if too_big:
                         self._write([reply.data for reply in too_big])
                     self.counters["packets_in"] += len(packets)
@@ -215,12 +224,30 @@ class SingleThreaded:
                 next_tick = now + TICK_INTERVAL
                 self._do(tunnel.update_timers(now, time.time()))
 
+    def _udp_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        if isinstance(self.sender, GsoSender):
+            counts["udp_gso_sends"] = self.sender.runs_sent
+            counts["udp_gso_datagrams"] = self.sender.runs_datagrams
+        if isinstance(self.receiver, GroReceiver):
+            counts["udp_gro_receives"] = self.receiver.runs_received
+            counts["udp_gro_datagrams"] = self.receiver.runs_datagrams
+        return counts
+
     def stats(self) -> list[dict[str, object]]:
         drops = Counter(self.drops)
         drops.update(self.tunnel.device.drops)
         drops.update(self.tunnel.encryptor.drops)
         out: list[dict[str, object]] = [
-            {"name": "single", **dict(self.counters), "drops": dict(drops)}
+            {
+                "name": "single",
+                **dict(self.counters),
+                "drops": dict(drops),
+                "offloads": ",".join(
+                    f"{k}={v}" for k, v in {**self.tun.offloads, **self.udp.offloads}.items()
+                ),
+                **self._udp_counts(),
+            }
         ]
         out += [s.snapshot().as_dict() for s in self.inbound + self.outbound]
         return out

@@ -128,6 +128,9 @@ def render(info: dict[str, Any]) -> str:
                 f"{s.get('packets_out', 0):>10}{box.get('depth', 0):>7}"
                 f"{box.get('high_water', 0):>7}{s.get('restarts', 0):>9}  {drops or '-'}"
             )
+        offloads = [s["offloads"] for s in stages.get("stages", []) if s.get("offloads")]
+        if offloads:  # kernel offloads: on, off, or refused by the kernel (README)
+            lines.append(f"  offloads: {','.join(offloads)}")
     return "\n".join(lines)
 
 

@@ -5,6 +5,10 @@ it the moment its last file descriptor closes: on a clean exit, on an exception,
 alike. That is how "no persistent leftovers after a crash" is guaranteed without any cleanup
 code having to run.
 
+With offloads (actors.io.offloads) it is opened with IFF_VNET_HDR as well: every read and
+write then carries a virtio-net header, reads may be TCP/UDP super-packets that are split here
+(actors.io.gso), and writes may join a TCP flow's segments into one.
+
 Reads use a buffer larger than the MTU on purpose: if someone raises the MTU of the live
 interface, an oversize packet is seen whole, dropped and counted (with a rate-limited warning)
 instead of being truncated into a corrupt one.
@@ -28,45 +32,103 @@ from loguru import logger
 
 from ..icmp import too_big_reply
 from ..packet import MAX_PACKET_SIZE, Packet, PacketError
-from .batch import AioReader
+from .batch import MAX_BATCH, AioReader
+from .gso import PLAIN_HEADER, VNET_HDR_LEN, GsoError, coalesce, split
+from .offloads import OffloadPlan, report_refused
 
 __all__ = ["READ_SIZE", "TunDevice", "TunError"]
 
 TUNSETIFF = 0x400454CA
+TUNSETOFFLOAD = 0x400454D0
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6 = 0x01, 0x02, 0x04, 0x20, 0x40
+TSO_FLAGS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+USO_FLAGS = TUN_F_USO4 | TUN_F_USO6
 READ_SIZE = 2048  # > MTU so that an oversize packet is detected, not truncated
+VNET_READ_SIZE = VNET_HDR_LEN + 65535  # a GSO frame: the largest IP packet, and its header
+VNET_READ_BATCH = 32  # GSO frames read per system call (32 x 64 KB of buffers)
 OVERSIZE_WARNING_INTERVAL = 60.0  # seconds between repeated MTU warnings
-WRITE_WAIT_MS = 50  # how long a write waits for a full TUN queue before dropping
+TUN_OFFLOADS = ("tun_tso", "tun_uso", "tun_gro")
 
 
 class TunError(OSError):
     """The TUN device could not be created or configured."""
 
 
+def _open(name: str, vnet_hdr: bool) -> tuple[int, str]:
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise TunError(f"cannot open /dev/net/tun: {e.strerror}") from None
+    try:
+        flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
+        result = fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), flags))
+    except OSError as e:
+        os.close(fd)
+        if e.errno == errno.EINVAL and vnet_hdr:
+            raise  # the caller retries without the header
+        reason = "already in use" if e.errno == errno.EBUSY else e.strerror
+        raise TunError(f"cannot create TUN interface {name!r}: {reason}") from None
+    return fd, result[:16].rstrip(b"\0").decode()
+
+
 class TunDevice:
-    def __init__(self, name: str, *, mtu: int = MAX_PACKET_SIZE) -> None:
+    def __init__(
+        self, name: str, *, mtu: int = MAX_PACKET_SIZE, offloads: OffloadPlan | None = None
+    ) -> None:
         if mtu > MAX_PACKET_SIZE:
             raise TunError(f"MTU {mtu} is above the {MAX_PACKET_SIZE} maximum")
+        plan = offloads if offloads is not None else OffloadPlan(wanted=frozenset())
+        wanted = [n for n in TUN_OFFLOADS if plan.asks(n)]
+        # what became of each offload: "on", "off" (not asked for) or "refused" (status shows it)
+        self.offloads: dict[str, str] = {n: "off" for n in TUN_OFFLOADS}
+        vnet_hdr = bool(wanted)
         try:
-            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            if vnet_hdr and plan.refuses("tun_vnet_hdr"):
+                raise OSError(errno.EINVAL, "refused (test switch)")
+            fd, self.name = _open(name, vnet_hdr)
         except OSError as e:
-            raise TunError(f"cannot open /dev/net/tun: {e.strerror}") from None
-        try:
-            ifr = struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
-            result = fcntl.ioctl(fd, TUNSETIFF, ifr)
-        except OSError as e:
-            os.close(fd)
-            reason = "already in use" if e.errno == errno.EBUSY else e.strerror
-            raise TunError(f"cannot create TUN interface {name!r}: {reason}") from None
+            if isinstance(e, TunError):
+                raise
+            for n in wanted:
+                self._refused(name, n, f"IFF_VNET_HDR: {e.strerror}")
+            vnet_hdr = False
+            fd, self.name = _open(name, False)
         self.fd = fd
-        self.name = result[:16].rstrip(b"\0").decode()
+        self.vnet_hdr = vnet_hdr
+        if vnet_hdr:
+            self._set_offloads(plan, wanted)
         self.mtu = mtu
         self._last_oversize_warning = float("-inf")
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
-        self._out_poll = select.poll()
-        self._out_poll.register(fd, select.POLLOUT)
+
+    def _set_offloads(self, plan: OffloadPlan, wanted: list[str]) -> None:
+        """Ask for TSO, then USO on top: each refusal is logged once and the rest kept. The
+        writer's coalescing needs no flag (a GSO frame written is always accepted)."""
+        flags = 0
+        for name, extra in (("tun_tso", TSO_FLAGS), ("tun_uso", TUN_F_CSUM | USO_FLAGS)):
+            if name not in wanted:
+                continue
+            try:
+                if plan.refuses(name):
+                    raise OSError(errno.EINVAL, "refused (test switch)")
+                fcntl.ioctl(self.fd, TUNSETOFFLOAD, flags | extra)
+                flags |= extra
+                self.offloads[name] = "on"
+            except OSError as e:
+                self._refused(self.name, name, f"TUNSETOFFLOAD: {e.strerror}")
+        if "tun_gro" in wanted:
+            if plan.refuses("tun_gro"):
+                self._refused(self.name, "tun_gro", "refused (test switch)")
+            else:
+                self.offloads["tun_gro"] = "on"
+
+    def _refused(self, owner: str, name: str, why: str) -> None:
+        self.offloads[name] = "refused"
+        report_refused(owner, name, why)
 
     # -- configuration (pyroute2)
 
@@ -79,7 +141,7 @@ class TunDevice:
     ) -> None:
         """Set the MTU, the addresses and the routes, then (unless told not to: wg-quick does
         it itself) bring the link up."""
-        from pyroute2 import IPRoute
+        from pyroute2 import IPRoute  # type: ignore[import-untyped]
 
         try:
             with IPRoute() as ipr:
@@ -103,13 +165,6 @@ class TunDevice:
         except Exception as e:  # pyroute2 raises NetlinkError and friends
             raise TunError(f"cannot configure {self.name}: {e}") from None
 
-    def current_mtu(self) -> int:
-        from pyroute2 import IPRoute
-
-        with IPRoute() as ipr:
-            link = ipr.link("get", ifname=self.name)[0]
-            return int(link.get_attr("IFLA_MTU"))
-
     # -- the data path
 
     def fileno(self) -> int:
@@ -118,27 +173,35 @@ class TunDevice:
     def wait_readable(self, timeout: float) -> bool:
         return bool(self._poll.poll(timeout * 1000))
 
+    def make_reader(self) -> AioReader:
+        """A batched reader for this device (one per reading thread: it owns its buffers),
+        with buffers for whole GSO frames when the kernel may send them."""
+        if self.vnet_hdr:
+            return AioReader(self.fd, VNET_READ_BATCH, VNET_READ_SIZE)
+        return AioReader(self.fd, MAX_BATCH, READ_SIZE)
+
     def read_batch(
         self,
         max_batch: int,
         drops: Counter[str],
-        too_big: list[Packet] | None = None,
-        reader: AioReader | None = None,
+        too_big: list[Packet] | None,
+        reader: AioReader,
+        counts: Counter[str] | None = None,
     ) -> list[Packet]:
-        """Up to ``max_batch`` packets that are ready now; oversize and invalid ones are counted
-        in ``drops``, which belongs to the calling stage. For each oversize packet the ICMP
-        "too big" answer, if one is due, is appended to ``too_big`` for the caller to deliver
-        back to the kernel (see :mod:`actors.icmp`). With a ``reader`` (the calling stage's
-        own), the batch is read with io_submit, usually in one system call."""
-        if reader is not None:
-            try:
-                datas = reader.read(max_batch)
-            except OSError as e:
-                if e.errno == errno.EBADFD:
-                    return []
-                raise
-        else:
-            datas = self._read_each(max_batch)
+        """The packets of up to ``max_batch`` reads that are ready now (with TSO, one read may
+        hold dozens of packets). Oversize and invalid ones are counted in ``drops``, which
+        belongs to the calling stage. For each oversize packet the ICMP "too big" answer, if one
+        is due, is appended to ``too_big`` for the caller to deliver back to the kernel (see
+        :mod:`actors.icmp`). ``reader`` is the calling stage's own (:meth:`make_reader`); GSO
+        frames and the packets split from them are counted in ``counts``, if given."""
+        try:
+            datas = reader.read(max_batch)
+        except OSError as e:
+            if e.errno == errno.EBADFD:
+                return []
+            raise
+        if self.vnet_hdr:
+            datas = self._split(datas, drops, counts)
         out: list[Packet] = []
         for data in datas:
             if len(data) > MAX_PACKET_SIZE:
@@ -155,18 +218,35 @@ class TunDevice:
                 drops["invalid_packet"] += 1
         return out
 
-    def _read_each(self, max_batch: int) -> list[bytes]:
-        datas = []
-        for _ in range(max_batch):
+    @staticmethod
+    def _split(
+        frames: list[bytes], drops: Counter[str], counts: Counter[str] | None
+    ) -> list[bytes]:
+        datas: list[bytes] = []
+        for frame in frames:
+            if len(frame) > VNET_HDR_LEN and not frame[0] and not frame[1]:  # plain: the most
+                datas.append(frame[VNET_HDR_LEN:])
+                continue
             try:
-                datas.append(os.read(self.fd, READ_SIZE))
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:
-                if e.errno == errno.EBADFD:
-                    break
-                raise
+                parts = split(frame)
+            except GsoError:
+                drops["bad_gso"] += 1
+                continue
+            datas += parts
+            if counts is not None and frame[1]:
+                counts["gso_frames"] += 1
+                counts["gso_packets"] += len(parts)
         return datas
+
+    def frames(self, datas: list[bytes]) -> list[tuple[bytes, int, int]]:
+        """What to write for ``datas``: each buffer with how many packets it carries and
+        their bytes. With a vnet header each buffer starts with one; with GRO on, runs of one
+        TCP flow share a buffer."""
+        if self.offloads["tun_gro"] == "on":
+            return coalesce(datas)
+        if self.vnet_hdr:
+            return [(PLAIN_HEADER + d, 1, len(d)) for d in datas]
+        return [(d, 1, len(d)) for d in datas]
 
     def _warn_oversize(self, size: int) -> None:
         now = time.monotonic()
@@ -183,22 +263,6 @@ class TunDevice:
                 MAX_PACKET_SIZE,
                 MAX_PACKET_SIZE,
             )
-
-    def write(self, data: bytes) -> str | None:
-        """Write one packet; None on success, else the reason it was dropped."""
-        try:
-            os.write(self.fd, data)
-            return None
-        except (BlockingIOError, InterruptedError):
-            if self._out_poll.poll(WRITE_WAIT_MS):
-                try:
-                    os.write(self.fd, data)
-                    return None
-                except OSError:
-                    pass
-            return "write_full"
-        except OSError as e:
-            return f"write_{errno.errorcode.get(e.errno or 0, 'error').lower()}"
 
     def close(self) -> None:
         if self.fd >= 0:

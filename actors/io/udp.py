@@ -7,7 +7,8 @@ sees ``("10.0.0.1", 51820)``.
 
 The socket is non-blocking. Reads drain until EAGAIN or a batch is full; writes that hit a full
 send buffer wait a bounded time for room, then drop and count: UDP is lossy anyway, and a
-sender that waited forever would stall the stage.
+sender that waited forever would stall the stage. With the UDP offloads (actors.io.udp_gso)
+a run of datagrams travels as one buffer each way.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from collections import Counter
 
 from loguru import logger
 
-from .batch import MmsgReceiver
+from .batch import MmsgReceiver, MmsgSender
+from .offloads import OffloadPlan, report_refused
+from .udp_gso import SOL_UDP, UDP_GRO, UDP_SEGMENT, GroReceiver, GsoSender
 
-__all__ = ["MAX_DATAGRAM", "SEND_WAIT", "UdpSocket"]
+__all__ = ["SEND_WAIT", "UdpSocket"]
 
-MAX_DATAGRAM = 1500  # a WireGuard datagram for a 1280-byte packet is 1312 bytes
 SEND_WAIT = 0.05  # seconds a send waits for buffer room before dropping
 SOCKET_BUFFER = 4 << 20  # ask the kernel for 4 MiB each way; it caps this at rmem/wmem_max
 _MAPPED = "::ffff:"
@@ -60,16 +62,57 @@ def _bind(port: int, fwmark: int) -> tuple[socket.socket, bool]:
     return sock, dual_stack
 
 
+UDP_OFFLOADS = ("udp_gso", "udp_gro")
+
+
 class UdpSocket:
-    def __init__(self, port: int = 0, *, fwmark: int = 0) -> None:
+    def __init__(
+        self, port: int = 0, *, fwmark: int = 0, offloads: OffloadPlan | None = None
+    ) -> None:
         sock, self.dual_stack = _bind(port, fwmark)
         self.sock = sock
         self.fwmark = fwmark
+        self._plan = offloads if offloads is not None else OffloadPlan(wanted=frozenset())
+        # what became of each offload: "on", "off" (not asked for) or "refused" (status shows it)
+        self.offloads: dict[str, str] = {n: "off" for n in UDP_OFFLOADS}
+        self._set_offloads(sock, report=True)
         self.port: int = sock.getsockname()[1]
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
         self._out_poll = select.poll()
         self._out_poll.register(sock.fileno(), select.POLLOUT)
+
+    def _set_offloads(self, sock: socket.socket, *, report: bool) -> None:
+        """UDP_SEGMENT needs no switch, only a kernel that knows it (4.18+): probed here. GRO
+        is a socket option, set again on every new socket (rebind)."""
+        plan = self._plan
+        for name, opt in (("udp_gso", UDP_SEGMENT), ("udp_gro", UDP_GRO)):
+            if not plan.asks(name) or self.offloads[name] == "refused":
+                continue
+            try:
+                if plan.refuses(name):
+                    raise OSError(errno.EINVAL, "refused (test switch)")
+                if name == "udp_gso":
+                    sock.getsockopt(SOL_UDP, opt)
+                else:
+                    sock.setsockopt(SOL_UDP, opt, 1)
+                self.offloads[name] = "on"
+            except OSError as e:
+                self.offloads[name] = "refused"
+                if report:
+                    report_refused("udp", name, e.strerror or str(e))
+
+    def make_sender(self) -> MmsgSender:
+        """A batched sender for this socket (one per sending thread: it owns its buffers)."""
+        if self.offloads["udp_gso"] == "on":
+            return GsoSender(self.sock)
+        return MmsgSender(self.sock)
+
+    def make_receiver(self) -> MmsgReceiver:
+        """A batched receiver for this socket (one per receiving thread)."""
+        if self.offloads["udp_gro"] == "on":
+            return GroReceiver(self.sock)
+        return MmsgReceiver(self.sock)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -87,6 +130,7 @@ class UdpSocket:
         try:
             if dual_stack != self.dual_stack:
                 raise OSError(errno.EAFNOSUPPORT, "address family changed")
+            self._set_offloads(new, report=False)  # options belong to the socket, not the fd
             os.dup2(new.fileno(), self.sock.fileno())
             self.port = self.sock.getsockname()[1]
         finally:
@@ -101,29 +145,15 @@ class UdpSocket:
         return bool(self._poll.poll(timeout * 1000))
 
     def read_batch(
-        self, max_batch: int, drops: Counter[str], receiver: MmsgReceiver | None = None
+        self, max_batch: int, drops: Counter[str], receiver: MmsgReceiver
     ) -> list[tuple[bytes, tuple[str, int]]]:
-        """Up to ``max_batch`` datagrams that are ready now, with normalised sources.
+        """Datagrams of up to ``max_batch`` receives that are ready now (with UDP GRO one
+        receive may hold a run of them), with normalised sources; ``receiver`` is the calling
+        stage's own (:meth:`make_receiver`).
 
         Errors are counted in ``drops``, which belongs to the caller: this object keeps no
         mutable state of its own beyond the socket, so reader and senders share nothing."""
-        if receiver is not None:  # the calling stage's own: one recvmmsg for the batch
-            return receiver.receive(max_batch, drops)
-        out: list[tuple[bytes, tuple[str, int]]] = []
-        recvfrom = self.sock.recvfrom
-        for _ in range(max_batch):
-            try:
-                data, addr = recvfrom(MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:  # e.g. ICMP port unreachable surfacing as ECONNREFUSED
-                drops[f"recv_{errno.errorcode.get(e.errno or 0, 'error').lower()}"] += 1
-                continue
-            host = addr[0]
-            if host.startswith(_MAPPED):
-                host = host[7:]
-            out.append((data, (host, addr[1])))
-        return out
+        return receiver.receive(max_batch, drops)
 
     def kernel_host(self, host: str) -> str:
         """The host as this socket's family spells it (IPv4 is mapped on a dual-stack one)."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..io.batch import MmsgSender
 from ..io.udp import UdpSocket
+from ..io.udp_gso import GsoSender
 from ..mailbox import Mailbox
 from ..snapshot import ConfigCell
 from ..stats import StageSnapshot
@@ -88,7 +89,7 @@ class Encrypt(PipelineActor):
         return super().on_control(message)
 
     def on_start(self) -> None:
-        self.sender = MmsgSender(self.udp.sock)
+        self.sender = self.udp.make_sender()  # with UDP GSO where the kernel has it
         self._sync_from_config()
 
     def _dispatch(self, actions: list[Any]) -> None:
@@ -110,6 +111,9 @@ class Encrypt(PipelineActor):
             before = sender.bytes_sent
             stats.packets_out += sender.send(datagrams, stats.drops)
             stats.bytes_out += sender.bytes_sent - before
+            if isinstance(sender, GsoSender):
+                stats.extra["udp_gso_sends"] = sender.runs_sent
+                stats.extra["udp_gso_datagrams"] = sender.runs_datagrams
 
     def snapshot(self) -> StageSnapshot:
         saved = self.stats.drops

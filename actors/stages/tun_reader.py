@@ -9,6 +9,7 @@ device's txqueuelen, drops) instead of this process growing.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from ..io.batch import AioReader
@@ -37,10 +38,12 @@ class TunReader(PipelineActor):
         # ICMP too-big answers go back to the kernel through the TUN writer, its one writer
         self.icmp_outlet = icmp_outlet
         self.reader: AioReader | None = None
+        self.offload: Counter[str] = Counter()  # GSO frames split, and what they held
 
     def on_start(self) -> None:
         # batched reads: a system call and a GIL hand-off per batch, not per packet (io.batch)
-        self.reader = AioReader(self.tun.fileno())
+        self.reader = self.tun.make_reader()
+        self.stats.extra["offloads"] = ",".join(f"{k}={v}" for k, v in self.tun.offloads.items())
         self.actor_ref.tell(Poll())
 
     def on_stop(self) -> None:
@@ -49,20 +52,26 @@ class TunReader(PipelineActor):
 
     def on_control(self, message: Any) -> Any:
         if isinstance(message, Poll):
-            if self.tun.wait_readable(POLL_INTERVAL):
+            if self.tun.wait_readable(POLL_INTERVAL) and self.reader is not None:
                 too_big: list[Packet] = []
-                batch = self.tun.read_batch(self.batch_size, self.stats.drops, too_big, self.reader)
+                batch = self.tun.read_batch(
+                    self.reader.max_batch, self.stats.drops, too_big, self.reader, self.offload
+                )
+                if self.offload:
+                    self.stats.extra.update(self.offload)
                 if too_big and self.icmp_outlet is not None:
                     self.stats.extra["pmtu_replies"] = self.stats.extra.get(
                         "pmtu_replies", 0
                     ) + len(too_big)
                     self.emit(self.icmp_outlet, tuple(too_big), sum(len(p.data) for p in too_big))
-                if batch:
-                    self.begin_batch(len(batch))
-                    self.stats.packets_in += len(batch)
-                    size = sum(len(p.data) for p in batch)
+                # a TSO read may hold dozens of packets: messages stay batches of batch_size
+                for start in range(0, len(batch), self.batch_size):
+                    chunk = tuple(batch[start : start + self.batch_size])
+                    self.begin_batch(len(chunk))
+                    self.stats.packets_in += len(chunk)
+                    size = sum(len(p.data) for p in chunk)
                     self.stats.bytes_in += size
-                    self.emit(self.outlet, tuple(batch), size)
+                    self.emit(self.outlet, chunk, size)
                     self._in_flight = 0
             self.actor_ref.tell(Poll())
             return None

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..io.batch import MmsgReceiver
 from ..io.udp import UdpSocket
+from ..io.udp_gso import GroReceiver
 from ..mailbox import Mailbox
 from .base import BATCH_SIZE, POLL_INTERVAL, Outlet, PipelineActor, Poll
 
@@ -33,20 +34,26 @@ class UdpIngress(PipelineActor):
 
     def on_start(self) -> None:
         # batched reads: a system call and a GIL hand-off per batch, not per packet (io.batch)
-        self.receiver = MmsgReceiver(self.udp.sock)
+        self.receiver = self.udp.make_receiver()  # with UDP GRO where the kernel has it
+        self.stats.extra["offloads"] = ",".join(f"{k}={v}" for k, v in self.udp.offloads.items())
         self.actor_ref.tell(Poll())
 
     def on_control(self, message: Any) -> Any:
         if isinstance(message, Poll):
-            if self.udp.wait_readable(POLL_INTERVAL):
+            if self.udp.wait_readable(POLL_INTERVAL) and self.receiver is not None:
                 batch = self.udp.read_batch(self.batch_size, self.stats.drops, self.receiver)
-                if batch:
-                    self.begin_batch(len(batch))
-                    self.stats.packets_in += len(batch)
-                    size = sum(len(d) for d, _ in batch)
+                # a GRO receive may hold a whole run: messages stay batches of batch_size
+                for start in range(0, len(batch), self.batch_size):
+                    chunk = tuple(batch[start : start + self.batch_size])
+                    self.begin_batch(len(chunk))
+                    self.stats.packets_in += len(chunk)
+                    size = sum(len(d) for d, _ in chunk)
                     self.stats.bytes_in += size
-                    self.emit(self.outlet, tuple(batch), size)
+                    self.emit(self.outlet, chunk, size)
                     self._in_flight = 0
+                if isinstance(self.receiver, GroReceiver):
+                    self.stats.extra["udp_gro_receives"] = self.receiver.runs_received
+                    self.stats.extra["udp_gro_datagrams"] = self.receiver.runs_datagrams
             self.actor_ref.tell(Poll())
             return None
         return super().on_control(message)
