@@ -23,7 +23,7 @@ from __future__ import annotations
 import struct
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -31,7 +31,12 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from ..packet import Packet, PacketError
 from . import drops as reasons
 from .actions import Action, Deliver, DeliverBatch, Endpoint, Transmit, TransmitBatch
-from .constants import MSG_TRANSPORT, PADDING_MULTIPLE, TRANSPORT_MIN_SIZE
+from .constants import (
+    MSG_TRANSPORT,
+    PADDING_MULTIPLE,
+    REJECT_AFTER_MESSAGES,
+    TRANSPORT_MIN_SIZE,
+)
 from .keypair import ReceiveSession
 
 __all__ = ["ReceiveOwner", "ReceivePeer", "expand", "receive_batch", "seal"]
@@ -54,7 +59,10 @@ class ReceivePeer(Protocol):
     def endpoint(self) -> Endpoint | None: ...
 
 
-class ReceiveOwner(Protocol):
+P = TypeVar("P", bound=ReceivePeer)
+
+
+class ReceiveOwner(Protocol[P]):
     """The receive side's owner (the :class:`~.device.Device`), as the fast path sees it.
 
     The hooks are called once per run except :meth:`transport_roamed`, called whenever an
@@ -62,7 +70,7 @@ class ReceiveOwner(Protocol):
 
     drops: Counter[str]
 
-    def transport_session(self, receiver: int) -> tuple[ReceivePeer, ReceiveSession] | None:
+    def transport_session(self, receiver: int) -> tuple[P, ReceiveSession] | None:
         """The session a receiver index names, with its peer; None if none (or a handshake)."""
         ...
 
@@ -71,18 +79,18 @@ class ReceiveOwner(Protocol):
         ...
 
     def transport_authenticated(
-        self, peer: ReceivePeer, session: ReceiveSession, now: float, out: list[Action]
+        self, peer: P, session: ReceiveSession, now: float, out: list[Action]
     ) -> None:
         """The run's first packet passed authentication and the replay window: confirm a
         responder's session, renew an ageing one, the timers of an authenticated packet."""
         ...
 
-    def transport_roamed(self, peer: ReceivePeer, source: Endpoint, out: list[Action]) -> None:
+    def transport_roamed(self, peer: P, source: Endpoint, out: list[Action]) -> None:
         """An authenticated packet came from ``source``: the peer's endpoint moves there."""
         ...
 
     def transport_received(
-        self, peer: ReceivePeer, nbytes: int, data: int, keepalives: int, now: float
+        self, peer: P, nbytes: int, data: int, keepalives: int, now: float
     ) -> None:
         """A run's totals: bytes of its authenticated datagrams, data packets and keepalives."""
         ...
@@ -97,7 +105,7 @@ class ReceiveOwner(Protocol):
 
 
 def receive_batch(
-    owner: ReceiveOwner, datagrams: Iterable[tuple[bytes, Endpoint]], now: float
+    owner: ReceiveOwner[P], datagrams: Iterable[tuple[bytes, Endpoint]], now: float
 ) -> list[Action]:
     """Process a batch of datagrams in order, transport runs through the fast path."""
     batch = datagrams if isinstance(datagrams, list | tuple) else list(datagrams)
@@ -125,8 +133,8 @@ def receive_batch(
 
 
 def _open_run(
-    owner: ReceiveOwner,
-    peer: ReceivePeer,
+    owner: ReceiveOwner[P],
+    peer: P,
     session: ReceiveSession,
     receiver: int,
     batch: Sequence[tuple[bytes, Endpoint]],
@@ -139,8 +147,10 @@ def _open_run(
     unpack = _HEADER.unpack_from
     nonce = _NONCE.pack
     decrypt = session.aead.decrypt
-    check = session.replay.check
-    update = session.replay.update
+    replay = session.replay
+    check = replay.check
+    update = replay.update
+    newest = replay.newest
     drops = owner.drops
     route_of = owner.route_of
     key = peer.key
@@ -150,16 +160,18 @@ def _open_run(
     nbytes = keepalives = data_packets = 0
     last_source = b""
     source_allowed = False
-    n = len(batch)
-    while i < n:
-        data, source = batch[i]
+    stop = len(batch)
+    for j in range(i, stop):
+        data, source = batch[j]
         if len(data) < TRANSPORT_MIN_SIZE:
+            stop = j
             break
         kind, index, counter = unpack(data)
         if kind != MSG_TRANSPORT or index != receiver:
+            stop = j
             break
-        i += 1
-        if not check(counter):
+        # In-order counters (above the newest recorded, below the limit) need no check.
+        if not newest < counter < REJECT_AFTER_MESSAGES and not check(counter):
             drops[reasons.REPLAY] += 1
             continue
         try:
@@ -171,6 +183,8 @@ def _open_run(
             drops[reasons.REPLAY] += 1
             continue
         # Authenticated from here on.
+        if counter > newest:
+            newest = counter
         if not authenticated:
             authenticated = True
             owner.transport_authenticated(peer, session, now, out)
@@ -213,7 +227,7 @@ def _open_run(
         owner.transport_received(peer, nbytes, data_packets, keepalives, now)
     if delivered:
         out.append(DeliverBatch(tuple(delivered), key))
-    return i
+    return stop
 
 
 def seal(
