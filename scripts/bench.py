@@ -58,6 +58,8 @@ from demo import (
     run,
 )
 
+from actors import corebench
+
 PREFIX = "wgb"  # namespaces wgb-TAG-a/b, interfaces and veths wgbTAG..., temp dir /tmp/wgb-TAG-*
 
 PING_COUNT = 20
@@ -660,6 +662,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help=f"{QUICK_ROUNDS} round, {QUICK_SECONDS} s each"
     )
     parser.add_argument("--json", metavar="PATH", help="write every figure as JSON")
+    parser.add_argument(
+        "--core",
+        action="store_true",
+        help="also time the protocol core in process, per packet, next to the bare AEAD",
+    )
+    parser.add_argument("--core-only", action="store_true", help="only the --core measurement")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.rounds = QUICK_SECONDS, QUICK_ROUNDS
@@ -672,6 +680,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    core = None
+    if args.core or args.core_only:
+        # First, while the machine is quiet: in process, no namespaces, no root needed.
+        core = corebench.measure()
+        corebench.print_core(core)
+        if args.core_only:
+            if args.json:
+                Path(args.json).write_text(json.dumps({"core": core.as_dict()}, indent=2) + "\n")
+            return 0
     reason = preflight("bench")
     if reason:
         print(f"bench: {reason}", file=sys.stderr)
@@ -736,6 +753,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 },
                 "ratios": ratios,
                 "targets": targets,
+                "core": core.as_dict() if core is not None else None,
                 "errors": errors,
             }
             Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")

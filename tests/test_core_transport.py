@@ -1,0 +1,159 @@
+"""The transport fast path: a batch gives exactly what the same datagrams one at a time give."""
+
+from __future__ import annotations
+
+import struct
+
+from wgsim import A_EP, A_TUN4, A_TUN6, B_TUN4, B_TUN6, Sim, udp4, udp6
+
+from actors import Packet
+from actors.corebench import measure
+from actors.wireguard import drops
+from actors.wireguard.actions import (
+    Deliver,
+    DeliverBatch,
+    HandshakeWanted,
+    Sent,
+    Transmit,
+    TransmitBatch,
+)
+from actors.wireguard.constants import REJECT_AFTER_MESSAGES
+from actors.wireguard.transport import expand, seal
+
+_HEADER = struct.Struct("<IIQ")
+
+
+def _sealed_from_a(sim: Sim, packets: list[Packet]) -> list[bytes]:
+    """What A sends for ``packets``, kept off the wire."""
+    for p in packets:
+        sim.send(sim.a, p)
+    out = [data for _, data, _ in sim.in_flight]
+    sim.in_flight.clear()
+    return out
+
+
+def _hostile_mix(sim: Sim) -> list[tuple[bytes, tuple[str, int]]]:
+    """Good packets with every kind of bad one between them, in one batch."""
+    good = _sealed_from_a(sim, [udp4(A_TUN4, B_TUN4, bytes([i]) * (i * 7)) for i in range(6)])
+    six = _sealed_from_a(sim, [udp6(A_TUN6, B_TUN6, b"v6")])[0]
+    spoofed = _sealed_from_a(sim, [udp4("10.9.0.99", B_TUN4, b"spoof")])[0]
+    # What A's session can seal but no Packet would hold: a bad inner packet, a keepalive.
+    peer = sim.a.tunnel.encryptor._peers[sim.b.public]
+    assert peer.aead is not None and peer.keys is not None
+    bad_inner, keepalive = seal(
+        peer.aead, peer.keys.remote_index, peer.counter, [b"\x45" + bytes(30), b""]
+    )
+    peer.counter += 2
+    tampered = good[2][:-1] + bytes([good[2][-1] ^ 1])
+    unknown = _HEADER.pack(4, 0xDEADBEEF, 7) + bytes(16)
+    short = _HEADER.pack(4, 1, 1)
+    reserved = b"\x04\x01" + good[0][2:]
+    roam = ("198.51.100.4", 999)
+    return [
+        (good[1], A_EP),
+        (good[0], A_EP),  # reordered inside the window: accepted
+        (good[1], A_EP),  # duplicate in the same batch: replay
+        (tampered, A_EP),  # bad tag, does not roam
+        (unknown, A_EP),
+        (good[3], roam),  # roams
+        (short, A_EP),
+        (good[4], A_EP),  # roams back
+        (reserved, A_EP),
+        (six, A_EP),
+        (good[2], A_EP),  # the genuine one after its forgery
+        (good[5], A_EP),
+        (spoofed, A_EP),
+        (bad_inner, A_EP),
+        (keepalive, A_EP),
+        (good[5], A_EP),
+    ]
+
+
+def _state(sim: Sim) -> tuple:
+    device = sim.b.tunnel.device
+    peer = sim.a.public
+    stats = device.peer_stats(peer)
+    return (
+        [bytes(p) for p in sim.b.delivered],
+        dict(device.drops),
+        dict(device.events),
+        stats.rx_bytes,
+        device.peer_endpoint(peer),
+        sim.b.tunnel.next_deadline(),
+    )
+
+
+def test_batch_equals_one_at_a_time() -> None:
+    one, many = Sim(seed=7), Sim(seed=7)
+    for sim in (one, many):
+        sim.handshake()
+    mix_one, mix_many = _hostile_mix(one), _hostile_mix(many)
+    assert mix_one == mix_many  # same seeds, same bytes
+    for data, source in mix_one:
+        one.inject(one.b, data, source)
+    many._collect(many.b, many.b.tunnel.receive_many(mix_many, many.now))
+    assert _state(one) == _state(many)
+    delivered, counted, *_ = _state(many)
+    assert len(delivered) == 1 + 6 + 1  # the handshake's packet, six v4, one v6
+    assert counted[drops.REPLAY] == 2
+    assert counted[drops.BAD_TAG] == 1
+    assert counted[drops.UNKNOWN_INDEX] == 1
+    assert counted[drops.MALFORMED] == 2
+    assert counted[drops.SOURCE_NOT_ALLOWED] == 1
+    assert counted[drops.BAD_INNER_PACKET] == 1
+    assert many.b.tunnel.device.events["keepalives_received"] == 1
+
+
+def test_run_leaves_as_one_deliver_batch() -> None:
+    sim = Sim()
+    sim.handshake()
+    sealed = _sealed_from_a(sim, [udp4(A_TUN4, B_TUN4, bytes([i])) for i in range(10)])
+    device = sim.b.tunnel.device
+    actions = device.receive_batch([(d, A_EP) for d in sealed], sim.now)
+    batches = [a for a in actions if type(a) is DeliverBatch]
+    assert len(batches) == 1 and batches[0].peer == sim.a.public
+    assert [bytes(p)[28:] for p in batches[0].packets] == [bytes([i]) for i in range(10)]
+    assert not any(type(a) is Deliver for a in actions)
+    assert [type(a) for a in expand(actions)].count(Deliver) == 10
+
+
+def test_send_batch_runs_per_peer_in_order() -> None:
+    sim = Sim()
+    sim.handshake()
+    enc = sim.a.tunnel.encryptor
+    packets = [udp4(A_TUN4, B_TUN4, bytes([i])) for i in range(5)]
+    packets.insert(2, udp4(A_TUN4, "10.200.0.1"))  # no route: splits nothing, counted
+    actions = enc.send_batch(packets, sim.now)
+    runs = [a for a in actions if type(a) is TransmitBatch]
+    assert len(runs) == 1 and len(runs[0].datagrams) == 5
+    counters = [_HEADER.unpack_from(d)[2] for d in runs[0].datagrams]
+    assert counters == list(range(counters[0], counters[0] + 5))
+    assert enc.drops[drops.NO_ROUTE] == 1
+    sent = [a for a in actions if type(a) is Sent]
+    assert len(sent) == 1 and sent[0].data == 5
+    assert sent[0].data_bytes == sum(map(len, runs[0].datagrams))
+    # the per-packet form of the same call
+    more = enc.send_many(packets[:2], sim.now)
+    assert [type(a) for a in more].count(Transmit) == 2
+    # and B opens all of them, in one batch
+    got = sim.b.tunnel.device.receive_batch([(d, A_EP) for d in runs[0].datagrams], sim.now)
+    assert sum(len(a.packets) for a in got if type(a) is DeliverBatch) == 5
+
+
+def test_counter_limit_inside_a_run_stages_the_rest() -> None:
+    sim = Sim()
+    sim.handshake()
+    enc = sim.a.tunnel.encryptor
+    enc._peers[sim.b.public].counter = REJECT_AFTER_MESSAGES - 2
+    actions = enc.send_batch([udp4(A_TUN4, B_TUN4, bytes([i])) for i in range(5)], sim.now)
+    runs = [a for a in actions if type(a) is TransmitBatch]
+    assert sum(len(r.datagrams) for r in runs) == 2
+    assert enc.staged_count(sim.b.public) == 3
+    assert HandshakeWanted(sim.b.public) in actions
+
+
+def test_core_bench_runs() -> None:
+    cost = measure(rounds=1, batches=2)
+    assert cost.packets == 64
+    assert cost.encrypt_us > 0 and cost.decrypt_us > 0
+    assert cost.aead_encrypt_us > 0 and cost.aead_decrypt_us > 0
