@@ -431,6 +431,9 @@ class Device:
             else:
                 timers.need_another_keepalive = True
 
+    def transport_unusual(self, peer: _Peer, plain: bytes, now: float, out: list[Action]) -> None:
+        self.drops[drops.BAD_INNER_PACKET] += 1
+
     def route_of(self, address: bytes) -> bytes | None:
         return self._routes.lookup_bytes(address)
 

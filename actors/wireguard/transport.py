@@ -95,6 +95,11 @@ class ReceiveOwner(Protocol[P]):
         """A run's totals: bytes of its authenticated datagrams, data packets and keepalives."""
         ...
 
+    def transport_unusual(self, peer: P, plain: bytes, now: float, out: list[Action]) -> None:
+        """An authenticated plaintext that is not a packet the fast path delivers (no valid
+        IP header, or above the MTU): the owner decides (count it, fragment it, answer it)."""
+        ...
+
     def route_of(self, address: bytes) -> bytes | None:
         """The peer a raw inner source address routes to (cryptokey routing)."""
         ...
@@ -206,15 +211,14 @@ def _open_run(
             length = _IPV6_HEADER + ((plain[4] << 8) | plain[5])
             src = plain[8:24]
         else:
-            drops[reasons.BAD_INNER_PACKET] += 1
-            continue
-        if length > size:
-            drops[reasons.BAD_INNER_PACKET] += 1
+            owner.transport_unusual(peer, plain, now, out)
             continue
         try:
+            if length > size:
+                raise PacketError("longer than its plaintext")
             packet = Packet(plain if length == size else plain[:length])
         except PacketError:
-            drops[reasons.BAD_INNER_PACKET] += 1
+            owner.transport_unusual(peer, plain, now, out)
             continue
         if src != last_source:
             last_source = src
