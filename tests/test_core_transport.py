@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from wgsim import A_EP, A_TUN4, A_TUN6, B_TUN4, B_TUN6, Sim, udp4, udp6
 
 from actors import Packet
@@ -18,6 +19,7 @@ from actors.wireguard.actions import (
     TransmitBatch,
 )
 from actors.wireguard.constants import REJECT_AFTER_MESSAGES
+from actors.wireguard.replay import WINDOW_SIZE, ReplayWindow
 from actors.wireguard.transport import expand, seal
 
 _HEADER = struct.Struct("<IIQ")
@@ -157,3 +159,53 @@ def test_core_bench_runs() -> None:
     assert cost.packets == 64
     assert cost.encrypt_us > 0 and cost.decrypt_us > 0
     assert cost.aead_encrypt_us > 0 and cost.aead_decrypt_us > 0
+
+
+@pytest.mark.parametrize(
+    ("before", "first", "last"),
+    [
+        ([], 1, 1),
+        ([], 1, 200),
+        ([0, 5], 6, 63),
+        ([70], 71, 64 * 64 * 3 + 5),  # more than a ring lap
+        ([10, 9000], 9001, 9001 + 64 * 63),
+        ([63], 64, 127),
+        ([1, 3, 100], 4000, 4100),
+    ],
+)
+def test_update_run_equals_updates_one_by_one(before: list[int], first: int, last: int) -> None:
+    one, run = ReplayWindow(), ReplayWindow()
+    for c in before:
+        one.update(c)
+        run.update(c)
+    for c in range(first, last + 1):
+        assert one.update(c)
+    run.update_run(first, last)
+    assert run.newest == one.newest == last
+    for c in range(max(0, last - WINDOW_SIZE - 200), last + 200):
+        assert run.check(c) == one.check(c), c
+
+
+def test_update_run_refuses_old_counters() -> None:
+    w = ReplayWindow()
+    w.update(10)
+    with pytest.raises(ValueError):
+        w.update_run(10, 12)
+    with pytest.raises(ValueError):
+        w.update_run(12, 11)
+
+
+def test_reordered_and_lost_counters_in_one_batch() -> None:
+    """Gaps, reordering and duplicates inside a batch: every packet once, replays counted."""
+    sim = Sim()
+    sim.handshake()
+    sealed = _sealed_from_a(sim, [udp4(A_TUN4, B_TUN4, bytes([i])) for i in range(12)])
+    order = [0, 1, 3, 4, 2, 2, 7, 5, 6, 6, 11, 10, 0, 8, 9]
+    device = sim.b.tunnel.device
+    actions = device.receive_batch([(sealed[i], A_EP) for i in order], sim.now)
+    got = [bytes(p)[28:] for a in actions if type(a) is DeliverBatch for p in a.packets]
+    assert got == [bytes([i]) for i in [0, 1, 3, 4, 2, 7, 5, 6, 11, 10, 8, 9]]
+    assert device.drops[drops.REPLAY] == 3
+    again = device.receive_batch([(d, A_EP) for d in sealed], sim.now)
+    assert not any(type(a) is DeliverBatch for a in again)
+    assert device.drops[drops.REPLAY] == 3 + 12

@@ -71,3 +71,22 @@ class ReplayWindow:
             return False
         ring[index] = word | bit
         return True
+
+    def update_run(self, first: int, last: int) -> None:
+        """Record every counter from ``first`` to ``last``: what :meth:`update` on each in turn
+        does, for a run the caller knows is new (``newest < first <= last`` and ``last`` below
+        the limit), at a cost per ring word instead of per counter."""
+        if not self._last < first <= last < REJECT_AFTER_MESSAGES:
+            raise ValueError("update_run takes new counters in increasing order")
+        ring = self._ring
+        old_block = self._last >> 6
+        last_block = last >> 6
+        oldest_kept = last_block - RING_WORDS + 1  # words before it were lapped by later ones
+        for block in range(max(old_block + 1, oldest_kept), last_block + 1):
+            ring[block & _RING_MASK] = 0
+        low = max(first, oldest_kept << 6)
+        for block in range(low >> 6, last_block + 1):
+            a = max(low, block << 6)
+            z = min(last, (block << 6) | 63)
+            ring[block & _RING_MASK] |= ((1 << (z - a + 1)) - 1) << (a & 63)
+        self._last = last

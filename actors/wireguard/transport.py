@@ -155,6 +155,7 @@ def _open_run(
     replay = session.replay
     check = replay.check
     update = replay.update
+    record = replay.update_run
     newest = replay.newest
     drops = owner.drops
     route_of = owner.route_of
@@ -165,68 +166,89 @@ def _open_run(
     nbytes = keepalives = data_packets = 0
     last_source = b""
     source_allowed = False
+    # In-order counters (above the newest recorded) are recorded as consecutive runs after the
+    # loop, [pending, pending_end), instead of one window update each.
+    pending = pending_end = -1
     stop = len(batch)
-    for j in range(i, stop):
-        data, source = batch[j]
-        if len(data) < TRANSPORT_MIN_SIZE:
-            stop = j
-            break
-        kind, index, counter = unpack(data)
-        if kind != MSG_TRANSPORT or index != receiver:
-            stop = j
-            break
-        # In-order counters (above the newest recorded, below the limit) need no check.
-        if not newest < counter < REJECT_AFTER_MESSAGES and not check(counter):
-            drops[reasons.REPLAY] += 1
-            continue
-        try:
-            plain = decrypt(nonce(counter), data[_HEADER_SIZE:], None)
-        except InvalidTag:
-            drops[reasons.BAD_TAG] += 1
-            continue
-        if not update(counter):
-            drops[reasons.REPLAY] += 1
-            continue
-        # Authenticated from here on.
-        if counter > newest:
-            newest = counter
-        if not authenticated:
-            authenticated = True
-            owner.transport_authenticated(peer, session, now, out)
-        nbytes += len(data)
-        if source != endpoint:
-            owner.transport_roamed(peer, source, out)
-            endpoint = source
-        size = len(plain)
-        if not size:
-            keepalives += 1
-            continue
-        data_packets += 1
-        # The inner packet: Packet.from_padded's checks, with the source read on the way.
-        version = plain[0] >> 4
-        if version == 4 and size >= _IPV4_MIN_HEADER:
-            length = (plain[2] << 8) | plain[3]
-            src = plain[12:16]
-        elif version == 6 and size >= _IPV6_HEADER:
-            length = _IPV6_HEADER + ((plain[4] << 8) | plain[5])
-            src = plain[8:24]
-        else:
-            owner.transport_unusual(peer, plain, now, out)
-            continue
-        try:
-            if length > size:
-                raise PacketError("longer than its plaintext")
-            packet = Packet(plain if length == size else plain[:length])
-        except PacketError:
-            owner.transport_unusual(peer, plain, now, out)
-            continue
-        if src != last_source:
-            last_source = src
-            source_allowed = route_of(src) == key
-        if not source_allowed:
-            drops[reasons.SOURCE_NOT_ALLOWED] += 1
-            continue
-        delivered.append(packet)
+    try:
+        for j in range(i, stop):
+            data, source = batch[j]
+            if len(data) < TRANSPORT_MIN_SIZE:
+                stop = j
+                break
+            kind, index, counter = unpack(data)
+            if kind != MSG_TRANSPORT or index != receiver:
+                stop = j
+                break
+            if newest < counter < REJECT_AFTER_MESSAGES:
+                # New for sure: nothing at or above it has been seen.
+                try:
+                    plain = decrypt(nonce(counter), data[_HEADER_SIZE:], None)
+                except InvalidTag:
+                    drops[reasons.BAD_TAG] += 1
+                    continue
+                newest = counter
+                if counter != pending_end:
+                    if pending >= 0:
+                        record(pending, pending_end - 1)
+                    pending = counter
+                pending_end = counter + 1
+            else:
+                if pending >= 0:  # the window must know the run so far before judging this
+                    record(pending, pending_end - 1)
+                    pending = pending_end = -1
+                if not check(counter):
+                    drops[reasons.REPLAY] += 1
+                    continue
+                try:
+                    plain = decrypt(nonce(counter), data[_HEADER_SIZE:], None)
+                except InvalidTag:
+                    drops[reasons.BAD_TAG] += 1
+                    continue
+                if not update(counter):
+                    drops[reasons.REPLAY] += 1
+                    continue
+            # Authenticated from here on.
+            if not authenticated:
+                authenticated = True
+                owner.transport_authenticated(peer, session, now, out)
+            nbytes += len(data)
+            if source != endpoint:
+                owner.transport_roamed(peer, source, out)
+                endpoint = source
+            size = len(plain)
+            if not size:
+                keepalives += 1
+                continue
+            data_packets += 1
+            # The inner packet: Packet.from_padded's checks, with the source read on the way.
+            version = plain[0] >> 4
+            if version == 4 and size >= _IPV4_MIN_HEADER:
+                length = (plain[2] << 8) | plain[3]
+                src = plain[12:16]
+            elif version == 6 and size >= _IPV6_HEADER:
+                length = _IPV6_HEADER + ((plain[4] << 8) | plain[5])
+                src = plain[8:24]
+            else:
+                owner.transport_unusual(peer, plain, now, out)
+                continue
+            try:
+                if length > size:
+                    raise PacketError("longer than its plaintext")
+                packet = Packet(plain if length == size else plain[:length])
+            except PacketError:
+                owner.transport_unusual(peer, plain, now, out)
+                continue
+            if src != last_source:
+                last_source = src
+                source_allowed = route_of(src) == key
+            if not source_allowed:
+                drops[reasons.SOURCE_NOT_ALLOWED] += 1
+                continue
+            delivered.append(packet)
+    finally:
+        if pending >= 0:
+            record(pending, pending_end - 1)
     if authenticated:
         owner.transport_received(peer, nbytes, data_packets, keepalives, now)
     if delivered:
