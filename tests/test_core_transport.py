@@ -5,10 +5,13 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from wgsim import A_EP, A_TUN4, A_TUN6, B_TUN4, B_TUN6, Sim, udp4, udp6
 
 from actors import Packet
 from actors.corebench import measure
+from actors.packet import PacketError
 from actors.wireguard import drops
 from actors.wireguard.actions import (
     Deliver,
@@ -209,3 +212,56 @@ def test_reordered_and_lost_counters_in_one_batch() -> None:
     again = device.receive_batch([(d, A_EP) for d in sealed], sim.now)
     assert not any(type(a) is DeliverBatch for a in again)
     assert device.drops[drops.REPLAY] == 3 + 12
+
+
+def _from_padded_or_none(buf: bytes) -> Packet | None:
+    try:
+        return Packet.from_padded(buf)
+    except PacketError:
+        return None
+
+
+def _headers() -> st.SearchStrategy[bytes]:
+    """Buffers that start like IPv4/IPv6 headers, with lengths around the buffer's own."""
+    v4 = st.builds(
+        lambda ihl, extra, pad, total: (
+            bytes([0x40 | ihl, 0])
+            + total.to_bytes(2, "big")
+            + bytes(16)
+            + bytes(extra)
+            + bytes(pad)
+        ),
+        st.integers(0, 15),
+        st.integers(0, 1300),
+        st.integers(0, 20),
+        st.integers(0, 1400),
+    )
+    v6 = st.builds(
+        lambda payload, body, pad: (
+            bytes([0x60, 0, 0, 0])
+            + payload.to_bytes(2, "big")
+            + bytes(34)
+            + bytes(body)
+            + bytes(pad)
+        ),
+        st.integers(0, 1300),
+        st.integers(0, 1300),
+        st.integers(0, 20),
+    )
+    return st.one_of(v4, v6, st.binary(max_size=64))
+
+
+@settings(max_examples=400)
+@given(_headers())
+def test_unpad_accepts_exactly_what_from_padded_accepts(buf: bytes) -> None:
+    fast, slow = Packet.unpad(buf), _from_padded_or_none(buf)
+    assert (fast is None) == (slow is None)
+    if fast is not None:
+        assert fast.data == slow.data and type(fast) is Packet
+
+
+def test_unpad_on_real_packets() -> None:
+    for p in (udp4(A_TUN4, B_TUN4, b"x" * 13), udp6(A_TUN6, B_TUN6, b"y" * 1000)):
+        padded = p.data + bytes(-len(p.data) % 16)
+        got = Packet.unpad(padded)
+        assert got == p and got is not None and got.data == p.data

@@ -28,7 +28,7 @@ from typing import Protocol, TypeVar
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from ..packet import Packet, PacketError
+from ..packet import Packet
 from . import drops as reasons
 from .actions import Action, Deliver, DeliverBatch, Endpoint, Transmit, TransmitBatch
 from .constants import (
@@ -45,8 +45,6 @@ _HEADER = struct.Struct("<IIQ")  # type (with the three reserved zero bytes), re
 _NONCE = struct.Struct("<4xQ")
 _HEADER_SIZE = _HEADER.size
 _PADDING = [bytes(n) for n in range(PADDING_MULTIPLE)]
-_IPV4_MIN_HEADER = 20
-_IPV6_HEADER = 40
 
 
 class ReceivePeer(Protocol):
@@ -159,6 +157,7 @@ def _open_run(
     newest = replay.newest
     drops = owner.drops
     route_of = owner.route_of
+    unpad = Packet.unpad
     key = peer.key
     endpoint = peer.endpoint
     delivered: list[Packet] = []
@@ -216,29 +215,15 @@ def _open_run(
             if source != endpoint:
                 owner.transport_roamed(peer, source, out)
                 endpoint = source
-            size = len(plain)
-            if not size:
+            if not plain:
                 keepalives += 1
                 continue
             data_packets += 1
-            # The inner packet: Packet.from_padded's checks, with the source read on the way.
-            version = plain[0] >> 4
-            if version == 4 and size >= _IPV4_MIN_HEADER:
-                length = (plain[2] << 8) | plain[3]
-                src = plain[12:16]
-            elif version == 6 and size >= _IPV6_HEADER:
-                length = _IPV6_HEADER + ((plain[4] << 8) | plain[5])
-                src = plain[8:24]
-            else:
+            packet = unpad(plain)
+            if packet is None:
                 owner.transport_unusual(peer, plain, now, out)
                 continue
-            try:
-                if length > size:
-                    raise PacketError("longer than its plaintext")
-                packet = Packet(plain if length == size else plain[:length])
-            except PacketError:
-                owner.transport_unusual(peer, plain, now, out)
-                continue
+            src = plain[12:16] if plain[0] >> 4 == 4 else plain[8:24]
             if src != last_source:
                 last_source = src
                 source_allowed = route_of(src) == key
