@@ -37,7 +37,6 @@ MAX_PACKET_SIZE = 1280
 
 IPV4_MIN_HEADER = 20
 _new_object = object.__new__
-_set_slot = object.__setattr__
 IPV6_HEADER = 40
 
 PROTO_HOPOPT = 0
@@ -217,7 +216,7 @@ class Packet:
         if length > n or length > MAX_PACKET_SIZE:
             return None
         packet = _new_object(cls)
-        _set_slot(packet, "data", buf if length == n else buf[:length])
+        _set_data(packet, buf if length == n else buf[:length])
         return packet
 
     # --- immutability -------------------------------------------------------------------
@@ -359,3 +358,7 @@ class Packet:
         if data[0] >> 4 == 4:
             return bool(((data[6] << 8) | data[7]) & 0x3FFF)
         return self._transport()[0] == PROTO_IPV6_FRAG
+
+
+# The slot's own setter: what object.__setattr__ ends up calling, without the name look-up.
+_set_data = Packet.__dict__["data"].__set__
