@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import struct
 
 import pytest
@@ -265,3 +266,76 @@ def test_unpad_on_real_packets() -> None:
         padded = p.data + bytes(-len(p.data) % 16)
         got = Packet.unpad(padded)
         assert got == p and got is not None and got.data == p.data
+
+
+def _random_traffic(sim: Sim, rng: random.Random) -> list[tuple[bytes, tuple[str, int]]]:
+    """A's traffic to B with the faults a network and an attacker add, in a random order."""
+    inner = []
+    for n in range(rng.randint(20, 90)):
+        kind = rng.random()
+        if kind < 0.1:
+            inner.append(udp6(A_TUN6, B_TUN6, bytes(rng.randint(0, 60))))
+        elif kind < 0.13:
+            inner.append(udp4("10.9.0.99", B_TUN4, b"spoof"))
+        else:
+            inner.append(udp4(A_TUN4, B_TUN4, bytes([n]) * rng.randint(0, 1200)))
+    sealed = _sealed_from_a(sim, inner)
+    peer = sim.a.tunnel.encryptor._peers[sim.b.public]
+    assert peer.aead is not None and peer.keys is not None
+    extra = seal(peer.aead, peer.keys.remote_index, peer.counter, [b"", b"\x45" + bytes(40)])
+    peer.counter += 2
+    sealed += extra
+    out = []
+    for data in sealed:
+        r = rng.random()
+        source = ("203.0.113.5", 7) if r < 0.03 else A_EP
+        if r < 0.06:
+            out.append((data[:-1] + bytes([data[-1] ^ 1]), source))  # forged copy first
+        out.append((data, source))
+        if rng.random() < 0.04:
+            out.append((data, A_EP))  # duplicate
+    for _ in range(rng.randint(0, 4)):  # some reordering
+        a, b = rng.randrange(len(out)), rng.randrange(len(out))
+        out[a], out[b] = out[b], out[a]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_random_batches_equal_one_at_a_time(seed: int) -> None:
+    rng = random.Random(seed)
+    one, many = Sim(seed=seed), Sim(seed=seed)
+    for sim in (one, many):
+        sim.handshake()
+    traffic = _random_traffic(one, random.Random(seed))
+    assert traffic == _random_traffic(many, random.Random(seed))
+    for data, source in traffic:
+        one.inject(one.b, data, source)
+    i = 0
+    while i < len(traffic):
+        size = rng.randint(1, 64)
+        many._collect(many.b, many.b.tunnel.receive_many(traffic[i : i + size], many.now))
+        i += size
+    assert _state(one) == _state(many)
+    assert one.b.sent == many.b.sent
+
+
+def test_gap_forgery_and_keepalive_in_one_batch() -> None:
+    one, many = Sim(seed=3), Sim(seed=3)
+    batches = []
+    for sim in (one, many):
+        sim.handshake()
+        sealed = _sealed_from_a(sim, [udp4(A_TUN4, B_TUN4, bytes([i])) for i in range(40)])
+        peer = sim.a.tunnel.encryptor._peers[sim.b.public]
+        assert peer.aead is not None and peer.keys is not None
+        sealed += seal(peer.aead, peer.keys.remote_index, peer.counter, [b""])
+        del sealed[7]  # lost on the way: a gap
+        sealed[20] = sealed[20][:-1] + bytes([sealed[20][-1] ^ 1])  # forged
+        batches.append([(d, A_EP) for d in sealed])
+    assert batches[0] == batches[1]
+    for data, source in batches[0]:
+        one.inject(one.b, data, source)
+    many._collect(many.b, many.b.tunnel.receive_many(batches[1], many.now))
+    assert _state(one) == _state(many)
+    assert len(many.b.delivered) == 1 + 40 - 2
+    assert many.b.tunnel.device.drops[drops.BAD_TAG] == 1
+    assert many.b.tunnel.device.events["keepalives_received"] == 1
