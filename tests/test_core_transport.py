@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import random
+import re
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -27,6 +32,8 @@ from actors.wireguard.replay import WINDOW_SIZE, ReplayWindow
 from actors.wireguard.transport import expand, seal
 
 _HEADER = struct.Struct("<IIQ")
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_TIMEOUT = 120.0
 
 
 def _sealed_from_a(sim: Sim, packets: list[Packet]) -> list[bytes]:
@@ -339,3 +346,22 @@ def test_gap_forgery_and_keepalive_in_one_batch() -> None:
     assert len(many.b.delivered) == 1 + 40 - 2
     assert many.b.tunnel.device.drops[drops.BAD_TAG] == 1
     assert many.b.tunnel.device.events["keepalives_received"] == 1
+
+
+def test_bench_core_only_reports_both_directions(tmp_path: Path) -> None:
+    """`scripts/bench --core-only` needs no root: it prints the table and writes the JSON."""
+    out = tmp_path / "core.json"
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--core-only", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert re.search(r"^encrypt\s+[\d.]+\s+[\d.]+\s+[\d.]+x$", res.stdout, re.M), res.stdout
+    assert re.search(r"^decrypt\s+[\d.]+\s+[\d.]+\s+[\d.]+x$", res.stdout, re.M), res.stdout
+    core = json.loads(out.read_text())["core"]
+    assert core["packets"] == 2048 and core["size"] == 1280
+    for key in ("encrypt_us", "decrypt_us", "aead_encrypt_us", "aead_decrypt_us"):
+        assert core[key] > 0, core
