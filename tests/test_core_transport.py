@@ -365,3 +365,16 @@ def test_bench_core_only_reports_both_directions(tmp_path: Path) -> None:
     assert core["packets"] == 2048 and core["size"] == 1280
     for key in ("encrypt_us", "decrypt_us", "aead_encrypt_us", "aead_decrypt_us"):
         assert core[key] > 0, core
+
+
+def test_tunnel_batch_methods_keep_runs_whole() -> None:
+    sim = Sim()
+    sim.handshake()
+    packets = [udp4(A_TUN4, B_TUN4, bytes([i])) for i in range(6)]
+    sent = sim.a.tunnel.send_batch(packets, sim.now)
+    assert [type(a) for a in sent] == [TransmitBatch]
+    got = sim.b.tunnel.receive_batch([(d, A_EP) for d in sent[0].datagrams], sim.now)
+    assert [type(a) for a in got] == [DeliverBatch]
+    assert [bytes(p)[28:] for p in got[0].packets] == [bytes([i]) for i in range(6)]
+    # the per-packet forms are unchanged
+    assert {type(a) for a in sim.a.tunnel.send_many(packets, sim.now)} == {Transmit}

@@ -11,11 +11,22 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any, Literal, overload
 
 from ..packet import Packet
-from .actions import Action, Deliver, Endpoint, HandshakeWanted, Sent, Transmit
+from .actions import (
+    Action,
+    Deliver,
+    DeliverBatch,
+    Endpoint,
+    HandshakeWanted,
+    Sent,
+    Transmit,
+    TransmitBatch,
+)
 from .device import Device, PeerConfig
 from .encryptor import Encryptor
+from .transport import expand
 
 __all__ = ["Tunnel"]
 
@@ -53,6 +64,18 @@ class Tunnel:
     ) -> list[Transmit | Deliver]:
         return self._pump(self.device.receive_many(datagrams, now), now)
 
+    def receive_batch(
+        self, datagrams: Iterable[tuple[bytes, Endpoint]], now: float
+    ) -> list[Transmit | Deliver | TransmitBatch | DeliverBatch]:
+        """As :meth:`receive_many`, with each run of packets as one batch action."""
+        return self._pump(self.device.receive_batch(datagrams, now), now, batches=True)
+
+    def send_batch(
+        self, packets: Iterable[Packet], now: float
+    ) -> list[Transmit | Deliver | TransmitBatch | DeliverBatch]:
+        """As :meth:`send_many`, with each run of packets as one batch action."""
+        return self._pump(self.encryptor.send_batch(packets, now), now, batches=True)
+
     def send(self, packet: Packet, now: float) -> list[Transmit | Deliver]:
         return self._pump(self.encryptor.send(packet, now), now)
 
@@ -71,15 +94,32 @@ class Tunnel:
     def next_deadline(self) -> float | None:
         return self.device.next_deadline()
 
-    def _pump(self, actions: list[Action], now: float) -> list[Transmit | Deliver]:
-        out: list[Transmit | Deliver] = []
+    @overload
+    def _pump(
+        self, actions: list[Action], now: float, *, batches: Literal[False] = ...
+    ) -> list[Transmit | Deliver]: ...
+
+    @overload
+    def _pump(
+        self, actions: list[Action], now: float, *, batches: Literal[True]
+    ) -> list[Transmit | Deliver | TransmitBatch | DeliverBatch]: ...
+
+    def _pump(self, actions: list[Action], now: float, *, batches: bool = False) -> list[Any]:
+        """Route internal actions until none is left; the external ones are the result, with
+        batch actions kept as they are if ``batches``, else one action per packet."""
+        out: list[Any] = []
         queue = deque(actions)
+        batched = False
         for _ in range(_MAX_PUMP_STEPS):
             if not queue:
-                return out
+                return expand(out) if batched and not batches else out
             action = queue.popleft()
-            if isinstance(action, Transmit | Deliver):
+            kind = type(action)
+            if kind is Transmit or kind is Deliver:
                 out.append(action)
+            elif kind is TransmitBatch or kind is DeliverBatch:
+                out.append(action)
+                batched = True
             elif isinstance(action, HandshakeWanted | Sent):
                 queue.extend(self.device.handle(action, now))
             else:
