@@ -6,7 +6,8 @@ is done once per run: the receiver-index look-up, the key-age check, the timers,
 statistics, the action that carries the result. What is left per packet is the work each packet
 really needs: its header, the replay window, one ChaCha20-Poly1305 call, and (inbound) the inner
 packet's validation and source check, with the last source's route remembered. That is how the
-core stays near the cipher's own cost (wireguard-go batches the same way, per keypair).
+core stays near the cipher's own cost. (wireguard-go's receive path, too, groups a read batch
+by peer and hands each peer its elements as one container.)
 
 Both directions are sans-I/O like the rest of the core. :func:`seal` frames and encrypts, and
 :func:`receive_batch` authenticates and delivers; the owners keep their state: the
@@ -63,8 +64,9 @@ P = TypeVar("P", bound=ReceivePeer)
 class ReceiveOwner(Protocol[P]):
     """The receive side's owner (the :class:`~.device.Device`), as the fast path sees it.
 
-    The hooks are called once per run except :meth:`transport_roamed`, called whenever an
-    authenticated packet comes from somewhere else than the peer's endpoint (rare)."""
+    The hooks are called once per run, except two for the rare packet: :meth:`transport_roamed`
+    when an authenticated packet comes from somewhere else than the peer's endpoint, and
+    :meth:`transport_unusual` when its plaintext is not a deliverable packet."""
 
     drops: Counter[str]
 
