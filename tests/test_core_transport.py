@@ -9,11 +9,13 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from wgsim import A_EP, A_TUN4, A_TUN6, B_TUN4, B_TUN6, Sim, udp4, udp6
+from test_core_conformance import big_udp4, big_udp6
+from wgsim import A_EP, A_TUN4, A_TUN6, B_TUN4, B_TUN6, Node, Sim, udp4, udp6
 
 from actors import Packet
 from actors.corebench import measure
@@ -23,11 +25,14 @@ from actors.wireguard.actions import (
     Deliver,
     DeliverBatch,
     HandshakeWanted,
+    PeerEndpoint,
+    SendKeysUpdate,
     Sent,
     Transmit,
     TransmitBatch,
 )
-from actors.wireguard.constants import REJECT_AFTER_MESSAGES
+from actors.wireguard.constants import REJECT_AFTER_MESSAGES, REKEY_ON_RECEIVE_AGE
+from actors.wireguard.oversize import TOO_BIG_REPLIES_BURST
 from actors.wireguard.replay import WINDOW_SIZE, ReplayWindow
 from actors.wireguard.transport import expand, seal
 
@@ -378,3 +383,168 @@ def test_tunnel_batch_methods_keep_runs_whole() -> None:
     assert [bytes(p)[28:] for p in got[0].packets] == [bytes([i]) for i in range(6)]
     # the per-packet forms are unchanged
     assert {type(a) for a in sim.a.tunnel.send_many(packets, sim.now)} == {Transmit}
+
+
+# ---------------------------------------------------------------------- i12's receive path
+#
+# Device.receive is i12's one-at-a-time receive_transport; Device.receive_batch is the fast
+# path. Below, twin simulations get the same datagrams: one device takes them one at a time,
+# the other as one batch. The actions (expanded, in order, peers included) and the device's
+# whole state must be the same: timers, keep-key-fresh, session confirmation, roaming,
+# oversize inner packets (fragments, ICMP too-big under its rate limit) and wall time.
+
+WALL = 1.8e9  # a UNIX time unlike the monotonic clock, to catch a mix-up of the two
+
+
+def _capture_from_a(sim: Sim) -> list[bytes]:
+    """From now on A's transport messages to B are kept off the wire; the list fills up."""
+    kept: list[bytes] = []
+
+    def link(sender: Node, data: bytes) -> bytes | None:
+        if sender is sim.a and data[0] == 4:
+            kept.append(data)
+            return None
+        return data
+
+    sim.link = link
+    return kept
+
+
+def _device_state(sim: Sim) -> tuple:
+    device = sim.b.tunnel.device
+    peer = device.peer_map[sim.a.public]
+    return (
+        dict(device.drops),
+        dict(device.events),
+        peer.endpoint,
+        peer.stats,
+        peer.timers,
+        [s.local_index if s is not None else None for s in peer.sessions()],
+        [s.replay.newest if s is not None else None for s in peer.sessions()],
+        peer.last_sent_handshake,
+        len(device.indices),
+        device.next_deadline(),
+    )
+
+
+def _one_by_one_and_batch(
+    one: Sim, many: Sim, batch: list[tuple[bytes, tuple[str, int]]], wall: float
+) -> list:
+    """Feed ``batch`` to B of ``one`` datagram by datagram and to B of ``many`` at once;
+    assert both give the same actions and state, and return the actions."""
+    slow = []
+    for data, source in batch:
+        slow += one.b.tunnel.device.receive(data, source, one.now, wall)
+    fast = many.b.tunnel.device.receive_batch(batch, many.now, wall)
+    expanded = expand(fast)
+    assert expanded == slow
+    peers = [(type(a), getattr(getattr(a, "packet", None), "peer", None)) for a in slow]
+    assert [(type(a), getattr(getattr(a, "packet", None), "peer", None)) for a in expanded] == peers
+    assert _device_state(one) == _device_state(many)
+    return slow
+
+
+def _twins(seed: int, **kw: Any) -> tuple[Sim, Sim]:
+    return Sim(seed=seed, **kw), Sim(seed=seed, **kw)
+
+
+def test_oversize_roaming_and_keepalives_in_one_batch_match_receive_transport() -> None:
+    one, many = _twins(11)
+    batches = []
+    for sim in (one, many):
+        sim.a.tunnel.encryptor.mtu = 1420  # A plays a peer at wg-quick's default MTU
+        sim.handshake()
+        kept = _capture_from_a(sim)
+        inner = [udp4(A_TUN4, B_TUN4, bytes([i]) * 50) for i in range(4)]
+        inner.insert(1, big_udp4(1400, df=False))  # fragmented, between delivered packets
+        inner.insert(3, big_udp4(1400, df=True))  # dropped, ICMP too-big back
+        inner += [big_udp6(1300)] * (TOO_BIG_REPLIES_BURST + 2)  # past the reply limit
+        inner += [udp6(A_TUN6, B_TUN6, b"after")]
+        for p in inner:
+            sim.send(sim.a, p)
+        sim.flush()
+        peer = sim.a.tunnel.encryptor._peers[sim.b.public]
+        assert peer.aead is not None and peer.keys is not None
+        kept += seal(peer.aead, peer.keys.remote_index, peer.counter, [b"", b"\x45" + bytes(30)])
+        peer.counter += 2
+        roam = ("198.51.100.9", 4444)
+        sources = [A_EP, A_EP, roam, roam, A_EP] + [A_EP] * len(kept)
+        batches.append(list(zip(kept, sources, strict=False)))
+    assert batches[0] == batches[1]
+    actions = _one_by_one_and_batch(one, many, batches[1], WALL)
+    device = many.b.tunnel.device
+    assert device.events["inner_packets_fragmented"] == 1
+    assert device.events["too_big_replies"] == TOO_BIG_REPLIES_BURST
+    assert device.drops[drops.INNER_TOO_BIG] == 1 + TOO_BIG_REPLIES_BURST + 2
+    assert device.events["keepalives_received"] == 1
+    assert device.drops[drops.BAD_INNER_PACKET] == 1
+    assert sum(type(a) is PeerEndpoint for a in actions) == 2  # there and back
+    assert all(a.packet.peer == many.a.public for a in actions if type(a) is Deliver)
+
+
+def test_first_packet_on_the_responders_session_confirms_it_in_both_paths() -> None:
+    """B answered A's initiation: A's first data (one batch with more) makes B's session
+    current, with the wall-clock handshake time, and B's staged packets leave."""
+    one, many = _twins(12)
+    batches = []
+    for sim in (one, many):
+        kept = _capture_from_a(sim)
+        for i in range(5):
+            sim.send(sim.a, udp4(A_TUN4, B_TUN4, bytes([i])))
+        sim.flush()
+        peer = sim.b.tunnel.device.peer_map[sim.a.public]
+        assert peer.next is not None and peer.current is None
+        # A moved as it sent its first packet: roaming comes before the confirmation
+        batches.append([(kept[0], ("198.51.100.7", 1))] + [(d, A_EP) for d in kept[1:]])
+    assert len(batches[0]) == 5 and batches[0] == batches[1]
+    actions = _one_by_one_and_batch(one, many, batches[1], WALL)
+    assert [type(a) for a in actions][:2] == [PeerEndpoint, SendKeysUpdate]
+    assert [type(a) for a in actions].count(SendKeysUpdate) == 1
+    peer = many.b.tunnel.device.peer_map[many.a.public]
+    assert peer.current is not None and peer.next is None
+    assert peer.stats.last_handshake_ns == int(WALL * 1e9)
+
+
+def test_ageing_initiator_session_renews_once_per_batch_in_both_paths() -> None:
+    """B started the session: past REKEY_ON_RECEIVE_AGE, the first packet B receives starts
+    one last-minute handshake; the rest of the batch does not start another."""
+    one, many = _twins(13)
+    batches = []
+    for sim in (one, many):
+        sim.send(sim.b, udp4(B_TUN4, A_TUN4, b"B starts"))
+        sim.flush()
+        sim.now += REKEY_ON_RECEIVE_AGE + 1  # no timer runs: only the packets below act
+        kept = _capture_from_a(sim)
+        for i in range(6):
+            sim.send(sim.a, udp4(A_TUN4, B_TUN4, bytes([i])))
+        sim.flush()
+        batches.append([(d, A_EP) for d in kept])
+    assert len(batches[0]) == 6 and batches[0] == batches[1]
+    actions = _one_by_one_and_batch(one, many, batches[1], WALL)
+    initiations = [a for a in actions if type(a) is Transmit and a.data[0] == 1]
+    assert len(initiations) == 1
+    assert many.b.tunnel.device.peer_map[many.a.public].timers.sent_last_minute_handshake
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_random_traffic_matches_receive_transport(seed: int) -> None:
+    one, many = _twins(seed, keepalive_b=25)
+    for sim in (one, many):
+        sim.handshake()
+    traffic = _random_traffic(one, random.Random(seed))
+    assert traffic == _random_traffic(many, random.Random(seed))
+    rng = random.Random(seed)
+    i = 0
+    while i < len(traffic):
+        size = rng.randint(1, 64)
+        _one_by_one_and_batch(one, many, traffic[i : i + size], WALL + i)
+        i += size
+
+
+def test_unpad_sets_the_peer() -> None:
+    key = bytes(range(32))
+    p = udp4(A_TUN4, B_TUN4, b"z" * 5)
+    got = Packet.unpad(p.data + bytes(-len(p.data) % 16), key)
+    assert got is not None and got.peer == key and got == Packet.from_padded(p.data, key)
+    bare = Packet.unpad(p.data)
+    assert bare is not None and bare.peer is None

@@ -180,7 +180,7 @@ def receive_oversize(
         return
     if not dont_fragment(packet):
         try:
-            fragments = fragment_v4(packet)
+            fragments = fragment_v4(packet, peer=peer.key)
         except ValueError:
             device.drops[drops.BAD_INNER_PACKET] += 1
             return
