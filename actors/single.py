@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from itertools import repeat
 from typing import Any
 
 from loguru import logger
@@ -32,6 +33,7 @@ from .stages.base import BATCH_SIZE
 from .stages.ticker import TICK_INTERVAL
 from .uapi import SetRequest
 from .wireguard import Deliver, PeerConfig, Transmit, Tunnel
+from .wireguard.actions import DeliverBatch, TransmitBatch
 from .wireguard.apply import apply_set
 from .wireguard.device import PeerState
 
@@ -112,19 +114,28 @@ class SingleThreaded:
         device = self.tunnel.device
         return device.private_key, tuple(device.peer_states())
 
-    def _do(self, actions: list[Transmit | Deliver]) -> None:
+    def _do(self, actions: Sequence[Transmit | Deliver | TransmitBatch | DeliverBatch]) -> None:
         drops = self.drops
         delivered: list[Packet] = []
         datagrams: list[tuple[bytes, bytes]] = []
         host = self.udp.kernel_host
         for action in actions:
-            if isinstance(action, Transmit):
+            if isinstance(action, TransmitBatch | Transmit):
                 h, port = action.endpoint
                 try:
-                    datagrams.append((action.data, self.sender.sendable(host(h), port)))
+                    addr = self.sender.sendable(host(h), port)
                 except (OSError, ValueError):
-                    drops["bad_endpoint"] += 1
-            elif type(action) is Deliver:
+                    drops["bad_endpoint"] += (
+                        len(action.datagrams) if isinstance(action, TransmitBatch) else 1
+                    )
+                    continue
+                if isinstance(action, TransmitBatch):
+                    datagrams += zip(action.datagrams, repeat(addr))
+                else:
+                    datagrams.append((action.data, addr))
+            elif isinstance(action, DeliverBatch):
+                delivered += action.packets
+            else:
                 delivered.append(action.packet)
         if datagrams:
             self.sender.send(datagrams, drops)
@@ -135,7 +146,7 @@ class SingleThreaded:
             delivered = self._through(self.inbound, self.inbound_entries, i, delivered, replies)
         self._write([p.data for p in delivered])
         if replies:  # an inbound stage's answers go to the peer; they yield only datagrams
-            self._do(self.tunnel.send_many(replies, time.monotonic()))
+            self._do(self.tunnel.send_batch(replies, time.monotonic()))
 
     def _through(
         self,
@@ -201,7 +212,7 @@ class SingleThreaded:
                 if fd == udp_fd:
                     batch = self.udp.read_batch(self.batch_size, self.drops, self.receiver)
                     self.counters["datagrams_in"] += len(batch)
-                    self._do(tunnel.receive_many(batch, now, wall))
+                    self._do(tunnel.receive_batch(batch, now, wall))
                 elif fd == tun_fd:
                     too_big: list[Packet] = []
                     packets = self.tun.read_batch(
@@ -217,7 +228,7 @@ class SingleThreaded:
                         )
                     if answers:  # an outbound stage's answers go to the local host
                         self._write([reply.data for reply in answers])
-                    self._do(tunnel.send_many(packets, now, wall))
+                    self._do(tunnel.send_batch(packets, now, wall))
             self._serve_requests()
             now = time.monotonic()
             if now >= next_tick:

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from actors import corebench
 from actors.lab import (
     MTU,
     PLAIN_A,
@@ -712,6 +713,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help=f"{QUICK_ROUNDS} round, {QUICK_SECONDS} s each"
     )
     parser.add_argument("--json", metavar="PATH", help="write every figure as JSON")
+    parser.add_argument(
+        "--core",
+        action="store_true",
+        help="also time the protocol core in process, per packet, next to the bare AEAD",
+    )
+    parser.add_argument("--core-only", action="store_true", help="only the --core measurement")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.rounds = QUICK_SECONDS, QUICK_ROUNDS
@@ -788,7 +795,9 @@ def print_log_tails(runs: dict[str, list[RunResult]]) -> None:
                     print(f"    {line}")
 
 
-def bench_main(args: argparse.Namespace, lab: Lab, info: dict[str, Any]) -> int:
+def bench_main(
+    args: argparse.Namespace, lab: Lab, info: dict[str, Any], core: corebench.CoreCost | None
+) -> int:
     started = time.monotonic()
     print(f"bench: namespaces {lab.ns_a} and {lab.ns_b}, temp dir {lab.tmp}", flush=True)
     pin = Pinning.split(list(os.sched_getaffinity(0))) if args.pin else Pinning()
@@ -804,6 +813,7 @@ def bench_main(args: argparse.Namespace, lab: Lab, info: dict[str, Any]) -> int:
     print_report(args.cases, summary, ratios, targets, args.rounds, args.seconds, pin)
     if args.json:
         report = json_report(args, bench, info, runs, summary, ratios, targets, errors)
+        report["core"] = core.as_dict() if core is not None else None
         Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
     print_log_tails(runs)
     verdict = "all measurements worked" if not errors else f"{len(errors)} measurement(s) failed"
@@ -813,6 +823,15 @@ def bench_main(args: argparse.Namespace, lab: Lab, info: dict[str, Any]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    core = None
+    if args.core or args.core_only:
+        # First, while the machine is quiet: in process, no namespaces, no root needed.
+        core = corebench.measure()
+        corebench.print_core(core)
+        if args.core_only:
+            if args.json:
+                Path(args.json).write_text(json.dumps({"core": core.as_dict()}, indent=2) + "\n")
+            return 0
     reason = preflight("bench")
     if reason:
         print(f"bench: {reason}", file=sys.stderr)
@@ -822,7 +841,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lab = Lab(prefix=PREFIX)
     try:
         with interruptible():  # on the way out the signals are ignored: clean-up runs whole
-            return bench_main(args, lab, info)
+            return bench_main(args, lab, info, core)
     except KeyboardInterrupt as e:
         print(f"\nbench: interrupted ({e or 'SIGINT'}); cleaning up", file=sys.stderr)
         return 130

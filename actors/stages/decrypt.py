@@ -11,20 +11,32 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from ..io.udp import UdpSocket
 from ..mailbox import Mailbox
+from ..packet import Packet
 from ..snapshot import ConfigCell, DeviceConfig
 from ..stats import StageSnapshot
 from ..uapi import SetRequest
-from ..wireguard.actions import Deliver, HandshakeWanted, SendKeysUpdate, Sent, Transmit
+from ..wireguard.actions import (
+    Deliver,
+    DeliverBatch,
+    HandshakeWanted,
+    SendKeysUpdate,
+    Sent,
+    Transmit,
+)
 from ..wireguard.apply import apply_set
 from ..wireguard.device import Device
 from .base import Outlet, PipelineActor
 from .ticker import Tick
 
 __all__ = ["Configure", "Decrypt", "GetDeviceState", "Resync"]
+
+_FIRST = itemgetter(0)
+_DATA = attrgetter("data")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +89,8 @@ class Decrypt(PipelineActor):
         assert self.device is not None
         stats = self.stats
         stats.packets_in += len(batch)
-        stats.bytes_in += sum(len(d) for d, _ in batch)
-        self._dispatch(self.device.receive_many(batch, time.monotonic(), time.time()))
+        stats.bytes_in += sum(map(len, map(_FIRST, batch)))
+        self._dispatch(self.device.receive_batch(batch, time.monotonic(), time.time()))
 
     def on_control(self, message: Any) -> Any:
         device = self.device
@@ -100,11 +112,13 @@ class Decrypt(PipelineActor):
         return None
 
     def _dispatch(self, actions: list[Any]) -> None:
-        delivered = []
+        delivered: list[Packet] = []
         drops = self.stats.drops
         for action in actions:
             kind = type(action)
-            if kind is Deliver:
+            if kind is DeliverBatch:
+                delivered += action.packets
+            elif kind is Deliver:
                 delivered.append(action.packet)
             elif kind is Transmit:
                 reason = self.udp.send(action.data, action.endpoint)
@@ -113,7 +127,7 @@ class Decrypt(PipelineActor):
             else:
                 self.encrypt.tell(action)
         if delivered:
-            self.emit(self.outlet, tuple(delivered), sum(len(p.data) for p in delivered))
+            self.emit(self.outlet, tuple(delivered), sum(map(len, map(_DATA, delivered))))
 
     def snapshot(self) -> StageSnapshot:
         drops = Counter(self.stats.drops)

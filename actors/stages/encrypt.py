@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 from ..io.batch import MmsgSender
@@ -27,6 +29,7 @@ from ..wireguard.actions import (
     Sent,
     StagedDropped,
     Transmit,
+    TransmitBatch,
     TunnelReply,
 )
 from ..wireguard.allowedips import AllowedIPs
@@ -36,6 +39,7 @@ from .decrypt import Resync
 
 __all__ = ["Encrypt"]
 
+_DATA = attrgetter("data")
 _FROM_DEVICE = (
     SendKeysUpdate,
     PeerEndpoint,
@@ -79,8 +83,8 @@ class Encrypt(PipelineActor):
 
     def on_batch(self, batch: tuple[Any, ...]) -> None:
         self.stats.packets_in += len(batch)
-        self.stats.bytes_in += sum(len(p.data) for p in batch)
-        self._dispatch(self.encryptor.send_many(batch, time.monotonic()))
+        self.stats.bytes_in += sum(map(len, map(_DATA, batch)))
+        self._dispatch(self.encryptor.send_batch(batch, time.monotonic()))
 
     def on_control(self, message: Any) -> Any:
         if isinstance(message, _FROM_DEVICE):
@@ -98,13 +102,20 @@ class Encrypt(PipelineActor):
         host = self.udp.kernel_host
         datagrams: list[tuple[bytes, bytes]] = []
         for action in actions:
-            if type(action) is Transmit:
+            kind = type(action)
+            if kind is TransmitBatch or kind is Transmit:
                 (h, port) = action.endpoint
                 try:
-                    datagrams.append((action.data, sender.sendable(host(h), port)))
+                    addr = sender.sendable(host(h), port)
                 except (OSError, ValueError):
-                    stats.drops["bad_endpoint"] += 1
-            elif isinstance(action, HandshakeWanted | Sent):
+                    count = len(action.datagrams) if kind is TransmitBatch else 1
+                    stats.drops["bad_endpoint"] += count
+                    continue
+                if kind is TransmitBatch:
+                    datagrams += zip(action.datagrams, repeat(addr))
+                else:
+                    datagrams.append((action.data, addr))
+            elif kind is HandshakeWanted or kind is Sent:
                 self.decrypt.tell(action)
         if datagrams:
             # One sendmmsg per batch: one GIL hand-off instead of one per datagram.

@@ -23,6 +23,7 @@ from .keypair import SendKeys
 __all__ = [
     "Action",
     "Deliver",
+    "DeliverBatch",
     "Endpoint",
     "HandshakeWanted",
     "PeerEndpoint",
@@ -33,6 +34,7 @@ __all__ = [
     "Sent",
     "StagedDropped",
     "Transmit",
+    "TransmitBatch",
     "TunnelReply",
 ]
 
@@ -53,6 +55,24 @@ class Deliver:
     """Write ``packet`` to the TUN device; it came from ``peer`` and passed every check."""
 
     packet: Packet
+    peer: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TransmitBatch:
+    """Send each of ``datagrams`` to ``endpoint``: one action for a run of packets on one
+    session, so the fast path builds no object per packet (see :mod:`.transport`)."""
+
+    datagrams: tuple[bytes, ...]
+    endpoint: Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverBatch:
+    """Write ``packets``, in order, to the TUN device; all came from ``peer``. The batch form
+    of :class:`Deliver`."""
+
+    packets: tuple[Packet, ...]
     peer: bytes
 
 
@@ -135,6 +155,8 @@ class Sent:
 Action = (
     Transmit
     | Deliver
+    | TransmitBatch
+    | DeliverBatch
     | SendKeysUpdate
     | PeerEndpoint
     | SendKeepalive

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 
 from loguru import logger
 
-from . import drops
+from . import drops, receive, transport
 from .actions import (
     Action,
     Endpoint,
@@ -42,6 +42,7 @@ from .allowedips import AllowedIPs, Network
 from .constants import (
     MAX_PEERS,
     MAX_TIMER_HANDSHAKES,
+    REJECT_AFTER_TIME,
     REKEY_TIMEOUT,
     REKEY_TIMEOUT_JITTER_MAX,
 )
@@ -62,7 +63,6 @@ from .noise import (
 from .oversize import TooBigLimiter
 from .peer import DeviceError, Peer, PeerConfig, PeerState, PeerStats, short_key
 from .ratelimiter import RateLimiter
-from .receive import receive_datagram
 from .timers import TimerEvent
 
 __all__ = ["Device", "DeviceError", "PeerConfig", "PeerState"]
@@ -252,7 +252,7 @@ class Device:
         defaults to ``now`` for simulations that need one clock only)."""
         self.wall = now if wall is None else wall
         out: list[Action] = []
-        receive_datagram(self, data, source, now, out)
+        receive.receive_datagram(self, data, source, now, out)
         return out
 
     def receive_many(
@@ -261,11 +261,53 @@ class Device:
         now: float,
         wall: float | None = None,
     ) -> list[Action]:
+        """A batch of datagrams, in order: one action per packet, the same actions and state
+        that :meth:`receive` on each in turn gives (through the fast path of :mod:`.transport`)."""
+        return transport.expand(self.receive_batch(datagrams, now, wall))
+
+    def receive_batch(
+        self,
+        datagrams: Iterable[tuple[bytes, Endpoint]],
+        now: float,
+        wall: float | None = None,
+    ) -> list[Action]:
+        """As :meth:`receive_many`, with each run's delivered packets in one DeliverBatch."""
         self.wall = now if wall is None else wall
-        out: list[Action] = []
-        for data, source in datagrams:
-            receive_datagram(self, data, source, now, out)
-        return out
+        return transport.receive_batch(self, datagrams, now)
+
+    # The hooks of the transport fast path (:class:`.transport.ReceiveOwner`). Each does what
+    # :func:`.receive.receive_transport` does at that point, with the same functions.
+
+    def transport_session(self, receiver: int) -> tuple[Peer, ReceiveSession] | None:
+        entry = self.indices.lookup(receiver)
+        if entry is None or (session := entry[1]) is None:
+            return None
+        return entry[0], session
+
+    def transport_fresh(self, session: ReceiveSession, now: float) -> bool:
+        return now - session.keypair.created < REJECT_AFTER_TIME
+
+    def transport_roamed(self, peer: Peer, source: Endpoint, out: list[Action]) -> None:
+        peer.set_endpoint_from_packet(source, out)
+
+    def transport_authenticated(
+        self, peer: Peer, session: ReceiveSession, now: float, out: list[Action]
+    ) -> None:
+        receive.transport_authenticated(self, peer, session, now, out)
+
+    def transport_received(
+        self, peer: Peer, nbytes: int, data: int, keepalives: int, now: float
+    ) -> None:
+        receive.transport_received(self, peer, nbytes, data, keepalives, now)
+
+    def transport_unusual(self, peer: Peer, plain: bytes, now: float, out: list[Action]) -> None:
+        receive.receive_oversize(self, peer, plain, now, out)
+
+    def route_of(self, address: bytes) -> bytes | None:
+        return self.allowed_ips.lookup_bytes(address)
+
+    def receive_other(self, data: bytes, source: Endpoint, now: float, out: list[Action]) -> None:
+        receive.receive_datagram(self, data, source, now, out)
 
     def handle(self, event: Action, now: float, wall: float | None = None) -> list[Action]:
         """Apply an event from the encrypting side (HandshakeWanted or Sent)."""

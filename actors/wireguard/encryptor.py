@@ -8,9 +8,9 @@ handshakes it needs, also as actions.
 
 from __future__ import annotations
 
-import struct
 from collections import Counter, deque
 from collections.abc import Iterable
+from operator import attrgetter
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
@@ -27,25 +27,23 @@ from .actions import (
     SendKeysUpdate,
     Sent,
     StagedDropped,
-    Transmit,
+    TransmitBatch,
     TunnelReply,
 )
 from .allowedips import AllowedIPs
 from .constants import (
     MAX_STAGED_PACKETS,
-    PADDING_MULTIPLE,
     REJECT_AFTER_MESSAGES,
     REJECT_AFTER_TIME,
     REKEY_AFTER_MESSAGES,
     REKEY_AFTER_TIME,
 )
 from .keypair import SendKeys
+from .transport import expand, seal
 
 __all__ = ["Encryptor"]
 
-_HEADER = struct.Struct("<IIQ")
-_NONCE = struct.Struct("<4xQ")
-_PADDING = [bytes(n) for n in range(PADDING_MULTIPLE)]
+_DATA = attrgetter("data")
 
 
 class _SendPeer:
@@ -96,7 +94,7 @@ class Encryptor:
         if handler is not None:
             handler(action, now, out, sent)  # type: ignore[operator]
         self._report(sent, out)
-        return out
+        return expand(out)
 
     def _peer(self, key: bytes) -> _SendPeer:
         peer = self._peers.get(key)
@@ -114,7 +112,7 @@ class Encryptor:
         had_staged = bool(peer.staged)
         self._flush(a.peer, peer, now, out, sent)
         if a.confirm and not had_staged:
-            self._encrypt(a.peer, peer, b"", now, out, sent)
+            self._seal(a.peer, peer, [b""], out, sent)
         if self._needs_rekey(peer, now):
             out.append(HandshakeWanted(a.peer))
 
@@ -126,7 +124,7 @@ class Encryptor:
         if peer is None:
             return
         if peer.usable(now):
-            self._encrypt(a.peer, peer, b"", now, out, sent)
+            self._seal(a.peer, peer, [b""], out, sent)
             # wireguard-go runs keepKeyFreshSending after every send, keepalives included:
             # a peer that only sends keepalives must still renew its session in time.
             if self._needs_rekey(peer, now):
@@ -159,34 +157,76 @@ class Encryptor:
         return self.send_many((packet,), now)
 
     def send_many(self, packets: Iterable[Packet], now: float) -> list[Action]:
-        """Encrypt a batch; timer events for the device are aggregated per peer per batch."""
+        """Encrypt a batch: one Transmit per datagram (see :meth:`send_batch`)."""
+        return expand(self.send_batch(packets, now))
+
+    def send_batch(self, packets: Iterable[Packet], now: float) -> list[Action]:
+        """Encrypt a batch, in order. Consecutive packets to one peer form a run that is sealed
+        at once and leaves as one TransmitBatch; timer events for the device are aggregated per
+        peer per batch."""
         out: list[Action] = []
         sent: dict[bytes, list[int]] = {}
         wanted: set[bytes] = set()
         lookup = self._routes.lookup_bytes
-        peers = self._peers
+        mtu = self.mtu
+        drops_ = self.drops
+        run: list[Packet] = []
+        run_key: bytes | None = None
+        last_dst = b""
+        key: bytes | None = None
         for packet in packets:
-            if len(packet.data) > self.mtu:
-                self.drops[drops.TOO_BIG] += 1
+            data = packet.data
+            if len(data) > mtu:
+                drops_[drops.TOO_BIG] += 1
                 continue
-            key = lookup(packet.dst_bytes)
+            dst = data[16:20] if data[0] >> 4 == 4 else data[24:40]
+            if dst != last_dst:
+                last_dst = dst
+                key = lookup(dst)
             if key is None:
-                self.drops[drops.NO_ROUTE] += 1
+                drops_[drops.NO_ROUTE] += 1
                 continue
-            peer = peers.get(key)
-            if peer is None:
-                peer = self._peer(key)
-            if not peer.usable(now) or peer.staged:
-                self._stage(peer, packet)
-                wanted.add(key)
-                continue
-            self._encrypt(key, peer, packet.data, now, out, sent)
-            if self._needs_rekey(peer, now):
-                wanted.add(key)
+            if key is not run_key:
+                if run_key is not None:
+                    self._send_run(run_key, run, now, out, sent, wanted)
+                    run = []
+                run_key = key
+            run.append(packet)
+        if run_key is not None:
+            self._send_run(run_key, run, now, out, sent, wanted)
         for key in wanted:
             out.append(HandshakeWanted(key))
         self._report(sent, out)
         return out
+
+    def _send_run(
+        self,
+        key: bytes,
+        run: list[Packet],
+        now: float,
+        out: list[Action],
+        sent: dict[bytes, list[int]],
+        wanted: set[bytes],
+    ) -> None:
+        """Packets for one peer: sealed while its session allows, staged once it does not."""
+        peer = self._peers.get(key)
+        if peer is None:
+            peer = self._peer(key)
+        keys = peer.keys
+        if peer.staged or not peer.usable(now) or keys is None:
+            for packet in run:
+                self._stage(peer, packet)
+            wanted.add(key)
+            return
+        allowed = REJECT_AFTER_MESSAGES - peer.counter
+        if len(run) > allowed:
+            for packet in run[allowed:]:
+                self._stage(peer, packet)
+            wanted.add(key)
+            run = run[:allowed]
+        self._seal(key, peer, list(map(_DATA, run)), out, sent)
+        if self._needs_rekey(peer, now):  # once per run: it only grows with the counter
+            wanted.add(key)
 
     @staticmethod
     def _needs_rekey(peer: _SendPeer, now: float) -> bool:
@@ -207,39 +247,37 @@ class Encryptor:
         self, key: bytes, peer: _SendPeer, now: float, out: list[Action], sent: dict
     ) -> None:
         staged = peer.staged
-        while staged and peer.usable(now):
-            self._encrypt(key, peer, staged.popleft().data, now, out, sent)
+        if not staged or not peer.usable(now):
+            return
+        count = min(len(staged), REJECT_AFTER_MESSAGES - peer.counter)
+        self._seal(key, peer, [staged.popleft().data for _ in range(count)], out, sent)
 
-    def _encrypt(
+    def _seal(
         self,
         key: bytes,
         peer: _SendPeer,
-        plaintext: bytes,
-        now: float,
+        plaintexts: list[bytes],
         out: list[Action],
         sent: dict[bytes, list[int]],
     ) -> None:
+        """Seal on the peer's current session, which the caller has checked is usable."""
         endpoint = peer.endpoint
         if endpoint is None:
-            self.drops[drops.NO_ENDPOINT] += 1
+            self.drops[drops.NO_ENDPOINT] += len(plaintexts)
             return
         keys = peer.keys
         aead = peer.aead
         assert keys is not None and aead is not None
-        counter = peer.counter
-        peer.counter = counter + 1
-        pad = _PADDING[-len(plaintext) % PADDING_MULTIPLE]
-        ciphertext = aead.encrypt(_NONCE.pack(counter), plaintext + pad, None)
-        datagram = _HEADER.pack(4, keys.remote_index, counter) + ciphertext
-        out.append(Transmit(datagram, endpoint))
+        datagrams = seal(aead, keys.remote_index, peer.counter, plaintexts)
+        peer.counter += len(datagrams)
+        out.append(TransmitBatch(tuple(datagrams), endpoint))
         tally = sent.get(key)
         if tally is None:
             tally = sent[key] = [0, 0, 0]
-        if plaintext:
-            tally[0] += 1
-        else:
-            tally[1] += 1
-        tally[2] += len(datagram)
+        keepalives = plaintexts.count(b"")
+        tally[0] += len(datagrams) - keepalives
+        tally[1] += keepalives
+        tally[2] += sum(map(len, datagrams))
 
     @staticmethod
     def _report(sent: dict[bytes, list[int]], out: list[Action]) -> None:
@@ -251,10 +289,6 @@ class Encryptor:
     def staged_count(self, key: bytes) -> int:
         peer = self._peers.get(key)
         return len(peer.staged) if peer is not None else 0
-
-    def send_counter(self, key: bytes) -> int:
-        peer = self._peers.get(key)
-        return peer.counter if peer is not None else 0
 
     def has_keys(self, key: bytes) -> bool:
         peer = self._peers.get(key)

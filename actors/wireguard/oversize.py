@@ -74,9 +74,12 @@ def source_address(packet: bytes) -> bytes:
     return packet[12:16] if packet[0] >> 4 == 4 else packet[8:24]
 
 
-def fragment_v4(packet: bytes, mtu: int = MAX_PACKET_SIZE) -> list[Packet]:
+def fragment_v4(
+    packet: bytes, mtu: int = MAX_PACKET_SIZE, peer: bytes | None = None
+) -> list[Packet]:
     """Split an IPv4 packet without DF into fragments of at most ``mtu`` bytes (RFC 791 3.2).
-    A packet that is itself a fragment is split further, keeping its offset and MF flag."""
+    A packet that is itself a fragment is split further, keeping its offset and MF flag. Every
+    fragment carries ``peer``, the peer the whole packet came from."""
     ihl = (packet[0] & 0x0F) * 4
     header, payload = packet[:ihl], packet[ihl:]
     flags_offset = struct.unpack_from("!H", packet, 6)[0]
@@ -101,7 +104,7 @@ def fragment_v4(packet: bytes, mtu: int = MAX_PACKET_SIZE) -> list[Packet]:
         h[10:12] = b"\0\0"
         struct.pack_into("!H", h, 10, internet_checksum(bytes(h)))
         try:
-            out.append(Packet(bytes(h) + chunk))
+            out.append(Packet(bytes(h) + chunk, peer))
         except PacketError as e:  # pragma: no cover - the fragment is built to be valid
             raise ValueError(str(e)) from None
         pos += len(chunk)

@@ -5,7 +5,10 @@ and ``now``, and appends actions to ``out``. The timer rules fire through the pe
 :class:`~.timers.Timers` in the order wireguard-go calls them, and roaming through
 :meth:`~.peer.Peer.set_endpoint_from_packet`, only once a message has authenticated.
 
-:func:`receive_transport` is the one place transport data is decrypted and delivered.
+:func:`receive_transport` decrypts and delivers one transport message. The fast path for runs
+of them (:mod:`.transport`) gives the same results with the same steps: it calls
+:func:`transport_authenticated`, :func:`transport_received` and :func:`receive_oversize` through
+the device's hooks, and :func:`receive_datagram` for everything else.
 """
 
 from __future__ import annotations
@@ -46,7 +49,14 @@ from .peer import Peer, short_key
 if TYPE_CHECKING:
     from .device import Device
 
-__all__ = ["receive_datagram", "receive_handshake", "receive_transport"]
+__all__ = [
+    "receive_datagram",
+    "receive_handshake",
+    "receive_oversize",
+    "receive_transport",
+    "transport_authenticated",
+    "transport_received",
+]
 
 _TRANSPORT_HEADER = struct.Struct("<IIQ")
 _NONCE = struct.Struct("<4xQ")
@@ -110,20 +120,15 @@ def receive_transport(
     # Authenticated from here on.
     peer.set_endpoint_from_packet(source, out)
     peer.stats.rx_bytes += len(data)
-    if session is peer.next:
-        _confirm_next(device, peer, now, out)
-    _keep_key_fresh_receiving(device, peer, now, out)
-    timers = peer.timers
-    timers.any_authenticated_packet_traversal(now, peer.config.persistent_keepalive)
-    timers.any_authenticated_packet_received()
+    transport_authenticated(device, peer, session, now, out)
     if not plaintext:
         device.events["keepalives_received"] += 1
         return
-    timers.data_received(now)
+    peer.timers.data_received(now)
     try:
         packet = Packet.from_padded(plaintext, peer.key)
     except PacketError:
-        _receive_oversize(device, peer, plaintext, now, out)
+        receive_oversize(device, peer, plaintext, now, out)
         return
     if device.allowed_ips.lookup_bytes(packet.src_bytes) != peer.key:
         device.drops[drops.SOURCE_NOT_ALLOWED] += 1
@@ -131,7 +136,38 @@ def receive_transport(
     out.append(Deliver(packet, peer.key))
 
 
-def _receive_oversize(
+def transport_authenticated(
+    device: Device, peer: Peer, session: ReceiveSession, now: float, out: list[Action]
+) -> None:
+    """What an authenticated transport message does to the session and the timers: confirm a
+    responder's session, renew an ageing one, restart the keepalive and handshake timers.
+
+    Repeating it for later messages on the same session at the same ``now`` changes nothing
+    (the session is no longer ``next``, the last-minute flag is set or the age test fails as
+    before, the timers are set to the same values), so the fast path calls it once per run."""
+    if session is peer.next:
+        _confirm_next(device, peer, now, out)
+    _keep_key_fresh_receiving(device, peer, now, out)
+    timers = peer.timers
+    timers.any_authenticated_packet_traversal(now, peer.config.persistent_keepalive)
+    timers.any_authenticated_packet_received()
+
+
+def transport_received(
+    device: Device, peer: Peer, nbytes: int, data: int, keepalives: int, now: float
+) -> None:
+    """A run's totals: ``nbytes`` of authenticated datagrams, of which ``data`` carried a
+    packet and ``keepalives`` were empty. The data-received timer event happens once per data
+    packet; from the second on it only sets the same flag again, so two calls stand for any
+    number."""
+    peer.stats.rx_bytes += nbytes
+    if keepalives:
+        device.events["keepalives_received"] += keepalives
+    for _ in range(min(data, 2)):
+        peer.timers.data_received(now)
+
+
+def receive_oversize(
     device: Device, peer: Peer, plaintext: bytes, now: float, out: list[Action]
 ) -> None:
     """An inner packet above our MTU: fragment it, or drop it and say so (see .oversize)."""
@@ -144,7 +180,7 @@ def _receive_oversize(
         return
     if not dont_fragment(packet):
         try:
-            fragments = fragment_v4(packet)
+            fragments = fragment_v4(packet, peer=peer.key)
         except ValueError:
             device.drops[drops.BAD_INNER_PACKET] += 1
             return

@@ -42,23 +42,53 @@ class ReplayWindow:
         word = self._ring[(counter >> 6) & _RING_MASK]
         return not (word >> (counter & 63)) & 1
 
+    @property
+    def newest(self) -> int:
+        """The highest counter recorded (0 before any): every counter above it, up to the
+        limit, passes :meth:`check`, which lets a batch skip the call for in-order packets."""
+        return self._last
+
     def update(self, counter: int) -> bool:
         """Record ``counter``; False if it is a replay, too old, or past the limit."""
         if counter >= REJECT_AFTER_MESSAGES:
             return False
         ring = self._ring
         block = counter >> 6
-        if counter > self._last:
-            current = self._last >> 6
-            advance = min(block - current, RING_WORDS)
-            for i in range(1, advance + 1):
-                ring[(current + i) & _RING_MASK] = 0
+        last = self._last
+        if counter > last:
+            current = last >> 6
+            if block != current:  # in-order traffic mostly stays in the current word
+                advance = block - current
+                if advance > RING_WORDS:
+                    advance = RING_WORDS
+                for i in range(current + 1, current + advance + 1):
+                    ring[i & _RING_MASK] = 0
             self._last = counter
-        elif self._last - counter > WINDOW_SIZE:
+        elif last - counter > WINDOW_SIZE:
             return False
         index = block & _RING_MASK
         bit = 1 << (counter & 63)
-        if ring[index] & bit:
+        word = ring[index]
+        if word & bit:
             return False
-        ring[index] |= bit
+        ring[index] = word | bit
         return True
+
+    def update_run(self, first: int, last: int) -> None:
+        """Record every counter from ``first`` to ``last``: what :meth:`update` on each in turn
+        does, for a run the caller knows is new (``newest < first <= last`` and ``last`` below
+        the limit), at a cost per ring word instead of per counter."""
+        if not self._last < first <= last < REJECT_AFTER_MESSAGES:
+            raise ValueError("update_run takes new counters in increasing order")
+        ring = self._ring
+        old_block = self._last >> 6
+        last_block = last >> 6
+        oldest_kept = last_block - RING_WORDS + 1  # words before it were lapped by later ones
+        for block in range(max(old_block + 1, oldest_kept), last_block + 1):
+            ring[block & _RING_MASK] = 0
+        low = max(first, oldest_kept << 6)
+        for block in range(low >> 6, last_block + 1):
+            a = max(low, block << 6)
+            z = min(last, (block << 6) | 63)
+            ring[block & _RING_MASK] |= ((1 << (z - a + 1)) - 1) << (a & 63)
+        self._last = last

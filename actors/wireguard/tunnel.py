@@ -3,7 +3,8 @@
 The actor pipeline puts :class:`~.device.Device` and :class:`~.encryptor.Encryptor` on separate
 threads and carries their internal actions as messages. :class:`Tunnel` does the same routing by
 direct calls, which is what the single-threaded mode, the interop tests and the in-memory tests
-need. Its methods return only external actions: :class:`Transmit` and :class:`Deliver`.
+need. Its methods return only external actions: :class:`Transmit` and :class:`Deliver`, and
+with ``receive_batch``/``send_batch`` also their batch forms (one per run of packets).
 """
 
 from __future__ import annotations
@@ -11,11 +12,22 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any, Literal, overload
 
 from ..packet import Packet
-from .actions import Action, Deliver, Endpoint, HandshakeWanted, Sent, Transmit
+from .actions import (
+    Action,
+    Deliver,
+    DeliverBatch,
+    Endpoint,
+    HandshakeWanted,
+    Sent,
+    Transmit,
+    TransmitBatch,
+)
 from .device import Device, PeerConfig
 from .encryptor import Encryptor
+from .transport import expand
 
 __all__ = ["Tunnel"]
 
@@ -55,6 +67,18 @@ class Tunnel:
     ) -> list[Transmit | Deliver]:
         return self._pump(self.device.receive_many(datagrams, now, wall), now, wall)
 
+    def receive_batch(
+        self, datagrams: Iterable[tuple[bytes, Endpoint]], now: float, wall: float | None = None
+    ) -> list[Transmit | Deliver | TransmitBatch | DeliverBatch]:
+        """As :meth:`receive_many`, with each run of packets as one batch action."""
+        return self._pump(self.device.receive_batch(datagrams, now, wall), now, wall, batches=True)
+
+    def send_batch(
+        self, packets: Iterable[Packet], now: float, wall: float | None = None
+    ) -> list[Transmit | Deliver | TransmitBatch | DeliverBatch]:
+        """As :meth:`send_many`, with each run of packets as one batch action."""
+        return self._pump(self.encryptor.send_batch(packets, now), now, wall, batches=True)
+
     def send(
         self, packet: Packet, now: float, wall: float | None = None
     ) -> list[Transmit | Deliver]:
@@ -77,17 +101,39 @@ class Tunnel:
     def next_deadline(self) -> float | None:
         return self.device.next_deadline()
 
+    @overload
     def _pump(
-        self, actions: list[Action], now: float, wall: float | None
-    ) -> list[Transmit | Deliver]:
-        out: list[Transmit | Deliver] = []
+        self,
+        actions: list[Action],
+        now: float,
+        wall: float | None,
+        *,
+        batches: Literal[False] = ...,
+    ) -> list[Transmit | Deliver]: ...
+
+    @overload
+    def _pump(
+        self, actions: list[Action], now: float, wall: float | None, *, batches: Literal[True]
+    ) -> list[Transmit | Deliver | TransmitBatch | DeliverBatch]: ...
+
+    def _pump(
+        self, actions: list[Action], now: float, wall: float | None, *, batches: bool = False
+    ) -> list[Any]:
+        """Route internal actions until none is left; the external ones are the result, with
+        batch actions kept as they are if ``batches``, else one action per packet."""
+        out: list[Any] = []
         queue = deque(actions)
+        batched = False
         for _ in range(_MAX_PUMP_STEPS):
             if not queue:
-                return out
+                return expand(out) if batched and not batches else out
             action = queue.popleft()
-            if isinstance(action, Transmit | Deliver):
+            kind = type(action)
+            if kind is Transmit or kind is Deliver:
                 out.append(action)
+            elif kind is TransmitBatch or kind is DeliverBatch:
+                out.append(action)
+                batched = True
             elif isinstance(action, HandshakeWanted | Sent):
                 queue.extend(self.device.handle(action, now, wall))
             else:
