@@ -20,6 +20,7 @@ from ..wireguard.actions import (
     HandshakeWanted,
     PeerEndpoint,
     PeerRemoved,
+    RouteChanges,
     Routes,
     SendKeepalive,
     SendKeysUpdate,
@@ -34,7 +35,15 @@ from .decrypt import Resync
 
 __all__ = ["Encrypt"]
 
-_FROM_DEVICE = (SendKeysUpdate, PeerEndpoint, SendKeepalive, StagedDropped, Routes, PeerRemoved)
+_FROM_DEVICE = (
+    SendKeysUpdate,
+    PeerEndpoint,
+    SendKeepalive,
+    StagedDropped,
+    Routes,
+    RouteChanges,
+    PeerRemoved,
+)
 
 
 class Encrypt(PipelineActor):

@@ -209,7 +209,7 @@ class Device:
         self._limiter = RateLimiter()
         self._peers: dict[bytes, _Peer] = {}
         self._indices: dict[int, tuple[_Peer, ReceiveSession | None]] = {}
-        self._routes: AllowedIPs[bytes] = AllowedIPs()
+        self._routes: AllowedIPs[bytes] = AllowedIPs(journal=True)
         self.under_load_threshold = under_load_threshold
         self._load_window_start = float("-inf")
         self._load_count = 0
@@ -338,7 +338,7 @@ class Device:
         for net in config.allowed_ips:
             self._routes.insert(net, peer.key)
         out: list[Action] = [
-            Routes(self._routes.copy()),
+            self._routes.take_changes(),
             PeerEndpoint(peer.key, peer.endpoint),
         ]
         if config.persistent_keepalive:
@@ -352,6 +352,7 @@ class Device:
     def sync_actions(self) -> list[Action]:
         """Everything the send side needs to rebuild its view (after it restarted): routes and
         endpoints. Never keys: see the encrypt stage."""
+        self._routes.take_changes()  # the full copy below supersedes any pending change
         out: list[Action] = [Routes(self._routes.copy())]
         out += [PeerEndpoint(p.key, p.endpoint) for p in self._peers.values()]
         return out
@@ -360,10 +361,13 @@ class Device:
         peer = self._peers.pop(key, None)
         if peer is None:
             return []
-        for index in [i for i, (p, _) in self._indices.items() if p is peer]:
-            del self._indices[index]
+        # Only the peer's own indices, not a scan of the table: O(1) at any number of peers.
+        for index in _own_indices(peer):
+            entry = self._indices.get(index)
+            if entry is not None and entry[0] is peer:
+                del self._indices[index]
         self._routes.remove_value(key)
-        return [Routes(self._routes.copy()), PeerRemoved(key)]
+        return [self._routes.take_changes(), PeerRemoved(key)]
 
     # ------------------------------------------------------------------ receive path
 
@@ -799,6 +803,13 @@ class Device:
     def has_session(self, peer: bytes) -> bool:
         p = self._peers[peer]
         return p.current is not None
+
+
+def _own_indices(peer: _Peer) -> list[int]:
+    """The receiver indices a peer can hold: its pending handshake's and its sessions'."""
+    out = [peer.handshake.local_index]
+    out += [s.local_index for s in (peer.previous, peer.current, peer.next) if s is not None]
+    return out
 
 
 def _source_bytes(endpoint: Endpoint) -> bytes | None:

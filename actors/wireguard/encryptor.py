@@ -22,6 +22,7 @@ from .actions import (
     HandshakeWanted,
     PeerEndpoint,
     PeerRemoved,
+    RouteChanges,
     Routes,
     SendKeepalive,
     SendKeysUpdate,
@@ -47,6 +48,11 @@ _NONCE = struct.Struct("<4xQ")
 _PADDING = [bytes(n) for n in range(PADDING_MULTIPLE)]
 
 
+# Most of a hub's peers never have a packet staged, and an empty deque costs ~600 bytes: they all
+# start with this one, which holds nothing (maxlen 0), until _stage gives a peer its own.
+_NOTHING_STAGED: deque[Packet] = deque(maxlen=0)
+
+
 class _SendPeer:
     __slots__ = ("aead", "counter", "endpoint", "keys", "staged")
 
@@ -55,7 +61,7 @@ class _SendPeer:
         self.aead: ChaCha20Poly1305 | None = None
         self.counter = 0
         self.endpoint: Endpoint | None = None
-        self.staged: deque[Packet] = deque()
+        self.staged: deque[Packet] = _NOTHING_STAGED
 
     def usable(self, now: float) -> bool:
         keys = self.keys
@@ -81,6 +87,7 @@ class Encryptor:
             SendKeepalive: self._on_keepalive,
             StagedDropped: self._on_staged_dropped,
             Routes: self._on_routes,
+            RouteChanges: self._on_route_changes,
             PeerRemoved: self._on_removed,
         }
 
@@ -137,6 +144,9 @@ class Encryptor:
     def _on_routes(self, a: Routes, now: float, out: list[Action], sent: dict) -> None:
         self._routes = a.table
 
+    def _on_route_changes(self, a: RouteChanges, now: float, out: list[Action], sent: dict) -> None:
+        self._routes.apply(a)
+
     def _on_removed(self, a: PeerRemoved, now: float, out: list[Action], sent: dict) -> None:
         peer = self._peers.pop(a.peer, None)
         if peer is not None and peer.staged:
@@ -181,6 +191,8 @@ class Encryptor:
         return out
 
     def _stage(self, peer: _SendPeer, packet: Packet) -> None:
+        if peer.staged is _NOTHING_STAGED:
+            peer.staged = deque()
         if len(peer.staged) >= self.max_staged:
             peer.staged.popleft()
             self.drops[drops.STAGED_OVERFLOW] += 1
