@@ -56,7 +56,9 @@ EADDRINUSE = -98
 EUNKNOWN = -55
 
 MAX_LINE = 4096  # bytes per line (without its newline); longer is EPROTO
-MAX_SET_LINES = 200_000  # lines in one set request; more is EINVAL, so memory stays bounded
+# Lines in one set request; more is EINVAL, so memory stays bounded. Sized for a hub: a `wg
+# setconf` of MAX_PEERS peers at 8 lines each (key, endpoint, keepalive, replace, allowed IPs).
+MAX_SET_LINES = 1 << 20
 
 _U16 = 0xFFFF
 _U32 = 0xFFFF_FFFF
@@ -385,19 +387,24 @@ def format_get(status: DeviceStatus) -> str:
         out.append(f"listen_port={status.listen_port}\n")
     if status.fwmark:
         out.append(f"fwmark={status.fwmark}\n")
+    # One string per peer, not one per line: a hub's 100,000 peers make a million lines, and
+    # the list that holds them until the join is most of this function's memory.
     for p in status.peers:
         secs, nsecs = divmod(p.last_handshake_ns, _NS)
-        out.append(f"public_key={p.public_key.hex()}\n")
-        out.append(f"preshared_key={p.preshared_key.hex() if p.preshared_key else _ZERO_HEX}\n")
-        out.append("protocol_version=1\n")
-        if p.endpoint is not None:
-            out.append(f"endpoint={format_endpoint(p.endpoint)}\n")
-        out.append(f"last_handshake_time_sec={secs}\n")
-        out.append(f"last_handshake_time_nsec={nsecs}\n")
-        out.append(f"tx_bytes={p.tx_bytes}\n")
-        out.append(f"rx_bytes={p.rx_bytes}\n")
-        out.append(f"persistent_keepalive_interval={p.persistent_keepalive}\n")
-        out.extend(f"allowed_ip={net}\n" for net in p.allowed_ips)
+        endpoint = "" if p.endpoint is None else f"endpoint={format_endpoint(p.endpoint)}\n"
+        allowed = "".join([f"allowed_ip={net}\n" for net in p.allowed_ips])
+        out.append(
+            f"public_key={p.public_key.hex()}\n"
+            f"preshared_key={p.preshared_key.hex() if p.preshared_key else _ZERO_HEX}\n"
+            "protocol_version=1\n"
+            f"{endpoint}"
+            f"last_handshake_time_sec={secs}\n"
+            f"last_handshake_time_nsec={nsecs}\n"
+            f"tx_bytes={p.tx_bytes}\n"
+            f"rx_bytes={p.rx_bytes}\n"
+            f"persistent_keepalive_interval={p.persistent_keepalive}\n"
+            f"{allowed}"
+        )
     return "".join(out)
 
 

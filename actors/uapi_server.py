@@ -18,6 +18,7 @@ import socket
 import stat
 import struct
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -40,6 +41,7 @@ MAX_CONNECTIONS = 16  # clients served at once; more are closed straight away
 CONNECTION_TIMEOUT = 10.0  # seconds a client may stay silent before it is dropped
 ACCEPT_POLL = 0.2  # seconds between looks at the stop flag while idle
 STATS_OP = "wgactors-stats=1"  # our own read-only operation, for `wgactors status`
+REPLY_CHUNK = 1 << 20  # characters of a get reply encoded and sent at a time
 _UCRED = struct.Struct("3i")
 
 
@@ -153,11 +155,20 @@ class UapiServer:
                 if _readline(reader) != "":
                     raise UapiError(EINVAL, "trailing data after get=1")
                 body = self.controller.get()
-                conn.sendall((body + "errno=0\n\n").encode())
+                # In pieces: a hub's reply is tens of MB, and one encoded copy of it is enough.
+                for start in range(0, len(body), REPLY_CHUNK):
+                    conn.sendall(body[start : start + REPLY_CHUNK].encode())
+                conn.sendall(b"errno=0\n\n")
                 return True
             if op == "set=1":
-                lines = _read_request(reader)
-                self.controller.set(parse_set(lines))
+                lines = _request_lines(reader)
+                try:
+                    request = parse_set(lines)
+                except UapiError:
+                    for _ in lines:  # read the rest of a bad request, so the stream stays in step
+                        pass
+                    raise
+                self.controller.set(request)
                 conn.sendall(b"errno=0\n\n")
                 return True
             if op == STATS_OP:
@@ -189,17 +200,18 @@ def _readline(reader) -> str | None:  # type: ignore[no-untyped-def]
         raise UapiError(EPROTO, "line is not text") from None
 
 
-def _read_request(reader) -> list[str]:  # type: ignore[no-untyped-def]
-    lines: list[str] = []
-    while True:
+def _request_lines(reader) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """The lines of a set request, as they arrive: parsed one by one, never all held at once
+    (a 100,000-peer `wg setconf` is half a million lines). Past MAX_SET_LINES the stream is
+    given up (EPROTO closes it): the parser has refused the request by then."""
+    for _ in range(MAX_SET_LINES + 2):
         line = _readline(reader)
         if line is None:
             raise UapiError(EPROTO, "request ended without its blank line")
         if line == "":
-            return lines
-        if len(lines) >= MAX_SET_LINES:
-            raise UapiError(EINVAL, "request too long")
-        lines.append(line)
+            return
+        yield line
+    raise UapiError(EPROTO, "request too long")
 
 
 def _trusted(conn: socket.socket) -> bool:

@@ -15,15 +15,25 @@ from typing import Any
 
 from ..io.udp import UdpSocket
 from ..mailbox import Mailbox
-from ..snapshot import ConfigCell, DeviceConfig
+from ..snapshot import ConfigCell, ConfigTracker
 from ..stats import StageSnapshot
 from ..uapi import SetRequest
-from ..wireguard.actions import Action, Deliver, HandshakeWanted, SendKeysUpdate, Sent, Transmit
+from ..wireguard.actions import (
+    Action,
+    Deliver,
+    HandshakeWanted,
+    PeerEndpoint,
+    PeerRemoved,
+    SendKeysUpdate,
+    Sent,
+    Transmit,
+)
+from ..wireguard.allowedips import RouteChanges
 from ..wireguard.device import Device
 from .base import Outlet, PipelineActor
 from .ticker import Tick
 
-__all__ = ["Configure", "Decrypt", "GetDeviceState", "Resync", "apply_set"]
+__all__ = ["Configure", "Decrypt", "DeviceActions", "GetDeviceState", "Resync", "apply_set"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +53,18 @@ class Resync:
     """A restarted encrypt stage asks for the routes and endpoints it lost."""
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceActions:
+    """Several actions for the encrypt stage in one message, in order.
+
+    Loading 100,000 peers makes 300,000 actions for the encrypt side; one message per action
+    would cost a mailbox hand-off each (and block on the control lane's bound). A batch costs
+    one, and consecutive route changes are merged into one value on the way.
+    """
+
+    actions: tuple[Action, ...]
+
+
 class Decrypt(PipelineActor):
     def __init__(
         self,
@@ -59,6 +81,7 @@ class Decrypt(PipelineActor):
         self.encrypt = encrypt
         self.config = config
         self.device: Device | None = None
+        self.tracker = ConfigTracker(config.get())
 
     def on_start(self) -> None:
         # A new incarnation starts from the configuration, with no sessions: the encrypt stage
@@ -67,10 +90,13 @@ class Decrypt(PipelineActor):
         current = self.config.get()
         device = Device(current.private_key, wall_offset=time.time() - time.monotonic())
         self.device = device
+        self.tracker = ConfigTracker(current)
         now = time.monotonic()
+        actions: list[Action] = []
         for peer in current.peers:
-            self._dispatch(device.add_peer(peer, now))
-            self.encrypt.tell(SendKeysUpdate(peer.public_key, None))
+            actions += device.add_peer(peer, now)
+            actions.append(SendKeysUpdate(peer.public_key, None))
+        self._dispatch(actions)
 
     def on_batch(self, batch: tuple[Any, ...]) -> None:
         assert self.device is not None
@@ -88,8 +114,12 @@ class Decrypt(PipelineActor):
         elif isinstance(message, HandshakeWanted | Sent):
             self._dispatch(device.handle(message, now))
         elif isinstance(message, Configure):
-            self._dispatch(apply_set(device, message.request, now))
-            self.config.publish(DeviceConfig(device.private_key, device.configs()))
+            request = message.request
+            if request.private_key is not None or request.replace_peers:
+                self.tracker.mark_all()
+            self.tracker.mark(change.public_key for change in request.peers)
+            self._dispatch(apply_set(device, request, now))
+            self.config.publish(self.tracker.build(device))
         elif isinstance(message, GetDeviceState):
             return device.private_key, tuple(device.peer_states())
         elif isinstance(message, Resync):
@@ -101,6 +131,7 @@ class Decrypt(PipelineActor):
     def _dispatch(self, actions: list[Any]) -> None:
         delivered = []
         drops = self.stats.drops
+        onward: list[Action] = []
         for action in actions:
             kind = type(action)
             if kind is Deliver:
@@ -110,7 +141,18 @@ class Decrypt(PipelineActor):
                 if reason is not None:
                     drops[reason] += 1
             else:
-                self.encrypt.tell(action)
+                if kind is RouteChanges:
+                    self.tracker.mark(action.owners())  # type: ignore[arg-type]
+                    if onward and type(onward[-1]) is RouteChanges:
+                        onward[-1] = onward[-1] + action  # type: ignore[operator]
+                        continue
+                elif kind is PeerEndpoint or kind is PeerRemoved:
+                    self.tracker.mark((action.peer,))
+                onward.append(action)
+        if len(onward) == 1:
+            self.encrypt.tell(onward[0])
+        elif onward:
+            self.encrypt.tell(DeviceActions(tuple(onward)))
         if delivered:
             self.emit(self.outlet, tuple(delivered), sum(len(p.data) for p in delivered))
 

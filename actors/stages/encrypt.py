@@ -31,7 +31,7 @@ from ..wireguard.actions import (
 from ..wireguard.allowedips import AllowedIPs
 from ..wireguard.encryptor import Encryptor
 from .base import PipelineActor
-from .decrypt import Resync
+from .decrypt import DeviceActions, Resync
 
 __all__ = ["Encrypt"]
 
@@ -84,6 +84,14 @@ class Encrypt(PipelineActor):
     def on_control(self, message: Any) -> Any:
         if isinstance(message, _FROM_DEVICE):
             self._dispatch(self.encryptor.handle(message, time.monotonic()))
+            return None
+        if isinstance(message, DeviceActions):
+            now = time.monotonic()
+            handle = self.encryptor.handle
+            out: list[Any] = []
+            for action in message.actions:
+                out += handle(action, now)
+            self._dispatch(out)
             return None
         return super().on_control(message)
 

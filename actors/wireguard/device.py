@@ -635,15 +635,21 @@ class Device:
 
     def configs(self) -> tuple[PeerConfig, ...]:
         """The peers as configuration (allowed IPs as routed now), to rebuild the device."""
-        return tuple(
-            PeerConfig(
-                p.key,
-                p.config.preshared_key,
-                p.endpoint,
-                tuple(self._routes.prefixes(p.key)),
-                p.config.persistent_keepalive,
-            )
-            for p in self._peers.values()
+        return tuple(self._config_now(p) for p in self._peers.values())
+
+    def config_now(self, key: bytes) -> PeerConfig | None:
+        """One peer as configuration now (None if it is gone): what :meth:`configs` holds for
+        it, at the cost of one peer, so a published configuration can follow a change."""
+        peer = self._peers.get(key)
+        return self._config_now(peer) if peer is not None else None
+
+    def _config_now(self, p: _Peer) -> PeerConfig:
+        return PeerConfig(
+            p.key,
+            p.config.preshared_key,
+            p.endpoint,
+            tuple(self._routes.prefixes(p.key)),
+            p.config.persistent_keepalive,
         )
 
     def _receive_cookie_reply(self, msg: CookieReply, now: float) -> None:
