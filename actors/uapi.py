@@ -74,6 +74,10 @@ _QUOTABLE = re.compile(r"[a-z_]{1,32}")
 # An IPv6 zone (scope) as an interface name or index: printable, no separators, at most
 # IFNAMSIZ - 1 characters. wireguard-go accepts any zone text; we keep it sane for logs.
 _ZONE = re.compile(r"[A-Za-z0-9_.@+\-]{1,15}")
+# A dotted-quad IPv4 prefix as netip.ParsePrefix takes it: octets 0..255 and a length 0..32,
+# neither with leading zeros.
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_PREFIX = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}/(3[0-2]|[12][0-9]|[0-9])")
 
 
 class UapiError(Exception):
@@ -216,6 +220,11 @@ def _prefix(value: str) -> Network:
     a decimal length without sign or leading zeros. Host bits are then masked, as `wg` does,
     by :func:`parse_prefix`; anything Python's ipaddress would also accept beyond that
     (netmasks, bare addresses, surrounding space) is refused first."""
+    quad = _IPV4_PREFIX.fullmatch(value)
+    if quad is not None:  # the common case, without ipaddress's string parsing (a hub has many)
+        a, b, c, d, n = (int(g) for g in quad.groups())
+        mask = (0xFFFF_FFFF << (32 - n)) & 0xFFFF_FFFF
+        return ipaddress.IPv4Network(((a << 24 | b << 16 | c << 8 | d) & mask, n))
     addr, slash, length = value.partition("/")
     if not slash or not value.isascii() or "%" in addr or any(c.isspace() for c in value):
         raise ValueError("must be address/length")

@@ -138,7 +138,7 @@ def test_the_published_configuration_rebuilds_only_what_changed(
     tracker.mark([new])
     for action in changes:
         if isinstance(action, RouteChanges):
-            tracker.mark(action.owners())  # type: ignore[arg-type]
+            tracker.mark(action.owners())
     published = tracker.build(device)
     monkeypatch.undo()
     assert sorted(rebuilt) == sorted([new, _key(3)])  # the new peer, and the one it robbed

@@ -59,7 +59,7 @@ class DeviceActions:
 
     Loading 100,000 peers makes 300,000 actions for the encrypt side; one message per action
     would cost a mailbox hand-off each (and block on the control lane's bound). A batch costs
-    one, and consecutive route changes are merged into one value on the way.
+    one, and its route changes travel merged into one value.
     """
 
     actions: tuple[Action, ...]
@@ -132,6 +132,7 @@ class Decrypt(PipelineActor):
         delivered = []
         drops = self.stats.drops
         onward: list[Action] = []
+        routes: list[Any] = []
         for action in actions:
             kind = type(action)
             if kind is Deliver:
@@ -140,15 +141,17 @@ class Decrypt(PipelineActor):
                 reason = self.udp.send(action.data, action.endpoint)
                 if reason is not None:
                     drops[reason] += 1
+            elif kind is RouteChanges:
+                self.tracker.mark(action.owners())
+                routes += action.entries
             else:
-                if kind is RouteChanges:
-                    self.tracker.mark(action.owners())  # type: ignore[arg-type]
-                    if onward and type(onward[-1]) is RouteChanges:
-                        onward[-1] = onward[-1] + action  # type: ignore[operator]
-                        continue
-                elif kind is PeerEndpoint or kind is PeerRemoved:
+                if kind is PeerEndpoint or kind is PeerRemoved:
                     self.tracker.mark((action.peer,))
                 onward.append(action)
+        if routes:
+            # One value for all the batch's route changes, in their order. The encrypt stage
+            # applies a batch whole, between packets, so where it goes in the batch is moot.
+            onward.insert(0, RouteChanges(tuple(routes)))
         if len(onward) == 1:
             self.encrypt.tell(onward[0])
         elif onward:

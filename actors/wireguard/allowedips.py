@@ -31,7 +31,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["AllowedIPs", "RouteChanges", "parse_prefix"]
 
@@ -61,18 +61,15 @@ class RouteChanges:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def owners(self) -> set[Hashable]:
+    def owners(self) -> set[Any]:
         """Every peer that gained or lost a prefix."""
-        out: set[Hashable] = set()
+        out: set[Any] = set()
         for _, new, old in self.entries:
             if new is not None:
                 out.add(new)
             if old is not None:
                 out.add(old)
         return out
-
-    def __add__(self, other: RouteChanges) -> RouteChanges:
-        return RouteChanges(self.entries + other.entries)
 
 
 class _Family(Generic[V]):

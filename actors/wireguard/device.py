@@ -113,6 +113,9 @@ class PeerConfig:
         return f"PeerConfig({short_key(self.public_key)}, endpoint={self.endpoint})"
 
 
+_NEW_PEER = PeerConfig(bytes(32))  # what a new peer's unset fields start from
+
+
 def short_key(key: bytes) -> str:
     """A public key as a short, log-friendly tag (never used for private keys)."""
     return base64.b64encode(key).decode()[:8] + "…"
@@ -278,7 +281,7 @@ class Device:
         existing = self._peers.get(key)
         if existing is None and not create:
             return []
-        base = existing.config if existing is not None else PeerConfig(key)
+        base = existing.config if existing is not None else _NEW_PEER
         kept = () if replace_allowed_ips or existing is None else tuple(self._routes.prefixes(key))
         psk = (
             base.preshared_key
