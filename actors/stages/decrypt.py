@@ -114,9 +114,9 @@ class Decrypt(PipelineActor):
         elif isinstance(message, HandshakeWanted | Sent):
             self._dispatch(device.handle(message, now))
         elif isinstance(message, Configure):
+            # The peers this request names; those it removes or robs of a prefix, and those
+            # a new private key drops, are marked by the actions that say so (_dispatch).
             request = message.request
-            if request.private_key is not None or request.replace_peers:
-                self.tracker.mark_all()
             self.tracker.mark(change.public_key for change in request.peers)
             self._dispatch(apply_set(device, request, now))
             self.config.publish(self.tracker.build(device))

@@ -647,12 +647,12 @@ class Device:
         return self._config_now(peer) if peer is not None else None
 
     def _config_now(self, p: _Peer) -> PeerConfig:
+        routed = tuple(self._routes.prefixes(p.key))
+        config = p.config
+        if routed == config.allowed_ips and p.endpoint == config.endpoint:
+            return config  # unchanged since configured: share the immutable value
         return PeerConfig(
-            p.key,
-            p.config.preshared_key,
-            p.endpoint,
-            tuple(self._routes.prefixes(p.key)),
-            p.config.persistent_keepalive,
+            p.key, config.preshared_key, p.endpoint, routed, config.persistent_keepalive
         )
 
     def _receive_cookie_reply(self, msg: CookieReply, now: float) -> None:
