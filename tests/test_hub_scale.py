@@ -17,7 +17,7 @@ import pytest
 
 from actors.snapshot import ConfigTracker, DeviceConfig
 from actors.wireguard import noise
-from actors.wireguard.actions import HandshakeWanted, Routes, Transmit
+from actors.wireguard.actions import HandshakeWanted, Routes, Sent, Transmit
 from actors.wireguard.allowedips import AllowedIPs, RouteChanges
 from actors.wireguard.device import Device, PeerConfig
 from actors.wireguard.tunnel import Tunnel
@@ -189,3 +189,22 @@ def test_a_table_copy_and_journal_are_independent() -> None:
     assert change.owners() == {"a", "b"}
     mirror.apply(change)
     assert mirror.lookup("10.1.2.3") == "b" and mirror.prefixes("a") == []
+
+
+@pytest.mark.parametrize("n", [SMALL, LARGE])
+def test_a_tick_looks_only_at_peers_with_a_timer(n: int) -> None:
+    """Idle peers cost a tick nothing: only the peers with a deadline armed are visited."""
+    tunnel = _hub(n)
+    device = tunnel.device
+    device.update_timers(1.0)
+    assert len(device._armed) == 0
+    busy = _key(5)
+    device.add_peer(PeerConfig(busy, endpoint=("192.0.2.9", 51820), persistent_keepalive=25), 2.0)
+    assert list(device._armed) == [busy]
+    assert device.next_deadline() == 2.0
+    out = device.update_timers(2.0)
+    assert [type(a).__name__ for a in out] == ["SendKeepalive"]
+    device.update_timers(2.1)  # nothing pending now: the peer leaves the list...
+    assert len(device._armed) == 0
+    device.handle(Sent(busy, 0, 1, 32), 2.2)  # ...until the keepalive's send re-arms it
+    assert list(device._armed) == [busy]

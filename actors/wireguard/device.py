@@ -144,6 +144,17 @@ class PeerStats:
     handshakes: int = 0
 
 
+_DEADLINES = frozenset(
+    {
+        "retransmit_handshake",
+        "send_keepalive",
+        "new_handshake",
+        "zero_key_material",
+        "persistent_keepalive",
+    }
+)
+
+
 @dataclass(slots=True)
 class _Timers:
     """Absolute deadlines (monotonic seconds); None when not pending. Whitepaper section 6."""
@@ -156,6 +167,17 @@ class _Timers:
     need_another_keepalive: bool = False
     handshake_attempts: int = 0
     sent_last_minute_handshake: bool = False
+    # Where an armed deadline is reported: the device's peers a tick must look at. A hub's
+    # 100,000 mostly idle peers would otherwise cost a scan of every peer per tick.
+    armed: dict[bytes, None] | None = field(default=None, repr=False, compare=False)
+    key: bytes = field(default=b"", repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if value is not None and name in _DEADLINES:
+            armed = self.armed
+            if armed is not None:
+                armed[self.key] = None
 
     def earliest(self) -> float | None:
         times = [
@@ -213,6 +235,7 @@ class Device:
         self._peers: dict[bytes, _Peer] = {}
         self._indices: dict[int, tuple[_Peer, ReceiveSession | None]] = {}
         self._routes: AllowedIPs[bytes] = AllowedIPs(journal=True)
+        self._armed: dict[bytes, None] = {}  # peers that may have a timer pending (_Timers)
         self.under_load_threshold = under_load_threshold
         self._load_window_start = float("-inf")
         self._load_count = 0
@@ -336,7 +359,9 @@ class Device:
             self._routes.remove_value(peer.key)
         else:
             hs = PeerHandshake(self.identity, config.public_key, config.preshared_key or zero_key())
-            peer = _Peer(config, hs, CookieGenerator(config.public_key), config.endpoint)
+            timers = _Timers(armed=self._armed, key=config.public_key)
+            cookies = CookieGenerator(config.public_key)
+            peer = _Peer(config, hs, cookies, config.endpoint, timers=timers)
             self._peers[config.public_key] = peer
         for net in config.allowed_ips:
             self._routes.insert(net, peer.key)
@@ -718,13 +743,23 @@ class Device:
 
     def next_deadline(self) -> float | None:
         """When :meth:`update_timers` must next be called; None if nothing is pending."""
-        times = [t for p in self._peers.values() if (t := p.timers.earliest()) is not None]
+        peers = self._peers
+        times = [
+            t
+            for key in self._armed
+            if (p := peers.get(key)) is not None and (t := p.timers.earliest()) is not None
+        ]
         return min(times) if times else None
 
     def update_timers(self, now: float) -> list[Action]:
-        """Fire every timer whose deadline has passed."""
+        """Fire every timer whose deadline has passed: O(peers with a timer armed)."""
         out: list[Action] = []
-        for peer in list(self._peers.values()):
+        armed = self._armed
+        for key in list(armed):
+            peer = self._peers.get(key)
+            if peer is None or peer.timers.earliest() is None:
+                del armed[key]  # gone, or nothing pending: no need to look again until armed
+                continue
             t = peer.timers
             if t.retransmit_handshake is not None and now >= t.retransmit_handshake:
                 t.retransmit_handshake = None
