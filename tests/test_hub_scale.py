@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from actors import snapshot
 from actors.snapshot import ConfigTracker, DeviceConfig
 from actors.wireguard import noise
 from actors.wireguard.actions import HandshakeWanted, Routes, Sent, Transmit
@@ -208,3 +209,30 @@ def test_a_tick_looks_only_at_peers_with_a_timer(n: int) -> None:
     assert len(device._armed) == 0
     device.handle(Sent(busy, 0, 1, 32), 2.2)  # ...until the keepalive's send re-arms it
     assert list(device._armed) == [busy]
+
+
+def test_the_published_configuration_follows_churn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many adds and removes: the chunked configuration always equals the device's, and the
+    chunks stay few (removals are repacked)."""
+    monkeypatch.setattr(snapshot, "CONFIG_CHUNK", 8)
+    rng = random.Random(7)
+    tunnel = _hub(300)
+    device = tunnel.device
+    tracker = ConfigTracker(DeviceConfig(device.private_key, device.configs()))
+    for step in range(3_000):
+        key = _key(rng.randrange(2_000))
+        if rng.random() < 0.5:
+            actions = device.remove_peer(key)
+        else:
+            actions = device.add_peer(PeerConfig(key, allowed_ips=(_net(rng.randrange(500)),)), 0)
+        tracker.mark([key])
+        for action in actions:
+            if isinstance(action, RouteChanges):
+                tracker.mark(action.owners())
+        published = tracker.build(device)
+        if step % 500 == 0 or step == 2_999:
+            assert sorted(published.peers, key=lambda c: c.public_key) == sorted(
+                device.configs(), key=lambda c: c.public_key
+            )
+            assert len(published.peers) == len(device.peers())
+    assert len(tracker._chunks) <= 2 * (len(device.peers()) // 8) + 3
