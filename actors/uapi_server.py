@@ -24,6 +24,7 @@ from typing import Protocol
 
 from loguru import logger
 
+from .gcpause import gc_paused, settle_after
 from .uapi import EINVAL, EPROTO, MAX_LINE, MAX_SET_LINES, SetRequest, UapiError, parse_set
 
 __all__ = [
@@ -154,7 +155,8 @@ class UapiServer:
             if op == "get=1":
                 if _readline(reader) != "":
                     raise UapiError(EINVAL, "trailing data after get=1")
-                body = self.controller.get()
+                with gc_paused():  # a hub's reply is a million short-lived objects
+                    body = self.controller.get()
                 # In pieces: a hub's reply is tens of MB, and one encoded copy of it is enough.
                 for start in range(0, len(body), REPLY_CHUNK):
                     conn.sendall(body[start : start + REPLY_CHUNK].encode())
@@ -162,13 +164,15 @@ class UapiServer:
                 return True
             if op == "set=1":
                 lines = _request_lines(reader)
-                try:
-                    request = parse_set(lines)
-                except UapiError:
-                    for _ in lines:  # read the rest of a bad request, so the stream stays in step
-                        pass
-                    raise
-                self.controller.set(request)
+                with gc_paused():
+                    try:
+                        request = parse_set(lines)
+                    except UapiError:
+                        for _ in lines:  # read the rest of a bad request, to stay in step
+                            pass
+                        raise
+                    self.controller.set(request)
+                settle_after(len(request.peers))
                 conn.sendall(b"errno=0\n\n")
                 return True
             if op == STATS_OP:

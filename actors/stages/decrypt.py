@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from ..gcpause import gc_paused, settle_after
 from ..io.udp import UdpSocket
 from ..mailbox import Mailbox
 from ..snapshot import ConfigCell, ConfigTracker
@@ -93,10 +94,12 @@ class Decrypt(PipelineActor):
         self.tracker = ConfigTracker(current)
         now = time.monotonic()
         actions: list[Action] = []
-        for peer in current.peers:
-            actions += device.add_peer(peer, now)
-            actions.append(SendKeysUpdate(peer.public_key, None))
-        self._dispatch(actions)
+        with gc_paused():
+            for peer in current.peers:
+                actions += device.add_peer(peer, now)
+                actions.append(SendKeysUpdate(peer.public_key, None))
+            self._dispatch(actions)
+        settle_after(len(current.peers))
 
     def on_batch(self, batch: tuple[Any, ...]) -> None:
         assert self.device is not None
