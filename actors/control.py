@@ -12,14 +12,14 @@ from __future__ import annotations
 import errno
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pykka
 
 from .io.udp import UdpSocket
 from .stages.decrypt import Configure, GetDeviceState
-from .uapi import EADDRINUSE, EIO, DeviceStatus, PeerStatus, SetRequest, UapiError, format_get
+from .uapi import EADDRINUSE, EIO, DeviceStatus, PeerStatus, SetRequest, UapiError, format_get_parts
 from .wireguard.constants import MAX_PEERS
 from .wireguard.device import PeerState
 
@@ -42,13 +42,16 @@ def _set_timeout(request: SetRequest) -> float:
 _GET_TIMEOUT = ASK_TIMEOUT + ASK_TIME_PER_PEER * MAX_PEERS
 
 
-def _status(private_key: bytes | None, peers: tuple[PeerState, ...], udp: UdpSocket) -> str:
-    return format_get(
+def _status(
+    private_key: bytes | None, peers: tuple[PeerState, ...], udp: UdpSocket
+) -> Iterator[str]:
+    """The reply in parts, each peer's made only when it is sent (a hub's is tens of MB)."""
+    return format_get_parts(
         DeviceStatus(
             private_key,
             udp.port,
             udp.fwmark,
-            tuple(
+            (
                 PeerStatus(
                     p.public_key,
                     p.preshared_key,
@@ -95,7 +98,7 @@ class PipelineController(_Base):
         except (pykka.Timeout, pykka.ActorDeadError):
             raise UapiError(EIO, "the WireGuard stage did not answer") from None
 
-    def get(self) -> str:
+    def get(self) -> Iterator[str]:
         with self._lock:
             private_key, peers = self._ask(GetDeviceState(), _GET_TIMEOUT)
             return _status(private_key, peers, self.udp)
@@ -120,7 +123,7 @@ class SingleController(_Base):
         except TimeoutError:
             raise UapiError(EIO, "the loop did not answer") from None
 
-    def get(self) -> str:
+    def get(self) -> Iterator[str]:
         with self._lock:
             private_key, peers = self._call(self.loop.device_state, _GET_TIMEOUT)
             return _status(private_key, peers, self.udp)

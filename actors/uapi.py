@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .wireguard.allowedips import Network, parse_prefix
@@ -44,6 +44,7 @@ __all__ = [
     "UapiError",
     "format_endpoint",
     "format_get",
+    "format_get_parts",
     "parse_get",
     "parse_set",
 ]
@@ -150,7 +151,7 @@ class DeviceStatus:
     private_key: bytes | None = field(repr=False)
     listen_port: int
     fwmark: int
-    peers: tuple[PeerStatus, ...]
+    peers: Iterable[PeerStatus]  # a tuple when parsed; may be a generator when formatted
 
 
 # -- field parsers, shared by set and get. Each raises ValueError with a message naming the
@@ -381,28 +382,29 @@ def format_endpoint(ep: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def format_get(status: DeviceStatus) -> str:
+def format_get_parts(status: DeviceStatus) -> Iterator[str]:
     """The body of a ``get=1`` reply, in wireguard-go's order and format.
 
     A zero or absent private key, port 0 and fwmark 0 are omitted, as wireguard-go omits them;
     a peer's preshared key is always printed (64 zeros when there is none), because `wg` and
     other clients expect it. Every line ends with a newline; the caller appends ``errno=0``
     and the blank line, since only it knows whether the request succeeded.
+
+    The reply comes in parts (the device's lines, then one part per peer), so a hub's reply
+    of tens of MB can be sent as it is made: see :func:`format_get` for it whole.
     """
-    out: list[str] = []
     if status.private_key is not None and status.private_key != _ZERO_KEY:
-        out.append(f"private_key={status.private_key.hex()}\n")
+        yield (f"private_key={status.private_key.hex()}\n")
     if status.listen_port:
-        out.append(f"listen_port={status.listen_port}\n")
+        yield f"listen_port={status.listen_port}\n"
     if status.fwmark:
-        out.append(f"fwmark={status.fwmark}\n")
-    # One string per peer, not one per line: a hub's 100,000 peers make a million lines, and
-    # the list that holds them until the join is most of this function's memory.
+        yield f"fwmark={status.fwmark}\n"
+    # One string per peer, not one per line: a hub's 100,000 peers make a million lines.
     for p in status.peers:
         secs, nsecs = divmod(p.last_handshake_ns, _NS)
         endpoint = "" if p.endpoint is None else f"endpoint={format_endpoint(p.endpoint)}\n"
         allowed = "".join([f"allowed_ip={net}\n" for net in p.allowed_ips])
-        out.append(
+        yield (
             f"public_key={p.public_key.hex()}\n"
             f"preshared_key={p.preshared_key.hex() if p.preshared_key else _ZERO_HEX}\n"
             "protocol_version=1\n"
@@ -414,7 +416,11 @@ def format_get(status: DeviceStatus) -> str:
             f"persistent_keepalive_interval={p.persistent_keepalive}\n"
             f"{allowed}"
         )
-    return "".join(out)
+
+
+def format_get(status: DeviceStatus) -> str:
+    """The whole body of a ``get=1`` reply (:func:`format_get_parts`, joined)."""
+    return "".join(format_get_parts(status))
 
 
 _GET_PEER_KEYS = frozenset(

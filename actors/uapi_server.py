@@ -18,7 +18,7 @@ import socket
 import stat
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -42,7 +42,7 @@ MAX_CONNECTIONS = 16  # clients served at once; more are closed straight away
 CONNECTION_TIMEOUT = 10.0  # seconds a client may stay silent before it is dropped
 ACCEPT_POLL = 0.2  # seconds between looks at the stop flag while idle
 STATS_OP = "wgactors-stats=1"  # our own read-only operation, for `wgactors status`
-REPLY_CHUNK = 1 << 20  # characters of a get reply encoded and sent at a time
+REPLY_CHUNK = 1 << 20  # characters of a get reply gathered, encoded and sent at a time
 _UCRED = struct.Struct("3i")
 
 
@@ -53,8 +53,8 @@ def socket_path(iface: str, directory: Path = SOCKET_DIR) -> Path:
 class Controller(Protocol):
     """What the server needs from the daemon."""
 
-    def get(self) -> str:
-        """The body of a `get=1` reply (without the errno line)."""
+    def get(self) -> Iterable[str]:
+        """The body of a `get=1` reply (without the errno line), whole or in parts."""
         ...
 
     def set(self, request: SetRequest) -> None:
@@ -156,10 +156,7 @@ class UapiServer:
                 if _readline(reader) != "":
                     raise UapiError(EINVAL, "trailing data after get=1")
                 with gc_paused():  # a hub's reply is a million short-lived objects
-                    body = self.controller.get()
-                # In pieces: a hub's reply is tens of MB, and one encoded copy of it is enough.
-                for start in range(0, len(body), REPLY_CHUNK):
-                    conn.sendall(body[start : start + REPLY_CHUNK].encode())
+                    _send_parts(conn, self.controller.get())
                 conn.sendall(b"errno=0\n\n")
                 return True
             if op == "set=1":
@@ -187,6 +184,25 @@ class UapiServer:
                 conn.sendall(f"errno={e.errno}\n\n".encode())
             # A protocol error leaves the stream in an unknown state: close it.
             return op in ("get=1", "set=1") and e.errno != EPROTO
+
+
+def _send_parts(conn: socket.socket, body: Iterable[str]) -> None:
+    """Send a reply as it is made, about REPLY_CHUNK characters at a time: a hub's reply is
+    tens of MB, and holding it whole (and then its encoded copy) would double the daemon's
+    peak memory."""
+    if isinstance(body, str):
+        body = (body,)
+    pending: list[str] = []
+    size = 0
+    for part in body:
+        pending.append(part)
+        size += len(part)
+        if size >= REPLY_CHUNK:
+            conn.sendall("".join(pending).encode())
+            pending.clear()
+            size = 0
+    if pending:
+        conn.sendall("".join(pending).encode())
 
 
 def _readline(reader) -> str | None:  # type: ignore[no-untyped-def]
