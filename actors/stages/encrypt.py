@@ -68,7 +68,7 @@ class Encrypt(PipelineActor):
         # if this is a restart. Keys never come back: their counters died with us, and reusing
         # a key with a reset counter would be a replay. A new handshake follows on demand.
         now = time.monotonic()
-        routes: AllowedIPs[bytes] = AllowedIPs()
+        routes: AllowedIPs[bytes] = AllowedIPs(index=False)
         for peer in self.config.get().peers:
             for net in peer.allowed_ips:
                 routes.insert(net, peer.public_key)

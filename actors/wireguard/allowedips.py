@@ -116,16 +116,18 @@ class AllowedIPs(Generic[V]):
     """Longest-prefix-match table from IPv4/IPv6 prefixes to peers.
 
     With ``journal`` set, every change is also recorded until :meth:`take_changes` hands the
-    record over as a :class:`RouteChanges` value.
+    record over as a :class:`RouteChanges` value. Without ``index`` there is no reverse index
+    (about 500 bytes a peer): right for a table that only looks up and replays changes, as the
+    encrypt side's does; :meth:`prefixes` and :meth:`remove_value` then scan the table.
     """
 
     __slots__ = ("_journal", "_owned", "_v4", "_v6", "operations")
 
-    def __init__(self, *, journal: bool = False) -> None:
+    def __init__(self, *, journal: bool = False, index: bool = True) -> None:
         self._v4: _Family[V] = _Family(32)
         self._v6: _Family[V] = _Family(128)
         # peer -> {(version, network, length): prefix}; dicts keep insertion order.
-        self._owned: dict[V, dict[tuple[int, int, int], Network]] = {}
+        self._owned: dict[V, dict[tuple[int, int, int], Network]] | None = {} if index else None
         self._journal: list[_Entry] | None = [] if journal else None
         self.operations = 0
 
@@ -139,14 +141,15 @@ class AllowedIPs(Generic[V]):
         address = int(net.network_address)
         length = net.prefixlen
         old = fam.insert(address, length, value)
-        slot = (version, address, length)
-        if old is not None and old != value:
-            self._disown(old, slot)
-        owned = self._owned.get(value)
-        if owned is None:
-            owned = self._owned[value] = {}
-        owned[slot] = net
         self.operations += 1
+        if self._owned is not None:
+            slot = (version, address, length)
+            if old is not None and old != value:
+                self._disown(old, slot)
+            owned = self._owned.get(value)
+            if owned is None:
+                owned = self._owned[value] = {}
+            owned[slot] = net
         if self._journal is not None:
             self._journal.append((net, value, old))
 
@@ -165,6 +168,8 @@ class AllowedIPs(Generic[V]):
             self._journal.append((net, None, old))
 
     def _disown(self, value: V, slot: tuple[int, int, int]) -> None:
+        if self._owned is None:
+            return
         owned = self._owned.get(value)
         if owned is not None:
             owned.pop(slot, None)
@@ -173,6 +178,10 @@ class AllowedIPs(Generic[V]):
 
     def remove_value(self, value: V) -> None:
         """Drop every prefix that routes to ``value`` (a peer being removed): O(its prefixes)."""
+        if self._owned is None:
+            for net in [net for net, v in self.items() if v == value]:
+                self.remove(net)
+            return
         owned = self._owned.get(value)
         if owned is None:
             return
@@ -211,6 +220,9 @@ class AllowedIPs(Generic[V]):
 
     def prefixes(self, value: V) -> list[Network]:
         """The prefixes routed to ``value``, longest first per family (for `wg show`)."""
+        if self._owned is None:
+            found = [net for net, v in self.items() if v == value]
+            return sorted(found, key=lambda n: (n.version, -n.prefixlen))
         owned = self._owned.get(value)
         if not owned:
             return []
@@ -221,18 +233,31 @@ class AllowedIPs(Generic[V]):
         return [owned[s] for s in order]
 
     def items(self) -> Iterator[tuple[Network, V]]:
-        for value, owned in self._owned.items():
-            for net in owned.values():
-                yield net, value
+        if self._owned is not None:
+            for value, owned in self._owned.items():
+                for net in owned.values():
+                    yield net, value
+            return
+        for fam, cls in ((self._v4, ipaddress.IPv4Network), (self._v6, ipaddress.IPv6Network)):
+            for length, table in fam.by_len.items():
+                for address, value in table.items():
+                    yield cls((address, length)), value
 
-    def copy(self) -> AllowedIPs[V]:
+    def copy(self, *, index: bool = True) -> AllowedIPs[V]:
         """An independent table with the same routes (no journal): O(table), for a restart."""
-        new: AllowedIPs[V] = AllowedIPs()
+        new: AllowedIPs[V] = AllowedIPs(index=index)
         for src, dst in ((self._v4, new._v4), (self._v6, new._v6)):
             dst.by_len = {n: dict(t) for n, t in src.by_len.items() if t}
             dst._reindex()
-        new._owned = {v: dict(o) for v, o in self._owned.items()}
+        if index:
+            if self._owned is not None:
+                new._owned = {v: dict(o) for v, o in self._owned.items()}
+            else:
+                new._owned = {}
+                for net, value in self.items():
+                    slot = (net.version, int(net.network_address), net.prefixlen)
+                    new._owned.setdefault(value, {})[slot] = net
         return new
 
     def __len__(self) -> int:
-        return sum(len(o) for o in self._owned.values())
+        return sum(len(t) for fam in (self._v4, self._v6) for t in fam.by_len.values())

@@ -381,7 +381,7 @@ class Device:
         """Everything the send side needs to rebuild its view (after it restarted): routes and
         endpoints. Never keys: see the encrypt stage."""
         self._routes.take_changes()  # the full copy below supersedes any pending change
-        out: list[Action] = [Routes(self._routes.copy())]
+        out: list[Action] = [Routes(self._routes.copy(index=False))]
         out += [PeerEndpoint(p.key, p.endpoint) for p in self._peers.values()]
         return out
 

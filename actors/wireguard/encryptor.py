@@ -78,7 +78,7 @@ class Encryptor:
     def __init__(self, *, mtu: int = MAX_PACKET_SIZE, max_staged: int = MAX_STAGED_PACKETS) -> None:
         self.mtu = mtu
         self.max_staged = max_staged
-        self._routes: AllowedIPs[bytes] = AllowedIPs()
+        self._routes: AllowedIPs[bytes] = AllowedIPs(index=False)  # looks up, replays deltas
         self._peers: dict[bytes, _SendPeer] = {}
         self.drops: Counter[str] = Counter()
         self._handlers = {
