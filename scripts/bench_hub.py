@@ -8,7 +8,8 @@ real wireguard-go peer (namespace b) last. Then it measures:
 * one live add and one live remove, as the daemon's UAPI round trip (median of a few) and as
   the wall time of the `wg set` command;
 * `wg show` wall time, with every peer in its output;
-* iperf3 TCP upload to the real peer, the last one configured, against the 1-peer figure;
+* iperf3 TCP upload to the real peer, the last one configured (best of THROUGHPUT_RUNS),
+  against the 1-peer figure;
 * the daemon's peak RSS (VmHWM).
 
 The targets are the issue's, at 100,000 peers; a MISS is a finding, not an error.
@@ -38,6 +39,7 @@ TARGETS = {  # at TARGET_PEERS
     "remove_ms": 5.0,
     "rss_mb": 400.0,
 }
+THROUGHPUT_RUNS = 3  # iperf3 uploads per table size; the best counts
 THROUGHPUT_TOLERANCE = 0.05  # one peer's throughput within 5% of the 1-peer figure
 
 
@@ -129,8 +131,11 @@ def run_hub(
         if listed != peers:
             result.errors.append(f"wg show listed {listed} peers, not {peers}")
 
-        report = bench.iperf3(lab, f"hub-{serial}", seconds)
-        m["tcp_up_mbps"] = bench.tcp_mbps(report)
+        # Best of a few: other load on a shared machine only ever lowers a figure.
+        m["tcp_up_mbps"] = max(
+            bench.tcp_mbps(bench.iperf3(lab, f"hub-{serial}-{i}", seconds))
+            for i in range(THROUGHPUT_RUNS)
+        )
         rss = bench.peak_rss_mb(pid) if pid is not None else None
         if rss is not None:
             m["rss_mb"] = rss
