@@ -31,7 +31,6 @@ from .actions import (
     HandshakeWanted,
     PeerEndpoint,
     PeerRemoved,
-    RouteChanges,
     Routes,
     SendKeepalive,
     SendKeysUpdate,
