@@ -21,6 +21,7 @@ from actors.wireguard import noise
 from actors.wireguard.actions import HandshakeWanted, Routes, Sent, Transmit
 from actors.wireguard.allowedips import AllowedIPs, RouteChanges
 from actors.wireguard.device import Device, PeerConfig
+from actors.wireguard.timers import Timers
 from actors.wireguard.tunnel import Tunnel
 
 SMALL, LARGE = 50, 2_000
@@ -236,3 +237,31 @@ def test_the_published_configuration_follows_churn(monkeypatch: pytest.MonkeyPat
             )
             assert len(published.peers) == len(device.peer_map)
     assert len(tracker._chunks) <= 2 * (len(device.peer_map) // 8) + 3
+
+
+def test_every_timer_event_that_sets_a_deadline_reports_the_peer() -> None:
+    """The armed map is only as good as its reports: each event method of ``Timers`` that sets
+    a deadline must report, or a tick would never visit that peer."""
+    events: dict[str, Callable[[Timers], None]] = {
+        "handshake_initiated": lambda t: t.handshake_initiated(1.0, 0.0),
+        "session_derived": lambda t: t.session_derived(1.0),
+        "data_sent": lambda t: t.data_sent(1.0, 0.0),
+        "data_received": lambda t: t.data_received(1.0),
+        "any_authenticated_packet_traversal": lambda t: t.any_authenticated_packet_traversal(
+            1.0, 25
+        ),
+        "persistent_keepalive_configured": lambda t: t.persistent_keepalive_configured(
+            1.0, 25, True
+        ),
+    }
+    for name, event in events.items():
+        armed: dict[bytes, None] = {}
+        timers = Timers(armed=armed, key=b"k")
+        event(timers)
+        assert timers.earliest() is not None and list(armed) == [b"k"], name
+    armed = {}
+    timers = Timers(armed=armed, key=b"k")
+    timers.any_authenticated_packet_sent()  # cancelling reports nothing
+    timers.any_authenticated_packet_received()
+    timers.handshake_complete()
+    assert armed == {}
