@@ -12,14 +12,15 @@ from __future__ import annotations
 import errno
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pykka
 
 from .io.udp import UdpSocket
 from .stages.decrypt import Configure, GetDeviceState
-from .uapi import EADDRINUSE, EIO, DeviceStatus, PeerStatus, SetRequest, UapiError, format_get
+from .uapi import EADDRINUSE, EIO, DeviceStatus, PeerStatus, SetRequest, UapiError, format_get_parts
+from .wireguard.constants import MAX_PEERS
 from .wireguard.device import PeerState
 
 if TYPE_CHECKING:
@@ -29,15 +30,28 @@ if TYPE_CHECKING:
 __all__ = ["ASK_TIMEOUT", "PipelineController", "SingleController"]
 
 ASK_TIMEOUT = 5.0  # seconds a `wg` request waits for the stage that owns the device
+# ...plus this much per peer the request names (set) or the device may hold (get): a 100,000-
+# peer `wg setconf` or `wg show` is seconds of honest work, not a stage that stopped answering.
+ASK_TIME_PER_PEER = 100e-6
 
 
-def _status(private_key: bytes | None, peers: tuple[PeerState, ...], udp: UdpSocket) -> str:
-    return format_get(
+def _set_timeout(request: SetRequest) -> float:
+    return ASK_TIMEOUT + ASK_TIME_PER_PEER * len(request.peers)
+
+
+_GET_TIMEOUT = ASK_TIMEOUT + ASK_TIME_PER_PEER * MAX_PEERS
+
+
+def _status(
+    private_key: bytes | None, peers: tuple[PeerState, ...], udp: UdpSocket
+) -> Iterator[str]:
+    """The reply in parts, each peer's made only when it is sent (a hub's is tens of MB)."""
+    return format_get_parts(
         DeviceStatus(
             private_key,
             udp.port,
             udp.fwmark,
-            tuple(
+            (
                 PeerStatus(
                     p.public_key,
                     p.preshared_key,
@@ -78,21 +92,21 @@ class PipelineController(_Base):
         super().__init__(udp)
         self.pipeline = pipeline
 
-    def _ask(self, message: Any) -> Any:
+    def _ask(self, message: Any, timeout: float) -> Any:
         try:
-            return self.pipeline.mailboxes["decrypt"].ask(message, ASK_TIMEOUT)
+            return self.pipeline.mailboxes["decrypt"].ask(message, timeout)
         except (pykka.Timeout, pykka.ActorDeadError):
             raise UapiError(EIO, "the WireGuard stage did not answer") from None
 
-    def get(self) -> str:
+    def get(self) -> Iterator[str]:
         with self._lock:
-            private_key, peers = self._ask(GetDeviceState())
+            private_key, peers = self._ask(GetDeviceState(), _GET_TIMEOUT)
             return _status(private_key, peers, self.udp)
 
     def set(self, request: SetRequest) -> None:
         with self._lock:
             self._socket_options(request)
-            self._ask(Configure(request))
+            self._ask(Configure(request), _set_timeout(request))
 
     def stats(self) -> str:
         return json.dumps({"mode": "actors", "stages": self.pipeline.stats()}, default=str)
@@ -103,21 +117,21 @@ class SingleController(_Base):
         super().__init__(udp)
         self.loop = loop
 
-    def _call(self, fn: Callable[[], Any]) -> Any:
+    def _call(self, fn: Callable[[], Any], timeout: float = ASK_TIMEOUT) -> Any:
         try:
-            return self.loop.call(fn, ASK_TIMEOUT)
+            return self.loop.call(fn, timeout)
         except TimeoutError:
             raise UapiError(EIO, "the loop did not answer") from None
 
-    def get(self) -> str:
+    def get(self) -> Iterator[str]:
         with self._lock:
-            private_key, peers = self._call(self.loop.device_state)
+            private_key, peers = self._call(self.loop.device_state, _GET_TIMEOUT)
             return _status(private_key, peers, self.udp)
 
     def set(self, request: SetRequest) -> None:
         with self._lock:
             self._socket_options(request)
-            self._call(lambda: self.loop.configure(request))
+            self._call(lambda: self.loop.configure(request), _set_timeout(request))
 
     def stats(self) -> str:
         return json.dumps({"mode": "single-threaded", "stages": self._call(self.loop.stats)})

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .wireguard.allowedips import Network, parse_prefix
@@ -44,6 +44,7 @@ __all__ = [
     "UapiError",
     "format_endpoint",
     "format_get",
+    "format_get_parts",
     "parse_get",
     "parse_set",
 ]
@@ -56,7 +57,9 @@ EADDRINUSE = -98
 EUNKNOWN = -55
 
 MAX_LINE = 4096  # bytes per line (without its newline); longer is EPROTO
-MAX_SET_LINES = 200_000  # lines in one set request; more is EINVAL, so memory stays bounded
+# Lines in one set request; more is EINVAL, so memory stays bounded. Sized for a hub: a `wg
+# setconf` of MAX_PEERS peers at 8 lines each (key, endpoint, keepalive, replace, allowed IPs).
+MAX_SET_LINES = 1 << 20
 
 _U16 = 0xFFFF
 _U32 = 0xFFFF_FFFF
@@ -72,6 +75,10 @@ _QUOTABLE = re.compile(r"[a-z_]{1,32}")
 # An IPv6 zone (scope) as an interface name or index: printable, no separators, at most
 # IFNAMSIZ - 1 characters. wireguard-go accepts any zone text; we keep it sane for logs.
 _ZONE = re.compile(r"[A-Za-z0-9_.@+\-]{1,15}")
+# A dotted-quad IPv4 prefix as netip.ParsePrefix takes it: octets 0..255 and a length 0..32,
+# neither with leading zeros.
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_PREFIX = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}/(3[0-2]|[12][0-9]|[0-9])")
 
 
 class UapiError(Exception):
@@ -144,7 +151,7 @@ class DeviceStatus:
     private_key: bytes | None = field(repr=False)
     listen_port: int
     fwmark: int
-    peers: tuple[PeerStatus, ...]
+    peers: Iterable[PeerStatus]  # a tuple when parsed; may be a generator when formatted
 
 
 # -- field parsers, shared by set and get. Each raises ValueError with a message naming the
@@ -214,6 +221,11 @@ def _prefix(value: str) -> Network:
     a decimal length without sign or leading zeros. Host bits are then masked, as `wg` does,
     by :func:`parse_prefix`; anything Python's ipaddress would also accept beyond that
     (netmasks, bare addresses, surrounding space) is refused first."""
+    quad = _IPV4_PREFIX.fullmatch(value)
+    if quad is not None:  # the common case, without ipaddress's string parsing (a hub has many)
+        a, b, c, d, n = (int(g) for g in quad.groups())
+        mask = (0xFFFF_FFFF << (32 - n)) & 0xFFFF_FFFF
+        return ipaddress.IPv4Network(((a << 24 | b << 16 | c << 8 | d) & mask, n))
     addr, slash, length = value.partition("/")
     if not slash or not value.isascii() or "%" in addr or any(c.isspace() for c in value):
         raise ValueError("must be address/length")
@@ -370,35 +382,45 @@ def format_endpoint(ep: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def format_get(status: DeviceStatus) -> str:
+def format_get_parts(status: DeviceStatus) -> Iterator[str]:
     """The body of a ``get=1`` reply, in wireguard-go's order and format.
 
     A zero or absent private key, port 0 and fwmark 0 are omitted, as wireguard-go omits them;
     a peer's preshared key is always printed (64 zeros when there is none), because `wg` and
     other clients expect it. Every line ends with a newline; the caller appends ``errno=0``
     and the blank line, since only it knows whether the request succeeded.
+
+    The reply comes in parts (the device's lines, then one part per peer), so a hub's reply
+    of tens of MB can be sent as it is made: see :func:`format_get` for it whole.
     """
-    out: list[str] = []
     if status.private_key is not None and status.private_key != _ZERO_KEY:
-        out.append(f"private_key={status.private_key.hex()}\n")
+        yield (f"private_key={status.private_key.hex()}\n")
     if status.listen_port:
-        out.append(f"listen_port={status.listen_port}\n")
+        yield f"listen_port={status.listen_port}\n"
     if status.fwmark:
-        out.append(f"fwmark={status.fwmark}\n")
+        yield f"fwmark={status.fwmark}\n"
+    # One string per peer, not one per line: a hub's 100,000 peers make a million lines.
     for p in status.peers:
         secs, nsecs = divmod(p.last_handshake_ns, _NS)
-        out.append(f"public_key={p.public_key.hex()}\n")
-        out.append(f"preshared_key={p.preshared_key.hex() if p.preshared_key else _ZERO_HEX}\n")
-        out.append("protocol_version=1\n")
-        if p.endpoint is not None:
-            out.append(f"endpoint={format_endpoint(p.endpoint)}\n")
-        out.append(f"last_handshake_time_sec={secs}\n")
-        out.append(f"last_handshake_time_nsec={nsecs}\n")
-        out.append(f"tx_bytes={p.tx_bytes}\n")
-        out.append(f"rx_bytes={p.rx_bytes}\n")
-        out.append(f"persistent_keepalive_interval={p.persistent_keepalive}\n")
-        out.extend(f"allowed_ip={net}\n" for net in p.allowed_ips)
-    return "".join(out)
+        endpoint = "" if p.endpoint is None else f"endpoint={format_endpoint(p.endpoint)}\n"
+        allowed = "".join([f"allowed_ip={net}\n" for net in p.allowed_ips])
+        yield (
+            f"public_key={p.public_key.hex()}\n"
+            f"preshared_key={p.preshared_key.hex() if p.preshared_key else _ZERO_HEX}\n"
+            "protocol_version=1\n"
+            f"{endpoint}"
+            f"last_handshake_time_sec={secs}\n"
+            f"last_handshake_time_nsec={nsecs}\n"
+            f"tx_bytes={p.tx_bytes}\n"
+            f"rx_bytes={p.rx_bytes}\n"
+            f"persistent_keepalive_interval={p.persistent_keepalive}\n"
+            f"{allowed}"
+        )
+
+
+def format_get(status: DeviceStatus) -> str:
+    """The whole body of a ``get=1`` reply (:func:`format_get_parts`, joined)."""
+    return "".join(format_get_parts(status))
 
 
 _GET_PEER_KEYS = frozenset(

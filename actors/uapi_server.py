@@ -18,11 +18,13 @@ import socket
 import stat
 import struct
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
 from loguru import logger
 
+from .gcpause import gc_paused, settle_after
 from .uapi import EINVAL, EPROTO, MAX_LINE, MAX_SET_LINES, SetRequest, UapiError, parse_set
 
 __all__ = [
@@ -40,6 +42,7 @@ MAX_CONNECTIONS = 16  # clients served at once; more are closed straight away
 CONNECTION_TIMEOUT = 10.0  # seconds a client may stay silent before it is dropped
 ACCEPT_POLL = 0.2  # seconds between looks at the stop flag while idle
 STATS_OP = "wgactors-stats=1"  # our own read-only operation, for `wgactors status`
+REPLY_CHUNK = 1 << 20  # characters of a get reply gathered, encoded and sent at a time
 _UCRED = struct.Struct("3i")
 
 
@@ -50,8 +53,8 @@ def socket_path(iface: str, directory: Path = SOCKET_DIR) -> Path:
 class Controller(Protocol):
     """What the server needs from the daemon."""
 
-    def get(self) -> str:
-        """The body of a `get=1` reply (without the errno line)."""
+    def get(self) -> Iterable[str]:
+        """The body of a `get=1` reply (without the errno line), whole or in parts."""
         ...
 
     def set(self, request: SetRequest) -> None:
@@ -152,12 +155,21 @@ class UapiServer:
             if op == "get=1":
                 if _readline(reader) != "":
                     raise UapiError(EINVAL, "trailing data after get=1")
-                body = self.controller.get()
-                conn.sendall((body + "errno=0\n\n").encode())
+                with gc_paused():  # a hub's reply is a million short-lived objects
+                    _send_parts(conn, self.controller.get())
+                conn.sendall(b"errno=0\n\n")
                 return True
             if op == "set=1":
-                lines = _read_request(reader)
-                self.controller.set(parse_set(lines))
+                lines = _request_lines(reader)
+                with gc_paused():
+                    try:
+                        request = parse_set(lines)
+                    except UapiError:
+                        for _ in lines:  # read the rest of a bad request, to stay in step
+                            pass
+                        raise
+                    self.controller.set(request)
+                settle_after(len(request.peers))
                 conn.sendall(b"errno=0\n\n")
                 return True
             if op == STATS_OP:
@@ -172,6 +184,25 @@ class UapiServer:
                 conn.sendall(f"errno={e.errno}\n\n".encode())
             # A protocol error leaves the stream in an unknown state: close it.
             return op in ("get=1", "set=1") and e.errno != EPROTO
+
+
+def _send_parts(conn: socket.socket, body: Iterable[str]) -> None:
+    """Send a reply as it is made, about REPLY_CHUNK characters at a time: a hub's reply is
+    tens of MB, and holding it whole (and then its encoded copy) would double the daemon's
+    peak memory."""
+    if isinstance(body, str):
+        body = (body,)
+    pending: list[str] = []
+    size = 0
+    for part in body:
+        pending.append(part)
+        size += len(part)
+        if size >= REPLY_CHUNK:
+            conn.sendall("".join(pending).encode())
+            pending.clear()
+            size = 0
+    if pending:
+        conn.sendall("".join(pending).encode())
 
 
 def _readline(reader) -> str | None:  # type: ignore[no-untyped-def]
@@ -189,17 +220,18 @@ def _readline(reader) -> str | None:  # type: ignore[no-untyped-def]
         raise UapiError(EPROTO, "line is not text") from None
 
 
-def _read_request(reader) -> list[str]:  # type: ignore[no-untyped-def]
-    lines: list[str] = []
-    while True:
+def _request_lines(reader) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """The lines of a set request, as they arrive: parsed one by one, never all held at once
+    (a 100,000-peer `wg setconf` is half a million lines). Past MAX_SET_LINES the stream is
+    given up (EPROTO closes it): the parser has refused the request by then."""
+    for _ in range(MAX_SET_LINES + 2):
         line = _readline(reader)
         if line is None:
             raise UapiError(EPROTO, "request ended without its blank line")
         if line == "":
-            return lines
-        if len(lines) >= MAX_SET_LINES:
-            raise UapiError(EINVAL, "request too long")
-        lines.append(line)
+            return
+        yield line
+    raise UapiError(EPROTO, "request too long")
 
 
 def _trusted(conn: socket.socket) -> bool:

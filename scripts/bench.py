@@ -684,6 +684,16 @@ def parse_cases(text: str) -> list[str]:
     return [k for k in CASES if k in chosen]  # always in the canonical order
 
 
+def parse_peers(text: str) -> list[int]:
+    try:
+        sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("peers must be numbers, e.g. 1000,10000") from None
+    if not sizes or not all(1 <= n <= 131_072 for n in sizes):
+        raise argparse.ArgumentTypeError("peers must be 1..131072")
+    return sizes
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
@@ -719,6 +729,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also time the protocol core in process, per packet, next to the bare AEAD",
     )
     parser.add_argument("--core-only", action="store_true", help="only the --core measurement")
+    parser.add_argument(
+        "--peers",
+        type=parse_peers,
+        metavar="N[,N...]",
+        help="instead: wgactors as a hub with N peers (e.g. 1000,10000,100000; see bench_hub.py)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.rounds = QUICK_SECONDS, QUICK_ROUNDS
@@ -802,6 +818,8 @@ def bench_main(
     print(f"bench: namespaces {lab.ns_a} and {lab.ns_b}, temp dir {lab.tmp}", flush=True)
     pin = Pinning.split(list(os.sched_getaffinity(0))) if args.pin else Pinning()
     lab.create()
+    if args.peers:
+        return _hub(lab, args, started)
     bench = Bench(lab, Keys.fresh(), args.seconds, pin)
     runs = run_rounds(bench, args.cases, args.rounds)
     errors = [
@@ -852,6 +870,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         lab.close()
+
+
+def _hub(lab: Lab, args: argparse.Namespace, started: float) -> int:
+    import bench_hub  # scripts/bench_hub.py: the --peers case
+
+    results, errors = bench_hub.main_hub(lab, args.peers, args.seconds)
+    print()
+    bench_hub.print_hub_report(results)
+    if args.json:
+        report = {"ok": not errors, "hub": bench_hub.to_json(results), "errors": errors}
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    verdict = "all measurements worked" if not errors else f"{len(errors)} failed"
+    print(f"\nbench: {verdict} ({time.monotonic() - started:.0f} s)")
+    return 0 if not errors else 1
 
 
 if __name__ == "__main__":

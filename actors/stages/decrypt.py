@@ -14,26 +14,31 @@ from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from typing import Any
 
+from ..gcpause import gc_paused, settle_after
 from ..io.udp import UdpSocket
 from ..mailbox import Mailbox
 from ..packet import Packet
-from ..snapshot import ConfigCell, DeviceConfig
+from ..snapshot import ConfigCell, ConfigTracker
 from ..stats import StageSnapshot
 from ..uapi import SetRequest
 from ..wireguard.actions import (
+    Action,
     Deliver,
     DeliverBatch,
     HandshakeWanted,
+    PeerEndpoint,
+    PeerRemoved,
     SendKeysUpdate,
     Sent,
     Transmit,
 )
+from ..wireguard.allowedips import RouteChanges
 from ..wireguard.apply import apply_set
 from ..wireguard.device import Device
 from .base import Outlet, PipelineActor
 from .ticker import Tick
 
-__all__ = ["Configure", "Decrypt", "GetDeviceState", "Resync"]
+__all__ = ["Configure", "Decrypt", "DeviceActions", "GetDeviceState", "Resync"]
 
 _FIRST = itemgetter(0)
 _DATA = attrgetter("data")
@@ -56,6 +61,18 @@ class Resync:
     """A restarted encrypt stage asks for the routes and endpoints it lost."""
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceActions:
+    """Several actions for the encrypt stage in one message, in order.
+
+    Loading 100,000 peers makes 300,000 actions for the encrypt side; one message per action
+    would cost a mailbox hand-off each (and block on the control lane's bound). A batch costs
+    one, and its route changes travel merged into one value.
+    """
+
+    actions: tuple[Action, ...]
+
+
 class Decrypt(PipelineActor):
     def __init__(
         self,
@@ -72,6 +89,7 @@ class Decrypt(PipelineActor):
         self.encrypt = encrypt
         self.config = config
         self.device: Device | None = None
+        self.tracker = ConfigTracker(config.get())
 
     def on_start(self) -> None:
         # A new incarnation starts from the configuration, with no sessions: the encrypt stage
@@ -80,10 +98,15 @@ class Decrypt(PipelineActor):
         current = self.config.get()
         device = Device(current.private_key)
         self.device = device
+        self.tracker = ConfigTracker(current)
         now = time.monotonic()
-        for peer in current.peers:
-            self._dispatch(device.add_peer(peer, now))
-            self.encrypt.tell(SendKeysUpdate(peer.public_key, None))
+        actions: list[Action] = []
+        with gc_paused():
+            for peer in current.peers:
+                actions += device.add_peer(peer, now)
+                actions.append(SendKeysUpdate(peer.public_key, None))
+            self._dispatch(actions)
+        settle_after(len(current.peers))
 
     def on_batch(self, batch: tuple[Any, ...]) -> None:
         assert self.device is not None
@@ -101,8 +124,12 @@ class Decrypt(PipelineActor):
         elif isinstance(message, HandshakeWanted | Sent):
             self._dispatch(device.handle(message, now, wall))
         elif isinstance(message, Configure):
-            self._dispatch(apply_set(device, message.request, now))
-            self.config.publish(DeviceConfig(device.private_key, device.configs()))
+            # The peers this request names; those it removes or robs of a prefix, and those
+            # a new private key drops, are marked by the actions that say so (_dispatch).
+            request = message.request
+            self.tracker.mark(change.public_key for change in request.peers)
+            self._dispatch(apply_set(device, request, now))
+            self.config.publish(self.tracker.build(device))
         elif isinstance(message, GetDeviceState):
             return device.private_key, tuple(device.peer_states())
         elif isinstance(message, Resync):
@@ -114,6 +141,8 @@ class Decrypt(PipelineActor):
     def _dispatch(self, actions: list[Any]) -> None:
         delivered: list[Packet] = []
         drops = self.stats.drops
+        onward: list[Action] = []
+        routes: list[Any] = []
         for action in actions:
             kind = type(action)
             if kind is DeliverBatch:
@@ -124,8 +153,21 @@ class Decrypt(PipelineActor):
                 reason = self.udp.send(action.data, action.endpoint)
                 if reason is not None:
                     drops[reason] += 1
+            elif kind is RouteChanges:
+                self.tracker.mark(action.owners())
+                routes += action.entries
             else:
-                self.encrypt.tell(action)
+                if kind is PeerEndpoint or kind is PeerRemoved:
+                    self.tracker.mark((action.peer,))
+                onward.append(action)
+        if routes:
+            # One value for all the batch's route changes, in their order. The encrypt stage
+            # applies a batch whole, between packets, so where it goes in the batch is moot.
+            onward.insert(0, RouteChanges(tuple(routes)))
+        if len(onward) == 1:
+            self.encrypt.tell(onward[0])
+        elif onward:
+            self.encrypt.tell(DeviceActions(tuple(onward)))
         if delivered:
             self.emit(self.outlet, tuple(delivered), sum(map(len, map(_DATA, delivered))))
 

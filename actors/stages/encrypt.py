@@ -23,6 +23,7 @@ from ..wireguard.actions import (
     HandshakeWanted,
     PeerEndpoint,
     PeerRemoved,
+    RouteChanges,
     Routes,
     SendKeepalive,
     SendKeysUpdate,
@@ -35,7 +36,7 @@ from ..wireguard.actions import (
 from ..wireguard.allowedips import AllowedIPs
 from ..wireguard.encryptor import Encryptor
 from .base import PipelineActor
-from .decrypt import Resync
+from .decrypt import DeviceActions, Resync
 
 __all__ = ["Encrypt"]
 
@@ -46,6 +47,7 @@ _FROM_DEVICE = (
     SendKeepalive,
     StagedDropped,
     Routes,
+    RouteChanges,
     PeerRemoved,
     TunnelReply,
 )
@@ -73,7 +75,7 @@ class Encrypt(PipelineActor):
         # if this is a restart. Keys never come back: their counters died with us, and reusing
         # a key with a reset counter would be a replay. A new handshake follows on demand.
         now = time.monotonic()
-        routes: AllowedIPs[bytes] = AllowedIPs()
+        routes: AllowedIPs[bytes] = AllowedIPs(index=False)
         for peer in self.config.get().peers:
             for net in peer.allowed_ips:
                 routes.insert(net, peer.public_key)
@@ -89,6 +91,14 @@ class Encrypt(PipelineActor):
     def on_control(self, message: Any) -> Any:
         if isinstance(message, _FROM_DEVICE):
             self._dispatch(self.encryptor.handle(message, time.monotonic()))
+            return None
+        if isinstance(message, DeviceActions):
+            now = time.monotonic()
+            handle = self.encryptor.handle
+            out: list[Any] = []
+            for action in message.actions:
+                out += handle(action, now)
+            self._dispatch(out)
             return None
         return super().on_control(message)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..packet import Packet
-from .allowedips import AllowedIPs
+from .allowedips import AllowedIPs, RouteChanges
 from .keypair import SendKeys
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "HandshakeWanted",
     "PeerEndpoint",
     "PeerRemoved",
+    "RouteChanges",
     "Routes",
     "SendKeepalive",
     "SendKeysUpdate",
@@ -162,6 +163,7 @@ Action = (
     | SendKeepalive
     | StagedDropped
     | Routes
+    | RouteChanges
     | PeerRemoved
     | TunnelReply
     | HandshakeWanted

@@ -63,9 +63,11 @@ from .noise import (
 from .oversize import TooBigLimiter
 from .peer import DeviceError, Peer, PeerConfig, PeerState, PeerStats, short_key
 from .ratelimiter import RateLimiter
-from .timers import TimerEvent
+from .timers import TimerEvent, Timers
 
 __all__ = ["Device", "DeviceError", "PeerConfig", "PeerState"]
+
+_NEW_PEER = PeerConfig(bytes(32))  # what a new peer's unset fields start from
 
 
 class Device:
@@ -87,7 +89,12 @@ class Device:
         self.too_big_limiter = TooBigLimiter()
         self.peer_map: dict[bytes, Peer] = {}
         self.indices = IndexTable(rng)
-        self.allowed_ips: AllowedIPs[bytes] = AllowedIPs()
+        # Journaled: each change is sent to the encrypt side as a delta (RouteChanges), so a
+        # peer change costs O(its prefixes) at any table size, not a copy of the table.
+        self.allowed_ips: AllowedIPs[bytes] = AllowedIPs(journal=True)
+        # The peers that may have a timer pending (their Timers report arming here): a tick
+        # visits these, not a hub's every idle peer.
+        self.armed: dict[bytes, None] = {}
         # The wall-clock time (UNIX seconds) of the call being processed: an input like `now`.
         self.wall = 0.0
         self.drops: Counter[str] = Counter()
@@ -166,7 +173,7 @@ class Device:
         existing = self.peer_map.get(key)
         if existing is None and not create:
             return []
-        base = existing.config if existing is not None else PeerConfig(key)
+        base = existing.config if existing is not None else _NEW_PEER
         kept = (
             () if replace_allowed_ips or existing is None else tuple(self.allowed_ips.prefixes(key))
         )
@@ -217,12 +224,14 @@ class Device:
             self.allowed_ips.remove_value(peer.key)
         else:
             hs = PeerHandshake(self.identity, config.public_key, config.preshared_key or zero_key())
-            peer = Peer(config, hs, CookieGenerator(config.public_key), config.endpoint)
+            timers = Timers(armed=self.armed, key=config.public_key)
+            cookies = CookieGenerator(config.public_key)
+            peer = Peer(config, hs, cookies, config.endpoint, timers=timers)
             self.peer_map[config.public_key] = peer
         for net in config.allowed_ips:
             self.allowed_ips.insert(net, peer.key)
         out: list[Action] = [
-            Routes(self.allowed_ips.copy()),
+            self.allowed_ips.take_changes(),
             PeerEndpoint(peer.key, peer.endpoint),
         ]
         peer.timers.persistent_keepalive_configured(now, config.persistent_keepalive, keepalive_now)
@@ -231,7 +240,8 @@ class Device:
     def sync_actions(self) -> list[Action]:
         """Everything the send side needs to rebuild its view (after it restarted): routes and
         endpoints. Never keys: see the encrypt stage."""
-        out: list[Action] = [Routes(self.allowed_ips.copy())]
+        self.allowed_ips.take_changes()  # the full copy below supersedes any pending change
+        out: list[Action] = [Routes(self.allowed_ips.copy(index=False))]
         out += [PeerEndpoint(p.key, p.endpoint) for p in self.peer_map.values()]
         return out
 
@@ -241,7 +251,8 @@ class Device:
             return []
         self.indices.delete_peer(peer)
         self.allowed_ips.remove_value(key)
-        return [Routes(self.allowed_ips.copy()), PeerRemoved(key)]
+        self.armed.pop(key, None)
+        return [self.allowed_ips.take_changes(), PeerRemoved(key)]
 
     # ------------------------------------------------------------------ inputs
 
@@ -331,14 +342,25 @@ class Device:
 
     def next_deadline(self) -> float | None:
         """When :meth:`update_timers` must next be called; None if nothing is pending."""
-        times = [t for p in self.peer_map.values() if (t := p.timers.earliest()) is not None]
+        peers = self.peer_map
+        times = [
+            t
+            for key in self.armed
+            if (p := peers.get(key)) is not None and (t := p.timers.earliest()) is not None
+        ]
         return min(times) if times else None
 
     def update_timers(self, now: float, wall: float | None = None) -> list[Action]:
-        """Fire every timer whose deadline has passed (wireguard-go's ``expired*``)."""
+        """Fire every timer whose deadline has passed (wireguard-go's ``expired*``). Visits only
+        the peers with a deadline armed: O(those peers), whatever the table's size."""
         self.wall = now if wall is None else wall
         out: list[Action] = []
-        for peer in list(self.peer_map.values()):
+        armed = self.armed
+        for key in list(armed):
+            peer = self.peer_map.get(key)
+            if peer is None or peer.timers.earliest() is None:
+                armed.pop(key, None)  # gone, or nothing pending: skipped until armed again
+                continue
             for event in peer.timers.expire(now):
                 if event is TimerEvent.RETRANSMIT_HANDSHAKE:
                     self._expired_retransmit_handshake(peer, now, out)
@@ -464,15 +486,21 @@ class Device:
 
     def configs(self) -> tuple[PeerConfig, ...]:
         """The peers as configuration (allowed IPs as routed now), to rebuild the device."""
-        return tuple(
-            PeerConfig(
-                p.key,
-                p.config.preshared_key,
-                p.endpoint,
-                tuple(self.allowed_ips.prefixes(p.key)),
-                p.config.persistent_keepalive,
-            )
-            for p in self.peer_map.values()
+        return tuple(self._config_now(p) for p in self.peer_map.values())
+
+    def config_now(self, key: bytes) -> PeerConfig | None:
+        """One peer as configuration now (None if it is gone): what :meth:`configs` holds for
+        it, at the cost of one peer, so a published configuration can follow a change."""
+        peer = self.peer_map.get(key)
+        return self._config_now(peer) if peer is not None else None
+
+    def _config_now(self, p: Peer) -> PeerConfig:
+        routed = tuple(self.allowed_ips.prefixes(p.key))
+        config = p.config
+        if routed == config.allowed_ips and p.endpoint == config.endpoint:
+            return config  # unchanged since configured: share the immutable value
+        return PeerConfig(
+            p.key, config.preshared_key, p.endpoint, routed, config.persistent_keepalive
         )
 
     def index_count(self) -> int:

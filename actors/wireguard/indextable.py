@@ -63,8 +63,15 @@ class IndexTable:
             del self._entries[index]
 
     def delete_peer(self, peer: Peer) -> None:
-        for index in [i for i, (p, _) in self._entries.items() if p is peer]:
-            del self._entries[index]
+        """Forget every index of a peer being removed: its pending handshake's and its
+        sessions', the only ones it can hold (the delete_* calls above keep it so). Looking
+        them up, rather than scanning the table, costs the same at 100,000 peers as at one."""
+        own = [peer.handshake.local_index]
+        own += [s.local_index for s in peer.sessions() if s is not None]
+        for index in own:
+            entry = self._entries.get(index)
+            if entry is not None and entry[0] is peer:
+                del self._entries[index]
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -76,6 +76,8 @@ class PeerHandshake:
     """Handshake state for one peer; owned by the device, mutated only by these functions."""
 
     __slots__ = (
+        "_identity",
+        "_static_static",
         "chaining_key",
         "hash",
         "last_timestamp",
@@ -86,7 +88,6 @@ class PeerHandshake:
         "remote_index",
         "remote_static",
         "state",
-        "static_static",
     )
 
     def __init__(
@@ -94,7 +95,11 @@ class PeerHandshake:
     ) -> None:
         self.remote_static = remote_static
         self.preshared_key = preshared_key
-        self.static_static = _precompute(identity, remote_static)
+        # The static-static DH (~100 us) waits for the first handshake that needs it: a hub
+        # that loads 100,000 peers would otherwise spend 10 s on it at start-up, mostly for
+        # peers that never connect. The first handshake pays it once.
+        self._identity = identity
+        self._static_static: bytes | _Pending | None = _PENDING
         self.state = HandshakeState.ZEROED
         self.chaining_key = b""
         self.hash = b""
@@ -111,9 +116,25 @@ class PeerHandshake:
         self.local_ephemeral = b""
         self.remote_ephemeral = b""
 
+    @property
+    def static_static(self) -> bytes | None:
+        """DH(our static, their static); None without a private key or for a low-order key."""
+        value = self._static_static
+        if isinstance(value, _Pending):
+            value = self._static_static = _precompute(self._identity, self.remote_static)
+        return value
+
     def rekey_identity(self, identity: Identity | None) -> None:
-        self.static_static = _precompute(identity, self.remote_static)
+        self._identity = identity
+        self._static_static = _PENDING
         self.clear()
+
+
+class _Pending:
+    """Marks a static-static DH not computed yet (None already means "cannot be computed")."""
+
+
+_PENDING = _Pending()
 
 
 def _precompute(identity: Identity | None, remote_static: bytes) -> bytes | None:
