@@ -39,6 +39,8 @@ from .. import settings
 __all__ = [
     "AIO_SYSCALLS",
     "MAX_BATCH",
+    "SEND_WAIT",
+    "SOCKADDR_SIZE",
     "AioReader",
     "AioSyscalls",
     "AioWriter",
@@ -46,6 +48,7 @@ __all__ = [
     "MmsgSender",
     "aio_syscalls",
     "kernel_abi",
+    "send_error",
 ]
 
 MAX_BATCH = 64  # packets per system call; also the size of the preallocated control blocks
@@ -293,7 +296,7 @@ class _Mmsghdr(ctypes.Structure):
 _sendmmsg = _libc.sendmmsg
 _cast, _c_void_p = ctypes.cast, ctypes.c_void_p  # cast runs with the GIL held (PYFUNCTYPE)
 _sendmmsg.restype = ctypes.c_int
-_SOCKADDR_SIZE = 28  # sockaddr_in6; sockaddr_in (16) fits in it
+SOCKADDR_SIZE = 28  # sockaddr_in6; sockaddr_in (16) fits in it
 
 
 def _sockaddr(family: int, host: str, port: int) -> bytes:
@@ -325,13 +328,13 @@ class MmsgSender:
         self.max_batch = max_batch
         self._msgs = (_Mmsghdr * max_batch)()
         self._iovs = (_Iovec * max_batch)()
-        self._names = ctypes.create_string_buffer(_SOCKADDR_SIZE * max_batch)
+        self._names = ctypes.create_string_buffer(SOCKADDR_SIZE * max_batch)
         base = ctypes.addressof(self._names)
         for i in range(max_batch):
             hdr = self._msgs[i].msg_hdr
             hdr.msg_iov = ctypes.pointer(self._iovs[i])
             hdr.msg_iovlen = 1
-            hdr.msg_name = base + i * _SOCKADDR_SIZE
+            hdr.msg_name = base + i * SOCKADDR_SIZE
         self._names_view = memoryview(self._names).cast("B")
         self._slot_addrs: list[bytes | None] = [None] * max_batch  # what each slot holds now
         self.bytes_sent = 0  # payload bytes the kernel accepted, over this sender's life
@@ -344,7 +347,7 @@ class MmsgSender:
             if len(self._cache) >= self.MAX_ENDPOINTS:
                 self._cache.clear()
             addr = _sockaddr(self.sock.family, host, port)
-            if len(addr) > _SOCKADDR_SIZE:  # cannot happen for INET/INET6; a slot holds this
+            if len(addr) > SOCKADDR_SIZE:  # cannot happen for INET/INET6; a slot holds this
                 raise ValueError(f"sockaddr of {len(addr)} bytes")
             self._cache[key] = addr
         return addr
@@ -368,31 +371,51 @@ class MmsgSender:
                 # a thread switch each time another thread is waiting for it). Most batches go
                 # to one peer: a slot that already holds this sockaddr is left alone.
                 if slot_addrs[k] is not addr:
-                    off = k * _SOCKADDR_SIZE
+                    off = k * SOCKADDR_SIZE
                     names[off : off + len(addr)] = addr
                     msgs[k].msg_hdr.msg_namelen = len(addr)
                     slot_addrs[k] = addr
                 iov = iovs[k]
                 iov.iov_base = _cast(data, _c_void_p).value  # type: ignore[arg-type]
                 iov.iov_len = len(data)
-            sent = _sendmmsg(self.sock.fileno(), self._msgs, n, socket.MSG_DONTWAIT)
+            sent, waited = self._send_prepared(n, waited)
             if sent > 0:
                 sent_total += sent
                 self.bytes_sent += sum(len(data) for data, _ in chunk[:sent])
                 i += sent
                 continue
+            if sent == -errno.EAGAIN:
+                drops["send_buffer_full"] += n_all - i
+                return sent_total
+            drops[send_error(-sent)] += 1
+            i += 1  # skip the datagram the kernel refused; the rest may still go
+        return sent_total
+
+    def _send_prepared(self, count: int, waited: bool) -> tuple[int, bool]:
+        """One sendmmsg of the first ``count`` prepared messages: (how many went out, or the
+        negated errno that stopped it; whether the send buffer was waited for). EINTR is
+        retried; a full send buffer is waited for (SEND_WAIT) only if ``waited`` is still
+        false, once per batch, then reported as -EAGAIN."""
+        while True:
+            sent = _sendmmsg(self.sock.fileno(), self._msgs, count, socket.MSG_DONTWAIT)
+            if sent > 0:
+                return sent, waited
             code = ctypes.get_errno() if sent < 0 else errno.EAGAIN
             if code == errno.EINTR:
                 continue
-            if code == errno.EAGAIN:
-                if not waited and select.select([], [self.sock], [], SEND_WAIT)[1]:
-                    waited = True
-                    continue
-                drops["send_buffer_full"] += n_all - i
-                return sent_total
-            drops[f"send_{errno.errorcode.get(code, 'error').lower()}"] += 1
-            i += 1  # skip the datagram the kernel refused; the rest may still go
-        return sent_total
+            if (
+                code == errno.EAGAIN
+                and not waited
+                and select.select([], [self.sock], [], SEND_WAIT)[1]
+            ):
+                waited = True
+                continue
+            return -code, waited
+
+
+def send_error(code: int) -> str:
+    """The drop reason for a datagram the kernel refused with errno ``code``."""
+    return f"send_{errno.errorcode.get(code, 'error').lower()}"
 
 
 # --------------------------------------------------------------------------- batched reads
@@ -500,7 +523,7 @@ class MmsgReceiver:
         self.slot = slot
         self._buffer = ctypes.create_string_buffer(max_batch * slot)
         self._view = memoryview(self._buffer).cast("B")
-        self._names = ctypes.create_string_buffer(_SOCKADDR_SIZE * max_batch)
+        self._names = ctypes.create_string_buffer(SOCKADDR_SIZE * max_batch)
         self._names_view = memoryview(self._names).cast("B")
         self._iovs = (_Iovec * max_batch)()
         self._msgs = (_Mmsghdr * max_batch)()
@@ -511,19 +534,14 @@ class MmsgReceiver:
             hdr = self._msgs[i].msg_hdr
             hdr.msg_iov = ctypes.pointer(self._iovs[i])
             hdr.msg_iovlen = 1
-            hdr.msg_name = names + i * _SOCKADDR_SIZE
+            hdr.msg_name = names + i * SOCKADDR_SIZE
         self._sources: dict[bytes, tuple[str, int]] = {}
 
     def receive(self, count: int, drops: Counter[str]) -> list[tuple[bytes, tuple[str, int]]]:
         count = min(count, self.max_batch)
         for i in range(count):
-            self._msgs[i].msg_hdr.msg_namelen = _SOCKADDR_SIZE
-        got = _recvmmsg(self.sock.fileno(), self._msgs, count, socket.MSG_DONTWAIT, None)
-        if got < 0:
-            code = ctypes.get_errno()
-            if code not in (errno.EAGAIN, errno.EINTR):
-                drops[f"recv_{errno.errorcode.get(code, 'error').lower()}"] += 1
-            return []
+            self._msgs[i].msg_hdr.msg_namelen = SOCKADDR_SIZE
+        got = self._receive_prepared(count, drops)
         out = []
         view, names, slot, sources = self._view, self._names_view, self.slot, self._sources
         for i in range(got):
@@ -531,15 +549,30 @@ class MmsgReceiver:
             if self._msgs[i].msg_hdr.msg_flags & 0x20:  # MSG_TRUNC: larger than any of ours
                 drops["oversize_datagram"] += 1
                 continue
-            name = bytes(names[i * _SOCKADDR_SIZE : i * _SOCKADDR_SIZE + 28])
-            source = sources.get(name)
-            if source is None:
-                source = _source(name)
-                if len(sources) >= self.MAX_SOURCES:
-                    sources.clear()
-                sources[name] = source
+            name = bytes(names[i * SOCKADDR_SIZE : i * SOCKADDR_SIZE + SOCKADDR_SIZE])
+            source = sources.get(name) or self._new_source(name)
             out.append((bytes(view[i * slot : i * slot + size]), source))
         return out
+
+    def _receive_prepared(self, count: int, drops: Counter[str]) -> int:
+        """One recvmmsg into the first ``count`` prepared slots: how many arrived (0 when none
+        did, or on an error, which is counted in ``drops`` unless it is EAGAIN or EINTR)."""
+        got = _recvmmsg(self.sock.fileno(), self._msgs, count, socket.MSG_DONTWAIT, None)
+        if got < 0:
+            code = ctypes.get_errno()
+            if code not in (errno.EAGAIN, errno.EINTR):
+                drops[f"recv_{errno.errorcode.get(code, 'error').lower()}"] += 1
+            return 0
+        return got
+
+    def _new_source(self, name: bytes) -> tuple[str, int]:
+        """(host, port) of a sockaddr not in the cache yet, remembered (the cache is bounded:
+        cleared when full)."""
+        source = _source(name)
+        if len(self._sources) >= self.MAX_SOURCES:
+            self._sources.clear()
+        self._sources[name] = source
+        return source
 
 
 def _source(name: bytes) -> tuple[str, int]:

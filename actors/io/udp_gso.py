@@ -17,21 +17,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import select
 import socket
 from collections import Counter
 from collections.abc import Sequence
 
-from .batch import (
-    _SOCKADDR_SIZE,
-    MAX_BATCH,
-    SEND_WAIT,
-    MmsgReceiver,
-    MmsgSender,
-    _recvmmsg,
-    _sendmmsg,
-    _source,
-)
+from .batch import MAX_BATCH, SOCKADDR_SIZE, MmsgReceiver, MmsgSender, send_error
 from .offloads import report_refused
 
 __all__ = ["GRO_SLOT", "MAX_GSO_BYTES", "MAX_GSO_SEGMENTS", "GroReceiver", "GsoSender"]
@@ -113,7 +103,7 @@ class GsoSender(MmsgSender):
             for k, (data, addr, _count, size) in enumerate(chunk):
                 hdr = msgs[k].msg_hdr
                 if slot_addrs[k] is not addr:
-                    off = k * _SOCKADDR_SIZE
+                    off = k * SOCKADDR_SIZE
                     names[off : off + len(addr)] = addr
                     hdr.msg_namelen = len(addr)
                     slot_addrs[k] = addr
@@ -132,7 +122,7 @@ class GsoSender(MmsgSender):
                 else:
                     hdr.msg_control = None
                     hdr.msg_controllen = 0
-            sent = _sendmmsg(self.sock.fileno(), msgs, len(chunk), socket.MSG_DONTWAIT)
+            sent, waited = self._send_prepared(len(chunk), waited)
             if sent > 0:
                 for data, _addr, count, size in chunk[:sent]:
                     sent_total += count
@@ -142,13 +132,8 @@ class GsoSender(MmsgSender):
                         self.runs_datagrams += count
                 i += sent
                 continue
-            code = ctypes.get_errno() if sent < 0 else errno.EAGAIN
-            if code == errno.EINTR:
-                continue
+            code = -sent
             if code == errno.EAGAIN:
-                if not waited and select.select([], [self.sock], [], SEND_WAIT)[1]:
-                    waited = True
-                    continue
                 drops["send_buffer_full"] += sum(run[2] for run in runs[i:])
                 return sent_total
             data, addr, count, size = runs[i]
@@ -156,7 +141,7 @@ class GsoSender(MmsgSender):
                 # the way out cannot segment: plain datagrams from now on, this run included
                 self._give_up(code)
                 return sent_total + super().send(_plain(runs[i:]), drops)
-            drops[f"send_{errno.errorcode.get(code, 'error').lower()}"] += count
+            drops[send_error(code)] += count
             i += 1  # skip the run the kernel refused; the rest may still go
         return sent_total
 
@@ -198,14 +183,9 @@ class GroReceiver(MmsgReceiver):
         msgs = self._msgs
         for i in range(count):
             hdr = msgs[i].msg_hdr
-            hdr.msg_namelen = _SOCKADDR_SIZE
+            hdr.msg_namelen = SOCKADDR_SIZE
             hdr.msg_controllen = _CMSG_SPACE
-        got = _recvmmsg(self.sock.fileno(), msgs, count, socket.MSG_DONTWAIT, None)
-        if got < 0:
-            code = ctypes.get_errno()
-            if code not in (errno.EAGAIN, errno.EINTR):
-                drops[f"recv_{errno.errorcode.get(code, 'error').lower()}"] += 1
-            return []
+        got = self._receive_prepared(count, drops)
         out: list[tuple[bytes, tuple[str, int]]] = []
         view, names, slot, sources = self._view, self._names_view, self.slot, self._sources
         controls = self._controls_view
@@ -215,13 +195,8 @@ class GroReceiver(MmsgReceiver):
             if hdr.msg_flags & _MSG_TRUNC:
                 drops["oversize_datagram"] += 1
                 continue
-            name = bytes(names[i * _SOCKADDR_SIZE : i * _SOCKADDR_SIZE + _SOCKADDR_SIZE])
-            source = sources.get(name)
-            if source is None:
-                source = _source(name)
-                if len(sources) >= self.MAX_SOURCES:
-                    sources.clear()
-                sources[name] = source
+            name = bytes(names[i * SOCKADDR_SIZE : i * SOCKADDR_SIZE + SOCKADDR_SIZE])
+            source = sources.get(name) or self._new_source(name)
             start = i * slot
             seg = _gro_size(controls, i, hdr.msg_controllen)
             if seg <= 0 or seg >= size:
