@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import Netns, WgPeer, WireguardGo, gen_keypair, socket_in
-from test_live_hostile import (
+from hostile import (
     A4,
     B4,
     LINK_S4,
@@ -38,8 +37,10 @@ from test_live_hostile import (
     ping,
     wait_for,
 )
-from wgactors_proc import Wgactors, write_conf
+from netns import Netns, WireguardGo, socket_in
+from wgactors_proc import Wgactors
 
+from actors.lab import wireguard_go_peering
 from actors.wireguard.keys import decode_key
 from actors.wireguard.load import HANDSHAKE_CAPACITY_PER_SECOND
 
@@ -76,31 +77,21 @@ class WideLab:
 @contextmanager
 def wide_lab(netns_pair: Any, tmp_path: Path) -> Iterator[WideLab]:
     """wgactors in ``a``; wireguard-go in ``b`` with MTU 1420."""
-    ours, our_pub = gen_keypair()
-    theirs, _ = gen_keypair()
     iface = f"wgc{secrets.token_hex(3)}"
-    with WireguardGo(
+    wggo, conf, _ = wireguard_go_peering(
         netns_pair.b,
-        theirs,
-        listen_port=PEER_PORT,
-        addresses=[f"{B4}/24"],
+        tmp_path,
+        iface,
+        ours=[f"{A4}/24"],
+        theirs=[f"{B4}/24"],
+        our_underlay=netns_pair.addr_a4,
+        their_underlay=netns_pair.addr_b4,
+        our_port=OUR_PORT,
+        their_port=PEER_PORT,
         mtu=PEER_MTU,
-        peers=[WgPeer(our_pub, [f"{A4}/32"], endpoint=(netns_pair.addr_a4, OUR_PORT))],
-    ) as wggo:
-        conf = write_conf(
-            tmp_path,
-            iface,
-            {"PrivateKey": ours, "ListenPort": OUR_PORT, "Address": f"{A4}/24"},
-            [
-                {
-                    "PublicKey": wggo.public_key,
-                    "AllowedIPs": f"{B4}/32",
-                    "Endpoint": f"{netns_pair.addr_b4}:{PEER_PORT}",
-                }
-            ],
-        )
-        with Wgactors(netns_pair.a, conf) as daemon:
-            yield WideLab(netns_pair.a, netns_pair.b, wggo, daemon)
+    )
+    with wggo, Wgactors(netns_pair.a, conf) as daemon:
+        yield WideLab(netns_pair.a, netns_pair.b, wggo, daemon)
 
 
 def udp_pair(lab: WideLab, port: int, pmtudisc: int) -> tuple[socket.socket, socket.socket]:

@@ -14,10 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from netns import Netns, WgPeer, WireguardGo, gen_keypair
-from wgactors_proc import LAUNCHER, ROOT, Wgactors, write_conf
+from netns import Netns, WireguardGo
+from wgactors_proc import LAUNCHER, ROOT, Wgactors
 
 from actors.io.offloads import ALL_OFFLOADS, OFFLOADS_ENV, REFUSE_ENV
+from actors.lab import wireguard_go_peering
 
 pytestmark = pytest.mark.netns
 
@@ -49,28 +50,16 @@ def start_pair(
 ) -> tuple[WireguardGo, Wgactors]:
     """wireguard-go in b (MTU ``peer_mtu``) and wgactors in a (MTU 1280), IPv4 and IPv6
     inside, already past the handshake."""
-    ours, our_pub = gen_keypair()
-    theirs, _ = gen_keypair()
-    wggo = WireguardGo(
+    wggo, conf, _ = wireguard_go_peering(
         netns_pair.b,
-        theirs,
-        listen_port=51820,
-        addresses=[f"{B4}/24", f"{B6}/64"],
-        peers=[WgPeer(our_pub, [f"{A4}/32", f"{A6}/128"])],
-        mtu=peer_mtu,
-    ).start()
-    conf = write_conf(
         tmp_path,
         iface,
-        {"PrivateKey": ours, "ListenPort": 51821, "Address": f"{A4}/24, {A6}/64"},
-        [
-            {
-                "PublicKey": wggo.public_key,
-                "AllowedIPs": f"{B4}/32, {B6}/128",
-                "Endpoint": f"{netns_pair.addr_b4}:51820",
-            }
-        ],
+        ours=[f"{A4}/24", f"{A6}/64"],
+        theirs=[f"{B4}/24", f"{B6}/64"],
+        their_underlay=netns_pair.addr_b4,
+        mtu=peer_mtu,
     )
+    wggo.start()
     # every offload asked for, whatever the defaults: each is tested here
     daemon = Wgactors(
         netns_pair.a, conf, *mode, env={OFFLOADS_ENV: ",".join(ALL_OFFLOADS), **(env or {})}

@@ -6,9 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from netns import WgPeer, WireguardGo, gen_keypair
-
-from actors.lab import LAUNCHER, ROOT, Wgactors, remove_stale_socket, write_conf
+from actors.lab import (
+    LAUNCHER,
+    ROOT,
+    Wgactors,
+    WireguardGo,
+    remove_stale_socket,
+    wireguard_go_peering,
+    write_conf,
+)
 from actors.lab.wgactors import START_TIMEOUT, STOP_TIMEOUT
 
 __all__ = [
@@ -37,26 +43,14 @@ def wireguard_go_pair(
 ) -> tuple[WireguardGo, Path]:
     """A started wireguard-go in namespace b (B4/24, expecting us at A4/32), and a wgactors
     config for namespace a that reaches it. ``interface``/``peer`` add or override keys."""
-    ours, our_pub = gen_keypair()
-    theirs, _ = gen_keypair()
-    wggo = WireguardGo(
+    wggo, conf, _ = wireguard_go_peering(
         netns_pair.b,
-        theirs,
-        listen_port=51820,
-        addresses=[f"{B4}/24"],
-        peers=[WgPeer(our_pub, [f"{A4}/32"])],
-    ).start()
-    conf = write_conf(
         tmp_path,
         iface,
-        {"PrivateKey": ours, "ListenPort": 51821, "Address": f"{A4}/24", **(interface or {})},
-        [
-            {
-                "PublicKey": wggo.public_key,
-                "AllowedIPs": f"{B4}/32",
-                "Endpoint": f"{netns_pair.addr_b4}:51820",
-                **(peer or {}),
-            }
-        ],
+        ours=[f"{A4}/24"],
+        theirs=[f"{B4}/24"],
+        their_underlay=netns_pair.addr_b4,
+        interface=interface,
+        peer=peer,
     )
-    return wggo, conf
+    return wggo.start(), conf

@@ -9,8 +9,9 @@ daemon never imports it.
 
 One concept per module: ``command`` (running tools, errors), ``netns`` (namespaces, veth),
 ``keys``, ``wireguard_go``, ``wgactors`` (the daemon as a process), ``traffic`` (ping,
-iperf3), ``procfs`` (what /proc says about a process), ``pair`` (the standard two-namespace
-lab of the demo and the bench), ``table`` (plain-text tables).
+iperf3), ``procfs`` (what /proc says about a process), ``peering`` (wireguard-go as the
+peer of a wgactors config), ``pair`` (the standard two-namespace lab of the demo and the
+bench), ``table`` (plain-text tables).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from .pair import (
     Tunnel,
     preflight,
 )
+from .peering import Peering, host_route, wireguard_go_peering
 from .table import print_rows
 from .traffic import IPERF_PORT, IperfServer, PingResult, iperf3, ping, tcp_mbps, udp_received_pps
 from .wgactors import (
@@ -81,6 +83,7 @@ __all__ = [
     "LabTimeout",
     "Netns",
     "PeerDump",
+    "Peering",
     "PingResult",
     "Tunnel",
     "WgPeer",
@@ -89,6 +92,7 @@ __all__ = [
     "format_endpoint",
     "gen_keypair",
     "gen_psk",
+    "host_route",
     "iperf3",
     "launcher_argv",
     "missing_tools",
@@ -108,6 +112,7 @@ __all__ = [
     "udp_received_pps",
     "unavailable_reason",
     "veth_pair",
+    "wireguard_go_peering",
     "write_conf",
     "write_secret",
 ]
