@@ -14,14 +14,18 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from netns import require_tools
 
 from actors.lab import (
     CommandError,
     CommandTimeout,
     LabError,
+    Netns,
+    host_route,
     parse_dump,
     pinned,
     run,
+    wireguard_go_peering,
     write_conf,
 )
 from actors.lab.procfs import (
@@ -131,6 +135,40 @@ def test_write_conf_is_private_and_leaves_out_none(tmp_path: Path) -> None:
         "[Interface]\nPrivateKey = k\nListenPort = 51820\n\n[Peer]\nPublicKey = p\n"
         "AllowedIPs = 10.0.0.2/32\n"
     )
+
+
+def test_host_route() -> None:
+    assert host_route("10.0.0.1/24") == "10.0.0.1/32"
+    assert host_route("fd00::1/64") == "fd00::1/128"
+    assert host_route("10.0.0.1") == "10.0.0.1/32"
+
+
+def test_wireguard_go_peering_config_reaches_the_peer(tmp_path: Path) -> None:
+    """Nothing starts: the wireguard-go it returns is not running yet."""
+    require_tools("wg")
+    wggo, conf, our_public = wireguard_go_peering(
+        Netns("never-created"),
+        tmp_path,
+        "wgp0",
+        ours=["10.5.0.1/24", "fd05::1/64"],
+        theirs=["10.5.0.2/24", "fd05::2/64"],
+        extra_addresses=["10.5.0.3/24"],
+        their_underlay="10.6.0.2",
+        our_underlay="10.6.0.1",
+        mtu=1420,
+        peer={"PersistentKeepalive": 25},
+    )
+    assert wggo.proc is None and wggo.mtu == 1420 and wggo.listen_port == 51820
+    assert wggo.addresses == ["10.5.0.2/24", "fd05::2/64", "10.5.0.3/24"]
+    (peer,) = wggo.initial_peers
+    assert peer.public_key == our_public
+    assert list(peer.allowed_ips) == ["10.5.0.1/32", "fd05::1/128"]
+    assert peer.endpoint == ("10.6.0.1", 51821)
+    text = conf.read_text()
+    assert "ListenPort = 51821\nAddress = 10.5.0.1/24, fd05::1/64\n" in text
+    assert f"PublicKey = {wggo.public_key}\n" in text
+    assert "AllowedIPs = 10.5.0.2/32, fd05::2/128\nEndpoint = 10.6.0.2:51820\n" in text
+    assert text.endswith("PersistentKeepalive = 25\n")
 
 
 def test_parse_dump() -> None:

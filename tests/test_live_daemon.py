@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from netns import Netns, gen_keypair
@@ -149,6 +150,15 @@ def test_notify_socket_and_prometheus_metrics(netns_pair, tmp_path: Path) -> Non
         listener.close()
 
 
+def traffic_both_ways(netns_pair: Any, daemon: Wgactors) -> str:
+    """A ping, a TCP transfer each way, a clean stop: the daemon's whole log."""
+    assert ping(netns_pair.a, B4), daemon.log()
+    transfer(netns_pair.b, netns_pair.a, B4)
+    transfer(netns_pair.a, netns_pair.b, A4)
+    assert daemon.terminate() == 0
+    return daemon.log()
+
+
 def test_wg_quick_file_with_mtu_1420_carries_traffic(netns_pair, tmp_path: Path) -> None:
     """wg-quick's usual MTU works as the file says: one warning, the interface at 1280. The
     peer's AllowedIPs also covers our own Address's prefix, whose route the kernel added: that
@@ -160,11 +170,7 @@ def test_wg_quick_file_with_mtu_1420_carries_traffic(netns_pair, tmp_path: Path)
         with Wgactors(netns_pair.a, conf) as daemon:
             link = netns_pair.a.ip("-o", "link", "show", "dev", "wgq0").stdout
             assert " mtu 1280 " in link
-            assert ping(netns_pair.a, B4), daemon.log()
-            transfer(netns_pair.b, netns_pair.a, B4)
-            transfer(netns_pair.a, netns_pair.b, A4)
-            assert daemon.terminate() == 0
-            log = daemon.log()
+            log = traffic_both_ways(netns_pair, daemon)
             assert len(re.findall(r"MTU 1420 is above the 1280 bytes", log)) == 1, log
     finally:
         wggo.stop()
@@ -241,11 +247,7 @@ def test_forced_unbatched_fallback_carries_traffic(netns_pair, tmp_path: Path) -
     wggo, conf = wireguard_go_pair(netns_pair, tmp_path, "wgu0")
     try:
         with Wgactors(netns_pair.a, conf, env={"WGACTORS_TEST_UNBATCHED": "1"}) as daemon:
-            assert ping(netns_pair.a, B4), daemon.log()
-            transfer(netns_pair.b, netns_pair.a, B4)
-            transfer(netns_pair.a, netns_pair.b, A4)
-            assert daemon.terminate() == 0
-            log = daemon.log()
+            log = traffic_both_ways(netns_pair, daemon)
             assert len(re.findall(r"TUN reads and writes are not batched", log)) == 1, log
     finally:
         wggo.stop()

@@ -157,16 +157,8 @@ class Lab:
         (priv_a, pub_a), (priv_b, pub_b) = keys.a, keys.b
         iface_a = f"{self.prefix}{self.tag}{serial}a"
         iface_b = f"{self.prefix}{self.tag}{serial}b"
-        b_end = WireguardGo(
-            self.b,
-            priv_b,
-            listen_port=WG_PORT,
-            addresses=[f"{TUNNEL_B}/24"],
-            peers=[WgPeer(pub_a, [f"{TUNNEL_A}/32"], endpoint=(UNDERLAY_A, WG_PORT))],
-            iface=iface_b,
-            mtu=MTU,
-            log_level="verbose",
-            cpus=b_cpus,
+        b_end = self._wireguard_go(
+            self.b, priv_b, TUNNEL_B, pub_a, TUNNEL_A, UNDERLAY_A, iface_b, b_cpus
         )
         tunnel = Tunnel(a_end=b_end, b_end=b_end)  # a_end is replaced below
         self.tunnels.append(tunnel)
@@ -174,16 +166,8 @@ class Lab:
         tunnel.started.append(b_end)
         a_end: WireguardGo | Wgactors
         if wgactors_args is None:
-            a_end = WireguardGo(
-                self.a,
-                priv_a,
-                listen_port=WG_PORT,
-                addresses=[f"{TUNNEL_A}/24"],
-                peers=[WgPeer(pub_b, [f"{TUNNEL_B}/32"], endpoint=(UNDERLAY_B, WG_PORT))],
-                iface=iface_a,
-                mtu=MTU,
-                log_level="verbose",
-                cpus=a_cpus,
+            a_end = self._wireguard_go(
+                self.a, priv_a, TUNNEL_A, pub_b, TUNNEL_B, UNDERLAY_B, iface_a, a_cpus
             )
         else:
             conf = write_conf(
@@ -211,6 +195,30 @@ class Lab:
         tunnel.started.append(a_end)
         a_end.start()
         return tunnel
+
+    @staticmethod
+    def _wireguard_go(
+        ns: Netns,
+        private: str,
+        tunnel: str,
+        peer_public: str,
+        peer_tunnel: str,
+        peer_underlay: str,
+        iface: str,
+        cpus: str | None,
+    ) -> WireguardGo:
+        """One end of a tunnel as wireguard-go (b always; a too when it is not wgactors)."""
+        return WireguardGo(
+            ns,
+            private,
+            listen_port=WG_PORT,
+            addresses=[f"{tunnel}/24"],
+            peers=[WgPeer(peer_public, [f"{peer_tunnel}/32"], endpoint=(peer_underlay, WG_PORT))],
+            iface=iface,
+            mtu=MTU,
+            log_level="verbose",
+            cpus=cpus,
+        )
 
     def stop_tunnel(self, tunnel: Tunnel) -> int | None:
         """Stop both ends (a first), making sure their interfaces are gone; the exit status of
