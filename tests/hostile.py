@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netns import Netns, WireguardGo, veth_pair
+from netns import Netns, WireguardGo, socket_in, veth_pair
 from wgactors_proc import LAUNCHER, Wgactors
 
 from actors.lab import wireguard_go_peering
@@ -67,6 +67,27 @@ class Lab:
             allowed_ips=[f"{A4}/32", f"{A6}/128"],
             endpoint=(self.addr_a4, OUR_PORT),
         )
+
+    def handshake_again(self, deadline: float) -> tuple[bool, float]:
+        """wireguard-go forgets us, then pings us once a try until one gets through (after a
+        new handshake) or ``deadline`` seconds pass: (it got through, the seconds it took)."""
+        self.readd_peer_on_wireguard_go()
+        t0 = time.monotonic()
+        ok = wait_for(
+            lambda: self.b.run("ping", "-c", "1", "-W", "1", A4, check=False).returncode == 0,
+            deadline,
+            step=0,
+        )
+        return ok, time.monotonic() - t0
+
+    def stranger_socket(self) -> tuple[socket.socket, Receiver]:
+        """A UDP socket of the stranger's, bound to its link address, and a started
+        :class:`Receiver` on it (the caller stops both)."""
+        sock = socket_in(self.stranger, socket.AF_INET)
+        sock.bind((LINK_S4, 0))
+        receiver = Receiver(sock)
+        receiver.start()
+        return sock, receiver
 
 
 @contextmanager

@@ -42,12 +42,10 @@ from hostile import (
     B4_EXTRA,
     B6,
     B6_EXTRA,
-    LINK_S4,
     OUR_PORT,
     Attacker,
     Flood,
     Lab,
-    Receiver,
     drops_of,
     final_stats,
     hostile_lab,
@@ -361,10 +359,7 @@ def test_mac1_flood_cookies_rate_limit_and_peer_still_handshakes(
         assert ping(lab.a, B4, count=1), lab.daemon.log()
         pid = daemon_pid(lab)
         attacker = Attacker(decode_key(lab.our_pub), random.Random(3))
-        sock = socket_in(lab.stranger, socket.AF_INET)
-        sock.bind((LINK_S4, 0))
-        receiver = Receiver(sock)
-        receiver.start()
+        sock, receiver = lab.stranger_socket()
         flood = Flood(
             sock,
             lab.target,
@@ -381,14 +376,7 @@ def test_mac1_flood_cookies_rate_limit_and_peer_still_handshakes(
             assert wait_for(lambda: bool(receiver.cookie_replies()), 5.0), lab.daemon.log()[-3000:]
             first_cookie_s = time.monotonic() - t0
             # the real peer must handshake again, in the middle of the flood
-            lab.readd_peer_on_wireguard_go()
-            t_legit = time.monotonic()
-            legit_ok = wait_for(
-                lambda: lab.b.run("ping", "-c", "1", "-W", "1", A4, check=False).returncode == 0,
-                LEGIT_HANDSHAKE_DEADLINE,
-                step=0,
-            )
-            legit_s = time.monotonic() - t_legit
+            legit_ok, legit_s = lab.handshake_again(LEGIT_HANDSHAKE_DEADLINE)
             flood_still_running = flood.is_alive()
             mac1_result = flood.stop()
             cpu1, t1 = cpu_seconds(pid), time.monotonic()
