@@ -1,0 +1,179 @@
+"""In-process microbenchmark of a hop: what a batch pays to cross one mailbox between stages.
+
+A chain of pass-through stages (``process_batch`` returns its input, so no per-packet work is
+measured) ends in a sink. Two figures per batch size:
+
+- **pipelined**: the sender keeps the chain full; µs per batch per hop is the CPU cost of a hop
+  when stages are busy (locks, envelopes, stats, dispatch).
+- **one at a time**: the sender waits for each batch to reach the sink before sending the next;
+  µs per batch per hop is the latency of a hop, wake-ups included.
+
+Context switches of the whole process (``/proc/self/task/*/status``) are counted per 1000
+packets. Everything is bounded: a fixed number of batches and a deadline per case.
+
+    .venv/bin/python scripts/hopbench.py [--hops 4] [--batches 2000] [--sizes 1,4,64]
+
+:func:`measure` is importable, so other scripts can report the same figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from actors.mailbox import Mailbox
+from actors.packet import Packet
+from actors.stage import Stage, wiring
+from actors.stages.base import Outlet
+
+__all__ = ["HopFigures", "measure"]
+
+DEADLINE = 60.0  # seconds one case may take before it is abandoned
+PACKET = Packet(bytes.fromhex("4500001c00004000401100007f0000017f000001") + bytes(8))
+
+
+class _Pass(Stage):
+    def process_batch(self, batch: tuple[Packet, ...]) -> list[Packet]:
+        return list(batch)
+
+
+_SINKS: list[_Sink] = []  # the sink instance, so the sender can read its counters
+
+
+class _Sink(Stage):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0
+        self.target = 0
+        self.done = threading.Event()
+        _SINKS.append(self)
+
+    def process_batch(self, batch: tuple[Packet, ...]) -> list[Packet]:
+        self.seen += len(batch)
+        if self.seen >= self.target:
+            self.done.set()
+        return []
+
+
+@dataclass(frozen=True)
+class HopFigures:
+    batch_size: int
+    pipelined_us: float  # per batch per hop, chain kept full
+    one_at_a_time_us: float  # per batch per hop, one batch in flight
+    ctx_per_1000_packets: float  # context switches of the process, pipelined case
+
+
+def _context_switches() -> int:
+    total = 0
+    for path in glob.glob("/proc/self/task/*/status"):
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                total += int(line.split()[1])
+    return total
+
+
+def _chain(hops: int) -> tuple[list[object], Mailbox, _Sink]:
+    """Start ``hops`` pass-through stages feeding a sink; (refs, first mailbox, sink)."""
+    refs: list[object] = []
+    sink_box = Mailbox("sink", 100_000)
+    with wiring(sink_box, None, name="sink"):
+        sink_ref = _Sink.start()
+    refs.append(sink_ref)
+    sink = _SINKS.pop()
+    nxt = sink_box
+    for i in range(hops - 1):
+        box = Mailbox(f"hop{i}", 100_000)
+        with wiring(box, Outlet(nxt), name=f"hop{i}"):
+            refs.append(_Pass.start())
+        nxt = box
+    return refs, nxt, sink
+
+
+def _run(
+    first: Mailbox, sink: _Sink, batch: tuple[Packet, ...], count: int, wait_each: bool
+) -> float:
+    sink.seen = 0
+    sink.done.clear()
+    sink.target = count * len(batch)
+    start = time.perf_counter()
+    deadline = time.monotonic() + DEADLINE
+    if wait_each:
+        for i in range(count):
+            sink.target = (i + 1) * len(batch)
+            sink.done.clear()
+            first.push(batch)
+            if not sink.done.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError("hop bench: the chain stalled")
+    else:
+        for _ in range(count):
+            first.push(batch)
+        if not sink.done.wait(DEADLINE):
+            raise TimeoutError("hop bench: the chain stalled")
+    return time.perf_counter() - start
+
+
+def measure(
+    hops: int = 4, batches: int = 2000, sizes: tuple[int, ...] = (1, 4, 64)
+) -> list[HopFigures]:
+    """Figures per batch size for a chain of ``hops`` mailboxes (the sender's push included)."""
+    refs, first, sink = _chain(hops)
+    out = []
+    try:
+        for size in sizes:
+            batch = (PACKET,) * size
+            _run(first, sink, batch, min(200, batches), False)  # warm up
+            ctx0 = _context_switches()
+            t = _run(first, sink, batch, batches, False)
+            ctx = _context_switches() - ctx0
+            n_one = max(1, batches // 4)
+            t1 = _run(first, sink, batch, n_one, True)
+            out.append(
+                HopFigures(
+                    size,
+                    t / batches / hops * 1e6,
+                    t1 / n_one / hops * 1e6,
+                    ctx / (batches * size) * 1000,
+                )
+            )
+    finally:
+        for ref in refs:
+            ref.stop()  # type: ignore[attr-defined]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--hops", type=int, default=4)
+    parser.add_argument("--batches", type=int, default=2000)
+    parser.add_argument("--sizes", default="1,4,64")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    sizes = tuple(int(s) for s in args.sizes.split(","))
+    figures = measure(args.hops, args.batches, sizes)
+    if args.json:
+        print(json.dumps([asdict(f) for f in figures]))
+        return
+    print(
+        f"{'batch':>5} {'pipelined µs/hop':>17} {'one-at-a-time µs/hop':>21} {'ctx/1000 pkts':>14}"
+    )
+    for f in figures:
+        print(
+            f"{f.batch_size:>5} {f.pipelined_us:>17.2f} {f.one_at_a_time_us:>21.2f} "
+            f"{f.ctx_per_1000_packets:>14.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
