@@ -18,7 +18,10 @@ fails, and reports its counters in ``wgactors status``.
 The rules a stage lives by:
 
 - ``process`` returns a :class:`Packet` (passed on), ``None`` (dropped, and counted), or an
-  iterable of packets (all passed on). Anything else is an error, which the supervisor handles.
+  iterable of packets (all passed on). Anything else is an error.
+- An exception from ``process`` costs the packet that raised, counted as a ``stage_error`` drop
+  and logged rate-limited; the entry's ``on_error`` says whether the instance is then replaced
+  (see :mod:`actors.failure`).
 - Packets are immutable; to change one, build a new one.
 - Work done in ``__init__`` must not acquire resources: the pipeline builds each stage once at
   start-up just to check its options. Open files and sockets in ``on_start``; close them in
@@ -35,6 +38,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .failure import ErrorPolicy
 from .faults import Fault
 from .mailbox import Mailbox
 from .packet import Packet
@@ -84,6 +88,12 @@ class Stage(PipelineActor):
             wired.mailbox, wired.name, supervision=wired.supervision, fault=wired.fault
         )
         self._outlet = wired.outlet
+        sup = wired.supervision
+        self._errors = ErrorPolicy(
+            self.name,
+            sup.on_error if sup is not None else "drop",
+            sup.carry if sup is not None else None,
+        )
 
     # -- what users implement
 
@@ -95,20 +105,22 @@ class Stage(PipelineActor):
         """Handle a batch; override to work on whole batches. Returns the packets to pass on."""
         out: list[Packet] = []
         drops = self.stats.drops
+        process = self.process
+        failed = 0
         for packet in batch:
-            result = self.process(packet)
-            if result is None:
-                drops["dropped"] += 1
-            elif isinstance(result, Packet):
-                out.append(result)
-            else:
-                for item in result:
-                    if not isinstance(item, Packet):
-                        raise TypeError(
-                            f"{type(self).__name__}.process returned {type(item).__name__}, "
-                            "not a Packet"
-                        )
-                    out.append(item)
+            try:
+                result = process(packet)
+                if result is None:
+                    drops["dropped"] += 1
+                elif isinstance(result, Packet):
+                    out.append(result)
+                else:
+                    out.extend(_packets(self, result))
+            except Exception as e:
+                failed += 1
+                self._stage_error(e, 1)
+        if failed < len(batch) and self._errors.failing_since is not None:
+            self._errors.progress()
         return out
 
     def stats_extra(self) -> dict[str, Any]:
@@ -117,17 +129,60 @@ class Stage(PipelineActor):
 
     # -- plumbing
 
+    def _stage_error(self, error: Exception, count: int) -> None:
+        """``count`` packets lost to ``error``: the failure policy (actors.failure)."""
+        self.stats.drops["stage_error"] += count
+        errors = self._errors
+        errors.failed(error, count)
+        if errors.stalled is not None and self.supervision is not None:
+            self.supervision.stalled(errors.stalled)
+
     def on_batch(self, batch: tuple[Any, ...]) -> None:
-        stats = self.stats
-        stats.packets_in += len(batch)
-        stats.bytes_in += sum(len(p.data) for p in batch)
-        out = self.process_batch(batch)
+        # Packets are counted, bytes are not: summing sizes would make every hop cost per
+        # packet. The I/O stages at both ends count bytes.
+        self.stats.packets_in += len(batch)
+        errors = self._errors
+        before = errors.total
+        try:
+            out = self.process_batch(batch)
+        except Exception as e:  # an overridden process_batch: the batch is what raised
+            self._stage_error(e, len(batch))
+            out = []
+        if errors.total != before and errors.on_error == "restart":
+            self._replace()
         if self._outlet is None:
             return
+        if len(out) <= BATCH_SIZE:
+            self.emit(self._outlet, tuple(out))
+            return
         for i in range(0, len(out), BATCH_SIZE):
-            chunk = tuple(out[i : i + BATCH_SIZE])
-            self.emit(self._outlet, chunk, sum(len(p.data) for p in chunk))
+            self.emit(self._outlet, tuple(out[i : i + BATCH_SIZE]))
+
+    def _replace(self) -> None:
+        """on_error="restart": finish this batch, then hand over to a fresh instance."""
+        if self._dead:
+            return
+        self._dead = True
+        if self.supervision is not None:
+            self.supervision.report(
+                self._errors.last_error, 0, replace=True, carry=self._errors.carry()
+            )
+        self.actor_ref.stop(block=False)
+
+    def on_stop(self) -> None:
+        if not self._dead:
+            self._errors.flush()
 
     def snapshot(self) -> StageSnapshot:
         self.stats.extra.update(self.stats_extra())
         return super().snapshot()
+
+
+def _packets(stage: Stage, result: Iterable[Any]) -> list[Packet]:
+    items = list(result)
+    for item in items:
+        if not isinstance(item, Packet):
+            raise TypeError(
+                f"{type(stage).__name__}.process returned {type(item).__name__}, not a Packet"
+            )
+    return items
