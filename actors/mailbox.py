@@ -216,6 +216,15 @@ class Mailbox:
         self._wake(ref)
         return True
 
+    def resize(self, capacity: int) -> None:
+        """A new capacity (a reload changed the entry's); what is queued stays."""
+        if capacity < 1:
+            raise ValueError("a mailbox holds at least one packet")
+        with self._lock:
+            self.capacity = capacity
+            if self._waiting:
+                self._room.notify_all()
+
     # -- lifecycle
 
     def close(self) -> None:

@@ -7,6 +7,7 @@
     restart = "permanent"       # permanent | transient | temporary
     budget = { max_restarts = 5, within = 10.0 }   # optional, this stage's own budget
     capacity = 1000             # optional, its mailbox in packets
+    on_error = "drop"           # drop | restart: see actors.failure
 
     [[outbound]]                # between the TUN reader and WireGuard encrypt, in order
     use = "mypackage.mymodule:MyActor"
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .failure import ON_ERROR
 from .mailbox import DEFAULT_CAPACITY, Mailbox
 from .supervisor import Restart, RestartBudget
 
@@ -37,13 +39,14 @@ __all__ = [
     "StageEntry",
     "load_pipeline",
     "parse_pipeline",
+    "same_entry",
 ]
 
 PIPELINE_ENV = "WGACTORS_PIPELINE"
 MAX_PIPELINE_BYTES = 1 << 20
 MAX_STAGES = 32  # per path: each stage is a thread and a mailbox
 MAX_CAPACITY = 100_000
-_ENTRY_KEYS = {"use", "name", "options", "restart", "budget", "capacity"}
+_ENTRY_KEYS = {"use", "name", "options", "restart", "budget", "capacity", "on_error"}
 _RESERVED = {"tun_writer", "decrypt", "encrypt", "tun_reader", "udp_ingress", "ticker"}
 
 
@@ -66,6 +69,7 @@ class StageEntry:
     restart: Restart = Restart.PERMANENT
     budget: RestartBudget | None = None
     capacity: int = DEFAULT_CAPACITY
+    on_error: str = ON_ERROR[0]
 
 
 def load_pipeline(path: str | os.PathLike[str]) -> tuple[list[StageEntry], list[StageEntry]]:
@@ -166,8 +170,11 @@ def _entry(path: str, kind: str, index: int, raw: dict[str, Any], names: set[str
     capacity = raw.get("capacity", DEFAULT_CAPACITY)
     if not isinstance(capacity, int) or not 1 <= capacity <= MAX_CAPACITY:
         raise fail(f"`capacity` is a number of packets, 1..{MAX_CAPACITY}")
+    on_error = raw.get("on_error", ON_ERROR[0])
+    if on_error not in ON_ERROR:
+        raise fail(f"`on_error` is {' or '.join(repr(o) for o in ON_ERROR)}")
     _check_options(cls, options, fail)
-    return StageEntry(kind, name, use, cls, dict(options), restart, budget, capacity)
+    return StageEntry(kind, name, use, cls, dict(options), restart, budget, capacity, on_error)
 
 
 def _check_options(cls: type, options: dict[str, Any], fail: Any) -> None:
@@ -181,6 +188,20 @@ def _check_options(cls: type, options: dict[str, Any], fail: Any) -> None:
         raise fail(f"bad options: {e}") from None
     except Exception as e:
         raise fail(f"bad options: {e!r}") from None
+
+
+def same_entry(a: StageEntry, b: StageEntry) -> bool:
+    """Whether a reload may keep the running instance of ``a`` for ``b``."""
+    return (a.name, a.use, a.cls, a.options, a.restart, a.budget, a.capacity, a.on_error) == (
+        b.name,
+        b.use,
+        b.cls,
+        b.options,
+        b.restart,
+        b.budget,
+        b.capacity,
+        b.on_error,
+    )
 
 
 def describe(entries: Sequence[StageEntry]) -> str:

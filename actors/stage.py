@@ -158,6 +158,9 @@ class Stage(PipelineActor):
         for i in range(0, len(out), BATCH_SIZE):
             self.emit(self._outlet, tuple(out[i : i + BATCH_SIZE]))
 
+    def rewire(self, outlet: Outlet) -> None:
+        self._outlet = outlet
+
     def _replace(self) -> None:
         """on_error="restart": finish this batch, then hand over to a fresh instance."""
         if self._dead:

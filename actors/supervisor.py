@@ -40,10 +40,13 @@ __all__ = [
     "DEFAULT_BACKOFF",
     "DEFAULT_BUDGET",
     "SHUTDOWN_TIMEOUT",
+    "AddChild",
     "Backoff",
     "ChildSpec",
     "Exited",
     "Failed",
+    "RemoveChild",
+    "ReplaceChild",
     "Restart",
     "RestartBudget",
     "Shutdown",
@@ -52,6 +55,7 @@ __all__ = [
     "Strategy",
     "Supervision",
     "Supervisor",
+    "UpdateSpec",
 ]
 
 SHUTDOWN_TIMEOUT = 3.0  # seconds a child gets to stop before it is abandoned with a warning
@@ -190,6 +194,38 @@ class StopChildren:
     names: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class AddChild:
+    """Start a new child (a reload's new stage), placed in start order right after ``after``
+    (its downstream neighbour, which must already run)."""
+
+    spec: ChildSpec
+    after: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveChild:
+    """Stop a child for good and forget it (a reload's removed stage, once drained)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceChild:
+    """Stop the child's running instance and start one from ``spec`` on the same mailbox (a
+    reload's changed stage); what is queued waits for the new instance."""
+
+    spec: ChildSpec
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateSpec:
+    """Use ``spec`` for the child's next restarts, without restarting it now (a re-wired
+    neighbour)."""
+
+    spec: ChildSpec
+
+
 @dataclass
 class _Child:
     spec: ChildSpec
@@ -325,6 +361,8 @@ class Supervisor(pykka.ThreadingActor):
                 self._restart_group(child)
         elif isinstance(message, GetSupervisorStats):
             return self.stats()
+        elif isinstance(message, AddChild | RemoveChild | ReplaceChild | UpdateSpec):
+            return self._change(message)
         elif isinstance(message, Shutdown):
             self._shutdown(message.timeout)
         elif isinstance(message, StopChildren):
@@ -336,6 +374,37 @@ class Supervisor(pykka.ThreadingActor):
         else:
             return super().on_receive(message)
         return None
+
+    def _change(self, message: AddChild | RemoveChild | ReplaceChild | UpdateSpec) -> bool:
+        """A reload's change to the children; False if it could not be made."""
+        if self._shutting_down:
+            return False
+        if isinstance(message, AddChild):
+            name = message.spec.name
+            if name in self._children or message.after not in self._order:
+                return False
+            self._order.insert(self._order.index(message.after) + 1, name)
+            child = self._children[name] = _Child(message.spec)
+            return self._start_or_escalate(child)
+        if isinstance(message, RemoveChild):
+            gone = self._children.get(message.name)
+            if gone is None:
+                return False
+            gone.removed = True
+            self._stop_child(gone)
+            del self._children[message.name]
+            self._order.remove(message.name)
+            return True
+        known = self._children.get(message.spec.name)
+        if known is None:
+            return False
+        known.spec = message.spec
+        if isinstance(message, ReplaceChild):
+            self._stop_child(known)
+            known.carry = None
+            known.consecutive = 0
+            return self._start_or_escalate(known)
+        return True
 
     def _on_exit(self, notice: Exited) -> None:
         child = self._children.get(notice.name)
@@ -449,6 +518,7 @@ class Supervisor(pykka.ThreadingActor):
 
     def stats(self) -> dict[str, Any]:
         return {
+            "order": list(self._order),
             "strategy": self.strategy.value,
             "escalated": self._escalated,
             "children": {

@@ -43,6 +43,7 @@ __all__ = [
     "Outlet",
     "PipelineActor",
     "Poll",
+    "Rewire",
 ]
 
 BATCH_SIZE = 64  # packets read from a kernel queue per message, and the largest batch sent on
@@ -73,6 +74,13 @@ class Outlet:
 
     def push(self, batch: tuple[Any, ...]) -> bool:
         return self.mailbox.push(batch, block=self.block)
+
+
+@dataclass(frozen=True, slots=True)
+class Rewire:
+    """Send data on to ``outlet`` from the next batch on (a reload changed the next stage)."""
+
+    outlet: Outlet
 
 
 _PR_SET_NAME = 15  # prctl(2)
@@ -247,7 +255,14 @@ class PipelineActor(pykka.ThreadingActor):
     def _control(self, message: Any) -> Any:
         if isinstance(message, GetStats):
             return self.snapshot()
+        if isinstance(message, Rewire):
+            self.rewire(message.outlet)
+            return True
         return self.on_control(message)
+
+    def rewire(self, outlet: Outlet) -> None:
+        """Point the stage's data outlet elsewhere (stages that have one override this)."""
+        raise TypeError(f"stage {self.name} has no outlet to re-wire")
 
     def _crash(self, error: Exception, lost: int) -> None:
         """This incarnation is done: report why, then stop (the report arrives first)."""

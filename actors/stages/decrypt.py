@@ -79,6 +79,9 @@ class Decrypt(PipelineActor):
         stats.bytes_in += sum(len(d) for d, _ in batch)
         self._dispatch(self.device.receive_many(batch, time.monotonic()))
 
+    def rewire(self, outlet: Outlet) -> None:
+        self.outlet = outlet
+
     def on_control(self, message: Any) -> Any:
         device = self.device
         assert device is not None
