@@ -95,8 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SETUP
 
 
+def _pipeline_path(path: str | None) -> str | None:
+    return path or os.environ.get(PIPELINE_ENV) or None
+
+
 def _load_stages(path: str | None) -> tuple[list[StageEntry], list[StageEntry]]:
-    path = path or os.environ.get(PIPELINE_ENV) or None
+    path = _pipeline_path(path)
     if not path:
         return [], []
     inbound, outbound = load_pipeline(path)
@@ -139,6 +143,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         faults=faults,
         inbound=inbound,
         outbound=outbound,
+        pipeline_path=_pipeline_path(args.pipeline),
+        config_path=args.config,
+        config=config,
     )
     return daemon.run()
 
@@ -163,6 +170,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         faults=faults,
         inbound=inbound,
         outbound=outbound,
+        pipeline_path=_pipeline_path(None),
     )
     return daemon.run(ready)
 

@@ -84,6 +84,11 @@ class PipelineController(_Base):
         except (pykka.Timeout, pykka.ActorDeadError):
             raise UapiError(EIO, "the WireGuard stage did not answer") from None
 
+    def state(self) -> tuple[bytes | None, tuple[PeerState, ...]]:
+        """The device's key and peers, from the stage that owns them."""
+        with self._lock:
+            return self._ask(GetDeviceState())  # type: ignore[no-any-return]
+
     def get(self) -> str:
         with self._lock:
             private_key, peers = self._ask(GetDeviceState())
@@ -108,6 +113,10 @@ class SingleController(_Base):
             return self.loop.call(fn, ASK_TIMEOUT)
         except TimeoutError:
             raise UapiError(EIO, "the loop did not answer") from None
+
+    def state(self) -> tuple[bytes | None, tuple[PeerState, ...]]:
+        with self._lock:
+            return self._call(self.loop.device_state)  # type: ignore[no-any-return]
 
     def get(self) -> str:
         with self._lock:

@@ -24,9 +24,11 @@ from dataclasses import dataclass
 
 from loguru import logger
 
+from .config import InterfaceConfig
 from .faults import Fault
 from .io import TunDevice, TunError, UdpSocket
 from .pipeline_file import StageEntry
+from .reload import Reloader
 from .wireguard.device import PeerConfig
 
 __all__ = ["EXIT_ESCALATED", "EXIT_OK", "EXIT_SETUP", "Daemon", "TunnelSpec", "daemonize"]
@@ -39,6 +41,7 @@ WATCH_INTERVAL = 0.1  # seconds between the main thread's looks at the pipeline
 INTERFACE_CHECK_INTERVAL = 0.5  # seconds between checks that the interface still exists
 GIL_SWITCH_INTERVAL = 0.0002  # seconds; see actors.io.batch
 READY_TIMEOUT = 30.0  # seconds the parent of a daemon waits for it to report
+RELOAD_TIMEOUT = 10.0  # seconds a single-threaded reload waits for the loop to run it
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,16 @@ class Daemon:
         faults: dict[str, Fault] | None = None,
         inbound: Sequence[StageEntry] = (),
         outbound: Sequence[StageEntry] = (),
+        pipeline_path: str | None = None,
+        config_path: str | None = None,
+        config: InterfaceConfig | None = None,
     ) -> None:
         self.spec = spec
+        # SIGHUP re-reads these (actors.reload); the config file only in `up` mode
+        self.pipeline_path = pipeline_path
+        self.config_path = config_path
+        self.config = config
+        self.reloader: Reloader | None = None
         self.single_threaded = single_threaded
         self.faults = faults or {}
         self.inbound = inbound
@@ -144,6 +155,20 @@ class Daemon:
             )
             pipeline.start()
             controller = PipelineController(pipeline, udp)
+        swap = (
+            (lambda i, o: loop.call(lambda: loop.reload(i, o), RELOAD_TIMEOUT))
+            if self.single_threaded
+            else pipeline.reload
+        )
+        self.reloader = Reloader(
+            swap=swap,
+            controller=controller,
+            pipeline_path=self.pipeline_path,
+            config_path=self.config_path,
+            current=self.config,
+            port=lambda: udp.port,
+        )
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: self._on_sighup())
         server = UapiServer(spec.name, controller)
         try:
             server.start()
@@ -172,6 +197,8 @@ class Daemon:
                     loop.run(self.stop)
                 finally:
                     logger.debug("final stats: {}", loop.stats())
+                if loop.escalation_reason:
+                    self.status = EXIT_ESCALATED
             else:
                 self._watch_pipeline(pipeline)
         finally:
@@ -180,6 +207,11 @@ class Daemon:
                 logger.debug("final stats: {}", pipeline.stats())
                 pipeline.stop()
         return self.status
+
+    def _on_sighup(self) -> None:
+        logger.info("SIGHUP received: reloading")
+        if self.reloader is not None:
+            self.reloader.request()
 
     def _watch_pipeline(self, pipeline) -> None:  # type: ignore[no-untyped-def]
         last_stats = time.monotonic()

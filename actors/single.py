@@ -2,7 +2,11 @@
 
 It uses the same protocol core (both halves, wired by :class:`~actors.wireguard.Tunnel`) and the
 same I/O objects as the actor pipeline, so comparing the two measures exactly what putting the
-stages on their own threads buys.
+stages on their own threads buys. Custom stages live under the same failure policy
+(:mod:`actors.failure`): a packet error costs the packet, ``on_error = "restart"`` builds a fresh
+instance, and a stage that lets nothing through ends the loop with the reason in
+:attr:`SingleThreaded.escalation_reason` (exit status 3). A stage whose ``on_start`` fails has
+no supervisor here to retry it: that too ends the loop.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ from typing import Any
 
 from loguru import logger
 
+from .failure import ErrorCarry, ErrorPolicy
 from .io.batch import AioReader, AioWriter, MmsgReceiver, MmsgSender
 from .io.tun import TunDevice
 from .io.udp import UdpSocket
 from .mailbox import Mailbox
 from .packet import Packet
-from .pipeline_file import StageEntry
+from .pipeline_file import StageEntry, same_entry
 from .stage import Stage, wiring
 from .stages.base import BATCH_SIZE
 from .stages.decrypt import apply_set
@@ -52,8 +57,10 @@ class SingleThreaded:
     ) -> None:
         now = time.monotonic()
         # The same user stages, called inline: built unstarted, their hooks run by this loop.
+        self.entries = {"inbound": list(inbound), "outbound": list(outbound)}
         self.inbound = [_build(e) for e in inbound]
         self.outbound = [_build(e) for e in outbound]
+        self.escalation_reason = ""
         self.tunnel = Tunnel(private_key, peers, now=now, wall_offset=time.time() - now)
         self.udp = udp
         self.tun = tun
@@ -120,8 +127,8 @@ class SingleThreaded:
             self.sender.send(datagrams, drops)
         if not delivered:
             return
-        for stage in self.inbound:
-            delivered = _through(stage, delivered)
+        for i, stage in enumerate(self.inbound):
+            delivered = self._through("inbound", i, stage, delivered)
         self._write([p.data for p in delivered])
 
     def _write(self, datas: list[bytes]) -> None:
@@ -130,15 +137,86 @@ class SingleThreaded:
                 self.drops[reason] += 1
 
     def run(self, stop: threading.Event) -> None:
-        for stage in self.inbound + self.outbound:
-            stage.on_start()
+        started: list[Stage] = []
+        running = False
         try:
+            for stage in self.inbound + self.outbound:
+                if not self._start(stage):
+                    return
+                started.append(stage)
+            running = True
             self._loop(stop)
         finally:
-            for stage in self.inbound + self.outbound:
-                stage.on_stop()
+            for stage in self.inbound + self.outbound if running else started:
+                _stop(stage)
             self.reader.close()
             self.writer.close()
+
+    def _start(self, stage: Stage) -> bool:
+        try:
+            stage.on_start()
+        except Exception as e:
+            self._escalate(f"stage {stage.name} failed in on_start: {e!r}")
+            return False
+        return True
+
+    def _escalate(self, reason: str) -> None:
+        if not self.escalation_reason:
+            self.escalation_reason = reason
+            logger.error("giving up: {}", reason)
+
+    def _through(
+        self, path: str, index: int, stage: Stage, packets: Sequence[Packet]
+    ) -> list[Packet]:
+        """One stage's work on a batch, inline, under the failure policy."""
+        out = stage.run_batch(tuple(packets))
+        stage.stats.packets_out += len(out)
+        if stage.replace_me:
+            self._replace(path, index, stage)
+        elif stage.errors.stalled is not None:
+            self._escalate(stage.errors.stalled)
+        return out
+
+    def _replace(self, path: str, index: int, stage: Stage) -> None:
+        """on_error="restart": a fresh instance, at once, continuing the failing streak."""
+        fresh = _build(self.entries[path][index], stage.errors.carry())
+        fresh.stats = stage.stats
+        _stop(stage)
+        if self._start(fresh):
+            (self.inbound if path == "inbound" else self.outbound)[index] = fresh
+            if fresh.errors.stalled is not None:
+                self._escalate(fresh.errors.stalled)
+
+    def reload(self, inbound: Sequence[StageEntry], outbound: Sequence[StageEntry]) -> str:
+        """Swap the custom stages (on the loop's thread, between batches): unchanged entries
+        keep their instance and state, others get a started new one; what changed, in one line."""
+        changes = []
+        for path, new in (("inbound", list(inbound)), ("outbound", list(outbound))):
+            old = self.entries[path]
+            live = self.inbound if path == "inbound" else self.outbound
+            kept = {e.name: (e, s) for e, s in zip(old, live, strict=True)}
+            stages: list[Stage] = []
+            words = []
+            for entry in new:
+                previous = kept.pop(entry.name, None)
+                if previous is not None and same_entry(previous[0], entry):
+                    stages.append(previous[1])
+                    continue
+                fresh = _build(entry)
+                fresh.on_start()  # a failure here leaves the old stages in place
+                stages.append(fresh)
+                if previous is not None:
+                    _stop(previous[1])
+                words.append(("~" if previous else "+") + entry.name)
+            for _, gone in kept.values():
+                _stop(gone)
+                words.append("-" + gone.name)
+            self.entries[path] = new
+            live[:] = stages
+            if words or [e.name for e in old] != [e.name for e in new]:
+                now = " -> ".join(e.name for e in new) or "none"
+                changes.append(f"{path} {' '.join(words)} (now {now})")
+        return "; ".join(changes) or "stages unchanged"
 
     def _loop(self, stop: threading.Event) -> None:
         poller = select.poll()
@@ -147,7 +225,7 @@ class SingleThreaded:
         udp_fd, tun_fd = self.udp.fileno(), self.tun.fileno()
         tunnel = self.tunnel
         next_tick = time.monotonic()
-        while not stop.is_set():
+        while not stop.is_set() and not self.escalation_reason:
             for fd, _ in poller.poll(TICK_INTERVAL * 1000):
                 now = time.monotonic()
                 if fd == udp_fd:
@@ -160,8 +238,8 @@ class SingleThreaded:
                     if too_big:
                         self._write([reply.data for reply in too_big])
                     self.counters["packets_in"] += len(packets)
-                    for stage in self.outbound:
-                        packets = _through(stage, packets)
+                    for i, stage in enumerate(self.outbound):
+                        packets = self._through("outbound", i, stage, packets)
                     self._do(tunnel.send_many(packets, now))
             self._serve_requests()
             now = time.monotonic()
@@ -180,23 +258,15 @@ class SingleThreaded:
         return out
 
 
-def _build(entry: StageEntry) -> Stage:
+def _build(entry: StageEntry, carry: ErrorCarry | None = None) -> Stage:
     with wiring(Mailbox(entry.name), None, name=entry.name):
-        return entry.cls(**entry.options)
+        stage: Stage = entry.cls(**entry.options)
+    stage.adopt(ErrorPolicy(entry.name, entry.on_error, carry))
+    return stage
 
 
-def _through(stage: Stage, packets: Sequence[Packet]) -> list[Packet]:
-    """One stage's work on a batch, inline. A failure drops the batch and is counted: in one
-    thread there is no supervisor to restart anything."""
-    batch = tuple(packets)
-    stage.stats.packets_in += len(batch)
-    stage.stats.bytes_in += sum(len(p.data) for p in batch)
+def _stop(stage: Stage) -> None:
     try:
-        out = stage.process_batch(batch)
+        stage.on_stop()
     except Exception as e:
-        stage.stats.drops["stage_error"] += len(batch)
-        logger.opt(exception=e).debug("{} failed on a batch", stage.name)
-        return []
-    stage.stats.packets_out += len(out)
-    stage.stats.bytes_out += sum(len(p.data) for p in out)
-    return out
+        logger.warning("stage {}: on_stop raised {!r}", stage.name, e)

@@ -94,6 +94,7 @@ class Stage(PipelineActor):
             sup.on_error if sup is not None else "drop",
             sup.carry if sup is not None else None,
         )
+        self.replace_me = False  # the last batch failed and on_error="restart"
 
     # -- what users implement
 
@@ -133,11 +134,22 @@ class Stage(PipelineActor):
         """``count`` packets lost to ``error``: the failure policy (actors.failure)."""
         self.stats.drops["stage_error"] += count
         errors = self._errors
+        stalled = errors.stalled
         errors.failed(error, count)
-        if errors.stalled is not None and self.supervision is not None:
+        if stalled is None and errors.stalled is not None and self.supervision is not None:
             self.supervision.stalled(errors.stalled)
 
-    def on_batch(self, batch: tuple[Any, ...]) -> None:
+    def adopt(self, policy: ErrorPolicy) -> None:
+        """Use this failure policy (the single-threaded loop's way of wiring ``on_error``)."""
+        self._errors = policy
+
+    @property
+    def errors(self) -> ErrorPolicy:
+        return self._errors
+
+    def run_batch(self, batch: tuple[Packet, ...]) -> list[Packet]:
+        """One batch through ``process_batch`` under the failure policy, in either mode. After
+        it, :attr:`replace_me` says whether on_error="restart" wants a fresh instance."""
         # Packets are counted, bytes are not: summing sizes would make every hop cost per
         # packet. The I/O stages at both ends count bytes.
         self.stats.packets_in += len(batch)
@@ -148,7 +160,12 @@ class Stage(PipelineActor):
         except Exception as e:  # an overridden process_batch: the batch is what raised
             self._stage_error(e, len(batch))
             out = []
-        if errors.total != before and errors.on_error == "restart":
+        self.replace_me = errors.total != before and errors.on_error == "restart"
+        return out
+
+    def on_batch(self, batch: tuple[Any, ...]) -> None:
+        out = self.run_batch(batch)
+        if self.replace_me:
             self._replace()
         if self._outlet is None:
             return
