@@ -139,7 +139,7 @@ class ErrorPolicy:
         now = self._clock() if now is None else now
         since = now - self.logged_at if self.logged_at is not None else 0.0
         logger.warning(
-            "stage {}: {} stage errors in the last {:.0f} s (last: {})",
+            "stage {}: {} more stage errors in {:.1f} s (last: {})",
             self.name,
             self.unlogged,
             since,
