@@ -286,7 +286,8 @@ class Pipeline:
             self._supervise(ReplaceChild(self._custom_spec(entry, boxes[i], nexts[i])))
             replaced.append(entry.name)
         # 3. kept stages whose next stage changed, then the built-in stage feeding the chain
-        old_next = {e.name: n for e, n in zip(old, [*[e.name for e in old[1:]], last], strict=True)}
+        old_after = [*[e.name for e in old[1:]], last] if old else []
+        old_next = {e.name: n for e, n in zip(old, old_after, strict=True)}
         for i, entry in enumerate(new):
             previous = old_by_name.get(entry.name)
             if previous is None or not same_entry(previous, entry):
