@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 from netns import Netns, require_tools
+from test_live_dropin import daemon_pids, start_daemon
 from wgactors_proc import A4, B4, LAUNCHER, ROOT, Wgactors, wireguard_go_pair
 
 from actors.failure import LOG_INTERVAL, NO_PROGRESS_SECONDS
@@ -256,3 +258,30 @@ def wait_for_log(daemon: Wgactors, text: str, count: int) -> None:
     while daemon.log().count(text) < count:
         assert time.monotonic() < deadline, daemon.log()[-3000:]
         time.sleep(0.02)
+
+
+def test_sighup_reloads_in_the_drop_in_mode(netns_pair, tmp_path: Path) -> None:
+    pipe, log = tmp_path / "pipeline.toml", tmp_path / "daemon.log"
+    stage = (
+        '[[outbound]]\nuse = "custom_stages:DropUdpPort"\nname = "{}"\noptions = {{ port = 9 }}\n'
+    )
+    pipe.write_text(stage.format("first"))
+    env = {"WGACTORS_PIPELINE": str(pipe), "WGACTORS_LOG_FILE": str(log), "PYTHONPATH": TESTS}
+    start_daemon(netns_pair.a, "wgt6", env)
+    try:
+        (pid,) = daemon_pids("wgt6")
+        assert "first" in status(netns_pair.a, "wgt6")
+        pipe.write_text(stage.format("second"))
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + RELOAD_WAIT
+        while "reloaded in" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.02)
+        names = status(netns_pair.a, "wgt6")
+        assert "second" in names and "first" not in names, names
+        assert "outbound +second -first" in log.read_text()
+    finally:
+        netns_pair.a.ip("link", "del", "wgt6", check=False)  # how wg-quick down stops it
+        deadline = time.monotonic() + RELOAD_WAIT
+        while daemon_pids("wgt6") and time.monotonic() < deadline:
+            time.sleep(0.05)
