@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import Netns, require_tools
+from netns import Netns, gen_keypair, require_tools
 from test_live_dropin import daemon_pids, start_daemon
 from wgactors_proc import A4, B4, LAUNCHER, ROOT, Wgactors, wireguard_go_pair
 
@@ -232,6 +232,12 @@ def test_sighup_reloads_stages_in_place_without_losing_a_ping(
                 wait_for_log(daemon, "reloaded in", i + 1)
                 names = list(status(netns_pair.a, "wgt5"))
                 assert ("firewall" in names) == (i % 2 == 0), names
+                if i == 2:  # `up` mode: the wg-quick file is re-read too, like `wg syncconf`
+                    _, extra_pub = gen_keypair()
+                    with daemon.conf.open("a") as conf:
+                        conf.write(
+                            f"\n[Peer]\nPublicKey = {extra_pub}\nAllowedIPs = 10.99.7.0/24\n"
+                        )
                 if i == 1:  # a bad file in between changes nothing
                     pipe.write_text('[[inbound]]\nuse = "no_such_module:Stage"\n')
                     daemon.proc.send_signal(signal.SIGHUP)
@@ -245,10 +251,13 @@ def test_sighup_reloads_stages_in_place_without_losing_a_ping(
             log = daemon.log()
             assert sent == RELOAD_PINGS and received == sent, (out, log[-3000:])
             assert _latest_handshake(netns_pair.a, "wgt5") == handshake
+            peers = netns_pair.a.run("wg", "show", "wgt5", "peers").stdout.split()
+            assert extra_pub in peers and len(peers) == 2
             assert daemon.terminate() == 0
         log = daemon.log()
         assert len(re.findall(r"reloaded in \d+ ms: inbound", log)) == RELOADS, log[-3000:]
         assert "reload refused, nothing changed" in log and "no_such_module" in log
+        assert "peers +1" in log and "routes of changed AllowedIPs" in log, log[-3000:]
         a, b = _echo_replies(pcap_a), _echo_replies(pcap_b)
         assert a > 0 and b > 0
         if not mode:  # every reply captured once, in the file of its phase
