@@ -58,10 +58,11 @@ def drain(box: Mailbox, count: int) -> list[Any]:
     out: list[Any] = []
     deadline = time.monotonic() + WAIT
     while len(out) < count and time.monotonic() < deadline:
-        if box.empty():
+        item = box.take()
+        if item is None:
             time.sleep(0.0002)
             continue
-        out.extend(box.get().message)
+        out.extend(item)
     return out
 
 
