@@ -168,7 +168,6 @@ class Stage(PipelineActor):
         out: list[Packet] = []
         drops = self.stats.drops
         process = self.process
-        failed = 0
         for packet in batch:
             try:
                 result = process(packet)
@@ -179,10 +178,7 @@ class Stage(PipelineActor):
                 else:
                     out.extend(_packets(self, result))
             except Exception as e:
-                failed += 1
                 self._stage_error(e, 1)
-        if failed < len(batch) and self._errors.failing_since is not None:
-            self._errors.progress()
         return out
 
     def stats_extra(self) -> dict[str, Any]:
@@ -261,6 +257,8 @@ class Stage(PipelineActor):
         outcome.errors = errors.total - before
         if outcome.errors:
             outcome.last_error = errors.last_exception
+        if outcome.errors < len(batch) and errors.failing_since is not None:
+            errors.progress()  # a packet got through (or was dropped on purpose): it works
         self.replace_me = outcome.errors > 0 and errors.on_error == "restart"
         return outcome
 
@@ -307,7 +305,8 @@ class Stage(PipelineActor):
         self.actor_ref.stop(block=False)
 
     def on_stop(self) -> None:
-        if not self._dead:
+        # A replaced instance hands its unlogged count on (carry) instead of logging it.
+        if not self._dead and not self.replace_me:
             self._errors.flush()
 
     def snapshot(self) -> StageSnapshot:

@@ -128,6 +128,33 @@ def test_an_overridden_process_batch_costs_its_batch() -> None:
     assert stage.stats.drops["stage_error"] == 7
 
 
+def test_actors_testing_runs_the_same_policy_as_the_pipeline() -> None:
+    """restart replaces at once and carries the streak (one "process raised" line in all);
+    a stage that lets nothing through is reported as the pipeline would escalate it."""
+    from actors.testing import StageRunner
+
+    warnings: list[str] = []
+    sink = logger.add(lambda m: warnings.append(str(m)), level="WARNING")
+    try:
+        with StageRunner((FailEvery, {"every": 5}), on_error="restart", batch_size=8) as runner:
+            result = runner.feed([PACKET] * 32)
+    finally:
+        logger.remove(sink)
+    # the instance is replaced after each failing batch, so each fresh one fails at packet 5
+    assert result.restarts == 4 and result.drops == {"stage_error": 4}
+    assert len(result.passed) == 28 and result.stalled is None
+    assert sum("process raised" in w for w in warnings) == 1
+
+    class Broken(Stage):
+        def process(self, packet: Packet) -> Packet:
+            raise ValueError("always")
+
+    with StageRunner(Broken) as runner:
+        runner.stages[0].errors.failing_since = time.monotonic() - NO_PROGRESS_SECONDS
+        result = runner.feed([PACKET] * NO_PROGRESS_MIN_FAILURES)
+    assert result.passed == [] and result.stalled is not None and "let no packet" in result.stalled
+
+
 def test_on_start_failure_raises_when_called_in_process() -> None:
     with pytest.raises(OSError, match="injected"):
         FailOnStart().on_start()
