@@ -173,8 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SETUP
 
 
+def _pipeline_path(path: str | None) -> str | None:
+    return path or settings.get(settings.PIPELINE) or None
+
+
 def _load_stages(path: str | None) -> tuple[list[StageEntry], list[StageEntry]]:
-    path = path or settings.get(settings.PIPELINE)
+    path = _pipeline_path(path)
     if not path:
         return [], []
     inbound, outbound = load_pipeline(path)
@@ -222,6 +226,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         inbound=inbound,
         outbound=outbound,
         metrics=args.metrics,
+        pipeline_path=_pipeline_path(args.pipeline),
+        config_path=args.config,
+        config=config,
     )
     return daemon.run()
 
@@ -233,7 +240,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         faults = parse_faults()
-        inbound, outbound = _load_stages(dropin_pipeline(name, os.environ))
+        pipeline_path = dropin_pipeline(name, os.environ)
+        inbound, outbound = _load_stages(pipeline_path)
     except ValueError as e:
         print(f"wgactors: {e}", file=sys.stderr)
         return EXIT_CONFIG
@@ -248,6 +256,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         inbound=inbound,
         outbound=outbound,
         metrics=args.metrics,
+        pipeline_path=pipeline_path,
     )
     return daemon.run(ready)
 

@@ -98,6 +98,11 @@ class PipelineController(_Base):
         except (pykka.Timeout, pykka.ActorDeadError):
             raise UapiError(EIO, "the WireGuard stage did not answer") from None
 
+    def state(self) -> tuple[bytes | None, tuple[PeerState, ...]]:
+        """The device's key and peers, from the stage that owns them."""
+        with self._lock:
+            return self._ask(GetDeviceState(), _GET_TIMEOUT)  # type: ignore[no-any-return]
+
     def get(self) -> Iterator[str]:
         with self._lock:
             private_key, peers = self._ask(GetDeviceState(), _GET_TIMEOUT)
@@ -122,6 +127,10 @@ class SingleController(_Base):
             return self.loop.call(fn, timeout)
         except TimeoutError:
             raise UapiError(EIO, "the loop did not answer") from None
+
+    def state(self) -> tuple[bytes | None, tuple[PeerState, ...]]:
+        with self._lock:
+            return self._call(self.loop.device_state, _GET_TIMEOUT)  # type: ignore[no-any-return]
 
     def get(self) -> Iterator[str]:
         with self._lock:

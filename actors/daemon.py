@@ -22,16 +22,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from loguru import logger
 
 from . import sdnotify, settings
+from .config import InterfaceConfig
 from .faults import Fault
 from .io import TunDevice, TunError, UdpSocket
 from .io.offloads import plan_from_env
 from .metrics import MetricsServer
 from .pipeline_file import StageEntry
+from .reload import Reloader
 from .wireguard.device import PeerConfig
 
 __all__ = ["EXIT_ESCALATED", "EXIT_OK", "EXIT_SETUP", "Daemon", "TunnelSpec", "daemonize"]
@@ -44,6 +45,7 @@ WATCH_INTERVAL = 0.1  # seconds between the main thread's looks at the pipeline
 INTERFACE_CHECK_INTERVAL = 0.5  # seconds between checks that the interface still exists
 GIL_SWITCH_INTERVAL = 0.0002  # seconds; see actors.io.batch
 READY_TIMEOUT = 30.0  # seconds the parent of a daemon waits for it to report
+RELOAD_TIMEOUT = 10.0  # seconds a single-threaded reload waits for the loop to run it
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,18 @@ class Daemon:
         inbound: Sequence[StageEntry] = (),
         outbound: Sequence[StageEntry] = (),
         metrics: tuple[str, int] | None = None,
+        pipeline_path: str | None = None,
+        config_path: str | None = None,
+        config: InterfaceConfig | None = None,
     ) -> None:
         self.spec = spec
         self.metrics = metrics
         self.reload_requested = threading.Event()
+        # SIGHUP re-reads these (actors.reload); the config file only in `up` mode
+        self.pipeline_path = pipeline_path
+        self.config_path = config_path
+        self.config = config
+        self.reloader: Reloader | None = None
         self.single_threaded = single_threaded
         self.faults = faults or {}
         self.inbound = inbound
@@ -90,21 +100,23 @@ class Daemon:
         main thread, the interface watcher answers it."""
         self.reload_requested.set()
 
-    def _reload(self, pipeline: Any) -> None:
-        """SIGHUP (``systemctl reload``): tell systemd a reload is under way, run the
-        pipeline's reload if it has one, and report ready again either way, so that
-        ``systemctl reload`` never hangs on us."""
+    def _reload(self) -> None:
+        """SIGHUP (``systemctl reload``), the one path in both modes: the reloader tells
+        systemd a reload is under way (``RELOADING=1``), re-reads the pipeline file (and the
+        wg-quick file in ``up`` mode), swaps what changed, and reports ready again whether or
+        not the files were good, so that ``systemctl reload`` never hangs on us. SIGHUPs that
+        arrive meanwhile are served by one more reload after it."""
+        if self.reloader is None:  # not serving yet: the files were read just now
+            return
+        logger.info("SIGHUP received: reloading")
+        self.reloader.reload()
+
+    def _reloading(self) -> None:
         sdnotify.reloading(f"{self.spec.name}: reloading")
-        reload = getattr(pipeline, "reload", None) if pipeline is not None else None
-        if reload is None:
-            logger.warning("SIGHUP: nothing to reload here; carrying on unchanged")
-        else:
-            logger.info("SIGHUP: reloading")
-            try:
-                reload()
-            except Exception as e:  # a failed reload keeps the running pipeline
-                logger.error("reload failed, carrying on unchanged: {}", e)
-        sdnotify.ready(f"{self.spec.name} up (reloaded)")
+
+    def _reloaded(self, applied: bool) -> None:
+        outcome = "reloaded" if applied else "reload refused, running unchanged"
+        sdnotify.ready(f"{self.spec.name} up ({outcome})")
 
     def run(self, ready: Callable[[str | None], None] | None = None) -> int:
         """Set up and serve until told to stop. ``ready`` is called once, with None when the
@@ -188,6 +200,21 @@ class Daemon:
             )
             pipeline.start()
             controller = PipelineController(pipeline, udp)
+        swap = (
+            (lambda i, o: loop.call(lambda: loop.reload(i, o), RELOAD_TIMEOUT))
+            if self.single_threaded
+            else pipeline.reload
+        )
+        self.reloader = Reloader(
+            swap=swap,
+            controller=controller,
+            pipeline_path=self.pipeline_path,
+            config_path=self.config_path,
+            current=self.config,
+            port=lambda: udp.port,
+        )
+        self.reloader.before = self._reloading
+        self.reloader.after = self._reloaded
         server = UapiServer(spec.name, controller)
         try:
             server.start()
@@ -228,6 +255,8 @@ class Daemon:
                     loop.run(self.stop)
                 finally:
                     logger.debug("final stats: {}", loop.stats())
+                if loop.escalation_reason:
+                    self.status = EXIT_ESCALATED
             else:
                 self._watch_pipeline(pipeline)
         finally:
@@ -258,7 +287,7 @@ class Daemon:
         while not self.stop.wait(WATCH_INTERVAL):
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
-                self._reload(pipeline)
+                self._reload()
             if pipeline.escalated.is_set():
                 logger.error("shutting down: {}", pipeline.escalation_reason)
                 self.status = EXIT_ESCALATED
@@ -276,7 +305,7 @@ class Daemon:
         while not self.stop.wait(INTERFACE_CHECK_INTERVAL):
             if self.single_threaded and self.reload_requested.is_set():
                 self.reload_requested.clear()
-                self._reload(None)  # the single loop has nothing to reload: just answer
+                self._reload()  # the loop owns the main thread: the swap is a call into it
             try:
                 socket.if_nametoindex(self.spec.name)
             except OSError:

@@ -1,26 +1,32 @@
-"""Bounded two-lane mailboxes: the stable address of a stage.
+"""Bounded two-lane mailboxes: the stable address of a stage, in front of pykka's own inbox.
 
-Pykka gives every actor an unbounded ``queue.Queue``. A packet processor needs more:
+Pykka gives every actor an unbounded ``queue.Queue`` and one envelope per message. A packet
+processor needs more, and pays less:
 
 - **Data is bounded, counted in packets** (default 1000, the seed's channel size), so memory is
   capped at capacity x 1280 bytes per stage whatever the traffic does.
-- **Control is never lost and never stuck behind data.** Stop requests, stats queries, new
-  session keys and timer ticks go in a separate lane that is always served first. It is bounded
+- **Control is never lost and never stuck behind data.** Stats queries, new session keys, timer
+  ticks and re-wiring go in a separate lane that the stage always serves first. It is bounded
   too (:data:`CONTROL_CAPACITY` messages); a sender that finds it full waits rather than lose a
   control message, which in practice never happens because control is served first.
 - **The policy for a full data lane belongs to the edge**, so :meth:`Mailbox.push` takes it:
   ``block`` (wait up to a bound, then drop and count: backpressure for stages that read kernel
   queues) or drop at once and count (where waiting could deadlock).
-- **The mailbox outlives the actor.** Senders hold the mailbox, not the actor's ref, so a stage
-  that is restarted keeps its address, and the packets queued for the dead incarnation are
-  processed by the next one.
+- **The mailbox outlives the actor.** Senders hold the mailbox, not an actor's ref. The running
+  incarnation :meth:`attaches <Mailbox.attach>` itself when it has started; a restarted or
+  replaced stage keeps its address, and what was queued for the old incarnation is served by the
+  next one. Asks wait for the next incarnation too, within their own timeout.
+- **A wake-up only when it is worth one.** Pykka's inbox carries a single :data:`WAKE` token, sent
+  when the mailbox goes from idle to non-empty. While the stage is busy, a batch costs its sender
+  one lock and nothing else: no envelope, no condition variable, no thread switch. The stage
+  drains what is queued with :meth:`Mailbox.take`, one short lock per item.
 
-It implements pykka's ``ActorInbox`` protocol (``put``/``get``/``empty``) for control messages,
-so ``tell``/``ask``/``stop`` keep working; data goes through :meth:`push`.
+Only pykka's public API is used: ``ActorRef.tell`` for the token, ``ThreadingFuture`` for asks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -28,13 +34,14 @@ from collections.abc import Sized
 from dataclasses import dataclass
 from typing import Any
 
-from pykka import ThreadingFuture
-from pykka._envelope import Envelope
+from pykka import ActorDeadError, ActorRef, ThreadingFuture
 
 __all__ = [
     "CONTROL_CAPACITY",
     "DEFAULT_CAPACITY",
     "PUSH_TIMEOUT",
+    "WAKE",
+    "Letter",
     "Mailbox",
     "MailboxStats",
 ]
@@ -42,6 +49,27 @@ __all__ = [
 DEFAULT_CAPACITY = 1000  # packets per stage, as in the seed's bounded channels
 CONTROL_CAPACITY = 10_000  # control messages; far above any real backlog
 PUSH_TIMEOUT = 2.0  # seconds a blocking push waits for room before it drops and counts
+CONTROL_WAIT = 0.1  # seconds between looks at a full control lane
+
+
+class _Wake:
+    """The one message a mailbox sends through pykka: "you have mail"."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "WAKE"
+
+
+WAKE = _Wake()
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """A control message, and where to put the answer if it was an ask."""
+
+    message: Any
+    reply_to: ThreadingFuture[Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,45 +91,93 @@ class Mailbox:
         self.name = name
         self.capacity = capacity
         self._lock = threading.Lock()
-        self._readable = threading.Condition(self._lock)
         self._room = threading.Condition(self._lock)
-        self._control: deque[Envelope[Any]] = deque()
+        self._control: deque[Letter] = deque()
         self._data: deque[Any] = deque()
         self._depth = 0
         self._high_water = 0
         self._accepted = 0
         self._dropped = 0
         self._closed = False
+        self._target: ActorRef[Any] | None = None  # the running incarnation
+        self._scheduled = False  # a WAKE is on its way or being served: no other is needed
+        self._waiting = 0  # threads waiting for room or for the lane to drain
 
-    # -- pykka's ActorInbox protocol: the control lane
+    # -- the incarnation behind the address
 
-    def put(self, envelope: Envelope[Any], /) -> None:
+    def attach(self, ref: ActorRef[Any]) -> None:
+        """Point the address at a started incarnation, and wake it if mail is waiting."""
         with self._lock:
+            self._target = ref
+            self._scheduled = bool(self._control or self._data)
+        if self._scheduled:
+            self._wake(ref)
+
+    def detach(self, ref: ActorRef[Any]) -> None:
+        """The incarnation ``ref`` is gone; mail waits for the next one."""
+        with self._lock:
+            if self._target is ref:
+                self._target = None
+                self._scheduled = False
+
+    @staticmethod
+    def _wake(ref: ActorRef[Any]) -> None:
+        # A dead ref is being replaced; the successor's attach wakes it.
+        with contextlib.suppress(ActorDeadError):
+            ref.tell(WAKE)
+
+    # -- the stage's side
+
+    def take(self) -> tuple[Any, ...] | Letter | None:
+        """The next item for the stage: a control :class:`Letter` first, else the oldest data
+        batch, else None, after which the next arrival sends a new :data:`WAKE`."""
+        with self._lock:
+            if self._control:
+                letter = self._control.popleft()
+                if self._waiting:
+                    self._room.notify_all()
+                return letter
+            if self._data:
+                batch = self._data.popleft()
+                self._depth -= len(batch)
+                if self._waiting:
+                    self._room.notify_all()
+                return batch  # type: ignore[no-any-return]
+            self._scheduled = False
+            return None
+
+    # -- senders' side: control
+
+    def tell(self, message: Any) -> None:
+        """Send a control message to whichever incarnation of the stage is running."""
+        self._post(Letter(message))
+
+    def ask(self, message: Any, timeout: float) -> Any:
+        """Ask whichever incarnation is running (or the next one) and wait for the answer."""
+        future: ThreadingFuture[Any] = ThreadingFuture()
+        self._post(Letter(message, future))
+        return future.get(timeout=timeout)
+
+    def _post(self, letter: Letter) -> None:
+        with self._lock:
+            if self._closed:
+                if letter.reply_to is not None:
+                    _fail(letter, self.name)
+                return
             while len(self._control) >= CONTROL_CAPACITY:
-                self._room.wait(0.1)
-            self._control.append(envelope)
-            self._readable.notify()
+                self._waiting += 1
+                try:
+                    self._room.wait(CONTROL_WAIT)
+                finally:
+                    self._waiting -= 1
+            self._control.append(letter)
+            ref = self._target
+            if ref is None or self._scheduled:
+                return
+            self._scheduled = True
+        self._wake(ref)
 
-    def get(self) -> Envelope[Any]:
-        """The next message: control first, then the oldest data batch."""
-        with self._lock:
-            while True:
-                if self._control:
-                    envelope = self._control.popleft()
-                    self._room.notify_all()
-                    return envelope
-                if self._data:
-                    batch = self._data.popleft()
-                    self._depth -= len(batch)
-                    self._room.notify_all()
-                    return Envelope(batch)
-                self._readable.wait()
-
-    def empty(self) -> bool:
-        with self._lock:
-            return not self._control and not self._data
-
-    # -- the data lane
+    # -- senders' side: data
 
     def push(self, batch: Sized, *, block: bool = True, timeout: float = PUSH_TIMEOUT) -> bool:
         """Queue a batch (a tuple of packets or datagrams). False if it was dropped.
@@ -114,58 +190,74 @@ class Mailbox:
             return True
         with self._lock:
             if self._depth and self._depth + n > self.capacity:
-                if not block:
+                if not block or self._closed:
                     self._dropped += n
                     return False
                 deadline = time.monotonic() + timeout
-                while self._depth and self._depth + n > self.capacity:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or self._closed:
-                        self._dropped += n
-                        return False
-                    self._room.wait(remaining)
+                self._waiting += 1
+                try:
+                    while self._depth and self._depth + n > self.capacity:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0 or self._closed:
+                            self._dropped += n
+                            return False
+                        self._room.wait(remaining)
+                finally:
+                    self._waiting -= 1
             self._data.append(batch)
             self._depth += n
             self._accepted += n
             if self._depth > self._high_water:
                 self._high_water = self._depth
-            self._readable.notify()
-            return True
+            ref = self._target
+            if ref is None or self._scheduled:
+                return True
+            self._scheduled = True
+        self._wake(ref)
+        return True
 
-    def tell(self, message: Any) -> None:
-        """Send a control message to whichever incarnation of the stage is running."""
-        self.put(Envelope(message))
-
-    def ask(self, message: Any, timeout: float) -> Any:
-        """Ask whichever incarnation is running (or the next one) and wait for the answer."""
-        future: ThreadingFuture[Any] = ThreadingFuture()
-        self.put(Envelope(message, reply_to=future))
-        return future.get(timeout=timeout)
-
-    def take_control(self) -> list[Envelope[Any]]:
-        """Remove and return the queued control messages (a dead incarnation's asks)."""
+    def resize(self, capacity: int) -> None:
+        """A new capacity (a reload changed the entry's); what is queued stays."""
+        if capacity < 1:
+            raise ValueError("a mailbox holds at least one packet")
         with self._lock:
-            taken = list(self._control)
-            self._control.clear()
-            self._room.notify_all()
-            return taken
+            self.capacity = capacity
+            if self._waiting:
+                self._room.notify_all()
+
+    # -- lifecycle
 
     def close(self) -> None:
-        """Release blocked senders: from now on a full lane drops instead of waiting."""
+        """No incarnation will come: fail the asks still waiting, and release blocked senders
+        (from now on a full lane drops instead of waiting)."""
         with self._lock:
             self._closed = True
+            letters = list(self._control)
+            self._control.clear()
+            self._target = None
             self._room.notify_all()
+        for letter in letters:
+            if letter.reply_to is not None:
+                _fail(letter, self.name)
 
     def wait_drained(self, timeout: float) -> bool:
         """Wait until the data lane is empty (for a graceful shutdown). False on timeout."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while self._data:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._room.wait(min(remaining, 0.05))
-            return True
+            self._waiting += 1
+            try:
+                while self._data:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._room.wait(min(remaining, 0.05))
+                return True
+            finally:
+                self._waiting -= 1
+
+    def empty(self) -> bool:
+        with self._lock:
+            return not self._control and not self._data
 
     @property
     def depth(self) -> int:
@@ -184,3 +276,9 @@ class Mailbox:
 
     def __repr__(self) -> str:
         return f"Mailbox({self.name!r}, {self._depth}/{self.capacity})"
+
+
+def _fail(letter: Letter, name: str) -> None:
+    assert letter.reply_to is not None
+    error = ActorDeadError(f"{name} stopped before handling the message")
+    letter.reply_to.set_exception(exc_info=(ActorDeadError, error, None))

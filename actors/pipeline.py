@@ -13,6 +13,11 @@ one cycle in the graph cannot deadlock.
 Start order is downstream first, readers last, so nothing is read before there is somewhere to
 put it. Shutdown stops the readers, lets the queues drain (bounded), then stops the rest in
 reverse start order, each stop bounded in time.
+
+:meth:`Pipeline.reload` swaps the custom stages of a running pipeline behind their mailboxes:
+new stages start before anyone sends to them, neighbours are re-pointed through their control
+lanes, removed stages drain before they stop. The interface, the socket, the protocol sessions
+and every queued packet stay where they are.
 """
 
 from __future__ import annotations
@@ -30,31 +35,43 @@ from .faults import Fault
 from .io.tun import TunDevice
 from .io.udp import UdpSocket
 from .mailbox import DEFAULT_CAPACITY, Mailbox
-from .pipeline_file import StageEntry
+from .pipeline_file import StageEntry, same_entry
 from .snapshot import ConfigCell, DeviceConfig
 from .stage import wiring
 from .stages import Decrypt, Encrypt, GetStats, Outlet, Ticker, TunReader, TunWriter, UdpIngress
-from .stages.base import BATCH_SIZE
+from .stages.base import BATCH_SIZE, Rewire
 from .supervisor import (
     DEFAULT_BACKOFF,
     DEFAULT_BUDGET,
+    AddChild,
     Backoff,
     ChildSpec,
     GetSupervisorStats,
+    RemoveChild,
+    ReplaceChild,
     RestartBudget,
     Shutdown,
     StopChildren,
     Strategy,
     Supervision,
     Supervisor,
+    UpdateSpec,
 )
 from .wireguard.device import PeerConfig
 
-__all__ = ["DRAIN_TIMEOUT", "READERS", "Pipeline"]
+__all__ = ["DRAIN_TIMEOUT", "READERS", "Pipeline", "ReloadError"]
 
 DRAIN_TIMEOUT = 2.0  # seconds to let queued packets flow out on shutdown
 ASK_TIMEOUT = 2.0  # seconds a stats query waits for a stage
 READERS = ("udp_ingress", "tun_reader", "ticker")
+RELOAD_TIMEOUT = 5.0  # seconds each step of a reload may wait for a stage or the supervisor
+# Each path of custom stages: (its key in the pipeline file, the stage that feeds it, the stage
+# it feeds).
+PATHS = (("inbound", "decrypt", "tun_writer"), ("outbound", "tun_reader", "encrypt"))
+
+
+class ReloadError(RuntimeError):
+    """A reload step did not complete (the pipeline keeps what was done so far)."""
 
 
 class Pipeline:
@@ -74,15 +91,17 @@ class Pipeline:
         backoff: Backoff = DEFAULT_BACKOFF,
         faults: dict[str, Fault] | None = None,
     ) -> None:
-        self.private_key = private_key
-        self.peers = tuple(peers)
-        self.config = ConfigCell(DeviceConfig(private_key, self.peers))
+        # The start-up configuration only seeds the cell; from then on the decrypt stage owns
+        # the device and publishes each change there.
+        self.config = ConfigCell(DeviceConfig(private_key, tuple(peers)))
         self.udp = udp
         self.tun = tun
         self.capacity = capacity
         self.batch_size = batch_size
-        self.inbound = tuple(inbound)
-        self.outbound = tuple(outbound)
+        self.chains: dict[str, tuple[StageEntry, ...]] = {
+            "inbound": tuple(inbound),
+            "outbound": tuple(outbound),
+        }
         self.strategy = strategy
         self.budget = budget
         self.backoff = backoff
@@ -92,6 +111,14 @@ class Pipeline:
         self.supervisor: pykka.ActorRef[Supervisor] | None = None
         self.escalated = threading.Event()
         self.escalation_reason = ""
+
+    @property
+    def inbound(self) -> tuple[StageEntry, ...]:
+        return self.chains["inbound"]
+
+    @property
+    def outbound(self) -> tuple[StageEntry, ...]:
+        return self.chains["outbound"]
 
     def _mailbox(self, name: str, capacity: int | None = None) -> Mailbox:
         if name in self.mailboxes:
@@ -129,35 +156,10 @@ class Pipeline:
                 encrypt,
             )
         )
-        specs.append(
-            ChildSpec(
-                "decrypt",
-                lambda box, sup: Decrypt.start(
-                    box,
-                    self.udp,
-                    Outlet(first_inbound),
-                    encrypt,
-                    self.config,
-                    **self._kw("decrypt", sup),
-                ),
-                decrypt,
-            )
-        )
+        specs.append(self._feeder_spec("decrypt", first_inbound))
         first_outbound = self._chain(specs, self.outbound, encrypt)
-        specs.append(
-            ChildSpec(
-                "tun_reader",
-                lambda box, sup: TunReader.start(
-                    box,
-                    self.tun,
-                    Outlet(first_outbound),
-                    self.batch_size,
-                    Outlet(tun_writer, block=False),  # ICMP too-big: never wait for it
-                    **self._kw("tun_reader", sup),
-                ),
-                self._mailbox("tun_reader"),
-            )
-        )
+        self._mailbox("tun_reader")
+        specs.append(self._feeder_spec("tun_reader", first_outbound))
         specs.append(
             ChildSpec(
                 "udp_ingress",
@@ -176,6 +178,27 @@ class Pipeline:
         )
         return specs
 
+    def _feeder_spec(self, name: str, first: Mailbox) -> ChildSpec:
+        """The spec of a built-in stage that feeds a chain of custom stages starting at
+        ``first`` (rebuilt when a reload changes that first stage)."""
+        out = Outlet(first)
+        if name == "decrypt":
+
+            def start(box: Mailbox, sup: Supervision) -> pykka.ActorRef[Any]:
+                encrypt = self.mailboxes["encrypt"]
+                kw = self._kw(name, sup)
+                return Decrypt.start(box, self.udp, out, encrypt, self.config, **kw)
+
+        else:
+            icmp = Outlet(self.mailboxes["tun_writer"], block=False)  # too-big: never wait
+
+            def start(box: Mailbox, sup: Supervision) -> pykka.ActorRef[Any]:
+                return TunReader.start(
+                    box, self.tun, out, self.batch_size, icmp, **self._kw(name, sup)
+                )
+
+        return ChildSpec(name, start, self.mailboxes[name])
+
     def _chain(
         self, specs: list[ChildSpec], stages: Sequence[StageEntry], last: Mailbox
     ) -> Mailbox:
@@ -183,11 +206,12 @@ class Pipeline:
         the first of them (``last`` itself when there are none)."""
         next_box = last
         for stage in reversed(stages):
-            specs.append(self._custom_spec(stage, next_box))
-            next_box = specs[-1].mailbox
+            box = self._mailbox(stage.name, stage.capacity)
+            specs.append(self._custom_spec(stage, box, next_box))
+            next_box = box
         return next_box
 
-    def _custom_spec(self, entry: StageEntry, downstream: Mailbox) -> ChildSpec:
+    def _custom_spec(self, entry: StageEntry, box: Mailbox, downstream: Mailbox) -> ChildSpec:
         out = Outlet(downstream)
         # The way back: inbound stages answer the peer through encrypt, outbound ones the host.
         back = Outlet(self.mailboxes["encrypt" if entry.path == "inbound" else "tun_writer"])
@@ -207,11 +231,7 @@ class Pipeline:
                 return entry.cls.start(**entry.options)
 
         return ChildSpec(
-            entry.name,
-            start,
-            self._mailbox(entry.name, entry.capacity),
-            entry.restart,
-            budget=entry.budget,
+            entry.name, start, box, entry.restart, budget=entry.budget, on_error=entry.on_error
         )
 
     def start(self) -> None:
@@ -230,6 +250,102 @@ class Pipeline:
         # Runs on the supervisor's thread: it only records the reason and raises the flag.
         self.escalation_reason = reason
         self.escalated.set()
+
+    # -- live reload
+
+    def reload(self, inbound: Sequence[StageEntry], outbound: Sequence[StageEntry]) -> str:
+        """Swap the custom stages for these (already validated) entries; what changed, in one
+        line. Called from one thread at a time (the daemon's reload)."""
+        changes = []
+        for path, new in (("inbound", tuple(inbound)), ("outbound", tuple(outbound))):
+            change = self._reload_path(path, new)
+            self.chains[path] = new
+            if change:
+                changes.append(f"{path} {change}")
+        self.order = self._supervisor_stats()["order"]
+        return "; ".join(changes) or "stages unchanged"
+
+    def _reload_path(self, path: str, new: tuple[StageEntry, ...]) -> str:
+        sup = self.supervisor
+        if sup is None:
+            raise ReloadError("the pipeline is not running")
+        feeder, last = next((f, t) for p, f, t in PATHS if p == path)
+        old = self.chains[path]
+        old_by_name = {e.name: e for e in old}
+        new_names = [e.name for e in new]
+        # every stage's mailbox in the new chain: kept and changed stages keep their address
+        boxes = [
+            self.mailboxes[e.name] if e.name in old_by_name else Mailbox(e.name, e.capacity)
+            for e in new
+        ]
+        nexts = [*boxes[1:], self.mailboxes[last]]
+        after = [*new_names[1:], last]
+        added, replaced, removed = [], [], []
+        # 1. new stages, downstream first, so each has somewhere to send before it starts
+        for i in reversed(range(len(new))):
+            entry = new[i]
+            if entry.name in old_by_name:
+                continue
+            self.mailboxes[entry.name] = boxes[i]
+            self._supervise(AddChild(self._custom_spec(entry, boxes[i], nexts[i]), after[i]))
+            added.append(entry.name)
+        # 2. changed stages: a new instance on the same mailbox (queued packets wait for it)
+        for i, entry in enumerate(new):
+            previous = old_by_name.get(entry.name)
+            if previous is None or same_entry(previous, entry):
+                continue
+            boxes[i].resize(entry.capacity)
+            self._supervise(ReplaceChild(self._custom_spec(entry, boxes[i], nexts[i])))
+            replaced.append(entry.name)
+        # 3. kept stages whose next stage changed, then the built-in stage feeding the chain
+        old_after = [*[e.name for e in old[1:]], last] if old else []
+        old_next = {e.name: n for e, n in zip(old, old_after, strict=True)}
+        for i, entry in enumerate(new):
+            previous = old_by_name.get(entry.name)
+            if previous is None or not same_entry(previous, entry):
+                continue
+            if old_next[entry.name] != after[i]:
+                self._rewire(boxes[i], nexts[i])
+                self._supervise(UpdateSpec(self._custom_spec(entry, boxes[i], nexts[i])))
+        first = boxes[0] if boxes else self.mailboxes[last]
+        if (old[0].name if old else last) != (new[0].name if new else last):
+            self._rewire(self.mailboxes[feeder], first)
+            self._supervise(UpdateSpec(self._feeder_spec(feeder, first)))
+        # 4. removed stages: nothing is sent to them any more; let them drain, then stop them
+        for entry in old:
+            if entry.name in new_names:
+                continue
+            box = self.mailboxes.pop(entry.name)
+            if not box.wait_drained(DRAIN_TIMEOUT):
+                logger.warning("stage {} did not drain in time; its queue is dropped", entry.name)
+            self._supervise(RemoveChild(entry.name))
+            box.close()
+            removed.append(entry.name)
+        if not (added or replaced or removed) and [e.name for e in old] == new_names:
+            return ""
+        parts = [f"+{n}" for n in reversed(added)] + [f"~{n}" for n in replaced]
+        parts += [f"-{n}" for n in removed]
+        return " ".join(parts) + f" (now {' -> '.join(new_names) or 'none'})"
+
+    def _supervise(self, message: Any) -> None:
+        assert self.supervisor is not None
+        try:
+            ok = self.supervisor.ask(message, timeout=RELOAD_TIMEOUT)
+        except (pykka.Timeout, pykka.ActorDeadError):
+            ok = False
+        if not ok:
+            raise ReloadError(f"the supervisor refused {type(message).__name__}")
+
+    def _rewire(self, box: Mailbox, downstream: Mailbox) -> None:
+        """Re-point a running stage; it applies this before its next batch (control first)."""
+        try:
+            box.ask(Rewire(Outlet(downstream)), RELOAD_TIMEOUT)
+        except (pykka.Timeout, pykka.ActorDeadError):
+            # Not running now: the updated spec wires its next incarnation, and the letter
+            # waits in its mailbox for that incarnation too.
+            logger.debug("stage {} is not running; re-wired on restart", box.name)
+
+    # -- shutdown and introspection
 
     def stop(self, drain_timeout: float = DRAIN_TIMEOUT) -> None:
         """Stop readers, drain, then stop the rest in reverse start order. Bounded in time:
@@ -251,13 +367,19 @@ class Pipeline:
         for box in self.mailboxes.values():
             box.close()
 
-    def _alive_children(self, timeout: float = ASK_TIMEOUT) -> dict[str, bool]:
+    def _supervisor_stats(self, timeout: float = ASK_TIMEOUT) -> dict[str, Any]:
         if self.supervisor is None:
-            return {}
+            return {"order": list(self.order), "children": {}}
         try:
-            children = self.supervisor.ask(GetSupervisorStats(), timeout=timeout)["children"]
+            result: dict[str, Any] = self.supervisor.ask(  # type: ignore[assignment]
+                GetSupervisorStats(), timeout=timeout
+            )
         except (pykka.Timeout, pykka.ActorDeadError):
-            return {}
+            return {"order": list(self.order), "children": {}}
+        return result
+
+    def _alive_children(self, timeout: float = ASK_TIMEOUT) -> dict[str, bool]:
+        children = self._supervisor_stats(timeout)["children"]
         return {name: c["alive"] for name, c in children.items()}
 
     def stats(self, timeout: float = ASK_TIMEOUT) -> list[dict[str, Any]]:
@@ -265,24 +387,22 @@ class Pipeline:
         that is not running, or does not answer in time, is reported with its mailbox figures
         only."""
         out = []
-        restarts: dict[str, Any] = {}
-        if self.supervisor is not None:
-            try:
-                restarts = self.supervisor.ask(GetSupervisorStats(), timeout=timeout)["children"]
-            except (pykka.Timeout, pykka.ActorDeadError):
-                restarts = {}
-        for name in self.order:
+        restarts = self._supervisor_stats(timeout)["children"]
+        for name in list(self.order):
+            box = self.mailboxes.get(name)
+            if box is None:
+                continue
             child = restarts.get(name, {})
             entry: dict[str, Any] | None = None
             if child.get("alive"):
                 try:
-                    entry = self.mailboxes[name].ask(GetStats(), timeout).as_dict()
+                    entry = box.ask(GetStats(), timeout).as_dict()
                 except (pykka.Timeout, pykka.ActorDeadError):
                     entry = None
             if entry is None:
-                box = self.mailboxes[name].stats()
-                entry = {"name": name, "unresponsive": True, "mailbox": asdict(box)}
+                entry = {"name": name, "unresponsive": True, "mailbox": asdict(box.stats())}
             entry["restarts"] = child.get("restarts", 0)
+            entry["replacements"] = child.get("replacements", 0)
             entry["lost_in_crashes"] = child.get("lost", 0)
             out.append(entry)
         return out

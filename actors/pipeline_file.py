@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import settings
+from .failure import ON_ERROR
 from .mailbox import DEFAULT_CAPACITY, Mailbox
 from .supervisor import Restart, RestartBudget
 
@@ -48,6 +49,7 @@ __all__ = [
     "dropin_pipeline",
     "load_pipeline",
     "parse_pipeline",
+    "same_entry",
 ]
 
 PIPELINE_ENV = settings.PIPELINE.name
@@ -79,7 +81,7 @@ class StageEntry:
     restart: Restart = Restart.PERMANENT
     budget: RestartBudget | None = None
     capacity: int = DEFAULT_CAPACITY
-    on_error: str = "drop"
+    on_error: str = ON_ERROR[0]
 
 
 def load_pipeline(path: str | os.PathLike[str]) -> tuple[list[StageEntry], list[StageEntry]]:
@@ -183,9 +185,9 @@ def _entry(
     capacity = raw.get("capacity", DEFAULT_CAPACITY)
     if not isinstance(capacity, int) or not 1 <= capacity <= MAX_CAPACITY:
         raise fail(f"`capacity` is a number of packets, 1..{MAX_CAPACITY}")
-    on_error = raw.get("on_error", "drop")
-    if on_error not in ("drop", "restart"):
-        raise fail('`on_error` is "drop" or "restart"')
+    on_error = raw.get("on_error", ON_ERROR[0])
+    if on_error not in ON_ERROR:
+        raise fail(f"`on_error` is {' or '.join(repr(o) for o in ON_ERROR)}")
     _check_options(cls, options, fail)
     return StageEntry(kind, name, use, cls, dict(options), restart, budget, capacity, on_error)
 
@@ -213,6 +215,20 @@ def dropin_pipeline(
         return explicit
     candidate = Path(directory) / f"{interface}.pipeline.toml"
     return str(candidate) if candidate.is_file() else None
+
+
+def same_entry(a: StageEntry, b: StageEntry) -> bool:
+    """Whether a reload may keep the running instance of ``a`` for ``b``."""
+    return (a.name, a.use, a.cls, a.options, a.restart, a.budget, a.capacity, a.on_error) == (
+        b.name,
+        b.use,
+        b.cls,
+        b.options,
+        b.restart,
+        b.budget,
+        b.capacity,
+        b.on_error,
+    )
 
 
 def describe(entries: Sequence[StageEntry]) -> str:

@@ -2,7 +2,11 @@
 
 It uses the same protocol core (both halves, wired by :class:`~actors.wireguard.Tunnel`) and the
 same I/O objects as the actor pipeline, so comparing the two measures exactly what putting the
-stages on their own threads buys.
+stages on their own threads buys. Custom stages live under the same failure policy
+(:mod:`actors.failure`): a packet error costs the packet, ``on_error = "restart"`` builds a fresh
+instance, and a stage that lets nothing through ends the loop with the reason in
+:attr:`SingleThreaded.escalation_reason` (exit status 3). A stage whose ``on_start`` fails has
+no supervisor here to retry it: that too ends the loop.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ from typing import Any
 
 from loguru import logger
 
+from .failure import ErrorCarry
 from .io.batch import AioWriter
 from .io.tun import TunDevice
 from .io.udp import UdpSocket
 from .io.udp_gso import GroReceiver, GsoSender
 from .mailbox import Mailbox
 from .packet import Packet
-from .pipeline_file import StageEntry
+from .pipeline_file import StageEntry, same_entry
 from .snapshot import ConfigCell, DeviceConfig
 from .stage import Stage, wiring
 from .stages.base import BATCH_SIZE
@@ -58,10 +63,10 @@ class SingleThreaded:
         # What Stage.peer_for reads; republished after each `wg set`, as the decrypt stage does.
         self.config = ConfigCell(DeviceConfig(private_key, tuple(peers)))
         # The same user stages, called inline: built unstarted, their hooks run by this loop.
-        self.inbound_entries = tuple(inbound)
-        self.outbound_entries = tuple(outbound)
+        self.entries = {"inbound": list(inbound), "outbound": list(outbound)}
         self.inbound = [_build(e, self.config) for e in inbound]
         self.outbound = [_build(e, self.config) for e in outbound]
+        self.escalation_reason = ""
         self.tunnel = Tunnel(private_key, peers, now=now)
         self.udp = udp
         self.tun = tun
@@ -143,39 +148,10 @@ class SingleThreaded:
             return
         replies: list[Packet] = []
         for i in range(len(self.inbound)):
-            delivered = self._through(self.inbound, self.inbound_entries, i, delivered, replies)
+            delivered = self._through("inbound", i, delivered, replies)
         self._write([p.data for p in delivered])
         if replies:  # an inbound stage's answers go to the peer; they yield only datagrams
             self._do(self.tunnel.send_batch(replies, time.monotonic()))
-
-    def _through(
-        self,
-        stages: list[Stage],
-        entries: Sequence[StageEntry],
-        index: int,
-        packets: Sequence[Packet],
-        replies: list[Packet],
-    ) -> list[Packet]:
-        """One stage's work on a batch, inline, under the same failure policy as the pipeline;
-        ``on_error = "restart"`` replaces the instance here too."""
-        stage = stages[index]
-        batch = tuple(packets)
-        stage.stats.packets_in += len(batch)
-        stage.stats.bytes_in += sum(len(p.data) for p in batch)
-        outcome = stage.run_batch(batch)
-        out = outcome.passed
-        stage.stats.packets_out += len(out)
-        stage.stats.bytes_out += sum(len(p.data) for p in out)
-        if outcome.replies:
-            stage.count_replies(len(outcome.replies), 0)
-            replies.extend(outcome.replies)
-        if outcome.last_error is not None and stage.on_error == "restart":
-            _stop(stage)
-            fresh = _build(entries[index], self.config)
-            fresh.stats = stage.stats  # the counters belong to the stage's place, not instance
-            fresh.on_start()
-            stages[index] = fresh
-        return out
 
     def _write(self, datas: list[bytes]) -> None:
         frames = self.tun.frames(datas)  # with GRO, a run of one TCP flow in one buffer
@@ -189,15 +165,94 @@ class SingleThreaded:
                 self.counters["gro_packets"] += count
 
     def run(self, stop: threading.Event) -> None:
-        for stage in self.inbound + self.outbound:
-            stage.on_start()
+        started: list[Stage] = []
+        running = False
         try:
+            for stage in self.inbound + self.outbound:
+                if not self._start(stage):
+                    return
+                started.append(stage)
+            running = True
             self._loop(stop)
         finally:
-            for stage in self.inbound + self.outbound:
-                stage.on_stop()
+            for stage in self.inbound + self.outbound if running else started:
+                _stop(stage)
             self.reader.close()
             self.writer.close()
+
+    def _start(self, stage: Stage) -> bool:
+        try:
+            stage.on_start()
+        except Exception as e:
+            self._escalate(f"stage {stage.name} failed in on_start: {e!r}")
+            return False
+        return True
+
+    def _escalate(self, reason: str) -> None:
+        if not self.escalation_reason:
+            self.escalation_reason = reason
+            logger.error("giving up: {}", reason)
+
+    def _through(
+        self, path: str, index: int, packets: Sequence[Packet], replies: list[Packet]
+    ) -> list[Packet]:
+        """One stage's work on a batch, inline, under the same failure policy as the pipeline
+        (:meth:`Stage.run_batch`); its replies are added to ``replies``."""
+        stage = (self.inbound if path == "inbound" else self.outbound)[index]
+        outcome = stage.run_batch(tuple(packets))
+        out = outcome.passed
+        stats = stage.stats
+        stats.packets_out += len(out)
+        stats.bytes_out += sum(len(p.data) for p in out)
+        if outcome.replies:
+            stage.count_replies(len(outcome.replies), 0)
+            replies.extend(outcome.replies)
+        if stage.replace_me:
+            self._replace(path, index, stage)
+        elif stage.errors.stalled is not None:
+            self._escalate(stage.errors.stalled)
+        return out
+
+    def _replace(self, path: str, index: int, stage: Stage) -> None:
+        """on_error="restart": a fresh instance, at once, continuing the failing streak."""
+        fresh = _build(self.entries[path][index], self.config, stage.errors.carry())
+        fresh.stats = stage.stats
+        _stop(stage)
+        if self._start(fresh):
+            (self.inbound if path == "inbound" else self.outbound)[index] = fresh
+            if fresh.errors.stalled is not None:
+                self._escalate(fresh.errors.stalled)
+
+    def reload(self, inbound: Sequence[StageEntry], outbound: Sequence[StageEntry]) -> str:
+        """Swap the custom stages (on the loop's thread, between batches): unchanged entries
+        keep their instance and state, others get a started new one; what changed, in one line."""
+        changes = []
+        for path, new in (("inbound", list(inbound)), ("outbound", list(outbound))):
+            old = self.entries[path]
+            live = self.inbound if path == "inbound" else self.outbound
+            kept = {e.name: (e, s) for e, s in zip(old, live, strict=True)}
+            stages: list[Stage] = []
+            words = []
+            for entry in new:
+                previous = kept.pop(entry.name, None)
+                if previous is not None and same_entry(previous[0], entry):
+                    stages.append(previous[1])
+                    continue
+                fresh = _build(entry, self.config)
+                fresh.on_start()  # a failure here leaves the old stages in place
+                stages.append(fresh)
+                if previous is not None:
+                    _stop(previous[1])
+                words.append(("~" if previous else "+") + entry.name)
+            for _, gone in kept.values():
+                _stop(gone)
+                words.append("-" + gone.name)
+            self.entries[path] = new
+            live[:] = stages
+            if words or [e.name for e in old] != [e.name for e in new]:
+                now = " -> ".join(e.name for e in new) or "none"
+                changes.append(f"{path} {' '.join(words)} (now {now})")
+        return "; ".join(changes) or "stages unchanged"
 
     def _loop(self, stop: threading.Event) -> None:
         poller = select.poll()
@@ -206,7 +261,7 @@ class SingleThreaded:
         udp_fd, tun_fd = self.udp.fileno(), self.tun.fileno()
         tunnel = self.tunnel
         next_tick = time.monotonic()
-        while not stop.is_set():
+        while not stop.is_set() and not self.escalation_reason:
             for fd, _ in poller.poll(TICK_INTERVAL * 1000):
                 now, wall = time.monotonic(), time.time()
                 if fd == udp_fd:
@@ -223,9 +278,7 @@ class SingleThreaded:
                     self.counters["packets_in"] += len(packets)
                     answers: list[Packet] = []
                     for i in range(len(self.outbound)):
-                        packets = self._through(
-                            self.outbound, self.outbound_entries, i, packets, answers
-                        )
+                        packets = self._through("outbound", i, packets, answers)
                     if answers:  # an outbound stage's answers go to the local host
                         self._write([reply.data for reply in answers])
                     self._do(tunnel.send_batch(packets, now, wall))
@@ -264,11 +317,14 @@ class SingleThreaded:
         return out
 
 
-def _build(entry: StageEntry, config: ConfigCell) -> Stage:
+def _build(entry: StageEntry, config: ConfigCell, carry: ErrorCarry | None = None) -> Stage:
+    """A stage called inline; ``carry`` continues a replaced instance's failing streak."""
+    box = Mailbox(entry.name)
     with wiring(
-        Mailbox(entry.name), None, name=entry.name, routes=config.get, on_error=entry.on_error
+        box, None, name=entry.name, routes=config.get, on_error=entry.on_error, carry=carry
     ):
-        return entry.cls(**entry.options)
+        stage: Stage = entry.cls(**entry.options)
+    return stage
 
 
 def _stop(stage: Stage) -> None:

@@ -18,16 +18,16 @@ fails, and reports its counters in ``wgactors status``.
 The rules a stage lives by:
 
 - ``process`` returns a :class:`Packet` (passed on), ``None`` (dropped, and counted), or an
-  iterable of packets (all passed on). Anything else is an error, which the supervisor handles.
+  iterable of packets (all passed on). Anything else is an error.
+- An exception from ``process`` costs the packet that raised, counted as a ``stage_error`` drop
+  and logged rate-limited; the entry's ``on_error`` says whether the instance is then replaced
+  (see :mod:`actors.failure`).
 - Packets are immutable; to change one, build a new one.
 - Work done in ``__init__`` must not acquire resources: the pipeline builds each stage once at
   start-up just to check its options. Open files and sockets in ``on_start``; close them in
   ``on_stop``.
 - A slow stage slows its path down: its mailbox fills and the stage before it waits. Nothing is
   dropped silently and nothing grows.
-- An exception from ``process`` costs only the packet that raised: it is counted under
-  ``stage_error`` and logged at most once per stage every few seconds. With ``on_error =
-  "restart"`` in the pipeline file the instance is also replaced by a fresh one.
 
 What a stage can do besides passing packets on:
 
@@ -43,13 +43,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import time
+import operator
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from loguru import logger
-
+from .failure import LOG_INTERVAL, ON_ERROR, ErrorCarry, ErrorPolicy
 from .faults import Fault
 from .mailbox import Mailbox
 from .packet import AddressLike, Packet, address_bytes
@@ -66,25 +65,18 @@ __all__ = [
     "STAGE_ERROR",
     "BatchOutcome",
     "Stage",
-    "StageRestart",
 ]
 
 MAX_REPLIES_PER_BATCH = 4 * BATCH_SIZE
 """Replies a stage may queue while handling one batch; more are dropped and counted."""
-ERROR_LOG_INTERVAL = 5.0
-"""Seconds between two log lines about a stage's exceptions (the count is in between)."""
+ERROR_LOG_INTERVAL = LOG_INTERVAL
+"""Seconds between two log lines about a stage's exceptions (see :mod:`actors.failure`)."""
 STAGE_ERROR = "stage_error"
 """The drop reason of a packet whose processing raised."""
-ON_ERROR = ("drop", "restart")
-"""What a stage's exception does besides costing its packet: nothing more, or a fresh instance."""
+_DATA = operator.attrgetter("data")
 
 RouteSource = Callable[[], DeviceConfig]
 """Where a stage reads the current configuration for :meth:`Stage.peer_for`."""
-
-
-class StageRestart(RuntimeError):
-    """Raised after a batch in which a stage with ``on_error = "restart"`` failed, so that
-    its supervisor replaces the instance; the packets it passed on are already sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +89,7 @@ class _Wiring:
     back: Outlet | None = None
     routes: RouteSource | None = None
     on_error: str = "drop"
+    carry: ErrorCarry | None = None
 
 
 _WIRING: contextvars.ContextVar[_Wiring | None] = contextvars.ContextVar("wiring", default=None)
@@ -113,12 +106,16 @@ def wiring(
     back: Outlet | None = None,
     routes: RouteSource | None = None,
     on_error: str = "drop",
+    carry: ErrorCarry | None = None,
 ) -> Iterator[None]:
     """Connect the stage constructed inside this block (the pipeline's business, not users').
 
     ``back`` is the way back (:meth:`Stage.reply`), ``routes`` where :meth:`Stage.peer_for`
-    reads the configuration."""
-    token = _WIRING.set(_Wiring(mailbox, outlet, supervision, name, fault, back, routes, on_error))
+    reads the configuration; ``on_error`` and ``carry`` (the failing streak of the instance
+    this one replaces) are the failure policy's, when no supervisor hands them over."""
+    token = _WIRING.set(
+        _Wiring(mailbox, outlet, supervision, name, fault, back, routes, on_error, carry)
+    )
     try:
         yield
     finally:
@@ -148,13 +145,17 @@ class Stage(PipelineActor):
         self._outlet = wired.outlet
         self._back = wired.back
         self._route_source = wired.routes
-        self.on_error = wired.on_error
         self._replies: list[Packet] = []
         self.stats.extra["replies"] = 0
         self._route_config: DeviceConfig | None = None
         self._route_table: AllowedIPs[bytes] = AllowedIPs()
-        self._errors_unlogged = 0
-        self._error_logged_at = -ERROR_LOG_INTERVAL
+        sup = wired.supervision
+        self._errors = ErrorPolicy(
+            self.name,
+            sup.on_error if sup is not None else wired.on_error,
+            sup.carry if sup is not None else wired.carry,
+        )
+        self.replace_me = False  # the last batch failed and on_error="restart"
 
     # -- what users implement
 
@@ -165,8 +166,19 @@ class Stage(PipelineActor):
     def process_batch(self, batch: tuple[Packet, ...]) -> list[Packet]:
         """Handle a batch; override to work on whole batches. Returns the packets to pass on."""
         out: list[Packet] = []
+        drops = self.stats.drops
+        process = self.process
         for packet in batch:
-            self._process_one(packet, out)
+            try:
+                result = process(packet)
+                if result is None:
+                    drops["dropped"] += 1
+                elif isinstance(result, Packet):
+                    out.append(result)
+                else:
+                    out.extend(_packets(self, result))
+            except Exception as e:
+                self._stage_error(e, 1)
         return out
 
     def stats_extra(self) -> dict[str, Any]:
@@ -203,64 +215,52 @@ class Stage(PipelineActor):
 
     # -- plumbing
 
-    def _process_one(self, packet: Packet, out: list[Packet]) -> None:
-        result = self.process(packet)
-        if result is None:
-            self.stats.drops["dropped"] += 1
-        elif isinstance(result, Packet):
-            out.append(result)
-        else:
-            for item in result:
-                if not isinstance(item, Packet):
-                    raise TypeError(
-                        f"{type(self).__name__}.process returned {type(item).__name__}, "
-                        "not a Packet"
-                    )
-                out.append(item)
+    @property
+    def on_error(self) -> str:
+        """What an exception does besides costing its packet (the entry's ``on_error``)."""
+        return self._errors.on_error
+
+    def _stage_error(self, error: Exception, count: int) -> None:
+        """``count`` packets lost to ``error``: the failure policy (actors.failure)."""
+        self.stats.drops[STAGE_ERROR] += count
+        errors = self._errors
+        stalled = errors.stalled
+        errors.failed(error, count)
+        if stalled is None and errors.stalled is not None and self.supervision is not None:
+            self.supervision.stalled(errors.stalled)
+
+    def adopt(self, policy: ErrorPolicy) -> None:
+        """Use this failure policy (how a replacement continues its predecessor's streak)."""
+        self._errors = policy
+
+    @property
+    def errors(self) -> ErrorPolicy:
+        return self._errors
 
     def run_batch(self, batch: tuple[Packet, ...]) -> BatchOutcome:
-        """``process_batch`` under the failure policy: an exception costs the packet that
-        raised (the whole batch, if ``process_batch`` itself is overridden), counted under
-        ``stage_error`` and logged at a bounded rate. Shared by the pipeline, the
-        single-threaded loop and :mod:`actors.testing`, so they cannot disagree."""
+        """One batch through ``process_batch`` under the failure policy: an exception costs
+        the packet that raised (the whole batch, if ``process_batch`` itself is overridden).
+        Shared by the pipeline, the single-threaded loop and :mod:`actors.testing`, so they
+        cannot disagree. After it, :attr:`replace_me` says whether on_error="restart" wants a
+        fresh instance, and ``errors.stalled`` whether the stage lets nothing through."""
+        stats = self.stats
+        stats.packets_in += len(batch)
+        stats.bytes_in += sum(map(len, map(_DATA, batch)))  # once per batch, in C
+        errors = self._errors
+        before = errors.total
         outcome = BatchOutcome()
-        drops = self.stats.drops
-        if type(self).process_batch is Stage.process_batch:
-            passed = outcome.passed
-            for packet in batch:
-                mark = len(passed)
-                try:
-                    self._process_one(packet, passed)
-                except Exception as e:
-                    del passed[mark:]
-                    drops[STAGE_ERROR] += 1
-                    outcome.errors += 1
-                    outcome.last_error = e
-        else:
-            try:
-                outcome.passed = list(self.process_batch(batch))
-            except Exception as e:
-                drops[STAGE_ERROR] += len(batch)
-                outcome.errors += len(batch)
-                outcome.last_error = e
+        try:
+            outcome.passed = list(self.process_batch(batch))
+        except Exception as e:  # an overridden process_batch: the batch is what raised
+            self._stage_error(e, len(batch))
         outcome.replies, self._replies = self._replies, []
-        if outcome.last_error is not None:
-            self._log_error(outcome.errors, outcome.last_error)
+        outcome.errors = errors.total - before
+        if outcome.errors:
+            outcome.last_error = errors.last_exception
+        if outcome.errors < len(batch) and errors.failing_since is not None:
+            errors.progress()  # a packet got through (or was dropped on purpose): it works
+        self.replace_me = outcome.errors > 0 and errors.on_error == "restart"
         return outcome
-
-    def _log_error(self, count: int, error: Exception) -> None:
-        self._errors_unlogged += count
-        now = time.monotonic()
-        if now - self._error_logged_at < ERROR_LOG_INTERVAL:
-            return
-        logger.warning(
-            "stage {}: {} packet(s) lost to exceptions, the last: {!r}",
-            self.name,
-            self._errors_unlogged,
-            error,
-        )
-        self._errors_unlogged = 0
-        self._error_logged_at = now
 
     def count_replies(self, accepted: int, refused: int) -> None:
         """Account for replies handed to the way back (the pipeline's business)."""
@@ -270,15 +270,13 @@ class Stage(PipelineActor):
             self.stats.drops["reply_dropped"] += refused
 
     def on_batch(self, batch: tuple[Any, ...]) -> None:
-        stats = self.stats
-        stats.packets_in += len(batch)
-        stats.bytes_in += sum(len(p.data) for p in batch)
         outcome = self.run_batch(batch)
         out = outcome.passed
-        if self._outlet is not None:
+        outlet = self._outlet
+        if outlet is not None:
             for i in range(0, len(out), BATCH_SIZE):
                 chunk = tuple(out[i : i + BATCH_SIZE])
-                self.emit(self._outlet, chunk, sum(len(p.data) for p in chunk))
+                self.emit(outlet, chunk, sum(map(len, map(_DATA, chunk))))
         replies = outcome.replies
         if replies:
             accepted = 0
@@ -288,10 +286,39 @@ class Stage(PipelineActor):
                 if back is not None and back.push(chunk):
                     accepted += len(chunk)
             self.count_replies(accepted, len(replies) - accepted)
-        if outcome.last_error is not None and self.on_error == "restart":
-            self._in_flight = 0  # the batch was handled: nothing of it is lost with us
-            raise StageRestart(f"{self.name}: {outcome.last_error!r}")
+        if self.replace_me:
+            self._replace()
+
+    def rewire(self, outlet: Outlet) -> None:
+        self._outlet = outlet
+
+    def _replace(self) -> None:
+        """on_error="restart": this batch is handled (its output sent); hand over to a fresh
+        instance at once, queued packets waiting in the mailbox."""
+        if self._dead or not self._as_actor:  # called in-process: the caller replaces it
+            return
+        self._dead = True
+        if self.supervision is not None:
+            self.supervision.report(
+                self._errors.last_error, 0, replace=True, carry=self._errors.carry()
+            )
+        self.actor_ref.stop(block=False)
+
+    def on_stop(self) -> None:
+        # A replaced instance hands its unlogged count on (carry) instead of logging it.
+        if not self._dead and not self.replace_me:
+            self._errors.flush()
 
     def snapshot(self) -> StageSnapshot:
         self.stats.extra.update(self.stats_extra())
         return super().snapshot()
+
+
+def _packets(stage: Stage, result: Iterable[Any]) -> list[Packet]:
+    items = list(result)
+    for item in items:
+        if not isinstance(item, Packet):
+            raise TypeError(
+                f"{type(stage).__name__}.process returned {type(item).__name__}, not a Packet"
+            )
+    return items

@@ -33,23 +33,29 @@ from typing import Any
 import pykka
 from loguru import logger
 
+from .failure import ErrorCarry
 from .mailbox import Mailbox
 
 __all__ = [
     "DEFAULT_BACKOFF",
     "DEFAULT_BUDGET",
     "SHUTDOWN_TIMEOUT",
+    "AddChild",
     "Backoff",
     "ChildSpec",
     "Exited",
     "Failed",
+    "RemoveChild",
+    "ReplaceChild",
     "Restart",
     "RestartBudget",
     "Shutdown",
+    "Stalled",
     "StopChildren",
     "Strategy",
     "Supervision",
     "Supervisor",
+    "UpdateSpec",
 ]
 
 SHUTDOWN_TIMEOUT = 3.0  # seconds a child gets to stop before it is abandoned with a warning
@@ -107,10 +113,21 @@ class Supervision:
     supervisor: pykka.ActorRef[Any]
     name: str
     incarnation: int
+    on_error: str = "drop"  # a custom stage's policy for exceptions from process
+    carry: ErrorCarry | None = None  # the failing streak of the instance this one replaces
 
-    def report(self, error: str, lost: int) -> None:
+    def report(
+        self, error: str, lost: int, *, replace: bool = False, carry: ErrorCarry | None = None
+    ) -> None:
+        """Say why this incarnation is about to stop (sent before it stops, so the supervisor
+        has the reason when the exit notice comes)."""
         if self.supervisor.is_alive():
-            self.supervisor.tell(Failed(self.name, self.incarnation, error, lost))
+            self.supervisor.tell(Failed(self.name, self.incarnation, error, lost, replace, carry))
+
+    def stalled(self, reason: str) -> None:
+        """This stage lets nothing through: end the process (see actors.failure)."""
+        if self.supervisor.is_alive():
+            self.supervisor.tell(Stalled(self.name, reason))
 
 
 @dataclass(frozen=True)
@@ -123,6 +140,7 @@ class ChildSpec:
     restart: Restart = Restart.PERMANENT
     shutdown_timeout: float = SHUTDOWN_TIMEOUT
     budget: RestartBudget | None = None  # this child's own budget, on top of the shared one
+    on_error: str = "drop"  # custom stages: what a packet error does (actors.failure)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +151,16 @@ class Failed:
     incarnation: int
     error: str
     lost: int  # packets in the batch that raised; they are not retried
+    replace: bool = False  # on_error="restart": replace at once, outside budget and backoff
+    carry: ErrorCarry | None = None  # the failing streak, for the replacement
+
+
+@dataclass(frozen=True, slots=True)
+class Stalled:
+    """A stage's report that no packet gets through it: escalate."""
+
+    name: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +194,38 @@ class StopChildren:
     names: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class AddChild:
+    """Start a new child (a reload's new stage), placed in start order right after ``after``
+    (its downstream neighbour, which must already run)."""
+
+    spec: ChildSpec
+    after: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveChild:
+    """Stop a child for good and forget it (a reload's removed stage, once drained)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceChild:
+    """Stop the child's running instance and start one from ``spec`` on the same mailbox (a
+    reload's changed stage); what is queued waits for the new instance."""
+
+    spec: ChildSpec
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateSpec:
+    """Use ``spec`` for the child's next restarts, without restarting it now (a re-wired
+    neighbour)."""
+
+    spec: ChildSpec
+
+
 @dataclass
 class _Child:
     spec: ChildSpec
@@ -180,7 +240,8 @@ class _Child:
     stopping: bool = False  # we stopped it on purpose: its exit is not a failure
     pending_restart: bool = False
     removed: bool = False
-    history: list[float] = field(default_factory=list)
+    replacements: int = 0  # instances replaced after packet errors (on_error="restart")
+    carry: ErrorCarry | None = None  # handed to the next incarnation
     restart_times: deque[float] = field(default_factory=deque)
 
 
@@ -235,7 +296,10 @@ class Supervisor(pykka.ThreadingActor):
         child.pending_restart = False
         child.started_at = time.monotonic()
         incarnation = child.incarnation
-        supervision = Supervision(self.actor_ref, child.spec.name, incarnation)
+        supervision = Supervision(
+            self.actor_ref, child.spec.name, incarnation, child.spec.on_error, child.carry
+        )
+        child.carry = None
         ref = child.spec.start(child.spec.mailbox, supervision)
         child.ref = ref
         me = self.actor_ref
@@ -280,6 +344,9 @@ class Supervisor(pykka.ThreadingActor):
             child = self._children.get(message.name)
             if child is not None and message.incarnation == child.incarnation:
                 child.failure = message
+        elif isinstance(message, Stalled):
+            if not self._shutting_down:
+                self._escalate(message.reason)
         elif isinstance(message, Exited):
             self._on_exit(message)
         elif isinstance(message, RestartDue):
@@ -294,6 +361,8 @@ class Supervisor(pykka.ThreadingActor):
                 self._restart_group(child)
         elif isinstance(message, GetSupervisorStats):
             return self.stats()
+        elif isinstance(message, AddChild | RemoveChild | ReplaceChild | UpdateSpec):
+            return self._change(message)
         elif isinstance(message, Shutdown):
             self._shutdown(message.timeout)
         elif isinstance(message, StopChildren):
@@ -305,6 +374,37 @@ class Supervisor(pykka.ThreadingActor):
         else:
             return super().on_receive(message)
         return None
+
+    def _change(self, message: AddChild | RemoveChild | ReplaceChild | UpdateSpec) -> bool:
+        """A reload's change to the children; False if it could not be made."""
+        if self._shutting_down:
+            return False
+        if isinstance(message, AddChild):
+            name = message.spec.name
+            if name in self._children or message.after not in self._order:
+                return False
+            self._order.insert(self._order.index(message.after) + 1, name)
+            child = self._children[name] = _Child(message.spec)
+            return self._start_or_escalate(child)
+        if isinstance(message, RemoveChild):
+            gone = self._children.get(message.name)
+            if gone is None:
+                return False
+            gone.removed = True
+            self._stop_child(gone)
+            del self._children[message.name]
+            self._order.remove(message.name)
+            return True
+        known = self._children.get(message.spec.name)
+        if known is None:
+            return False
+        known.spec = message.spec
+        if isinstance(message, ReplaceChild):
+            self._stop_child(known)
+            known.carry = None
+            known.consecutive = 0
+            return self._start_or_escalate(known)
+        return True
 
     def _on_exit(self, notice: Exited) -> None:
         child = self._children.get(notice.name)
@@ -318,6 +418,14 @@ class Supervisor(pykka.ThreadingActor):
         error = failure.error if failure is not None else "stopped by itself"
         if failure is not None:
             child.lost += failure.lost
+        if failure is not None and failure.replace:
+            # A packet error in a stage that asked for fresh state: no budget, no backoff; the
+            # queued packets wait in the mailbox for the new instance (milliseconds).
+            child.replacements += 1
+            child.carry = failure.carry
+            logger.debug("stage {}: replaced after a packet error", notice.name)
+            self._start_or_escalate(child)
+            return
         restart = child.spec.restart
         if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and failure is None):
             child.removed = True
@@ -349,8 +457,6 @@ class Supervisor(pykka.ThreadingActor):
         child.consecutive += 1
         child.restarts += 1
         child.last_error = error
-        child.history.append(now)
-        del child.history[:-16]
         logger.warning(
             "stage {} {}: {}; restart #{} in {:.0f} ms ({} packets lost)",
             notice.name,
@@ -388,11 +494,16 @@ class Supervisor(pykka.ThreadingActor):
             child = self._children[name]
             if name != failed.spec.name:
                 child.restarts += 1
-            try:
-                self._start_child(child)
-            except Exception as e:  # a constructor that raises is a failed start
-                self._escalate(f"stage {name} could not be restarted: {e!r}")
+            if not self._start_or_escalate(child):
                 return
+
+    def _start_or_escalate(self, child: _Child) -> bool:
+        try:
+            self._start_child(child)
+        except Exception as e:  # a constructor that raises is a failed start
+            self._escalate(f"stage {child.spec.name} could not be restarted: {e!r}")
+            return False
+        return True
 
     def _escalate(self, reason: str) -> None:
         if self._escalated:
@@ -407,11 +518,13 @@ class Supervisor(pykka.ThreadingActor):
 
     def stats(self) -> dict[str, Any]:
         return {
+            "order": list(self._order),
             "strategy": self.strategy.value,
             "escalated": self._escalated,
             "children": {
                 name: {
                     "restarts": c.restarts,
+                    "replacements": c.replacements,
                     "incarnation": c.incarnation,
                     "lost": c.lost,
                     "last_error": c.last_error,

@@ -18,7 +18,8 @@ It keeps the live pipeline's semantics, because it runs the same code (:meth:`St
 - replies (:meth:`Stage.reply`) come back in :attr:`Result.replies`, apart from the packets
   passed on, and do not go through the rest of the chain (they travel the other way);
 - an exception costs the packet that raised (``stage_error``), and with ``on_error =
-  "restart"`` the stage is replaced by a fresh instance, as the pipeline does;
+  "restart"`` the stage is replaced by a fresh instance at once, as the pipeline does; a stage
+  that lets nothing through is reported in :attr:`Result.stalled` (see :mod:`actors.failure`);
 - :meth:`Stage.peer_for` answers from the ``routes`` given (prefix -> peer public key).
 """
 
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from .failure import ErrorCarry
 from .mailbox import Mailbox
 from .packet import Packet
 from .snapshot import ConfigCell, DeviceConfig
@@ -58,6 +60,9 @@ class Result:
     """The exceptions the stages raised (each cost its packet)."""
     restarts: int = 0
     """Stages replaced under ``on_error = "restart"``."""
+    stalled: str | None = None
+    """Why a stage was judged broken (nothing through for ``NO_PROGRESS_SECONDS``): the
+    pipeline would end the process with exit status 3 here."""
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Each stage's snapshot after the run, by name, as `wgactors status` shows it."""
 
@@ -100,12 +105,15 @@ class StageRunner:
         self.stages: list[Stage] = [self._build(i) for i in range(len(self._specs))]
         self._started = False
 
-    def _build(self, index: int) -> Stage:
+    def _build(self, index: int, carry: ErrorCarry | None = None) -> Stage:
         cls, options = self._specs[index]
         if not isinstance(cls, type) or not issubclass(cls, Stage):
             raise TypeError(f"{cls!r} is not a subclass of actors.Stage")
         name = self.names[index]
-        with wiring(Mailbox(name), None, name=name, routes=self.config.get, on_error=self.on_error):
+        box = Mailbox(name)
+        with wiring(
+            box, None, name=name, routes=self.config.get, on_error=self.on_error, carry=carry
+        ):
             return cls(**options)
 
     def set_routes(self, routes: Mapping[str, bytes]) -> None:
@@ -152,8 +160,6 @@ class StageRunner:
         for i in range(len(self.stages)):
             stage = self.stages[i]
             stats = stage.stats
-            stats.packets_in += len(current)
-            stats.bytes_in += sum(len(p.data) for p in current)
             outcome = stage.run_batch(current)
             stats.packets_out += len(outcome.passed)
             stats.bytes_out += sum(len(p.data) for p in outcome.passed)
@@ -162,18 +168,22 @@ class StageRunner:
                 result.replies.extend(outcome.replies)
             if outcome.last_error is not None:
                 result.errors.append(outcome.last_error)
-                if stage.on_error == "restart":
-                    self._restart(i)
-                    result.restarts += 1
+            if stage.replace_me:
+                self._restart(i)
+                result.restarts += 1
+            stalled = self.stages[i].errors.stalled
+            if stalled is not None and result.stalled is None:
+                result.stalled = stalled
             current = tuple(outcome.passed)
             if not current:
                 return
         result.passed.extend(current)
 
     def _restart(self, index: int) -> None:
+        """on_error="restart": a fresh instance at once, continuing the failing streak."""
         old = self.stages[index]
         old.on_stop()
-        fresh = self._build(index)
+        fresh = self._build(index, old.errors.carry())
         fresh.stats = old.stats  # the counters belong to the stage's place in the chain
         fresh.on_start()
         self.stages[index] = fresh

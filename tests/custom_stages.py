@@ -45,3 +45,30 @@ class Broken(Stage):
 
 class NotAStage:
     pass
+
+
+class FailEvery(Stage):
+    """Raises on every ``every``-th packet (a user's bug that some packets trigger)."""
+
+    def __init__(self, every: int = 25) -> None:
+        super().__init__()
+        self.every = every
+        self.seen = 0
+        self.raised = 0
+
+    def process(self, packet: Packet) -> Packet:
+        self.seen += 1
+        if self.seen % self.every == 0:
+            self.raised += 1
+            raise RuntimeError(f"injected fault on packet {self.seen}")
+        return packet
+
+    def stats_extra(self) -> dict[str, int]:
+        return {"raised": self.raised}
+
+
+class FailOnStart(Stage):
+    """Cannot start (a missing file, a port in use...)."""
+
+    def on_start(self) -> None:
+        raise OSError("injected on_start failure")

@@ -613,7 +613,7 @@ def test_pcap_in_a_running_actor(tmp_path: Path) -> None:
         while downstream.empty() and time.monotonic() < deadline:
             time.sleep(0.01)
         assert not downstream.empty(), "the batch never reached the next stage"
-        assert downstream.get().message == packets  # then ask: control would overtake data
+        assert downstream.take() == packets  # then ask: control would overtake data
         snapshot = inbox.ask(GetStats(), timeout=10.0)
         assert dict(snapshot.extra)["pcap_packets"] == len(packets)
         assert snapshot.packets_out == len(packets)

@@ -7,9 +7,8 @@ import time
 
 import pykka
 import pytest
-from pykka._envelope import Envelope
 
-from actors.mailbox import CONTROL_CAPACITY, Mailbox
+from actors.mailbox import CONTROL_CAPACITY, WAKE, Letter, Mailbox
 from actors.stages.base import GetStats, Outlet, PipelineActor
 
 
@@ -35,7 +34,7 @@ def test_blocking_push_waits_for_room_then_succeeds() -> None:
     t.start()
     time.sleep(0.1)
     assert not done.is_set()  # blocked: that is the backpressure
-    assert box.get().message == (1, 2, 3, 4)
+    assert box.take() == (1, 2, 3, 4)
     assert done.wait(2)
     t.join(2)
     assert box.depth == 2
@@ -73,24 +72,65 @@ def test_control_overtakes_data_and_is_never_refused() -> None:
     box.push((1, 2))
     assert not box.push((3,), block=False)
     box.tell("stop")  # data lane is full; control still goes in
-    assert box.get().message == "stop"
-    assert box.get().message == (1, 2)
+    letter = box.take()
+    assert isinstance(letter, Letter) and letter.message == "stop"
+    assert box.take() == (1, 2)
+    assert box.take() is None
     assert box.empty()
 
 
-def test_take_control_leaves_data_for_a_successor() -> None:
-    box = Mailbox("t", capacity=10)
-    box.push((1, 2))
-    box.put(Envelope("ask"))
-    assert [e.message for e in box.take_control()] == ["ask"]
-    assert box.get().message == (1, 2)
+class _Inbox:
+    """Stands in for an actor's ref: records what the mailbox sends through pykka."""
+
+    def __init__(self) -> None:
+        self.told: list[object] = []
+
+    def tell(self, message: object) -> None:
+        self.told.append(message)
+
+
+def test_one_wake_per_idle_to_busy_transition() -> None:
+    box = Mailbox("t", capacity=100)
+    ref = _Inbox()
+    box.push((1,))
+    box.attach(ref)  # type: ignore[arg-type]
+    assert ref.told == [WAKE]  # mail was waiting
+    box.push((2,))
+    box.tell("x")
+    assert ref.told == [WAKE]  # still scheduled: no second wake-up
+    assert isinstance(box.take(), Letter)
+    assert box.take() == (1,)
+    assert box.take() == (2,)
+    assert box.take() is None  # idle again
+    box.push((3,))
+    assert ref.told == [WAKE, WAKE]
+
+
+def test_close_fails_waiting_asks_and_later_ones() -> None:
+    box = Mailbox("t")
+    result: list[object] = []
+
+    def asker() -> None:
+        try:
+            box.ask("q", timeout=5)
+        except pykka.ActorDeadError as e:
+            result.append(e)
+
+    t = threading.Thread(target=asker)
+    t.start()
+    time.sleep(0.05)
+    box.close()
+    t.join(2)
+    assert len(result) == 1
+    with pytest.raises(pykka.ActorDeadError):
+        box.ask("q", timeout=1)
 
 
 def test_wait_drained() -> None:
     box = Mailbox("t", capacity=10)
     box.push((1,))
     assert not box.wait_drained(0.05)
-    threading.Timer(0.05, box.get).start()
+    threading.Timer(0.05, box.take).start()
     assert box.wait_drained(2)
 
 

@@ -58,10 +58,11 @@ def drain(box: Mailbox, count: int) -> list[Any]:
     out: list[Any] = []
     deadline = time.monotonic() + WAIT
     while len(out) < count and time.monotonic() < deadline:
-        if box.empty():
+        item = box.take()
+        if item is None:
             time.sleep(0.0002)
             continue
-        out.extend(box.get().message)
+        out.extend(item)
     return out
 
 
@@ -297,21 +298,19 @@ def test_shutdown_is_bounded_with_a_stuck_stage(tree_factory) -> None:
     assert not tree.stats()["a"]["alive"]
 
 
-def test_shutdown_stops_children_in_reverse_start_order(tree_factory) -> None:
+def test_shutdown_stops_children_in_reverse_start_order(
+    tree_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tree = tree_factory()
     stopped: list[str] = []
-    refs = {n: tree.sup.proxy().child_ref(n).get(timeout=WAIT) for n in ("a", "b", "c")}
-    watchers = []
-    for name, ref in refs.items():
+    detach = Mailbox.detach
 
-        def watch(name: str = name, ref: Any = ref) -> None:
-            ref.actor_stopped.wait(WAIT)
-            stopped.append(name)
+    def recording(box: Mailbox, ref: Any) -> None:
+        # A stopping stage detaches from its mailbox on its own thread, in the order the
+        # supervisor stops them (watchers woken by actor_stopped may run in any order).
+        stopped.append(box.name)
+        detach(box, ref)
 
-        t = threading.Thread(target=watch)
-        t.start()
-        watchers.append(t)
+    monkeypatch.setattr(Mailbox, "detach", recording)
     tree.sup.ask(Shutdown(), timeout=WAIT)
-    for t in watchers:
-        t.join(WAIT)
     assert stopped == ["c", "b", "a"]

@@ -1,39 +1,54 @@
-"""What every stage shares: a stable mailbox, an outlet downstream, counters.
+"""What every stage shares: a stable mailbox, an outlet downstream, counters, its failure path.
 
-A stage is a ``pykka.ThreadingActor`` whose inbox is a :class:`~actors.mailbox.Mailbox` handed
+A stage is a ``pykka.ThreadingActor`` that sits behind a :class:`~actors.mailbox.Mailbox` handed
 in from outside. The mailbox is the stage's address: it outlives any one incarnation of the
 actor, which is what lets a supervisor restart a stage without re-wiring its neighbours and
 without losing what was queued for it.
+
+Only pykka's public hooks are used (``on_start``, ``on_receive``, ``on_stop``; ``tell`` and
+``stop`` on refs), so any pykka 4.x works and nothing breaks silently when its internals move:
+
+- Pykka's own inbox carries only the mailbox's ``WAKE`` token, ``stop``, and a stage's notes to
+  itself (a reader's ``Poll``). On ``WAKE`` the stage drains its mailbox, control first, a
+  bounded number of items per wake-up (:data:`WAKE_BUDGET`) so that ``stop`` gets its turn.
+- Every exception is caught here, never by pykka: the stage reports it to its supervisor and then
+  stops itself, so the report always arrives before the exit notice. That covers ``on_start``
+  too, which each subclass's ``on_start`` is wrapped for (``__init_subclass__``); pykka would
+  skip ``on_failure`` there.
 """
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
-import sys
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self, cast
 
 import pykka
 from loguru import logger
-from pykka import ActorDeadError
 
 from ..faults import Fault
-from ..mailbox import Mailbox
+from ..mailbox import WAKE, Letter, Mailbox
 from ..stats import StageSnapshot, StageStats
 from ..supervisor import Supervision
 
 __all__ = [
     "BATCH_SIZE",
     "POLL_INTERVAL",
+    "WAKE_BUDGET",
     "GetStats",
     "InjectedFault",
     "Outlet",
     "PipelineActor",
     "Poll",
+    "Rewire",
 ]
 
 BATCH_SIZE = 64  # packets read from a kernel queue per message, and the largest batch sent on
 POLL_INTERVAL = 0.05  # seconds a reader waits for its fd before looking at its mailbox again
+WAKE_BUDGET = 64  # mailbox items served per wake-up before pykka's own inbox gets a turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +76,13 @@ class Outlet:
         return self.mailbox.push(batch, block=self.block)
 
 
+@dataclass(frozen=True, slots=True)
+class Rewire:
+    """Send data on to ``outlet`` from the next batch on (a reload changed the next stage)."""
+
+    outlet: Outlet
+
+
 _PR_SET_NAME = 15  # prctl(2)
 _TASK_COMM_LEN = 15  # bytes of a thread name the kernel keeps (16 with the NUL)
 
@@ -75,11 +97,82 @@ def name_os_thread(name: str) -> None:
         pass
 
 
+def _guarded_start(hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Wrap a stage's ``on_start``: the fault plan first, failures reported, and the mailbox
+    attached once the outermost ``on_start`` has returned."""
+
+    @functools.wraps(hook)
+    def on_start(self: PipelineActor) -> None:
+        if self._starting or not self._as_actor:  # super().on_start(), or a call in-process
+            hook(self)
+            return
+        self._starting = True
+        name_os_thread(f"wga:{self.name}")
+        try:
+            if self.fault is not None and self.fault.on_start:
+                raise InjectedFault(f"{self.name}: injected failure in on_start")
+            hook(self)
+        except Exception as e:
+            self._start_failed = True
+            self._crash(e, 0)
+            return
+        finally:
+            self._starting = False
+        self._mailbox.attach(self.actor_ref)
+
+    on_start.__guarded__ = True  # type: ignore[attr-defined]
+    return on_start
+
+
+def _guarded_stop(hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Wrap a stage's ``on_stop``: skipped after a failed start (as pykka does), and an
+    exception in it is logged, not raised into pykka."""
+
+    @functools.wraps(hook)
+    def on_stop(self: PipelineActor) -> None:
+        if self._stopping or not self._as_actor:
+            hook(self)
+            return
+        self._stopping = True
+        self._mailbox.detach(self.actor_ref)
+        try:
+            if not self._start_failed:
+                hook(self)
+        except Exception as e:
+            logger.opt(exception=e).warning("stage {}: on_stop raised {!r}", self.name, e)
+        finally:
+            self._stopping = False
+
+    on_stop.__guarded__ = True  # type: ignore[attr-defined]
+    return on_stop
+
+
+# True while start() builds an instance: its hooks then run on an actor thread, and failures
+# there are reported instead of raised (a stage called in-process, e.g. by the single-threaded
+# loop or a unit test, raises as plain Python does).
+_AS_ACTOR: contextvars.ContextVar[bool] = contextvars.ContextVar("as_actor", default=False)
+
+
 class PipelineActor(pykka.ThreadingActor):
     """Base class of the built-in stages (and of the public :class:`actors.Stage`)."""
 
     # A stage stuck in a syscall must not keep the process alive after shutdown gave up on it.
     use_daemon_thread = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, guard in (("on_start", _guarded_start), ("on_stop", _guarded_stop)):
+            hook = cls.__dict__.get(name)
+            if hook is not None and not getattr(hook, "__guarded__", False):
+                setattr(cls, name, guard(hook))
+
+    @classmethod
+    def start(cls, *args: Any, **kwargs: Any) -> pykka.ActorRef[Self]:
+        token = _AS_ACTOR.set(True)
+        try:
+            return super().start(*args, **kwargs)
+        finally:
+            _AS_ACTOR.reset(token)
 
     def __init__(
         self,
@@ -89,32 +182,98 @@ class PipelineActor(pykka.ThreadingActor):
         supervision: Supervision | None = None,
         fault: Fault | None = None,
     ) -> None:
-        self._mailbox = mailbox  # read by _create_actor_inbox during super().__init__()
         super().__init__()
+        self._as_actor = _AS_ACTOR.get()
+        self._mailbox = mailbox
         self.name = name or mailbox.name
         self.stats = StageStats()
         self.supervision = supervision
         self.fault = fault
         self._batches = 0
         self._in_flight = 0  # packets of the batch being processed: lost if it raises
-
-    def _create_actor_inbox(self) -> Mailbox:  # type: ignore[override]
-        return self._mailbox
+        self._dead = False  # this incarnation failed and is stopping: serve nothing more
+        self._starting = False
+        self._stopping = False
+        self._start_failed = False
 
     @property
     def mailbox(self) -> Mailbox:
         return self._mailbox
 
-    def _actor_loop_setup(self) -> None:
-        # pykka's setup, with the test fault plan applied before on_start, so that subclasses
-        # (users' stages included) need not call super().on_start().
-        name_os_thread(f"wga:{self.name}")
+    def on_start(self) -> None:
+        """Open what the stage needs (files, sockets); override. Failures are reported."""
+
+    def on_stop(self) -> None:
+        """Close what ``on_start`` opened; override."""
+
+    # -- the hop: pykka delivers WAKE, the stage drains its mailbox
+
+    def on_receive(self, message: Any) -> Any:
+        if message is WAKE:
+            self._serve()
+            return None
+        if self._dead:
+            return None
         try:
-            if self.fault is not None and self.fault.on_start:
-                raise InjectedFault(f"{self.name}: injected failure in on_start")
-            self.on_start()
-        except Exception:
-            self._handle_failure(*sys.exc_info())
+            return self._control(message)
+        except Exception as e:
+            self._crash(e, self._in_flight)
+            return None
+
+    def _serve(self) -> None:
+        take = self._mailbox.take
+        for _ in range(WAKE_BUDGET):
+            if self._dead:
+                return
+            item = take()
+            if item is None:
+                return
+            try:
+                if type(item) is tuple:
+                    self.begin_batch(len(item))
+                    self.on_batch(item)
+                    self._in_flight = 0
+                else:
+                    self._answer(cast(Letter, item))
+            except Exception as e:
+                self._crash(e, self._in_flight)
+                return
+        self.actor_ref.tell(WAKE)  # more is queued: come back after pykka's inbox had a turn
+
+    def _answer(self, letter: Letter) -> None:
+        reply = letter.reply_to
+        if reply is None:
+            self._control(letter.message)
+            return
+        try:
+            result = self._control(letter.message)
+        except Exception as e:  # an ask that fails answers with the error, as pykka does
+            reply.set_exception(exc_info=(type(e), e, e.__traceback__))
+            return
+        reply.set(result)
+
+    def _control(self, message: Any) -> Any:
+        if isinstance(message, GetStats):
+            return self.snapshot()
+        if isinstance(message, Rewire):
+            self.rewire(message.outlet)
+            return True
+        return self.on_control(message)
+
+    def rewire(self, outlet: Outlet) -> None:
+        """Point the stage's data outlet elsewhere (stages that have one override this)."""
+        raise TypeError(f"stage {self.name} has no outlet to re-wire")
+
+    def _crash(self, error: Exception, lost: int) -> None:
+        """This incarnation is done: report why, then stop (the report arrives first)."""
+        if self._dead:
+            return
+        self._dead = True
+        # The supervisor logs the event in one line; the traceback is for -v.
+        logger.opt(exception=error).debug("{} crashed", self.name)
+        if self.supervision is not None:
+            self.supervision.report(repr(error), lost)
+        self.actor_ref.stop(block=False)
 
     def begin_batch(self, size: int) -> None:
         """Note the batch about to be processed (its packets are lost if processing raises)
@@ -124,23 +283,14 @@ class PipelineActor(pykka.ThreadingActor):
         if self.fault is not None and self.fault.fails(self._batches):
             raise InjectedFault(f"{self.name}: injected failure on batch {self._batches}")
 
-    def on_receive(self, message: Any) -> Any:
-        if type(message) is tuple:
-            self.begin_batch(len(message))
-            self.on_batch(message)
-            self._in_flight = 0
-            return None
-        if isinstance(message, GetStats):
-            return self.snapshot()
-        return self.on_control(message)
-
     def on_batch(self, batch: tuple[Any, ...]) -> None:
         """Handle one batch from the data lane."""
         raise NotImplementedError
 
     def on_control(self, message: Any) -> Any:
         """Handle a control message other than GetStats."""
-        return super().on_receive(message)
+        logger.debug("{}: unexpected control message {!r}", self.name, message)
+        return None
 
     def snapshot(self) -> StageSnapshot:
         return self.stats.snapshot(self.name, self._mailbox.stats())
@@ -156,24 +306,6 @@ class PipelineActor(pykka.ThreadingActor):
         else:
             self.stats.drops["downstream_full"] += len(batch)
 
-    def _handle_failure(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
-        # Every way an actor dies of an exception (on_start, a handler, on_stop) passes here,
-        # unlike on_failure: report it to the supervisor before the actor is marked stopped.
-        # The supervisor logs the event in one line; the traceback is for -v.
-        logger.opt(exception=(exc_type, exc_value, traceback)).debug("{} crashed", self.name)
-        if self.supervision is not None:
-            self.supervision.report(repr(exc_value), self._in_flight)
-        pykka.ActorRegistry.unregister(self.actor_ref)
-        self.actor_stopped.set()
 
-    def _actor_loop_teardown(self) -> None:
-        # Pykka's teardown empties the inbox and fails what it finds. Our data lane belongs to the
-        # stage's address, not to this incarnation: leave it for a successor. Only fail the asks
-        # that this incarnation will never answer.
-        for envelope in self._mailbox.take_control():
-            if envelope.reply_to is not None:
-                if isinstance(envelope.message, pykka.messages._ActorStop):
-                    envelope.reply_to.set(None)
-                else:
-                    error = ActorDeadError(f"{self.name} stopped before handling the message")
-                    envelope.reply_to.set_exception(exc_info=(ActorDeadError, error, None))
+for _hook, _guard in (("on_start", _guarded_start), ("on_stop", _guarded_stop)):
+    setattr(PipelineActor, _hook, _guard(getattr(PipelineActor, _hook)))

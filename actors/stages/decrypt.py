@@ -115,6 +115,9 @@ class Decrypt(PipelineActor):
         stats.bytes_in += sum(map(len, map(_FIRST, batch)))
         self._dispatch(self.device.receive_batch(batch, time.monotonic(), time.time()))
 
+    def rewire(self, outlet: Outlet) -> None:
+        self.outlet = outlet
+
     def on_control(self, message: Any) -> Any:
         device = self.device
         assert device is not None

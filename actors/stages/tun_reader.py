@@ -50,6 +50,9 @@ class TunReader(PipelineActor):
         if self.reader is not None:
             self.reader.close()
 
+    def rewire(self, outlet: Outlet) -> None:
+        self.outlet = outlet
+
     def on_control(self, message: Any) -> Any:
         if isinstance(message, Poll):
             if self.tun.wait_readable(POLL_INTERVAL) and self.reader is not None:
