@@ -143,6 +143,13 @@ def test_mixed_tcp_udp_icmp_flow(netns_pair, tmp_path: Path) -> None:
         try:
             assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
             assert server.stdout is not None and server.stdout.readline().strip() == "listening"
+            # Plain datagrams first, while the ping flow runs: all five must arrive in order.
+            # Under the saturating transfers below UDP may lose a datagram to a full queue
+            # (the kernel's, not ours), which says nothing about the tunnel.
+            pings = a.popen(
+                "ping", "-c", "10", "-i", "0.1", "-W", "2", B6, stdout=subprocess.PIPE, text=True
+            )
+            a.run(sys.executable, UDPCHECK, "send", B4, "7000", *[f"plain-{i}" for i in range(5)])
             sender = a.popen(
                 sys.executable,
                 TCPCHECK,
@@ -153,10 +160,6 @@ def test_mixed_tcp_udp_icmp_flow(netns_pair, tmp_path: Path) -> None:
                 stdout=subprocess.PIPE,
                 text=True,
             )
-            pings = a.popen(
-                "ping", "-c", "10", "-i", "0.1", "-W", "2", B6, stdout=subprocess.PIPE, text=True
-            )
-            a.run(sys.executable, UDPCHECK, "send", B4, "7000", *[f"plain-{i}" for i in range(5)])
             a.run(sys.executable, "-c", USO_SENDER, B4, "7000")
             tcp_transfer(a, b, A4, SMALL_TRANSFER, 5402)  # the other way, meanwhile
             out, _ = sender.communicate(timeout=60)
