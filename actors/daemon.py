@@ -32,6 +32,7 @@ from .io import TunDevice, TunError, UdpSocket
 from .io.offloads import plan_from_env
 from .metrics import MetricsServer
 from .pipeline_file import StageEntry
+from .placement import Placement
 from .reload import Reloader
 from .wireguard.device import PeerConfig
 
@@ -89,6 +90,7 @@ class Daemon:
         self.outbound = outbound
         self.stop = threading.Event()
         self.status = EXIT_OK
+        self.placement = Placement("")
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         logger.info("{} received: shutting down", signal.Signals(signum).name)
@@ -132,6 +134,14 @@ class Daemon:
             logger.error("{}", e)
             report(str(e))
             return EXIT_SETUP
+        cpus = settings.get(settings.CPUS) or ""
+        problem = Placement.check(cpus)
+        if problem is not None:
+            reason = f"{settings.CPUS.name}: {problem}"
+            logger.error(reason)
+            report(reason)
+            return EXIT_SETUP
+        self.placement = Placement(cpus)
         try:
             udp = UdpSocket(spec.listen_port, fwmark=spec.fwmark, offloads=offloads)
         except OSError as e:
@@ -151,9 +161,12 @@ class Daemon:
             logger.error("{}", e)
             report(str(e))
             return EXIT_SETUP
+        # Before any stage thread exists: threads inherit the affinity of their creator.
+        self.placement.start()
         try:
             return self._serve(udp, tun, report)
         finally:
+            self.placement.stop()
             tun.close()  # the kernel removes the non-persistent interface here
             udp.close()
             logger.info("{} down", spec.name)

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 
 __all__ = [
+    "CPUS",
     "ENDPOINT_RETRIES",
     "FOREGROUND",
     "INJECT_FAULTS",
@@ -76,6 +77,13 @@ SWITCH_INTERVAL = Setting(
     "WGACTORS_SWITCH_INTERVAL",
     "0.0002",
     "seconds: the interpreter's GIL switch interval in actors mode (see `actors/io/batch.py`)",
+)
+CPUS = Setting(
+    "WGACTORS_CPUS",
+    "",
+    "where the daemon's threads run: unset (the kernel places them), `compact` (all on the "
+    "least busy CPU, re-chosen as load moves) or a CPU list such as `1` or `0,2-3` (see "
+    "`actors/placement.py` and the README's CPU placement)",
 )
 FOREGROUND = Setting(
     "WG_PROCESS_FOREGROUND",
@@ -142,6 +150,7 @@ SETTINGS: tuple[Setting, ...] = (
     LOG_FILE,
     PIPELINE,
     SINGLE_THREADED,
+    CPUS,
     SWITCH_INTERVAL,
     FOREGROUND,
     ENDPOINT_RETRIES,

@@ -9,7 +9,9 @@ lab of ``actors.lab.pair``: two network namespaces joined by an underlay veth pa
    other figure can be read as a share of it;
 2. ``reference``: wireguard-go in both namespaces (tunnel 10.99.0.1 <-> 10.99.0.2, MTU 1280);
 3. ``wgactors``: ``scripts/wgactors up`` in namespace a, wireguard-go in b;
-4. ``wgactors-single``: the same with ``--single-threaded``.
+4. ``wgactors-single``: the same with ``--single-threaded``;
+5. ``wgactors-compact`` and ``wgactors-single-compact`` (only when named in ``--cases``): the
+   two modes with ``WGACTORS_CPUS=compact``, every thread on one CPU (``actors.placement``).
 
 Each of ``--rounds`` rounds runs every case once, round-robin, so that machine noise hits all
 cases alike; every case run starts fresh tunnel ends and measures, from namespace a:
@@ -113,6 +115,8 @@ class Case:
     tunnel: bool = True
     wgactors_args: tuple[str, ...] | None = None
     aliases: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()  # more environment for the wgactors end
+    default: bool = True  # measured when --cases is not given
 
     @property
     def is_wgactors(self) -> bool:
@@ -138,6 +142,26 @@ register_case(
         aliases=("single",),
     )
 )
+# The same two modes with every thread on one CPU (WGACTORS_CPUS=compact, actors/placement.py):
+# what thread placement is worth on a machine whose CPUs are shared. Not in the default set.
+for _key, _label, _args in (
+    ("wgactors-compact", "wgactors (WGACTORS_CPUS=compact) ↔ wireguard-go", ()),
+    (
+        "wgactors-single-compact",
+        "wgactors --single-threaded (WGACTORS_CPUS=compact) ↔ wireguard-go",
+        ("--single-threaded",),
+    ),
+):
+    register_case(
+        Case(
+            _key,
+            _label,
+            wgactors_args=_args,
+            aliases=(_key.replace("wgactors-single", "single").replace("wgactors", "actors"),),
+            env=(("WGACTORS_CPUS", "compact"),),
+            default=False,
+        )
+    )
 WGACTORS_CASES = tuple(k for k, c in CASES.items() if c.is_wgactors)
 
 # (key, label, format); "a end" is the process on namespace a's side of the tunnel.
@@ -266,6 +290,7 @@ def start_case(bench: Bench, case: Case, serial: int) -> Setup:
         verbose=False,
         a_cpus=bench.pin.ours,
         b_cpus=bench.pin.peer,
+        a_env=dict(case.env),
     )
     setup = Setup(TUNNEL_B, tunnel.a_end.iface, tunnel)
     deadline = time.monotonic() + PROC_FIND_TIMEOUT
@@ -493,6 +518,11 @@ def compute_ratios(summary: dict[str, dict[str, dict[str, float]]]) -> dict[str,
         med.get("wgactors", {}).get("tcp_sum_mbps"),
         med.get("wgactors-single", {}).get("tcp_sum_mbps"),
     )
+    if "wgactors-compact" in med or "wgactors-single-compact" in med:
+        out["actors_vs_single_updown_compact"] = ratio(
+            med.get("wgactors-compact", {}).get("tcp_sum_mbps"),
+            med.get("wgactors-single-compact", {}).get("tcp_sum_mbps"),
+        )
     return out
 
 
@@ -601,6 +631,11 @@ def print_ratios(ratios: dict[str, Any]) -> None:
         "actors / single-threaded (TCP up+down): "
         + fmt(ratios.get("actors_vs_single_updown"), "{:.2f}x")
     )
+    if "actors_vs_single_updown_compact" in ratios:
+        print(
+            "actors / single-threaded, both compact (TCP up+down): "
+            + fmt(ratios.get("actors_vs_single_updown_compact"), "{:.2f}x")
+        )
 
 
 def print_report(
@@ -709,9 +744,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--cases",
         type=parse_cases,
-        default=list(CASES),
+        default=[k for k, c in CASES.items() if c.default],
         metavar="LIST",
-        help=f"comma-separated subset of: {names}; default all",
+        help=f"comma-separated subset of: {names}; default all but the compact ones",
     )
     parser.add_argument(
         "--pin",

@@ -194,7 +194,16 @@ def test_case_registry_and_aliases() -> None:
     assert bench.parse_cases("single, plain,ref") == ["veth", "reference", "wgactors-single"]
     with pytest.raises(Exception, match="unknown case"):
         bench.parse_cases("nope")
-    assert bench.WGACTORS_CASES == ("wgactors", "wgactors-single")
+    assert bench.WGACTORS_CASES == (
+        "wgactors",
+        "wgactors-single",
+        "wgactors-compact",
+        "wgactors-single-compact",
+    )
+    # the compact cases run only when asked for, and carry their setting to the daemon
+    assert [k for k, c in bench.CASES.items() if not c.default] == list(bench.WGACTORS_CASES[2:])
+    assert bench.parse_cases("single-compact,actors-compact") == list(bench.WGACTORS_CASES[2:])
+    assert dict(bench.CASES["wgactors-compact"].env) == {"WGACTORS_CPUS": "compact"}
 
 
 def _run(case: str, **metrics: float) -> object:

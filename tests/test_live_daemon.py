@@ -1,8 +1,8 @@
 """wgactors run as a daemon is run: under a service manager's eyes (sd_notify on a socket this
 test listens on, journald's line format, logs from the background), scraped by Prometheus
 (checked by promtool), from wg-quick files as they are (MTU = 1420, a late-resolving endpoint
-name, a route that is already taken), and on the unbatched I/O path other architectures take.
-Everything runs in namespaces the test creates, against real wireguard-go."""
+name, a route that is already taken), on the unbatched I/O path other architectures take, and
+confined to one CPU. Everything runs in namespaces the test creates, against real wireguard-go."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 from netns import Netns, gen_keypair
 from wgactors_proc import A4, B4, LAUNCHER, ROOT, Wgactors, wireguard_go_pair, write_conf
+
+from actors.lab.procfs import find_process, is_wgactors_python
 
 pytestmark = pytest.mark.netns
 
@@ -310,3 +312,66 @@ def test_notify_in_single_threaded_mode(netns_pair, tmp_path: Path) -> None:
             listener.wait_for("STOPPING")
     finally:
         listener.close()
+
+
+def _allowed_cpus_of_threads(pid: int) -> dict[str, str]:
+    """Each thread's ``Cpus_allowed_list``, by thread id."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("Cpus_allowed_list:"):
+                    out[task.name] = line.split(":", 1)[1].strip()
+    return out
+
+
+@pytest.mark.parametrize("mode", ["actors", "single"])
+def test_compact_placement_keeps_every_thread_on_one_cpu(
+    netns_pair, tmp_path: Path, mode: str
+) -> None:
+    """WGACTORS_CPUS=compact: every thread of the daemon, stages included, on one CPU it may
+    use, and the tunnel works as before."""
+    wggo, conf = wireguard_go_pair(netns_pair, tmp_path, "wgc0")
+    extra = ("--single-threaded",) if mode == "single" else ()
+    try:
+        with Wgactors(netns_pair.a, conf, *extra, env={"WGACTORS_CPUS": "compact"}) as daemon:
+            assert ping(netns_pair.a, B4), daemon.log()
+            assert daemon.proc is not None
+            pid = find_process(daemon.proc.pid, is_wgactors_python)
+            assert pid is not None
+            allowed = _allowed_cpus_of_threads(pid)
+            names = {Path(f"/proc/{pid}/task/{t}/comm").read_text().strip() for t in allowed}
+            if mode == "actors":
+                assert {"wga:decrypt", "wga:encrypt", "wga:tun_writer"} <= names, names
+            cpus = set(allowed.values())
+            assert len(cpus) == 1, allowed
+            (cpu,) = cpus
+            assert cpu.isdigit() and int(cpu) in os.sched_getaffinity(0), cpu
+            log = traffic_both_ways(netns_pair, daemon)
+            assert f"threads confined to CPU {cpu} (compact" in log, log
+    finally:
+        wggo.stop()
+
+
+def test_a_bad_cpu_list_is_refused_before_anything_is_set_up(netns_pair, tmp_path: Path) -> None:
+    ours, _ = gen_keypair()
+    _, peer_pub = gen_keypair()
+    conf = write_conf(
+        tmp_path,
+        "wgc1",
+        {"PrivateKey": ours, "Address": f"{A4}/24"},
+        [{"PublicKey": peer_pub, "AllowedIPs": "10.97.0.0/24"}],
+    )
+    for value, says in (("fast", "'fast' is not a CPU list"), ("4000", "none of CPUs 4000")):
+        result = netns_pair.a.run(
+            str(LAUNCHER),
+            "up",
+            str(conf),
+            check=False,
+            timeout=30,
+            env_extra={"WGACTORS_CPUS": value},
+        )
+        assert result.returncode == 1, result
+        assert f"WGACTORS_CPUS: {says}" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert netns_pair.a.ip("link", "show", "dev", "wgc1", check=False).returncode != 0

@@ -18,7 +18,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,10 +150,12 @@ class Lab:
         verbose: bool = True,
         a_cpus: str | None = None,
         b_cpus: str | None = None,
+        a_env: Mapping[str, str] | None = None,
     ) -> Tunnel:
         """Start tunnel number ``serial``: wireguard-go in b, and in a wireguard-go
-        (``wgactors_args`` None) or wgactors with those arguments. ``a_cpus``/``b_cpus``
-        pin each end to a CPU list (taskset). Interfaces are ``PREFIXTAG<serial>a/b``."""
+        (``wgactors_args`` None) or wgactors with those arguments and ``a_env`` added to its
+        environment. ``a_cpus``/``b_cpus`` pin each end to a CPU list (taskset). Interfaces are
+        ``PREFIXTAG<serial>a/b``."""
         (priv_a, pub_a), (priv_b, pub_b) = keys.a, keys.b
         iface_a = f"{self.prefix}{self.tag}{serial}a"
         iface_b = f"{self.prefix}{self.tag}{serial}b"
@@ -190,6 +192,7 @@ class Lab:
                 log_dir=self.tmp,
                 plain=True,
                 cpus=a_cpus,
+                env=a_env,
             )
         tunnel.a_end = a_end
         tunnel.started.append(a_end)

@@ -174,20 +174,27 @@ def _open_run(
     # loop, [pending, pending_end), instead of one window update each.
     pending = pending_end = -1
     stop = len(batch)
+    # Module constants as locals: this loop is the core's hottest.
+    min_size, transport, limit, header_size = (
+        TRANSPORT_MIN_SIZE,
+        MSG_TRANSPORT,
+        REJECT_AFTER_MESSAGES,
+        _HEADER_SIZE,
+    )
     try:
         for j in range(i, stop):
             data, source = batch[j]
-            if len(data) < TRANSPORT_MIN_SIZE:
+            if len(data) < min_size:
                 stop = j
                 break
             kind, index, counter = unpack(data)
-            if kind != MSG_TRANSPORT or index != receiver:
+            if kind != transport or index != receiver:
                 stop = j
                 break
-            if newest < counter < REJECT_AFTER_MESSAGES:
+            if newest < counter < limit:
                 # New for sure: nothing at or above it has been seen.
                 try:
-                    plain = decrypt(nonce(counter), data[_HEADER_SIZE:], None)
+                    plain = decrypt(nonce(counter), data[header_size:], None)
                 except InvalidTag:
                     drops[reasons.BAD_TAG] += 1
                     continue
@@ -205,7 +212,7 @@ def _open_run(
                     drops[reasons.REPLAY] += 1
                     continue
                 try:
-                    plain = decrypt(nonce(counter), data[_HEADER_SIZE:], None)
+                    plain = decrypt(nonce(counter), data[header_size:], None)
                 except InvalidTag:
                     drops[reasons.BAD_TAG] += 1
                     continue
@@ -214,11 +221,12 @@ def _open_run(
                     continue
             # Authenticated from here on. Roaming comes first, as in the one-at-a-time path;
             # whatever a hook adds to ``out`` goes after the packets delivered before it.
-            if source != endpoint:
-                if delivered:
-                    out.append(DeliverBatch(tuple(delivered), key))
-                    delivered = []
-                owner.transport_roamed(peer, source, out)
+            if source is not endpoint:  # the receiver hands out one tuple per source
+                if source != endpoint:
+                    if delivered:
+                        out.append(DeliverBatch(tuple(delivered), key))
+                        delivered = []
+                    owner.transport_roamed(peer, source, out)
                 endpoint = source
             if not authenticated:
                 authenticated = True

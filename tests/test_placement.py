@@ -1,0 +1,140 @@
+"""CPU placement (actors.placement): parsing, the choice of a CPU, and confining threads."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from actors.placement import (
+    COMPACT,
+    CpuTimes,
+    Placement,
+    confine,
+    parse_cpu_list,
+    parse_proc_stat,
+    pick_cpu,
+)
+
+STAT = """cpu  300 0 100 1600 0 0 0 0 0 0
+cpu0 100 0 50 850 0 0 0 0 0 0
+cpu1 200 0 50 740 10 0 0 0 0 0
+intr 12345
+ctxt 999
+"""
+
+
+def test_parse_proc_stat_reads_the_per_cpu_lines() -> None:
+    times = parse_proc_stat(STAT)
+    assert times == {0: CpuTimes(150, 1000), 1: CpuTimes(250, 1000)}  # iowait counts as idle
+
+
+@pytest.mark.parametrize(
+    ("text", "cpus"), [("1", {1}), ("0,2-3", {0, 2, 3}), (" 4 - 5 ".replace(" ", ""), {4, 5})]
+)
+def test_parse_cpu_list(text: str, cpus: set[int]) -> None:
+    assert parse_cpu_list(text) == cpus
+
+
+@pytest.mark.parametrize("text", ["", "a", "1,", "3-1", "-2", "1-", "99999", "compact"])
+def test_parse_cpu_list_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match="CPU"):
+        parse_cpu_list(text)
+
+
+def _times(**busy: float) -> tuple[dict[int, CpuTimes], dict[int, CpuTimes]]:
+    """Two readings 1000 jiffies apart with each CPU busy for the given share."""
+    before = {int(k[3:]): CpuTimes(0, 0) for k in busy}
+    after = {int(k[3:]): CpuTimes(round(v * 1000), 1000) for k, v in busy.items()}
+    return before, after
+
+
+def test_pick_cpu_without_a_current_cpu_takes_the_idlest() -> None:
+    before, after = _times(cpu0=0.9, cpu1=0.2, cpu2=0.5)
+    assert pick_cpu({0, 1, 2}, before, after, None, 0) == 1
+
+
+def test_pick_cpu_subtracts_our_own_work_from_our_cpu() -> None:
+    # cpu0 is 90% busy, 80 points of it ours: 10% other work, less than cpu1's 30%.
+    before, after = _times(cpu0=0.9, cpu1=0.3)
+    assert pick_cpu({0, 1}, before, after, 0, 800) == 0
+    # Without subtracting, the busier-looking CPU would be left.
+    assert pick_cpu({0, 1}, before, after, 0, 0) == 1
+
+
+def test_pick_cpu_moves_only_past_the_margin() -> None:
+    before, after = _times(cpu0=0.5, cpu1=0.3)
+    assert pick_cpu({0, 1}, before, after, 0, 0, margin=0.25) == 0  # 20 points: stay
+    assert pick_cpu({0, 1}, before, after, 0, 0, margin=0.1) == 1
+
+
+def test_pick_cpu_keeps_to_the_allowed_cpus_and_needs_readings() -> None:
+    before, after = _times(cpu0=0.9, cpu1=0.0)
+    assert pick_cpu({0}, before, after, 0, 0) == 0
+    assert pick_cpu({7}, before, after, None, 0) is None
+
+
+def test_check_names_the_problem() -> None:
+    assert Placement.check("") is None
+    assert Placement.check(COMPACT) is None
+    assert "not a CPU list" in (Placement.check("fast") or "")
+    allowed = os.sched_getaffinity(0)
+    outside = max(allowed) + 1
+    assert f"none of CPUs {outside}" in (Placement.check(str(outside)) or "")
+    assert Placement.check(str(min(allowed))) is None
+
+
+def _affinities() -> set[frozenset[int]]:
+    out = set()
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            out.add(frozenset(os.sched_getaffinity(int(task.name))))
+    return out
+
+
+@pytest.fixture
+def restore_affinity():  # type: ignore[no-untyped-def]
+    saved = os.sched_getaffinity(0)
+    yield saved
+    confine(saved)
+
+
+def test_confine_sets_every_thread_and_new_threads_inherit(restore_affinity: set[int]) -> None:
+    cpu = min(restore_affinity)
+    stop = threading.Event()
+    older = threading.Thread(target=stop.wait, daemon=True)
+    older.start()
+    try:
+        confine({cpu})
+        assert _affinities() == {frozenset({cpu})}
+        seen: list[set[int]] = []
+        newer = threading.Thread(target=lambda: seen.append(os.sched_getaffinity(0)))
+        newer.start()
+        newer.join()
+        assert seen == [{cpu}]
+    finally:
+        stop.set()
+        older.join()
+
+
+def test_compact_placement_puts_every_thread_on_one_allowed_cpu(
+    restore_affinity: set[int],
+) -> None:
+    placement = Placement(COMPACT)
+    placement.start()
+    try:
+        assert placement.cpu in restore_affinity
+        assert _affinities() == {frozenset({placement.cpu})}
+        assert placement.description == f"compact (CPU {placement.cpu})"
+    finally:
+        placement.stop()
+
+
+def test_the_default_leaves_placement_to_the_kernel(restore_affinity: set[int]) -> None:
+    placement = Placement("")
+    placement.start()
+    assert placement.description == "kernel"
+    assert os.sched_getaffinity(0) == restore_affinity
