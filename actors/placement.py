@@ -11,10 +11,11 @@ on, which pays only when a spare CPU exists. Measured figures are in the README
 
 So placement is a choice, ``WGACTORS_CPUS``:
 
-- unset (the default): the kernel places the threads;
-- ``compact``: all threads on one CPU of those the process may use, the one least busy with
-  other work, looked at again every :data:`REBALANCE_INTERVAL` and moved when another CPU is
-  idler by :data:`MOVE_MARGIN`;
+- ``compact`` (the default): all threads on one CPU of those the process may use, the one
+  least busy with other work, looked at again every :data:`REBALANCE_INTERVAL` and moved when
+  another CPU is idler by :data:`MOVE_MARGIN`;
+- ``all``: the kernel places the threads on any CPU the process may use (the default of an
+  interpreter without a GIL, where the threads really run in parallel);
 - a CPU list (``1``, ``0,2-3``): all threads on those CPUs, as ``taskset -c`` would.
 
 New threads inherit their creator's affinity, so stages started (or restarted) later follow.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -34,17 +36,20 @@ from pathlib import Path
 from loguru import logger
 
 __all__ = [
+    "ALL",
     "COMPACT",
     "MOVE_MARGIN",
     "REBALANCE_INTERVAL",
     "CpuTimes",
     "Placement",
+    "default_policy",
     "parse_cpu_list",
     "parse_proc_stat",
     "pick_cpu",
 ]
 
 COMPACT = "compact"
+ALL = "all"
 REBALANCE_INTERVAL = 2.0  # seconds between looks at the CPUs' load in compact mode
 MOVE_MARGIN = 0.25  # share of a CPU by which another must be idler before the threads move
 MAX_CPU_INDEX = 4095  # the largest CPU number a list may name (the kernel's NR_CPUS bound)
@@ -122,12 +127,18 @@ def pick_cpu(
     return best if loads[current] - loads[best] > margin else current
 
 
+def default_policy() -> str:
+    """``compact`` where a GIL serialises Python, ``all`` where the interpreter has none."""
+    gil = getattr(sys, "_is_gil_enabled", None)
+    return COMPACT if gil is None or gil() else ALL
+
+
 class Placement:
-    """Applies a ``WGACTORS_CPUS`` value to this process; :meth:`start` once before the
-    stages start, :meth:`stop` at shutdown."""
+    """Applies a ``WGACTORS_CPUS`` value (empty: :func:`default_policy`) to this process;
+    :meth:`start` once before the stages start, :meth:`stop` at shutdown."""
 
     def __init__(self, spec: str) -> None:
-        self.spec = spec.strip()
+        self.spec = spec.strip() or default_policy()
         self.cpu: int | None = None  # compact mode: where the threads are now
         self.moves = 0
         self._stop = threading.Event()
@@ -137,12 +148,12 @@ class Placement:
     def check(cls, spec: str) -> str | None:
         """Why ``spec`` cannot be applied here (None if it can)."""
         spec = spec.strip()
-        if not spec or spec == COMPACT:
+        if spec in ("", COMPACT, ALL):
             return None
         try:
             wanted = parse_cpu_list(spec)
         except ValueError as e:
-            return str(e)
+            return f"{e}, {COMPACT} or {ALL}"
         allowed = os.sched_getaffinity(0)
         if not wanted & allowed:
             return f"none of CPUs {spec} is one this process may use ({_cpu_list(allowed)})"
@@ -150,14 +161,14 @@ class Placement:
 
     @property
     def description(self) -> str:
-        if not self.spec:
-            return "kernel"
+        if self.spec == ALL:
+            return "all CPUs, placed by the kernel"
         if self.spec == COMPACT:
             return f"compact (CPU {self.cpu})"
         return f"CPUs {self.spec}"
 
     def start(self) -> None:
-        if not self.spec:
+        if self.spec == ALL:
             return
         allowed = os.sched_getaffinity(0)
         if self.spec != COMPACT:
@@ -181,14 +192,26 @@ class Placement:
         own_before = own_cpu_jiffies()
         while not self._stop.wait(REBALANCE_INTERVAL):
             after, own_after = read_cpu_times(), own_cpu_jiffies()
-            chosen = pick_cpu(allowed, before, after, self.cpu, own_after - own_before)
+            self.step(allowed, before, after, own_after - own_before)
             before, own_before = after, own_after
-            if chosen is None or chosen == self.cpu:
-                continue
-            logger.debug("compact placement: CPU {} -> {} (less other work)", self.cpu, chosen)
-            self.cpu = chosen
-            self.moves += 1
-            confine({chosen})
+
+    def step(
+        self,
+        allowed: Iterable[int],
+        before: Mapping[int, CpuTimes],
+        after: Mapping[int, CpuTimes],
+        own_busy: int,
+    ) -> bool:
+        """One look at the CPUs (compact mode): move every thread if another CPU is idler by
+        the margin. True if they moved."""
+        chosen = pick_cpu(allowed, before, after, self.cpu, own_busy)
+        if chosen is None or chosen == self.cpu:
+            return False
+        logger.debug("compact placement: CPU {} -> {} (less other work)", self.cpu, chosen)
+        self.cpu = chosen
+        self.moves += 1
+        confine({chosen})
+        return True
 
 
 def confine(cpus: Iterable[int]) -> None:

@@ -80,9 +80,9 @@ SWITCH_INTERVAL = Setting(
 )
 CPUS = Setting(
     "WGACTORS_CPUS",
-    "",
-    "where the daemon's threads run: unset (the kernel places them), `compact` (all on the "
-    "least busy CPU, re-chosen as load moves) or a CPU list such as `1` or `0,2-3` (see "
+    "compact",
+    "where the daemon's threads run: `compact` (all on one CPU, the least busy, re-chosen as "
+    "load moves), `all` (the kernel places them) or a CPU list such as `1` or `0,2-3` (see "
     "`actors/placement.py` and the README's CPU placement)",
 )
 FOREGROUND = Setting(

@@ -10,8 +10,9 @@ lab of ``actors.lab.pair``: two network namespaces joined by an underlay veth pa
 2. ``reference``: wireguard-go in both namespaces (tunnel 10.99.0.1 <-> 10.99.0.2, MTU 1280);
 3. ``wgactors``: ``scripts/wgactors up`` in namespace a, wireguard-go in b;
 4. ``wgactors-single``: the same with ``--single-threaded``;
-5. ``wgactors-compact`` and ``wgactors-single-compact`` (only when named in ``--cases``): the
-   two modes with ``WGACTORS_CPUS=compact``, every thread on one CPU (``actors.placement``).
+5. ``wgactors-spread`` and ``wgactors-single-spread`` (only when named in ``--cases``): the
+   two modes with ``WGACTORS_CPUS=all``, threads placed by the kernel instead of all on one CPU
+   (the default, ``actors.placement``).
 
 Each of ``--rounds`` rounds runs every case once, round-robin, so that machine noise hits all
 cases alike; every case run starts fresh tunnel ends and measures, from namespace a:
@@ -142,13 +143,13 @@ register_case(
         aliases=("single",),
     )
 )
-# The same two modes with every thread on one CPU (WGACTORS_CPUS=compact, actors/placement.py):
-# what thread placement is worth on a machine whose CPUs are shared. Not in the default set.
+# The same two modes with their threads placed by the kernel (WGACTORS_CPUS=all) instead of
+# on one CPU (the default, actors/placement.py): what placement is worth. Not in the default set.
 for _key, _label, _args in (
-    ("wgactors-compact", "wgactors (WGACTORS_CPUS=compact) ↔ wireguard-go", ()),
+    ("wgactors-spread", "wgactors (WGACTORS_CPUS=all) ↔ wireguard-go", ()),
     (
-        "wgactors-single-compact",
-        "wgactors --single-threaded (WGACTORS_CPUS=compact) ↔ wireguard-go",
+        "wgactors-single-spread",
+        "wgactors --single-threaded (WGACTORS_CPUS=all) ↔ wireguard-go",
         ("--single-threaded",),
     ),
 ):
@@ -158,7 +159,7 @@ for _key, _label, _args in (
             _label,
             wgactors_args=_args,
             aliases=(_key.replace("wgactors-single", "single").replace("wgactors", "actors"),),
-            env=(("WGACTORS_CPUS", "compact"),),
+            env=(("WGACTORS_CPUS", "all"),),
             default=False,
         )
     )
@@ -518,10 +519,10 @@ def compute_ratios(summary: dict[str, dict[str, dict[str, float]]]) -> dict[str,
         med.get("wgactors", {}).get("tcp_sum_mbps"),
         med.get("wgactors-single", {}).get("tcp_sum_mbps"),
     )
-    if "wgactors-compact" in med or "wgactors-single-compact" in med:
-        out["actors_vs_single_updown_compact"] = ratio(
-            med.get("wgactors-compact", {}).get("tcp_sum_mbps"),
-            med.get("wgactors-single-compact", {}).get("tcp_sum_mbps"),
+    if "wgactors-spread" in med or "wgactors-single-spread" in med:
+        out["actors_vs_single_updown_spread"] = ratio(
+            med.get("wgactors-spread", {}).get("tcp_sum_mbps"),
+            med.get("wgactors-single-spread", {}).get("tcp_sum_mbps"),
         )
     return out
 
@@ -631,10 +632,10 @@ def print_ratios(ratios: dict[str, Any]) -> None:
         "actors / single-threaded (TCP up+down): "
         + fmt(ratios.get("actors_vs_single_updown"), "{:.2f}x")
     )
-    if "actors_vs_single_updown_compact" in ratios:
+    if "actors_vs_single_updown_spread" in ratios:
         print(
-            "actors / single-threaded, both compact (TCP up+down): "
-            + fmt(ratios.get("actors_vs_single_updown_compact"), "{:.2f}x")
+            "actors / single-threaded, both placed by the kernel (TCP up+down): "
+            + fmt(ratios.get("actors_vs_single_updown_spread"), "{:.2f}x")
         )
 
 
@@ -746,7 +747,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=parse_cases,
         default=[k for k, c in CASES.items() if c.default],
         metavar="LIST",
-        help=f"comma-separated subset of: {names}; default all but the compact ones",
+        help=f"comma-separated subset of: {names}; default all but the spread ones",
     )
     parser.add_argument(
         "--pin",

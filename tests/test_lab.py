@@ -197,13 +197,13 @@ def test_case_registry_and_aliases() -> None:
     assert bench.WGACTORS_CASES == (
         "wgactors",
         "wgactors-single",
-        "wgactors-compact",
-        "wgactors-single-compact",
+        "wgactors-spread",
+        "wgactors-single-spread",
     )
-    # the compact cases run only when asked for, and carry their setting to the daemon
+    # the spread cases run only when asked for, and carry their setting to the daemon
     assert [k for k, c in bench.CASES.items() if not c.default] == list(bench.WGACTORS_CASES[2:])
-    assert bench.parse_cases("single-compact,actors-compact") == list(bench.WGACTORS_CASES[2:])
-    assert dict(bench.CASES["wgactors-compact"].env) == {"WGACTORS_CPUS": "compact"}
+    assert bench.parse_cases("single-spread,actors-spread") == list(bench.WGACTORS_CASES[2:])
+    assert dict(bench.CASES["wgactors-spread"].env) == {"WGACTORS_CPUS": "all"}
 
 
 def _run(case: str, **metrics: float) -> object:

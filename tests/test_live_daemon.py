@@ -329,16 +329,16 @@ def _allowed_cpus_of_threads(pid: int) -> dict[str, str]:
 def test_compact_placement_keeps_every_thread_on_one_cpu(
     netns_pair, tmp_path: Path, mode: str
 ) -> None:
-    """WGACTORS_CPUS=compact: every thread of the daemon, stages included, on one CPU it may
-    use, and the tunnel works as before."""
+    """Every thread of the daemon, stages included, on one CPU it may use, and the tunnel works
+    as before: by default in actors mode, asked for (WGACTORS_CPUS=compact) in the other; and
+    WGACTORS_CPUS=all leaves the threads where the kernel puts them."""
     wggo, conf = wireguard_go_pair(netns_pair, tmp_path, "wgc0")
     extra = ("--single-threaded",) if mode == "single" else ()
+    env = {"WGACTORS_CPUS": "compact"} if mode == "single" else {}
     try:
-        with Wgactors(netns_pair.a, conf, *extra, env={"WGACTORS_CPUS": "compact"}) as daemon:
+        with Wgactors(netns_pair.a, conf, *extra, env=env) as daemon:
             assert ping(netns_pair.a, B4), daemon.log()
-            assert daemon.proc is not None
-            pid = find_process(daemon.proc.pid, is_wgactors_python)
-            assert pid is not None
+            pid = _python_pid(daemon)
             allowed = _allowed_cpus_of_threads(pid)
             names = {Path(f"/proc/{pid}/task/{t}/comm").read_text().strip() for t in allowed}
             if mode == "actors":
@@ -349,8 +349,22 @@ def test_compact_placement_keeps_every_thread_on_one_cpu(
             assert cpu.isdigit() and int(cpu) in os.sched_getaffinity(0), cpu
             log = traffic_both_ways(netns_pair, daemon)
             assert f"threads confined to CPU {cpu} (compact" in log, log
+        if mode == "actors" and len(os.sched_getaffinity(0)) > 1:
+            with Wgactors(netns_pair.a, conf, env={"WGACTORS_CPUS": "all"}) as daemon:
+                assert ping(netns_pair.a, B4), daemon.log()
+                allowed = _allowed_cpus_of_threads(_python_pid(daemon))
+                mine = Path("/proc/self/status").read_text().split("Cpus_allowed_list:")[1]
+                assert set(allowed.values()) == {mine.split()[0]}, allowed
+                assert "threads confined" not in daemon.log()
     finally:
         wggo.stop()
+
+
+def _python_pid(daemon: Wgactors) -> int:
+    assert daemon.proc is not None
+    pid = find_process(daemon.proc.pid, is_wgactors_python)
+    assert pid is not None
+    return pid
 
 
 def test_a_bad_cpu_list_is_refused_before_anything_is_set_up(netns_pair, tmp_path: Path) -> None:

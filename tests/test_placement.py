@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
 from actors.placement import (
+    ALL,
     COMPACT,
     CpuTimes,
     Placement,
@@ -80,7 +82,8 @@ def test_pick_cpu_keeps_to_the_allowed_cpus_and_needs_readings() -> None:
 def test_check_names_the_problem() -> None:
     assert Placement.check("") is None
     assert Placement.check(COMPACT) is None
-    assert "not a CPU list" in (Placement.check("fast") or "")
+    assert Placement.check(ALL) is None
+    assert "not a CPU list such as 1 or 0,2-3, compact or all" in (Placement.check("fast") or "")
     allowed = os.sched_getaffinity(0)
     outside = max(allowed) + 1
     assert f"none of CPUs {outside}" in (Placement.check(str(outside)) or "")
@@ -133,8 +136,42 @@ def test_compact_placement_puts_every_thread_on_one_allowed_cpu(
         placement.stop()
 
 
-def test_the_default_leaves_placement_to_the_kernel(restore_affinity: set[int]) -> None:
-    placement = Placement("")
+def test_all_leaves_placement_to_the_kernel(restore_affinity: set[int]) -> None:
+    placement = Placement(ALL)
     placement.start()
-    assert placement.description == "kernel"
+    assert placement.description == "all CPUs, placed by the kernel"
     assert os.sched_getaffinity(0) == restore_affinity
+    assert placement._thread is None
+
+
+def test_the_default_is_compact_under_a_gil_and_all_without(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gil = getattr(sys, "_is_gil_enabled", None)
+    assert Placement("").spec == (COMPACT if gil is None or gil() else ALL)
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: False, raising=False)
+    assert Placement("").spec == ALL
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: True, raising=False)
+    assert Placement("").spec == COMPACT
+
+
+def test_a_cpu_list_confines_every_thread(restore_affinity: set[int]) -> None:
+    cpu = max(restore_affinity)
+    Placement(str(cpu)).start()
+    assert _affinities() == {frozenset({cpu})}
+
+
+def test_a_step_moves_every_thread_to_an_idler_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    confined: list[set[int]] = []
+    monkeypatch.setattr("actors.placement.confine", lambda cpus: confined.append(set(cpus)))
+    placement = Placement(COMPACT)
+    placement.cpu = 0
+    before, after = _times(cpu0=0.9, cpu1=0.1)  # cpu0 busy with others' work, not ours
+    assert placement.step({0, 1}, before, after, own_busy=100)
+    assert (placement.cpu, placement.moves, confined) == (1, 1, [{1}])
+    # now ours is the busy one, and it is our own work: stay
+    before, after = _times(cpu0=0.2, cpu1=0.95)
+    assert not placement.step({0, 1}, before, after, own_busy=900)
+    assert (placement.cpu, placement.moves, confined) == (1, 1, [{1}])
