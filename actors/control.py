@@ -72,6 +72,8 @@ class _Base:
     def __init__(self, udp: UdpSocket) -> None:
         self.udp = udp
         self._lock = threading.Lock()
+        # Where the threads run (actors.placement), for `status`; the daemon sets it.
+        self.placement: Callable[[], str] = lambda: "all CPUs, placed by the kernel"
 
     def _socket_options(self, request: SetRequest) -> None:
         if request.listen_port is not None:
@@ -114,7 +116,10 @@ class PipelineController(_Base):
             self._ask(Configure(request), _set_timeout(request))
 
     def stats(self) -> str:
-        return json.dumps({"mode": "actors", "stages": self.pipeline.stats()}, default=str)
+        return json.dumps(
+            {"mode": "actors", "cpus": self.placement(), "stages": self.pipeline.stats()},
+            default=str,
+        )
 
 
 class SingleController(_Base):
@@ -143,4 +148,10 @@ class SingleController(_Base):
             self._call(lambda: self.loop.configure(request), _set_timeout(request))
 
     def stats(self) -> str:
-        return json.dumps({"mode": "single-threaded", "stages": self._call(self.loop.stats)})
+        return json.dumps(
+            {
+                "mode": "single-threaded",
+                "cpus": self.placement(),
+                "stages": self._call(self.loop.stats),
+            }
+        )

@@ -213,6 +213,7 @@ class Daemon:
             )
             pipeline.start()
             controller = PipelineController(pipeline, udp)
+        controller.placement = lambda: self.placement.description
         swap = (
             (lambda i, o: loop.call(lambda: loop.reload(i, o), RELOAD_TIMEOUT))
             if self.single_threaded

@@ -131,6 +131,8 @@ def render(info: dict[str, Any]) -> str:
         offloads = [s["offloads"] for s in stages.get("stages", []) if s.get("offloads")]
         if offloads:  # kernel offloads: on, off, or refused by the kernel (README)
             lines.append(f"  offloads: {','.join(offloads)}")
+        if stages.get("cpus"):  # thread placement (actors.placement)
+            lines.append(f"  cpus: {stages['cpus']}")
     return "\n".join(lines)
 
 

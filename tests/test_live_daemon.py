@@ -347,6 +347,8 @@ def test_compact_placement_keeps_every_thread_on_one_cpu(
             assert len(cpus) == 1, allowed
             (cpu,) = cpus
             assert cpu.isdigit() and int(cpu) in os.sched_getaffinity(0), cpu
+            status = netns_pair.a.run(str(LAUNCHER), "status", "wgc0", timeout=30).stdout
+            assert f"  cpus: compact (CPU {cpu})" in status, status
             log = traffic_both_ways(netns_pair, daemon)
             assert f"threads confined to CPU {cpu} (compact" in log, log
         if mode == "actors" and len(os.sched_getaffinity(0)) > 1:
@@ -356,6 +358,8 @@ def test_compact_placement_keeps_every_thread_on_one_cpu(
                 mine = Path("/proc/self/status").read_text().split("Cpus_allowed_list:")[1]
                 assert set(allowed.values()) == {mine.split()[0]}, allowed
                 assert "threads confined" not in daemon.log()
+                status = netns_pair.a.run(str(LAUNCHER), "status", "wgc0", timeout=30).stdout
+                assert "  cpus: all CPUs, placed by the kernel" in status, status
     finally:
         wggo.stop()
 
