@@ -16,7 +16,7 @@ from ..io.batch import AioReader
 from ..io.tun import TunDevice
 from ..mailbox import Mailbox
 from ..packet import Packet
-from .base import BATCH_SIZE, POLL_INTERVAL, Outlet, PipelineActor, Poll
+from .base import BATCH_SIZE, Outlet, PipelineActor, Poll
 
 __all__ = ["TunReader"]
 
@@ -55,27 +55,30 @@ class TunReader(PipelineActor):
 
     def on_control(self, message: Any) -> Any:
         if isinstance(message, Poll):
-            if self.tun.wait_readable(POLL_INTERVAL) and self.reader is not None:
-                too_big: list[Packet] = []
-                batch = self.tun.read_batch(
-                    self.reader.max_batch, self.stats.drops, too_big, self.reader, self.offload
-                )
-                if self.offload:
-                    self.stats.extra.update(self.offload)
-                if too_big and self.icmp_outlet is not None:
-                    self.stats.extra["pmtu_replies"] = self.stats.extra.get(
-                        "pmtu_replies", 0
-                    ) + len(too_big)
-                    self.emit(self.icmp_outlet, tuple(too_big), sum(len(p.data) for p in too_big))
-                # a TSO read may hold dozens of packets: messages stay batches of batch_size
-                for start in range(0, len(batch), self.batch_size):
-                    chunk = tuple(batch[start : start + self.batch_size])
-                    self.begin_batch(len(chunk))
-                    self.stats.packets_in += len(chunk)
-                    size = sum(len(p.data) for p in chunk)
-                    self.stats.bytes_in += size
-                    self.emit(self.outlet, chunk, size)
-                    self._in_flight = 0
-            self.actor_ref.tell(Poll())
+            self.read_turn(self.tun.wait_readable, self._read)
             return None
         return super().on_control(message)
+
+    def _read(self) -> None:
+        if self.reader is None:
+            return
+        too_big: list[Packet] = []
+        batch = self.tun.read_batch(
+            self.reader.max_batch, self.stats.drops, too_big, self.reader, self.offload
+        )
+        if self.offload:
+            self.stats.extra.update(self.offload)
+        if too_big and self.icmp_outlet is not None:
+            self.stats.extra["pmtu_replies"] = self.stats.extra.get("pmtu_replies", 0) + len(
+                too_big
+            )
+            self.emit(self.icmp_outlet, tuple(too_big), sum(len(p.data) for p in too_big))
+        # a TSO read may hold dozens of packets: messages stay batches of batch_size
+        for start in range(0, len(batch), self.batch_size):
+            chunk = tuple(batch[start : start + self.batch_size])
+            self.begin_batch(len(chunk))
+            self.stats.packets_in += len(chunk)
+            size = sum(len(p.data) for p in chunk)
+            self.stats.bytes_in += size
+            self.emit(self.outlet, chunk, size)
+            self._in_flight = 0

@@ -12,7 +12,7 @@ from ..io.batch import MmsgReceiver
 from ..io.udp import UdpSocket
 from ..io.udp_gso import GroReceiver
 from ..mailbox import Mailbox
-from .base import BATCH_SIZE, POLL_INTERVAL, Outlet, PipelineActor, Poll
+from .base import BATCH_SIZE, Outlet, PipelineActor, Poll
 
 __all__ = ["UdpIngress"]
 
@@ -40,20 +40,23 @@ class UdpIngress(PipelineActor):
 
     def on_control(self, message: Any) -> Any:
         if isinstance(message, Poll):
-            if self.udp.wait_readable(POLL_INTERVAL) and self.receiver is not None:
-                batch = self.udp.read_batch(self.batch_size, self.stats.drops, self.receiver)
-                # a GRO receive may hold a whole run: messages stay batches of batch_size
-                for start in range(0, len(batch), self.batch_size):
-                    chunk = tuple(batch[start : start + self.batch_size])
-                    self.begin_batch(len(chunk))
-                    self.stats.packets_in += len(chunk)
-                    size = sum(len(d) for d, _ in chunk)
-                    self.stats.bytes_in += size
-                    self.emit(self.outlet, chunk, size)
-                    self._in_flight = 0
-                if isinstance(self.receiver, GroReceiver):
-                    self.stats.extra["udp_gro_receives"] = self.receiver.runs_received
-                    self.stats.extra["udp_gro_datagrams"] = self.receiver.runs_datagrams
-            self.actor_ref.tell(Poll())
+            self.read_turn(self.udp.wait_readable, self._read)
             return None
         return super().on_control(message)
+
+    def _read(self) -> None:
+        if self.receiver is None:
+            return
+        batch = self.udp.read_batch(self.batch_size, self.stats.drops, self.receiver)
+        # a GRO receive may hold a whole run: messages stay batches of batch_size
+        for start in range(0, len(batch), self.batch_size):
+            chunk = tuple(batch[start : start + self.batch_size])
+            self.begin_batch(len(chunk))
+            self.stats.packets_in += len(chunk)
+            size = sum(len(d) for d, _ in chunk)
+            self.stats.bytes_in += size
+            self.emit(self.outlet, chunk, size)
+            self._in_flight = 0
+        if isinstance(self.receiver, GroReceiver):
+            self.stats.extra["udp_gro_receives"] = self.receiver.runs_received
+            self.stats.extra["udp_gro_datagrams"] = self.receiver.runs_datagrams
