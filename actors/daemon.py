@@ -141,7 +141,7 @@ class Daemon:
             logger.error(reason)
             report(reason)
             return EXIT_SETUP
-        self.placement = Placement(cpus)
+        self.placement = Placement(cpus, single_threaded=self.single_threaded)
         try:
             udp = UdpSocket(spec.listen_port, fwmark=spec.fwmark, offloads=offloads)
         except OSError as e:

@@ -9,16 +9,24 @@ kernel's half of a system call (a ``sendmmsg``, a TUN write) on another CPU whil
 on, which pays only when a spare CPU exists. Measured figures are in the README
 (Performance, CPU placement).
 
+Within that CPU, a stage woken by a neighbour would by default preempt the neighbour at once,
+find the GIL still held, and sleep again: three thread switches for one hand-off. Compact mode
+therefore also runs the threads under ``SCHED_BATCH``, the Linux policy without wake-up
+preemption (no privilege needed), so a woken stage waits for the running one to block, which is
+when the GIL is free anyway.
+
 So placement is a choice, ``WGACTORS_CPUS``:
 
-- ``compact`` (the default): all threads on one CPU of those the process may use, the one
-  least busy with other work, looked at again every :data:`REBALANCE_INTERVAL` and moved when
-  another CPU is idler by :data:`MOVE_MARGIN`;
-- ``all``: the kernel places the threads on any CPU the process may use (the default of an
-  interpreter without a GIL, where the threads really run in parallel);
+- ``compact`` (the default in actors mode): all threads on one CPU of those the process may use,
+  the one least busy with other work, looked at again every :data:`REBALANCE_INTERVAL` and moved
+  when another CPU is idler by :data:`MOVE_MARGIN`, under ``SCHED_BATCH``;
+- ``all``: the kernel places the threads on any CPU the process may use. The default of the
+  single-threaded mode, whose one busy thread has no neighbour to share a cache with, and of an
+  interpreter without a GIL, where the threads really run in parallel;
 - a CPU list (``1``, ``0,2-3``): all threads on those CPUs, as ``taskset -c`` would.
 
-New threads inherit their creator's affinity, so stages started (or restarted) later follow.
+New threads inherit their creator's affinity and policy, so stages started (or restarted) later
+follow.
 The choice of a CPU is a pure function of two readings of ``/proc/stat`` (:func:`pick_cpu`);
 only :class:`Placement` touches the system.
 """
@@ -46,6 +54,7 @@ __all__ = [
     "parse_cpu_list",
     "parse_proc_stat",
     "pick_cpu",
+    "set_batch_policy",
 ]
 
 COMPACT = "compact"
@@ -127,18 +136,19 @@ def pick_cpu(
     return best if loads[current] - loads[best] > margin else current
 
 
-def default_policy() -> str:
-    """``compact`` where a GIL serialises Python, ``all`` where the interpreter has none."""
+def default_policy(single_threaded: bool = False) -> str:
+    """``compact`` for the actors where a GIL serialises them; ``all`` for the single loop, or
+    where the interpreter has no GIL."""
     gil = getattr(sys, "_is_gil_enabled", None)
-    return COMPACT if gil is None or gil() else ALL
+    return COMPACT if not single_threaded and (gil is None or gil()) else ALL
 
 
 class Placement:
     """Applies a ``WGACTORS_CPUS`` value (empty: :func:`default_policy`) to this process;
     :meth:`start` once before the stages start, :meth:`stop` at shutdown."""
 
-    def __init__(self, spec: str) -> None:
-        self.spec = spec.strip() or default_policy()
+    def __init__(self, spec: str, *, single_threaded: bool = False) -> None:
+        self.spec = spec.strip() or default_policy(single_threaded)
         self.cpu: int | None = None  # compact mode: where the threads are now
         self.moves = 0
         self._stop = threading.Event()
@@ -179,7 +189,12 @@ class Placement:
         # With no history yet, the CPU the main thread runs on now is as good as any.
         self.cpu = _current_cpu(allowed)
         confine({self.cpu})
-        logger.info("threads confined to CPU {} (compact; re-chosen as load moves)", self.cpu)
+        batch = set_batch_policy()
+        logger.info(
+            "threads confined to CPU {} (compact; re-chosen as load moves{})",
+            self.cpu,
+            ", SCHED_BATCH" if batch else "",
+        )
         self._thread = threading.Thread(
             target=self._rebalance, args=(allowed, before), name="wga:placement", daemon=True
         )
@@ -221,6 +236,22 @@ def confine(cpus: Iterable[int]) -> None:
     for task in Path("/proc/self/task").iterdir():
         with contextlib.suppress(OSError, ValueError):  # a thread that just ended
             os.sched_setaffinity(int(task.name), cpus)
+
+
+def set_batch_policy() -> bool:
+    """Put every thread of this process (and so the threads they create) under ``SCHED_BATCH``.
+    False where the system does not have it or refuses it: placement works without it."""
+    policy = getattr(os, "SCHED_BATCH", None)
+    if policy is None:
+        return False
+    try:
+        os.sched_setscheduler(0, policy, os.sched_param(0))
+    except OSError:
+        return False
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            os.sched_setscheduler(int(task.name), policy, os.sched_param(0))
+    return True
 
 
 def read_cpu_times() -> dict[int, CpuTimes]:

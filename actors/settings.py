@@ -82,8 +82,9 @@ CPUS = Setting(
     "WGACTORS_CPUS",
     "compact",
     "where the daemon's threads run: `compact` (all on one CPU, the least busy, re-chosen as "
-    "load moves), `all` (the kernel places them) or a CPU list such as `1` or `0,2-3` (see "
-    "`actors/placement.py` and the README's CPU placement)",
+    "load moves; the default in actors mode), `all` (the kernel places them; the default of "
+    "`--single-threaded`) or a CPU list such as `1` or `0,2-3` (see `actors/placement.py` and "
+    "the README's CPU placement)",
 )
 FOREGROUND = Setting(
     "WG_PROCESS_FOREGROUND",

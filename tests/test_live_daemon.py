@@ -329,9 +329,10 @@ def _allowed_cpus_of_threads(pid: int) -> dict[str, str]:
 def test_compact_placement_keeps_every_thread_on_one_cpu(
     netns_pair, tmp_path: Path, mode: str
 ) -> None:
-    """Every thread of the daemon, stages included, on one CPU it may use, and the tunnel works
-    as before: by default in actors mode, asked for (WGACTORS_CPUS=compact) in the other; and
-    WGACTORS_CPUS=all leaves the threads where the kernel puts them."""
+    """Every thread of the daemon, stages included, on one CPU it may use and under SCHED_BATCH,
+    and the tunnel works as before: by default in actors mode, asked for (WGACTORS_CPUS=compact)
+    in the single-threaded one; and WGACTORS_CPUS=all leaves the threads where the kernel puts
+    them."""
     wggo, conf = wireguard_go_pair(netns_pair, tmp_path, "wgc0")
     extra = ("--single-threaded",) if mode == "single" else ()
     env = {"WGACTORS_CPUS": "compact"} if mode == "single" else {}
@@ -347,6 +348,8 @@ def test_compact_placement_keeps_every_thread_on_one_cpu(
             assert len(cpus) == 1, allowed
             (cpu,) = cpus
             assert cpu.isdigit() and int(cpu) in os.sched_getaffinity(0), cpu
+            policies = {os.sched_getscheduler(int(t)) for t in allowed}
+            assert policies == {os.SCHED_BATCH}, policies
             status = netns_pair.a.run(str(LAUNCHER), "status", "wgc0", timeout=30).stdout
             assert f"  cpus: compact (CPU {cpu})" in status, status
             log = traffic_both_ways(netns_pair, daemon)

@@ -101,8 +101,20 @@ def _affinities() -> set[frozenset[int]]:
 @pytest.fixture
 def restore_affinity():  # type: ignore[no-untyped-def]
     saved = os.sched_getaffinity(0)
+    policy = os.sched_getscheduler(0)
     yield saved
     confine(saved)
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(int(task.name), policy, os.sched_param(0))
+
+
+def _policies() -> set[int]:
+    out = set()
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            out.add(os.sched_getscheduler(int(task.name)))
+    return out
 
 
 def test_confine_sets_every_thread_and_new_threads_inherit(restore_affinity: set[int]) -> None:
@@ -131,6 +143,8 @@ def test_compact_placement_puts_every_thread_on_one_allowed_cpu(
     try:
         assert placement.cpu in restore_affinity
         assert _affinities() == {frozenset({placement.cpu})}
+        # no wake-up preemption among the threads that share the CPU (and the GIL)
+        assert _policies() == {os.SCHED_BATCH}
         assert placement.description == f"compact (CPU {placement.cpu})"
     finally:
         placement.stop()
@@ -142,9 +156,10 @@ def test_all_leaves_placement_to_the_kernel(restore_affinity: set[int]) -> None:
     assert placement.description == "all CPUs, placed by the kernel"
     assert os.sched_getaffinity(0) == restore_affinity
     assert placement._thread is None
+    assert os.SCHED_BATCH not in _policies()
 
 
-def test_the_default_is_compact_under_a_gil_and_all_without(
+def test_the_default_is_compact_for_actors_under_a_gil_and_all_otherwise(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     gil = getattr(sys, "_is_gil_enabled", None)
@@ -153,6 +168,9 @@ def test_the_default_is_compact_under_a_gil_and_all_without(
     assert Placement("").spec == ALL
     monkeypatch.setattr(sys, "_is_gil_enabled", lambda: True, raising=False)
     assert Placement("").spec == COMPACT
+    # the single loop's one busy thread has no neighbour to share a CPU with
+    assert Placement("", single_threaded=True).spec == ALL
+    assert Placement(COMPACT, single_threaded=True).spec == COMPACT
 
 
 def test_a_cpu_list_confines_every_thread(restore_affinity: set[int]) -> None:
