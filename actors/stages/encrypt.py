@@ -111,6 +111,9 @@ class Encrypt(PipelineActor):
         sender = self.sender
         host = self.udp.kernel_host
         datagrams: list[tuple[bytes, bytes]] = []
+        # Told to the decrypt stage after the datagrams are sent, not before: a tell can wake
+        # that stage, and the packet on its way out should not wait behind its bookkeeping.
+        to_decrypt: list[Any] = []
         for action in actions:
             kind = type(action)
             if kind is TransmitBatch or kind is Transmit:
@@ -126,7 +129,7 @@ class Encrypt(PipelineActor):
                 else:
                     datagrams.append((action.data, addr))
             elif kind is HandshakeWanted or kind is Sent:
-                self.decrypt.tell(action)
+                to_decrypt.append(action)
         if datagrams:
             # One sendmmsg per batch: one GIL hand-off instead of one per datagram.
             before = sender.bytes_sent
@@ -135,6 +138,8 @@ class Encrypt(PipelineActor):
             if isinstance(sender, GsoSender):
                 stats.extra["udp_gso_sends"] = sender.runs_sent
                 stats.extra["udp_gso_datagrams"] = sender.runs_datagrams
+        for action in to_decrypt:
+            self.decrypt.tell(action)
 
     def snapshot(self) -> StageSnapshot:
         saved = self.stats.drops
