@@ -199,3 +199,39 @@ def test_ipv4_mapped_sources_are_shown_as_ipv4() -> None:
     finally:
         rx.close()
         tx.close()
+
+
+def test_mmsg_receiver_counts_truncated_datagrams_and_reuses_its_slots() -> None:
+    """A datagram larger than its slot is counted, not delivered cut; sources stay right across
+    calls that use a different number of slots (the kernel rewrites each used slot's address
+    length, the receiver restores it)."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    one = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    two = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        port = rx.getsockname()[1]
+        receiver = MmsgReceiver(rx, max_batch=4, slot=16)
+        drops: Counter[str] = Counter()
+        one.sendto(b"first", ("127.0.0.1", port))
+        one.sendto(b"x" * 40, ("127.0.0.1", port))
+        two.sendto(b"second", ("127.0.0.1", port))
+        os.sched_yield()
+        got = receiver.receive(4, drops)
+        assert got == [
+            (b"first", ("127.0.0.1", one.getsockname()[1])),
+            (b"second", ("127.0.0.1", two.getsockname()[1])),
+        ]
+        assert drops == Counter(oversize_datagram=1)
+        for rounds in range(3):
+            sender = (two, one, two)[rounds]
+            sender.sendto(b"again", ("127.0.0.1", port))
+            os.sched_yield()
+            assert receiver.receive(4, drops) == [
+                (b"again", ("127.0.0.1", sender.getsockname()[1]))
+            ]
+        assert drops == Counter(oversize_datagram=1)
+    finally:
+        for s in (rx, one, two):
+            s.close()

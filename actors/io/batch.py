@@ -57,6 +57,7 @@ SEND_WAIT = 0.05  # seconds a full send buffer is waited for, once per batch
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
+_cast, _c_void_p = ctypes.cast, ctypes.c_void_p  # cast runs with the GIL held (PYFUNCTYPE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +166,14 @@ class _IoEvent(ctypes.Structure):
     ]
 
 
+_IOCB_WORDS = ctypes.sizeof(_Iocb) // 8
+_IOCB_BUF = _Iocb.aio_buf.offset // 8
+_IOCB_NBYTES = _Iocb.aio_nbytes.offset // 8
+_EVENT_WORDS = ctypes.sizeof(_IoEvent) // 8
+_EVENT_DATA = _IoEvent.data.offset // 8
+_EVENT_RES = _IoEvent.res.offset // 8
+
+
 def _reason(code: int) -> str:
     return f"write_{errno.errorcode.get(code, 'error').lower()}"
 
@@ -188,6 +197,10 @@ class _AioContext:
             *[ctypes.pointer(self._iocbs[i]) for i in range(max_batch)]
         )
         self._events = (_IoEvent * max_batch)()
+        # Results and buffer fields as plain 64-bit words of the arrays' memory: a ctypes field
+        # access builds a structure object each time, several times the cost per packet.
+        self._event_words = memoryview(self._events).cast("B").cast("q")
+        self._iocb_words = memoryview(self._iocbs).cast("B").cast("Q")
         for i, cb in enumerate(self._iocbs):
             cb.aio_lio_opcode = opcode
             cb.aio_fildes = fd
@@ -213,9 +226,9 @@ class _AioContext:
                 if ctypes.get_errno() == errno.EINTR:
                     continue
                 raise OSError(ctypes.get_errno(), "io_getevents failed")
-            for k in range(got):
-                event = self._events[k]
-                results[event.data] = event.res
+            words = self._event_words
+            for k in range(0, got * _EVENT_WORDS, _EVENT_WORDS):
+                results[words[k + _EVENT_DATA]] = words[k + _EVENT_RES]
             done += got
         return results
 
@@ -244,10 +257,12 @@ class AioWriter(_AioContext):
 
     def _submit(self, chunk: Sequence[bytes]) -> list[str | None]:
         n = len(chunk)
-        cbs = self._iocbs
-        for i, data in enumerate(chunk):
-            cbs[i].aio_buf = ctypes.cast(data, ctypes.c_void_p).value or 0  # type: ignore[arg-type]
-            cbs[i].aio_nbytes = len(data)
+        words = self._iocb_words
+        at = 0
+        for data in chunk:
+            words[at + _IOCB_BUF] = _cast(data, _c_void_p).value or 0  # type: ignore[arg-type]
+            words[at + _IOCB_NBYTES] = len(data)
+            at += _IOCB_WORDS
         try:
             done = self._run(n)
         except OSError:
@@ -294,7 +309,6 @@ class _Mmsghdr(ctypes.Structure):
 
 
 _sendmmsg = _libc.sendmmsg
-_cast, _c_void_p = ctypes.cast, ctypes.c_void_p  # cast runs with the GIL held (PYFUNCTYPE)
 _sendmmsg.restype = ctypes.c_int
 SOCKADDR_SIZE = 28  # sockaddr_in6; sockaddr_in (16) fits in it
 
@@ -507,6 +521,11 @@ def _read_some(fd: int, count: int, slot: int) -> list[bytes]:
 
 _recvmmsg = _libc.recvmmsg
 _recvmmsg.restype = ctypes.c_int
+_MMSGHDR_SIZE = ctypes.sizeof(_Mmsghdr)
+_MSG_LEN_OFFSET = _Mmsghdr.msg_len.offset
+_MSG_FLAGS_OFFSET = _Mmsghdr.msg_hdr.offset + _Msghdr.msg_flags.offset
+_MSG_NAMELEN_OFFSET = _Mmsghdr.msg_hdr.offset + _Msghdr.msg_namelen.offset
+_MSG_TRUNC = 0x20  # in msg_flags: the datagram was larger than its buffer
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 
 
@@ -535,23 +554,40 @@ class MmsgReceiver:
             hdr.msg_iov = ctypes.pointer(self._iovs[i])
             hdr.msg_iovlen = 1
             hdr.msg_name = names + i * SOCKADDR_SIZE
+            hdr.msg_namelen = SOCKADDR_SIZE
         self._sources: dict[bytes, tuple[str, int]] = {}
+        # The kernel's per-message results, read as plain integers from the array's memory: a
+        # ctypes field access builds a structure object per message, several times the cost.
+        self._words = memoryview(self._msgs).cast("B").cast("I")
+        self._results = [
+            (
+                (i * _MMSGHDR_SIZE + _MSG_LEN_OFFSET) // 4,
+                (i * _MMSGHDR_SIZE + _MSG_FLAGS_OFFSET) // 4,
+                i * slot,
+                i * SOCKADDR_SIZE,
+            )
+            for i in range(max_batch)
+        ]
+
+        self._namelen_at = [
+            (i * _MMSGHDR_SIZE + _MSG_NAMELEN_OFFSET) // 4 for i in range(max_batch)
+        ]
 
     def receive(self, count: int, drops: Counter[str]) -> list[tuple[bytes, tuple[str, int]]]:
         count = min(count, self.max_batch)
-        for i in range(count):
-            self._msgs[i].msg_hdr.msg_namelen = SOCKADDR_SIZE
         got = self._receive_prepared(count, drops)
         out = []
-        view, names, slot, sources = self._view, self._names_view, self.slot, self._sources
-        for i in range(got):
-            size = self._msgs[i].msg_len
-            if self._msgs[i].msg_hdr.msg_flags & 0x20:  # MSG_TRUNC: larger than any of ours
+        view, names, sources, words = self._view, self._names_view, self._sources, self._words
+        for length_at, flags_at, data_at, name_at in self._results[:got]:
+            if words[flags_at] & _MSG_TRUNC:  # larger than any datagram of ours
                 drops["oversize_datagram"] += 1
                 continue
-            name = bytes(names[i * SOCKADDR_SIZE : i * SOCKADDR_SIZE + SOCKADDR_SIZE])
+            name = bytes(names[name_at : name_at + SOCKADDR_SIZE])
             source = sources.get(name) or self._new_source(name)
-            out.append((bytes(view[i * slot : i * slot + size]), source))
+            out.append((bytes(view[data_at : data_at + words[length_at]]), source))
+        # The kernel wrote each used slot's address length; the rest still hold the full size.
+        for at in self._namelen_at[:got]:
+            words[at] = SOCKADDR_SIZE
         return out
 
     def _receive_prepared(self, count: int, drops: Counter[str]) -> int:
