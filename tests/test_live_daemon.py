@@ -178,18 +178,23 @@ def test_wg_quick_file_with_mtu_1420_carries_traffic(netns_pair, tmp_path: Path)
         wggo.stop()
 
 
+def conf_without_peer_process(tmp_path: Path, iface: str, allowed_ips: str) -> Path:
+    """A wg-quick file for ``iface`` with fresh keys and one peer that nothing runs."""
+    ours, _ = gen_keypair()
+    _, peer_pub = gen_keypair()
+    return write_conf(
+        tmp_path,
+        iface,
+        {"PrivateKey": ours, "Address": f"{A4}/24"},
+        [{"PublicKey": peer_pub, "AllowedIPs": allowed_ips}],
+    )
+
+
 def test_route_clash_fails_clearly(netns_pair, tmp_path: Path) -> None:
     """As wg-quick: routes are added, and a prefix someone else routes is not taken over."""
     lan = "10.98.0.0/24"
     netns_pair.a.ip("route", "add", lan, "dev", netns_pair.veth_a)
-    ours, _ = gen_keypair()
-    _, peer_pub = gen_keypair()
-    conf = write_conf(
-        tmp_path,
-        "wgr0",
-        {"PrivateKey": ours, "Address": f"{A4}/24"},
-        [{"PublicKey": peer_pub, "AllowedIPs": f"10.97.0.0/24, {lan}"}],
-    )
+    conf = conf_without_peer_process(tmp_path, "wgr0", f"10.97.0.0/24, {lan}")
     result = netns_pair.a.run(str(LAUNCHER), "up", str(conf), check=False, timeout=30)
     assert result.returncode == 1, result
     assert f"a route to {lan} already exists" in result.stderr, result.stderr
@@ -375,14 +380,7 @@ def _python_pid(daemon: Wgactors) -> int:
 
 
 def test_a_bad_cpu_list_is_refused_before_anything_is_set_up(netns_pair, tmp_path: Path) -> None:
-    ours, _ = gen_keypair()
-    _, peer_pub = gen_keypair()
-    conf = write_conf(
-        tmp_path,
-        "wgc1",
-        {"PrivateKey": ours, "Address": f"{A4}/24"},
-        [{"PublicKey": peer_pub, "AllowedIPs": "10.97.0.0/24"}],
-    )
+    conf = conf_without_peer_process(tmp_path, "wgc1", "10.97.0.0/24")
     for value, says in (("fast", "'fast' is not a CPU list"), ("4000", "none of CPUs 4000")):
         result = netns_pair.a.run(
             str(LAUNCHER),
