@@ -178,17 +178,27 @@ class Placement:
         return f"CPUs {self.spec}"
 
     def start(self) -> None:
+        """Apply the placement. Never raises: a system that refuses it (a cpuset changed under
+        us, a kernel without affinity) leaves the kernel in charge, with one warning."""
         if self.spec == ALL:
             return
         allowed = os.sched_getaffinity(0)
-        if self.spec != COMPACT:
-            confine(parse_cpu_list(self.spec) & allowed)
-            logger.info("threads confined to CPUs {}", _cpu_list(os.sched_getaffinity(0)))
+        try:
+            if self.spec != COMPACT:
+                confine(parse_cpu_list(self.spec) & allowed)
+                logger.info("threads confined to CPUs {}", _cpu_list(os.sched_getaffinity(0)))
+                return
+            # With no history yet, the CPU the main thread runs on now is as good as any.
+            cpu = _current_cpu(allowed)
+            confine({cpu})
+        except OSError as e:
+            logger.warning(
+                "{}: cannot confine the threads ({}); the kernel places them", self.spec, e
+            )
+            self.spec = ALL
             return
+        self.cpu = cpu
         before = read_cpu_times()
-        # With no history yet, the CPU the main thread runs on now is as good as any.
-        self.cpu = _current_cpu(allowed)
-        confine({self.cpu})
         batch = set_batch_policy()
         logger.info(
             "threads confined to CPU {} (compact; re-chosen as load moves{})",
@@ -222,10 +232,14 @@ class Placement:
         chosen = pick_cpu(allowed, before, after, self.cpu, own_busy)
         if chosen is None or chosen == self.cpu:
             return False
+        try:
+            confine({chosen})
+        except OSError as e:  # e.g. the cpuset lost that CPU: stay, look again next time
+            logger.debug("compact placement: cannot move to CPU {} ({})", chosen, e)
+            return False
         logger.debug("compact placement: CPU {} -> {} (less other work)", self.cpu, chosen)
         self.cpu = chosen
         self.moves += 1
-        confine({chosen})
         return True
 
 

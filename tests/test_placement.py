@@ -193,3 +193,29 @@ def test_a_step_moves_every_thread_to_an_idler_cpu(
     before, after = _times(cpu0=0.2, cpu1=0.95)
     assert not placement.step({0, 1}, before, after, own_busy=900)
     assert (placement.cpu, placement.moves, confined) == (1, 1, [{1}])
+
+
+def test_a_refused_move_keeps_the_threads_where_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(cpus: object) -> None:
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr("actors.placement.confine", refuse)
+    placement = Placement(COMPACT)
+    placement.cpu = 0
+    before, after = _times(cpu0=0.9, cpu1=0.1)
+    assert not placement.step({0, 1}, before, after, own_busy=0)
+    assert (placement.cpu, placement.moves) == (0, 0)
+
+
+def test_a_refused_placement_leaves_the_kernel_in_charge(
+    monkeypatch: pytest.MonkeyPatch, restore_affinity: set[int]
+) -> None:
+    def refuse(cpus: object) -> None:
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr("actors.placement.confine", refuse)
+    for spec in (COMPACT, str(min(restore_affinity))):
+        placement = Placement(spec)
+        placement.start()  # no exception
+        assert placement.spec == ALL and placement._thread is None
+        assert os.SCHED_BATCH not in _policies()
