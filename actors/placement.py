@@ -26,8 +26,7 @@ So placement is a choice, ``WGACTORS_CPUS``:
 - a CPU list (``1``, ``0,2-3``): all threads on those CPUs, as ``taskset -c`` would.
 
 New threads inherit their creator's affinity and policy, so stages started (or restarted) later
-follow.
-The choice of a CPU is a pure function of two readings of ``/proc/stat`` (:func:`pick_cpu`);
+follow. The choice of a CPU is a pure function of two readings of ``/proc/stat`` (:func:`pick_cpu`);
 only :class:`Placement` touches the system.
 """
 
