@@ -161,9 +161,9 @@ class Daemon:
             logger.error("{}", e)
             report(str(e))
             return EXIT_SETUP
-        # Before any stage thread exists: threads inherit the affinity of their creator.
-        self.placement.start()
         try:
+            # Before any stage thread exists: threads inherit the affinity of their creator.
+            self.placement.start()
             return self._serve(udp, tun, report)
         finally:
             self.placement.stop()

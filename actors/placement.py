@@ -123,10 +123,12 @@ def pick_cpu(
         if cpu not in before or cpu not in after:
             continue
         total = after[cpu].total - before[cpu].total
+        if total <= 0:  # no time passed on it (offline?): nothing to judge it by
+            continue
         busy = after[cpu].busy - before[cpu].busy
         if cpu == current:
             busy -= own_busy
-        loads[cpu] = max(0.0, busy / total) if total > 0 else 0.0
+        loads[cpu] = max(0.0, busy / total)
     if not loads:
         return None
     best = min(loads, key=lambda cpu: (loads[cpu], cpu))
@@ -149,6 +151,7 @@ class Placement:
     def __init__(self, spec: str, *, single_threaded: bool = False) -> None:
         self.spec = spec.strip() or default_policy(single_threaded)
         self.cpu: int | None = None  # compact mode: where the threads are now
+        self.applied: frozenset[int] = frozenset()  # a CPU list's CPUs, as the kernel took them
         self.moves = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -174,40 +177,44 @@ class Placement:
             return "all CPUs, placed by the kernel"
         if self.spec == COMPACT:
             return f"compact (CPU {self.cpu})"
-        return f"CPUs {self.spec}"
+        return f"CPUs {_cpu_list(self.applied)}"
 
     def start(self) -> None:
         """Apply the placement. Never raises: a system that refuses it (a cpuset changed under
-        us, a kernel without affinity) leaves the kernel in charge, with one warning."""
+        us, no /proc, a kernel without affinity) leaves the kernel in charge, with one warning."""
         if self.spec == ALL:
             return
-        allowed = os.sched_getaffinity(0)
         try:
+            allowed = os.sched_getaffinity(0)
             if self.spec != COMPACT:
                 confine(parse_cpu_list(self.spec) & allowed)
-                logger.info("threads confined to CPUs {}", _cpu_list(os.sched_getaffinity(0)))
+                self.applied = frozenset(os.sched_getaffinity(0))
+                logger.info("threads confined to CPUs {}", _cpu_list(self.applied))
                 return
             # With no history yet, the CPU the main thread runs on now is as good as any.
             cpu = _current_cpu(allowed)
             confine({cpu})
-        except OSError as e:
+            self.cpu = cpu
+            batch = set_batch_policy()
+            before = read_cpu_times()
+            thread = threading.Thread(
+                target=self._rebalance, args=(allowed, before), name="wga:placement", daemon=True
+            )
+            thread.start()
+        except (OSError, RuntimeError) as e:
             logger.warning(
                 "{}: cannot confine the threads ({}); the kernel places them", self.spec, e
             )
-            self.spec = ALL
+            self.spec, self.cpu = ALL, None
+            with contextlib.suppress(OSError):
+                confine(allowed)
             return
-        self.cpu = cpu
-        before = read_cpu_times()
-        batch = set_batch_policy()
+        self._thread = thread
         logger.info(
             "threads confined to CPU {} (compact; re-chosen as load moves{})",
             self.cpu,
             ", SCHED_BATCH" if batch else "",
         )
-        self._thread = threading.Thread(
-            target=self._rebalance, args=(allowed, before), name="wga:placement", daemon=True
-        )
-        self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -230,6 +237,10 @@ class Placement:
         the margin. True if they moved."""
         chosen = pick_cpu(allowed, before, after, self.cpu, own_busy)
         if chosen is None or chosen == self.cpu:
+            # Again each time: a thread started during the last pass, or a cpuset change,
+            # may have left some thread elsewhere.
+            with contextlib.suppress(OSError):
+                confine({self.cpu} if self.cpu is not None else allowed)
             return False
         try:
             confine({chosen})
@@ -261,9 +272,10 @@ def set_batch_policy() -> bool:
         os.sched_setscheduler(0, policy, os.sched_param(0))
     except OSError:
         return False
-    for task in Path("/proc/self/task").iterdir():
-        with contextlib.suppress(OSError, ValueError):
-            os.sched_setscheduler(int(task.name), policy, os.sched_param(0))
+    with contextlib.suppress(OSError):
+        for task in Path("/proc/self/task").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                os.sched_setscheduler(int(task.name), policy, os.sched_param(0))
     return True
 
 

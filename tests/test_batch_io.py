@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from actors.io.batch import AioReader, AioWriter, MmsgReceiver, MmsgSender
+from actors.io.batch import SOCKADDR_SIZE, AioReader, AioWriter, MmsgReceiver, MmsgSender
 
 
 @pytest.fixture
@@ -224,6 +224,8 @@ def test_mmsg_receiver_counts_truncated_datagrams_and_reuses_its_slots() -> None
             (b"second", ("127.0.0.1", two.getsockname()[1])),
         ]
         assert drops == Counter(oversize_datagram=1)
+        full = [receiver._words[at] for at in receiver._namelen_at]
+        assert full == [SOCKADDR_SIZE] * 4  # the kernel wrote 16 into the used ones: restored
         for rounds in range(3):
             sender = (two, one, two)[rounds]
             sender.sendto(b"again", ("127.0.0.1", port))
@@ -231,6 +233,7 @@ def test_mmsg_receiver_counts_truncated_datagrams_and_reuses_its_slots() -> None
             assert receiver.receive(4, drops) == [
                 (b"again", ("127.0.0.1", sender.getsockname()[1]))
             ]
+            assert [receiver._words[at] for at in receiver._namelen_at] == full
         assert drops == Counter(oversize_datagram=1)
     finally:
         for s in (rx, one, two):

@@ -32,6 +32,7 @@ TRANSFER_BYTES = 5_000_000
 NOTICE_TIMEOUT = 15.0  # seconds to wait for one sd_notify datagram
 UP_TIMEOUT = 30.0  # seconds for a tunnel that first has to resolve its peer's name
 METRICS_PORT = 9586
+PLACEMENT_LOOKS = 3  # tries to see the threads where `status` says they are
 NETNS_ETC = Path("/etc/netns")
 SCRAPE = (
     "import sys, urllib.request\n"
@@ -345,20 +346,25 @@ def test_compact_placement_keeps_every_thread_on_one_cpu(
         with Wgactors(netns_pair.a, conf, *extra, env=env) as daemon:
             assert ping(netns_pair.a, B4), daemon.log()
             pid = _python_pid(daemon)
-            allowed = _allowed_cpus_of_threads(pid)
+            # The daemon may move its threads (every 2 s at most) between two looks: look
+            # again until what `status` says and where the threads are agree.
+            for _ in range(PLACEMENT_LOOKS):
+                status = netns_pair.a.run(str(LAUNCHER), "status", "wgc0", timeout=30).stdout
+                allowed = _allowed_cpus_of_threads(pid)
+                said = re.search(r"^  cpus: compact \(CPU (\d+)\)$", status, re.MULTILINE)
+                if said and set(allowed.values()) == {said.group(1)}:
+                    break
+            assert said, status
+            cpu = said.group(1)
+            assert set(allowed.values()) == {cpu}, allowed
+            assert int(cpu) in os.sched_getaffinity(0), cpu
             names = {Path(f"/proc/{pid}/task/{t}/comm").read_text().strip() for t in allowed}
             if mode == "actors":
                 assert {"wga:decrypt", "wga:encrypt", "wga:tun_writer"} <= names, names
-            cpus = set(allowed.values())
-            assert len(cpus) == 1, allowed
-            (cpu,) = cpus
-            assert cpu.isdigit() and int(cpu) in os.sched_getaffinity(0), cpu
             policies = {os.sched_getscheduler(int(t)) for t in allowed}
             assert policies == {os.SCHED_BATCH}, policies
-            status = netns_pair.a.run(str(LAUNCHER), "status", "wgc0", timeout=30).stdout
-            assert f"  cpus: compact (CPU {cpu})" in status, status
             log = traffic_both_ways(netns_pair, daemon)
-            assert f"threads confined to CPU {cpu} (compact" in log, log
+            assert re.search(r"threads confined to CPU \d+ \(compact", log), log
         if mode == "actors" and len(os.sched_getaffinity(0)) > 1:
             with Wgactors(netns_pair.a, conf, env={"WGACTORS_CPUS": "all"}) as daemon:
                 assert ping(netns_pair.a, B4), daemon.log()

@@ -77,6 +77,9 @@ def test_pick_cpu_keeps_to_the_allowed_cpus_and_needs_readings() -> None:
     before, after = _times(cpu0=0.9, cpu1=0.0)
     assert pick_cpu({0}, before, after, 0, 0) == 0
     assert pick_cpu({7}, before, after, None, 0) is None
+    # a CPU on which no time passed (offline) is not taken for an idle one
+    stalled = {**after, 1: before[1]}
+    assert pick_cpu({0, 1}, before, stalled, 0, 0) == 0
 
 
 def test_check_names_the_problem() -> None:
@@ -175,8 +178,10 @@ def test_the_default_is_compact_for_actors_under_a_gil_and_all_otherwise(
 
 def test_a_cpu_list_confines_every_thread(restore_affinity: set[int]) -> None:
     cpu = max(restore_affinity)
-    Placement(str(cpu)).start()
+    placement = Placement(f"{cpu},4000")  # CPUs this process may not use are left out
+    placement.start()
     assert _affinities() == {frozenset({cpu})}
+    assert placement.description == f"CPUs {cpu}"
 
 
 def test_a_step_moves_every_thread_to_an_idler_cpu(
@@ -189,10 +194,11 @@ def test_a_step_moves_every_thread_to_an_idler_cpu(
     before, after = _times(cpu0=0.9, cpu1=0.1)  # cpu0 busy with others' work, not ours
     assert placement.step({0, 1}, before, after, own_busy=100)
     assert (placement.cpu, placement.moves, confined) == (1, 1, [{1}])
-    # now ours is the busy one, and it is our own work: stay
+    # now ours is the busy one, and it is our own work: stay, and apply it again (a thread
+    # started meanwhile, or a cpuset change, may have left one elsewhere)
     before, after = _times(cpu0=0.2, cpu1=0.95)
     assert not placement.step({0, 1}, before, after, own_busy=900)
-    assert (placement.cpu, placement.moves, confined) == (1, 1, [{1}])
+    assert (placement.cpu, placement.moves, confined) == (1, 1, [{1}, {1}])
 
 
 def test_a_refused_move_keeps_the_threads_where_they_are(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -578,6 +578,10 @@ class MmsgReceiver:
         got = self._receive_prepared(count, drops)
         out = []
         view, names, sources, words = self._view, self._names_view, self._sources, self._words
+        # The kernel wrote each used slot's address length (the rest still hold the full size):
+        # the next call must offer the whole buffer again.
+        for at in self._namelen_at[:got]:
+            words[at] = SOCKADDR_SIZE
         for length_at, flags_at, data_at, name_at in self._results[:got]:
             if words[flags_at] & _MSG_TRUNC:  # larger than any datagram of ours
                 drops["oversize_datagram"] += 1
@@ -585,9 +589,6 @@ class MmsgReceiver:
             name = bytes(names[name_at : name_at + SOCKADDR_SIZE])
             source = sources.get(name) or self._new_source(name)
             out.append((bytes(view[data_at : data_at + words[length_at]]), source))
-        # The kernel wrote each used slot's address length; the rest still hold the full size.
-        for at in self._namelen_at[:got]:
-            words[at] = SOCKADDR_SIZE
         return out
 
     def _receive_prepared(self, count: int, drops: Counter[str]) -> int:

@@ -274,7 +274,7 @@ class PipelineActor(pykka.ThreadingActor):
             if not wait_readable(POLL_INTERVAL):
                 break
             read()
-            if self._dead or not inbox.empty():
+            if not inbox.empty():
                 break
         self.actor_ref.tell(Poll())
 

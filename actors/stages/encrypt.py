@@ -130,16 +130,18 @@ class Encrypt(PipelineActor):
                     datagrams.append((action.data, addr))
             elif kind is HandshakeWanted or kind is Sent:
                 to_decrypt.append(action)
-        if datagrams:
-            # One sendmmsg per batch: one GIL hand-off instead of one per datagram.
-            before = sender.bytes_sent
-            stats.packets_out += sender.send(datagrams, stats.drops)
-            stats.bytes_out += sender.bytes_sent - before
-            if isinstance(sender, GsoSender):
-                stats.extra["udp_gso_sends"] = sender.runs_sent
-                stats.extra["udp_gso_datagrams"] = sender.runs_datagrams
-        for action in to_decrypt:
-            self.decrypt.tell(action)
+        try:
+            if datagrams:
+                # One sendmmsg per batch: one GIL hand-off instead of one per datagram.
+                before = sender.bytes_sent
+                stats.packets_out += sender.send(datagrams, stats.drops)
+                stats.bytes_out += sender.bytes_sent - before
+                if isinstance(sender, GsoSender):
+                    stats.extra["udp_gso_sends"] = sender.runs_sent
+                    stats.extra["udp_gso_datagrams"] = sender.runs_datagrams
+        finally:  # the timers and handshakes hear of it even if sending failed
+            for action in to_decrypt:
+                self.decrypt.tell(action)
 
     def snapshot(self) -> StageSnapshot:
         saved = self.stats.drops
