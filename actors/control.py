@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from .io.udp import UdpSocket
+from .placement import KERNEL_PLACEMENT
 from .stages.decrypt import Configure, GetDeviceState
 from .uapi import EADDRINUSE, EIO, DeviceStatus, PeerStatus, SetRequest, UapiError, format_get_parts
 from .wireguard.constants import MAX_PEERS
@@ -73,7 +74,7 @@ class _Base:
         self.udp = udp
         self._lock = threading.Lock()
         # Where the threads run (actors.placement), for `status`; the daemon sets it.
-        self.placement: Callable[[], str] = lambda: "all CPUs, placed by the kernel"
+        self.placement: Callable[[], str] = lambda: KERNEL_PLACEMENT
 
     def _socket_options(self, request: SetRequest) -> None:
         if request.listen_port is not None:

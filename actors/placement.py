@@ -36,7 +36,7 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +45,7 @@ from loguru import logger
 __all__ = [
     "ALL",
     "COMPACT",
+    "KERNEL_PLACEMENT",
     "MOVE_MARGIN",
     "REBALANCE_INTERVAL",
     "CpuTimes",
@@ -58,6 +59,7 @@ __all__ = [
 
 COMPACT = "compact"
 ALL = "all"
+KERNEL_PLACEMENT = "all CPUs, placed by the kernel"  # how `status` shows ALL
 REBALANCE_INTERVAL = 2.0  # seconds between looks at the CPUs' load in compact mode
 MOVE_MARGIN = 0.25  # share of a CPU by which another must be idler before the threads move
 MAX_CPU_INDEX = 4095  # the largest CPU number a list may name (the kernel's NR_CPUS bound)
@@ -174,7 +176,7 @@ class Placement:
     @property
     def description(self) -> str:
         if self.spec == ALL:
-            return "all CPUs, placed by the kernel"
+            return KERNEL_PLACEMENT
         if self.spec == COMPACT:
             return f"compact (CPU {self.cpu})"
         return f"CPUs {_cpu_list(self.applied)}"
@@ -257,9 +259,15 @@ def confine(cpus: Iterable[int]) -> None:
     """Set the affinity of every thread of this process (and so of threads they create)."""
     cpus = set(cpus)
     os.sched_setaffinity(0, cpus)
+    _each_thread(lambda tid: os.sched_setaffinity(tid, cpus))
+
+
+def _each_thread(apply: Callable[[int], object]) -> None:
+    """``apply`` to each thread id of this process; a thread that ends meanwhile is skipped.
+    OSError if the threads cannot be listed (no /proc)."""
     for task in Path("/proc/self/task").iterdir():
-        with contextlib.suppress(OSError, ValueError):  # a thread that just ended
-            os.sched_setaffinity(int(task.name), cpus)
+        with contextlib.suppress(OSError, ValueError):
+            apply(int(task.name))
 
 
 def set_batch_policy() -> bool:
@@ -273,9 +281,7 @@ def set_batch_policy() -> bool:
     except OSError:
         return False
     with contextlib.suppress(OSError):
-        for task in Path("/proc/self/task").iterdir():
-            with contextlib.suppress(OSError, ValueError):
-                os.sched_setscheduler(int(task.name), policy, os.sched_param(0))
+        _each_thread(lambda tid: os.sched_setscheduler(tid, policy, os.sched_param(0)))
     return True
 
 

@@ -145,10 +145,11 @@ register_case(
 )
 # The same two modes with their threads placed by the kernel (WGACTORS_CPUS=all) instead of
 # on one CPU (the default, actors/placement.py): what placement is worth. Not in the default set.
-for _key, _label, _args in (
-    ("wgactors-spread", "wgactors (WGACTORS_CPUS=all) ↔ wireguard-go", ()),
+for _key, _alias, _label, _args in (
+    ("wgactors-spread", "actors-spread", "wgactors (WGACTORS_CPUS=all) ↔ wireguard-go", ()),
     (
         "wgactors-single-spread",
+        "single-spread",
         "wgactors --single-threaded (WGACTORS_CPUS=all) ↔ wireguard-go",
         ("--single-threaded",),
     ),
@@ -158,7 +159,7 @@ for _key, _label, _args in (
             _key,
             _label,
             wgactors_args=_args,
-            aliases=(_key.replace("wgactors-single", "single").replace("wgactors", "actors"),),
+            aliases=(_alias,),
             env=(("WGACTORS_CPUS", "all"),),
             default=False,
         )

@@ -6,7 +6,9 @@ import contextlib
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -93,12 +95,20 @@ def test_check_names_the_problem() -> None:
     assert Placement.check(str(min(allowed))) is None
 
 
-def _affinities() -> set[frozenset[int]]:
+T = TypeVar("T")
+
+
+def _per_thread(read: Callable[[int], T]) -> set[T]:
+    """What ``read`` says of each thread of this process."""
     out = set()
     for task in Path("/proc/self/task").iterdir():
         with contextlib.suppress(OSError):
-            out.add(frozenset(os.sched_getaffinity(int(task.name))))
+            out.add(read(int(task.name)))
     return out
+
+
+def _affinities() -> set[frozenset[int]]:
+    return _per_thread(lambda tid: frozenset(os.sched_getaffinity(tid)))
 
 
 @pytest.fixture
@@ -113,11 +123,7 @@ def restore_affinity():  # type: ignore[no-untyped-def]
 
 
 def _policies() -> set[int]:
-    out = set()
-    for task in Path("/proc/self/task").iterdir():
-        with contextlib.suppress(OSError):
-            out.add(os.sched_getscheduler(int(task.name)))
-    return out
+    return _per_thread(os.sched_getscheduler)
 
 
 def test_confine_sets_every_thread_and_new_threads_inherit(restore_affinity: set[int]) -> None:

@@ -568,7 +568,6 @@ class MmsgReceiver:
             )
             for i in range(max_batch)
         ]
-
         self._namelen_at = [
             (i * _MMSGHDR_SIZE + _MSG_NAMELEN_OFFSET) // 4 for i in range(max_batch)
         ]
