@@ -36,6 +36,7 @@ from .daemon import EXIT_ESCALATED, EXIT_OK, EXIT_SETUP, Daemon, TunnelSpec, dae
 from .faults import parse_faults
 from .log import setup_logging
 from .metrics import parse_listen_address
+from .modes import ACTORS, SINGLE_THREADED
 from .pipeline_file import PIPELINE_ENV, StageEntry, describe, dropin_pipeline, load_pipeline
 from .resolver import Retrying, retries_from_env
 
@@ -221,7 +222,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     daemon = Daemon(
         spec,
-        single_threaded=args.single_threaded,
+        mode=SINGLE_THREADED if args.single_threaded else ACTORS,
         faults=faults,
         inbound=inbound,
         outbound=outbound,
@@ -251,7 +252,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     spec = TunnelSpec(name, None, configure_interface=False)
     daemon = Daemon(
         spec,
-        single_threaded=settings.is_set(settings.SINGLE_THREADED),
+        mode=SINGLE_THREADED if settings.is_set(settings.SINGLE_THREADED) else ACTORS,
         faults=faults,
         inbound=inbound,
         outbound=outbound,

@@ -2,11 +2,12 @@
 
 ``wgactors up CONF`` configures the interface itself (addresses, routes, link up);
 ``wgactors IFACE`` (the wireguard-go drop-in) creates a bare interface and leaves the rest to
-`wg` and `wg-quick` through the UAPI socket. Both serve that socket, run the same pipeline (or
-the single-threaded loop), and end the same way: on SIGINT/SIGTERM, when the interface is
-deleted (that is how `wg-quick down` stops a userspace implementation), or when the supervisor
-gives up. Teardown removes the socket; the kernel removes the non-persistent interface when its
-descriptor closes.
+`wg` and `wg-quick` through the UAPI socket. Both serve that socket, run the same data plane
+(:mod:`actors.dataplane`, in the mode asked for), and end the same way: on SIGINT/SIGTERM, when
+the interface is deleted (that is how `wg-quick down` stops a userspace implementation), or when
+the data plane fails for good. Teardown stops the data plane, releases the UDP port and the
+interface (the kernel removes a non-persistent interface when its descriptor closes), and only
+then removes the socket.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import select
 import signal
 import socket
 import stat
@@ -27,13 +29,17 @@ from loguru import logger
 
 from . import sdnotify, settings
 from .config import InterfaceConfig
+from .control import Controller
+from .dataplane import DataPlane, DataPlaneSpec, DataPlaneTimeout
 from .faults import Fault
 from .io import TunDevice, TunError, UdpSocket
 from .io.offloads import plan_from_env
 from .metrics import MetricsServer
+from .modes import ACTORS, make_data_plane
 from .pipeline_file import StageEntry
 from .placement import Placement
 from .reload import Reloader
+from .uapi_server import UapiServer
 from .wireguard.device import PeerConfig
 
 __all__ = ["EXIT_ESCALATED", "EXIT_OK", "EXIT_SETUP", "Daemon", "TunnelSpec", "daemonize"]
@@ -44,9 +50,9 @@ EXIT_ESCALATED = 3  # the supervisor's restart budget was spent
 STATS_LOG_INTERVAL = 60.0  # seconds between periodic stats lines at debug level
 WATCH_INTERVAL = 0.1  # seconds between the main thread's looks at the pipeline
 INTERFACE_CHECK_INTERVAL = 0.5  # seconds between checks that the interface still exists
-GIL_SWITCH_INTERVAL = 0.0002  # seconds; see actors.io.batch
 READY_TIMEOUT = 30.0  # seconds the parent of a daemon waits for it to report
-RELOAD_TIMEOUT = 10.0  # seconds a single-threaded reload waits for the loop to run it
+READY_STOP_GRACE = 2.0  # seconds a child that never reported gets to exit on SIGTERM
+READY_MESSAGE_LIMIT = 4096  # bytes of the child's report the parent reads
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,7 @@ class Daemon:
         self,
         spec: TunnelSpec,
         *,
-        single_threaded: bool = False,
+        mode: str = ACTORS,
         faults: dict[str, Fault] | None = None,
         inbound: Sequence[StageEntry] = (),
         outbound: Sequence[StageEntry] = (),
@@ -84,7 +90,7 @@ class Daemon:
         self.config_path = config_path
         self.config = config
         self.reloader: Reloader | None = None
-        self.single_threaded = single_threaded
+        self.mode = mode
         self.faults = faults or {}
         self.inbound = inbound
         self.outbound = outbound
@@ -98,8 +104,7 @@ class Daemon:
 
     def _on_hup(self, _signum: int, _frame: object) -> None:
         """Only flags the request (a signal handler must not log or block): the main thread
-        runs the reload (see :meth:`_reload`); in single-threaded mode, whose loop owns the
-        main thread, the interface watcher answers it."""
+        runs the reload (see :meth:`_reload`)."""
         self.reload_requested.set()
 
     def _reload(self) -> None:
@@ -134,14 +139,12 @@ class Daemon:
             logger.error("{}", e)
             report(str(e))
             return EXIT_SETUP
-        cpus = settings.get(settings.CPUS) or ""
-        problem = Placement.check(cpus)
+        problem = Placement.check(settings.get(settings.CPUS) or "")
         if problem is not None:
             reason = f"{settings.CPUS.name}: {problem}"
             logger.error(reason)
             report(reason)
             return EXIT_SETUP
-        self.placement = Placement(cpus, single_threaded=self.single_threaded)
         try:
             udp = UdpSocket(spec.listen_port, fwmark=spec.fwmark, offloads=offloads)
         except OSError as e:
@@ -162,65 +165,36 @@ class Daemon:
             report(str(e))
             return EXIT_SETUP
         try:
-            # Before any stage thread exists: threads inherit the affinity of their creator.
-            self.placement.start()
             return self._serve(udp, tun, report)
         finally:
-            self.placement.stop()
-            tun.close()  # the kernel removes the non-persistent interface here
+            tun.close()  # the kernel removes the non-persistent interface here (idempotent)
             udp.close()
             logger.info("{} down", spec.name)
 
     def _serve(self, udp: UdpSocket, tun: TunDevice, report: Callable[[str | None], None]) -> int:
-        if not self.single_threaded:
-            text = settings.get(settings.SWITCH_INTERVAL)
-            try:
-                interval = float(text) if text else GIL_SWITCH_INTERVAL
-                sys.setswitchinterval(interval)
-            except ValueError:
-                logger.warning(
-                    "{}={!r} is not a positive number: ignored", settings.SWITCH_INTERVAL.name, text
-                )
-                sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-        from .control import PipelineController, SingleController
-        from .uapi_server import UapiServer
-
         spec = self.spec
-        mode = "single-threaded" if self.single_threaded else "actors"
-        if self.single_threaded:
-            from .single import SingleThreaded
-
-            loop = SingleThreaded(
+        plane = make_data_plane(
+            self.mode,
+            DataPlaneSpec(
                 private_key=spec.private_key,
                 peers=spec.peers,
                 udp=udp,
                 tun=tun,
-                inbound=self.inbound,
-                outbound=self.outbound,
-            )
-            controller: PipelineController | SingleController = SingleController(loop, udp)
-        else:
-            from .pipeline import Pipeline
-
-            pipeline = Pipeline(
-                private_key=spec.private_key,
-                peers=spec.peers,
-                udp=udp,
-                tun=tun,
+                inbound=tuple(self.inbound),
+                outbound=tuple(self.outbound),
                 faults=self.faults,
-                inbound=self.inbound,
-                outbound=self.outbound,
-            )
-            pipeline.start()
-            controller = PipelineController(pipeline, udp)
-        controller.placement = lambda: self.placement.description
-        swap = (
-            (lambda i, o: loop.call(lambda: loop.reload(i, o), RELOAD_TIMEOUT))
-            if self.single_threaded
-            else pipeline.reload
+            ),
         )
+        self._tune_interpreter(plane.switch_interval)
+        cpus = settings.get(settings.CPUS) or ""
+        self.placement = Placement(cpus, default=plane.default_placement)
+        # Before any stage thread exists: threads inherit the affinity of their creator.
+        self.placement.start()
+        plane.start()
+        controller = Controller(plane, udp)
+        controller.placement = lambda: self.placement.description
         self.reloader = Reloader(
-            swap=swap,
+            swap=plane.reload,
             controller=controller,
             pipeline_path=self.pipeline_path,
             config_path=self.config_path,
@@ -230,58 +204,68 @@ class Daemon:
         self.reloader.before = self._reloading
         self.reloader.after = self._reloaded
         server = UapiServer(spec.name, controller)
+        metrics_server: MetricsServer | None = None
         try:
-            server.start()
-        except OSError as e:
-            reason = f"cannot serve {server.path}: {e.strerror or e}"
-            logger.error(reason)
-            report(reason)
-            if not self.single_threaded:
-                pipeline.stop()
-            return EXIT_SETUP
-        try:
-            metrics_server = self._start_metrics()
-        except OSError as e:
-            host, port = self.metrics or ("", 0)
-            reason = f"cannot serve metrics on {host or '*'}:{port}: {e.strerror or e}"
-            logger.error(reason)
-            report(reason)
-            server.stop()
-            if not self.single_threaded:
-                pipeline.stop()
-            return EXIT_SETUP
-        logger.info(
-            "{} up: UDP port {}, {} peer(s), MTU {}, {} mode, UAPI {}",
-            spec.name,
-            udp.port,
-            len(spec.peers),
-            spec.mtu,
-            mode,
-            server.path,
-        )
-        watcher = threading.Thread(target=self._watch_interface, name="ifwatch", daemon=True)
-        watcher.start()
-        report(None)
-        sdnotify.ready(f"{spec.name} up: UDP port {udp.port}, {len(spec.peers)} peer(s), {mode}")
-        try:
-            if self.single_threaded:
-                try:
-                    loop.run(self.stop)
-                finally:
-                    logger.debug("final stats: {}", loop.stats())
-                if loop.escalation_reason:
-                    self.status = EXIT_ESCALATED
-            else:
-                self._watch_pipeline(pipeline)
-        finally:
+            try:
+                server.start()
+            except OSError as e:
+                return self._setup_failed(f"cannot serve {server.path}: {e.strerror or e}", report)
+            try:
+                metrics_server = self._start_metrics()
+            except OSError as e:
+                host, port = self.metrics or ("", 0)
+                reason = f"cannot serve metrics on {host or '*'}:{port}: {e.strerror or e}"
+                return self._setup_failed(reason, report)
+            logger.info(
+                "{} up: UDP port {}, {} peer(s), MTU {}, {} mode, UAPI {}",
+                spec.name,
+                udp.port,
+                len(spec.peers),
+                spec.mtu,
+                plane.mode,
+                server.path,
+            )
+            watcher = threading.Thread(target=self._watch_interface, name="ifwatch", daemon=True)
+            watcher.start()
+            report(None)
+            sdnotify.ready(
+                f"{spec.name} up: UDP port {udp.port}, {len(spec.peers)} peer(s), {plane.mode}"
+            )
+            self._watch(plane)
             sdnotify.stopping(f"{spec.name}: shutting down")
-            if metrics_server:
+            with contextlib.suppress(DataPlaneTimeout):
+                logger.debug("final stats: {}", plane.stats())
+        finally:
+            if metrics_server is not None:
                 metrics_server.stop()
+            plane.stop()
+            self.placement.stop()
+            # The port and the interface go before the UAPI socket does: whoever waits for the
+            # socket to vanish (wg-quick down, then up again) finds both free.
+            udp.close()
+            tun.close()
             server.stop()
-            if not self.single_threaded:
-                logger.debug("final stats: {}", pipeline.stats())
-                pipeline.stop()
         return self.status
+
+    def _setup_failed(self, reason: str, report: Callable[[str | None], None]) -> int:
+        logger.error(reason)
+        report(reason)
+        return EXIT_SETUP
+
+    @staticmethod
+    def _tune_interpreter(wanted: float | None) -> None:
+        """The thread switch interval the data plane asks for (WGACTORS_SWITCH_INTERVAL
+        overrides it); None leaves the interpreter's own."""
+        if wanted is None:
+            return
+        text = settings.get(settings.SWITCH_INTERVAL)
+        try:
+            sys.setswitchinterval(float(text) if text else wanted)
+        except ValueError:
+            logger.warning(
+                "{}={!r} is not a positive number: ignored", settings.SWITCH_INTERVAL.name, text
+            )
+            sys.setswitchinterval(wanted)
 
     def _start_metrics(self) -> MetricsServer | None:
         """The ``--metrics`` HTTP endpoint (None without one); OSError if it cannot listen."""
@@ -296,35 +280,70 @@ class Daemon:
         logger.info("metrics on http://{}:{}/metrics", *server.address)
         return server
 
-    def _watch_pipeline(self, pipeline) -> None:  # type: ignore[no-untyped-def]
+    def _watch(self, plane: DataPlane) -> None:
+        """The main thread's work while serving: reloads, the data plane's health, stats."""
         last_stats = time.monotonic()
         while not self.stop.wait(WATCH_INTERVAL):
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self._reload()
-            if pipeline.escalated.is_set():
-                logger.error("shutting down: {}", pipeline.escalation_reason)
-                self.status = EXIT_ESCALATED
-                return
-            if not pipeline.alive():
-                logger.error("shutting down: the supervisor died")
+            failure = plane.failure()
+            if failure is not None:
+                logger.error("shutting down: {}", failure)
                 self.status = EXIT_ESCALATED
                 return
             if time.monotonic() - last_stats >= STATS_LOG_INTERVAL:
                 last_stats = time.monotonic()
-                logger.debug("stats: {}", pipeline.stats())
+                with contextlib.suppress(DataPlaneTimeout):
+                    logger.debug("stats: {}", plane.stats())
 
     def _watch_interface(self) -> None:
         """`wg-quick down` deletes the interface: that is our cue to exit."""
         while not self.stop.wait(INTERFACE_CHECK_INTERVAL):
-            if self.single_threaded and self.reload_requested.is_set():
-                self.reload_requested.clear()
-                self._reload()  # the loop owns the main thread: the swap is a call into it
             try:
                 socket.if_nametoindex(self.spec.name)
             except OSError:
                 logger.info("{} was deleted: shutting down", self.spec.name)
                 self.stop.set()
+
+
+def _await_report(fd: int, timeout: float) -> str | None:
+    """The child's report on ``fd`` up to its end of file (the child closes its end once it
+    has written, or dies); None if none came within ``timeout``."""
+    message = b""
+    deadline = time.monotonic() + timeout
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(left * 1000):
+                return None
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return message.decode(errors="replace").strip()
+            message += chunk
+            if len(message) > READY_MESSAGE_LIMIT:
+                return message[:READY_MESSAGE_LIMIT].decode(errors="replace").strip()
+    finally:
+        os.close(fd)
+
+
+def _stop_child(pid: int) -> None:
+    """SIGTERM, a grace period, then SIGKILL: a child stalled in start-up must not linger."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + READY_STOP_GRACE
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _keep_stderr() -> bool:
@@ -341,28 +360,25 @@ def _keep_stderr() -> bool:
     return not is_pipe or explicit is not None
 
 
-def daemonize() -> Callable[[str | None], None]:
+def daemonize(ready_timeout: float = READY_TIMEOUT) -> Callable[[str | None], None]:
     """Fork into the background; the parent exits once the child reports.
 
-    The parent waits (bounded) for one line on a pipe: "ok" (exit 0) or the reason set-up
-    failed (printed, exit 1). This is how `wgactors IFACE` returns only once the UAPI socket is
-    up, which wg-quick relies on. Must be called before any thread is started.
+    The parent waits (at most ``ready_timeout`` seconds) for one line on a pipe: "ok" (exit 0)
+    or the reason set-up failed (printed, exit 1). This is how `wgactors IFACE` returns only
+    once the UAPI socket is up, which wg-quick relies on. A child that neither reports nor
+    exits in time is stopped, so that `wg-quick up` fails instead of hanging. Must be called
+    before any thread is started.
     """
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid:
         os.close(write_end)
-        message = b""
-        deadline = time.monotonic() + READY_TIMEOUT
-        with os.fdopen(read_end, "rb") as pipe:
-            while time.monotonic() < deadline:
-                chunk = pipe.read(4096)
-                if not chunk:
-                    break
-                message += chunk
-        text = message.decode(errors="replace").strip()
+        text = _await_report(read_end, ready_timeout)
         if text == "ok":
             os._exit(EXIT_OK)
+        if text is None:
+            _stop_child(pid)
+            text = f"the daemon did not report within {ready_timeout:g} s; stopped it"
         print(f"wgactors: {text or 'the daemon exited during start-up'}", file=sys.stderr)
         os._exit(EXIT_SETUP)
     os.close(read_end)

@@ -26,20 +26,23 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, ClassVar
 
 import pykka
 from loguru import logger
 
+from .dataplane import DataPlaneSpec, DataPlaneTimeout
 from .faults import Fault
 from .io.tun import TunDevice
 from .io.udp import UdpSocket
 from .mailbox import DEFAULT_CAPACITY, Mailbox
 from .pipeline_file import StageEntry, same_entry
+from .placement import default_policy
 from .snapshot import ConfigCell, DeviceConfig
 from .stage import wiring
 from .stages import Decrypt, Encrypt, GetStats, Outlet, Ticker, TunReader, TunWriter, UdpIngress
 from .stages.base import BATCH_SIZE, Rewire
+from .stages.decrypt import Configure, GetDeviceState
 from .supervisor import (
     DEFAULT_BACKOFF,
     DEFAULT_BUDGET,
@@ -57,9 +60,10 @@ from .supervisor import (
     Supervisor,
     UpdateSpec,
 )
-from .wireguard.device import PeerConfig
+from .uapi import SetRequest
+from .wireguard.device import PeerConfig, PeerState
 
-__all__ = ["DRAIN_TIMEOUT", "READERS", "Pipeline", "ReloadError"]
+__all__ = ["DRAIN_TIMEOUT", "GIL_SWITCH_INTERVAL", "READERS", "Pipeline", "ReloadError"]
 
 DRAIN_TIMEOUT = 2.0  # seconds to let queued packets flow out on shutdown
 ASK_TIMEOUT = 2.0  # seconds a stats query waits for a stage
@@ -68,6 +72,9 @@ RELOAD_TIMEOUT = 5.0  # seconds each step of a reload may wait for a stage or th
 # Each path of custom stages: (its key in the pipeline file, the stage that feeds it, the stage
 # it feeds).
 PATHS = (("inbound", "decrypt", "tun_writer"), ("outbound", "tun_reader", "encrypt"))
+# Seconds between the interpreter's forced GIL hand-offs: a stage that has work waits at most
+# this long for a busy neighbour (5 ms by default, too long for a hop; see actors.io.batch).
+GIL_SWITCH_INTERVAL = 0.0002
 
 
 class ReloadError(RuntimeError):
@@ -75,6 +82,12 @@ class ReloadError(RuntimeError):
 
 
 class Pipeline:
+    """The data plane as a pipeline of supervised actors (:class:`actors.dataplane.DataPlane`)."""
+
+    mode: ClassVar[str] = "actors"
+    default_placement: ClassVar[str] = default_policy(single_threaded=False)
+    switch_interval: ClassVar[float | None] = GIL_SWITCH_INTERVAL
+
     def __init__(
         self,
         *,
@@ -112,6 +125,18 @@ class Pipeline:
         self.escalated = threading.Event()
         self.escalation_reason = ""
 
+    @classmethod
+    def from_spec(cls, spec: DataPlaneSpec) -> Pipeline:
+        return cls(
+            private_key=spec.private_key,
+            peers=spec.peers,
+            udp=spec.udp,
+            tun=spec.tun,
+            inbound=spec.inbound,
+            outbound=spec.outbound,
+            faults=dict(spec.faults),
+        )
+
     @property
     def inbound(self) -> tuple[StageEntry, ...]:
         return self.chains["inbound"]
@@ -127,7 +152,7 @@ class Pipeline:
         self.mailboxes[name] = box
         return box
 
-    def _kw(self, name: str, supervision: Supervision) -> dict[str, Any]:
+    def _supervision_args(self, name: str, supervision: Supervision) -> dict[str, Any]:
         fault = self.faults.get(name)
         if fault is not None:
             fault = fault.for_incarnation(supervision.incarnation)
@@ -142,7 +167,9 @@ class Pipeline:
         specs.append(
             ChildSpec(
                 "tun_writer",
-                lambda box, sup: TunWriter.start(box, self.tun, **self._kw("tun_writer", sup)),
+                lambda box, sup: TunWriter.start(
+                    box, self.tun, **self._supervision_args("tun_writer", sup)
+                ),
                 tun_writer,
             )
         )
@@ -151,7 +178,7 @@ class Pipeline:
             ChildSpec(
                 "encrypt",
                 lambda box, sup: Encrypt.start(
-                    box, self.udp, decrypt, self.config, **self._kw("encrypt", sup)
+                    box, self.udp, decrypt, self.config, **self._supervision_args("encrypt", sup)
                 ),
                 encrypt,
             )
@@ -164,7 +191,11 @@ class Pipeline:
             ChildSpec(
                 "udp_ingress",
                 lambda box, sup: UdpIngress.start(
-                    box, self.udp, Outlet(decrypt), self.batch_size, **self._kw("udp_ingress", sup)
+                    box,
+                    self.udp,
+                    Outlet(decrypt),
+                    self.batch_size,
+                    **self._supervision_args("udp_ingress", sup),
                 ),
                 self._mailbox("udp_ingress"),
             )
@@ -172,7 +203,9 @@ class Pipeline:
         specs.append(
             ChildSpec(
                 "ticker",
-                lambda box, sup: Ticker.start(box, decrypt, **self._kw("ticker", sup)),
+                lambda box, sup: Ticker.start(
+                    box, decrypt, **self._supervision_args("ticker", sup)
+                ),
                 self._mailbox("ticker"),
             )
         )
@@ -186,7 +219,7 @@ class Pipeline:
 
             def start(box: Mailbox, sup: Supervision) -> pykka.ActorRef[Any]:
                 encrypt = self.mailboxes["encrypt"]
-                kw = self._kw(name, sup)
+                kw = self._supervision_args(name, sup)
                 return Decrypt.start(box, self.udp, out, encrypt, self.config, **kw)
 
         else:
@@ -194,7 +227,7 @@ class Pipeline:
 
             def start(box: Mailbox, sup: Supervision) -> pykka.ActorRef[Any]:
                 return TunReader.start(
-                    box, self.tun, out, self.batch_size, icmp, **self._kw(name, sup)
+                    box, self.tun, out, self.batch_size, icmp, **self._supervision_args(name, sup)
                 )
 
         return ChildSpec(name, start, self.mailboxes[name])
@@ -217,7 +250,7 @@ class Pipeline:
         back = Outlet(self.mailboxes["encrypt" if entry.path == "inbound" else "tun_writer"])
 
         def start(box: Mailbox, sup: Supervision) -> pykka.ActorRef[Any]:
-            fault = self._kw(entry.name, sup)["fault"]
+            fault = self._supervision_args(entry.name, sup)["fault"]
             with wiring(
                 box,
                 out,
@@ -409,3 +442,27 @@ class Pipeline:
 
     def alive(self) -> bool:
         return self.supervisor is not None and self.supervisor.is_alive()
+
+    def failure(self) -> str | None:
+        if self.escalated.is_set():
+            return self.escalation_reason
+        if self.supervisor is not None and not self.supervisor.is_alive():
+            return "the supervisor died"
+        return None
+
+    # -- the device, through the stage that owns it
+
+    def _ask_device(self, message: object, timeout: float) -> Any:
+        try:
+            return self.mailboxes["decrypt"].ask(message, timeout)
+        except (pykka.Timeout, pykka.ActorDeadError):
+            raise DataPlaneTimeout("the WireGuard stage did not answer") from None
+
+    def device_state(self, timeout: float) -> tuple[bytes | None, tuple[PeerState, ...]]:
+        state: tuple[bytes | None, tuple[PeerState, ...]] = self._ask_device(
+            GetDeviceState(), timeout
+        )
+        return state
+
+    def configure(self, request: SetRequest, timeout: float) -> None:
+        self._ask_device(Configure(request), timeout)

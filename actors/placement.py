@@ -150,8 +150,10 @@ class Placement:
     """Applies a ``WGACTORS_CPUS`` value (empty: :func:`default_policy`) to this process;
     :meth:`start` once before the stages start, :meth:`stop` at shutdown."""
 
-    def __init__(self, spec: str, *, single_threaded: bool = False) -> None:
-        self.spec = spec.strip() or default_policy(single_threaded)
+    def __init__(self, spec: str, *, default: str | None = None) -> None:
+        """``default`` is the data plane's own choice when ``spec`` is empty (None: the choice
+        of :func:`default_policy` for a pipeline of threads)."""
+        self.spec = spec.strip() or default or default_policy()
         self.cpu: int | None = None  # compact mode: where the threads are now
         self.applied: frozenset[int] = frozenset()  # a CPU list's CPUs, as the kernel took them
         self.moves = 0
@@ -186,6 +188,7 @@ class Placement:
         us, no /proc, a kernel without affinity) leaves the kernel in charge, with one warning."""
         if self.spec == ALL:
             return
+        allowed: set[int] | None = None
         try:
             allowed = os.sched_getaffinity(0)
             if self.spec != COMPACT:
@@ -208,8 +211,9 @@ class Placement:
                 "{}: cannot confine the threads ({}); the kernel places them", self.spec, e
             )
             self.spec, self.cpu = ALL, None
-            with contextlib.suppress(OSError):
-                confine(allowed)
+            if allowed is not None:  # undo a partial confinement
+                with contextlib.suppress(OSError):
+                    confine(allowed)
             return
         self._thread = thread
         logger.info(

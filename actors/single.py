@@ -1,8 +1,10 @@
-"""The single-threaded mode: the same work in one loop on one thread (the seed's "before").
+"""The single-threaded mode: the same work in one loop on one thread.
 
-It uses the same protocol core (both halves, wired by :class:`~actors.wireguard.Tunnel`) and the
-same I/O objects as the actor pipeline, so comparing the two measures exactly what putting the
-stages on their own threads buys. Custom stages live under the same failure policy
+This is the shape the actor pipeline replaced (connlib's loop before it moved TUN I/O to a
+thread of its own), kept as a data plane of its own: it uses the same protocol core (both
+halves, wired by :class:`~actors.wireguard.Tunnel`) and the same effects layer
+(:mod:`actors.io.effects`) as the pipeline, so comparing the two measures exactly what putting
+the stages on their own threads buys. Custom stages live under the same failure policy
 (:mod:`actors.failure`): a packet error costs the packet, ``on_error = "restart"`` builds a fresh
 instance, and a stage that lets nothing through ends the loop with the reason in
 :attr:`SingleThreaded.escalation_reason` (exit status 3). A stage whose ``on_start`` fails has
@@ -19,35 +21,48 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from itertools import repeat
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from loguru import logger
 
+from .dataplane import DataPlaneSpec, DataPlaneTimeout
 from .failure import ErrorCarry
-from .io.batch import AioWriter
+from .io.effects import Transmitter, TunDelivery
 from .io.tun import TunDevice
 from .io.udp import UdpSocket
-from .io.udp_gso import GroReceiver, GsoSender
+from .io.udp_gso import GroReceiver
 from .mailbox import Mailbox
 from .packet import Packet
 from .pipeline_file import StageEntry, same_entry
+from .placement import ALL
 from .snapshot import ConfigCell, DeviceConfig
 from .stage import Stage, wiring
 from .stages.base import BATCH_SIZE
 from .stages.ticker import TICK_INTERVAL
 from .uapi import SetRequest
-from .wireguard import Deliver, PeerConfig, Transmit, Tunnel
-from .wireguard.actions import DeliverBatch, TransmitBatch
+from .wireguard import PeerConfig, Tunnel
+from .wireguard.actions import Action
 from .wireguard.apply import apply_set
 from .wireguard.device import PeerState
 
-__all__ = ["MAX_PENDING_REQUESTS", "SingleThreaded"]
+__all__ = ["MAX_PENDING_REQUESTS", "STOP_TIMEOUT", "SingleThreaded"]
 
-MAX_PENDING_REQUESTS = 16  # UAPI requests waiting for the loop
+MAX_PENDING_REQUESTS = 16  # requests from other threads (UAPI, reload) waiting for the loop
+STOP_TIMEOUT = 5.0  # seconds stop() waits for the loop to finish its batch and stop its stages
+RELOAD_TIMEOUT = 10.0  # seconds a reload waits for the loop to run it
+STATS_TIMEOUT = 5.0  # seconds a `status` query waits for the loop
+
+_T = TypeVar("_T")
 
 
 class SingleThreaded:
+    """The data plane as one loop on one thread (:class:`actors.dataplane.DataPlane`)."""
+
+    mode: ClassVar[str] = "single-threaded"
+    # One busy thread has no neighbour to share a cache with: the kernel places it.
+    default_placement: ClassVar[str] = ALL
+    switch_interval: ClassVar[float | None] = None
+
     def __init__(
         self,
         *,
@@ -67,6 +82,8 @@ class SingleThreaded:
         self.inbound = [_build(e, self.config) for e in inbound]
         self.outbound = [_build(e, self.config) for e in outbound]
         self.escalation_reason = ""
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         self.tunnel = Tunnel(private_key, peers, now=now)
         self.udp = udp
         self.tun = tun
@@ -75,26 +92,80 @@ class SingleThreaded:
         self.counters: Counter[str] = Counter()
         # The same batched system calls as the actor stages, so the comparison is fair.
         self.reader = tun.make_reader()
-        self.writer = AioWriter(tun.fileno())
+        self.delivery = TunDelivery(tun)
         self.receiver = udp.make_receiver()
-        self.sender = udp.make_sender()
-        # Requests from other threads (UAPI): run by the loop, between batches.
+        self.transmitter = Transmitter(udp)
+        # Requests from other threads (UAPI, reload): run by the loop, between batches.
         self._requests: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue(
             MAX_PENDING_REQUESTS
         )
 
-    def call(self, fn: Callable[[], Any], timeout: float) -> Any:
-        """Run ``fn`` on the loop's thread and return its result (TimeoutError if it does not
-        get there in time)."""
-        future: Future[Any] = Future()
+    @classmethod
+    def from_spec(cls, spec: DataPlaneSpec) -> SingleThreaded:
+        return cls(
+            private_key=spec.private_key,
+            peers=spec.peers,
+            udp=spec.udp,
+            tun=spec.tun,
+            inbound=spec.inbound,
+            outbound=spec.outbound,
+        )
+
+    # -- the DataPlane protocol
+
+    def start(self) -> None:
+        """Run the loop on a thread of its own, so that the daemon's main thread serves
+        signals and watches, as it does for every data plane."""
+        self._thread = threading.Thread(target=self._main, name="wga:loop")
+        self._thread.start()
+
+    def _main(self) -> None:
+        try:
+            self.run(self._stop)
+        except Exception as e:  # a bug of ours: the daemon exits 3 with the reason
+            logger.opt(exception=e).debug("the loop failed")
+            self._escalate(f"the loop failed: {e!r}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(STOP_TIMEOUT)
+            if self._thread.is_alive():
+                logger.warning("the loop did not stop in {} s; abandoning it", STOP_TIMEOUT)
+
+    def failure(self) -> str | None:
+        if self.escalation_reason:
+            return self.escalation_reason
+        thread = self._thread
+        if thread is not None and not thread.is_alive() and not self._stop.is_set():
+            return "the loop ended unexpectedly"
+        return None
+
+    def device_state(self, timeout: float) -> tuple[bytes | None, tuple[PeerState, ...]]:
+        return self.call(self._device_state, timeout)
+
+    def configure(self, request: SetRequest, timeout: float) -> None:
+        self.call(lambda: self._configure(request), timeout)
+
+    def reload(self, inbound: Sequence[StageEntry], outbound: Sequence[StageEntry]) -> str:
+        """Swap the custom stages, on the loop's thread, between batches."""
+        return self.call(lambda: self._swap_stages(inbound, outbound), RELOAD_TIMEOUT)
+
+    def call(self, fn: Callable[[], _T], timeout: float) -> _T:
+        """Run ``fn`` on the loop's thread and return its result (DataPlaneTimeout if it does
+        not get there in time)."""
+        thread = self._thread
+        if thread is not None and not thread.is_alive():
+            raise DataPlaneTimeout("the loop has stopped")
+        future: Future[_T] = Future()
         try:
             self._requests.put((fn, future), timeout=timeout)
         except queue.Full:
-            raise TimeoutError from None
+            raise DataPlaneTimeout("the loop did not answer") from None
         try:
             return future.result(timeout)
         except FutureTimeout:
-            raise TimeoutError from None
+            raise DataPlaneTimeout("the loop did not answer") from None
 
     def _serve_requests(self) -> None:
         for _ in range(MAX_PENDING_REQUESTS):
@@ -107,43 +178,23 @@ class SingleThreaded:
             except Exception as e:
                 future.set_exception(e)
 
-    def configure(self, request: SetRequest) -> None:
+    def _configure(self, request: SetRequest) -> None:
         now = time.monotonic()
-        self._do(
+        self._carry_out(
             self.tunnel.apply(lambda device: apply_set(device, request, now), now, time.time())
         )
         device = self.tunnel.device
         self.config.publish(DeviceConfig(device.private_key, tuple(device.configs())))
 
-    def device_state(self) -> tuple[bytes | None, tuple[PeerState, ...]]:
+    def _device_state(self) -> tuple[bytes | None, tuple[PeerState, ...]]:
         device = self.tunnel.device
         return device.private_key, tuple(device.peer_states())
 
-    def _do(self, actions: Sequence[Transmit | Deliver | TransmitBatch | DeliverBatch]) -> None:
-        drops = self.drops
+    def _carry_out(self, actions: Sequence[Action]) -> None:
+        """Send the datagrams, pass the delivered packets through the inbound stages to the
+        TUN device, and send what those stages answered the peer."""
         delivered: list[Packet] = []
-        datagrams: list[tuple[bytes, bytes]] = []
-        host = self.udp.kernel_host
-        for action in actions:
-            if isinstance(action, TransmitBatch | Transmit):
-                h, port = action.endpoint
-                try:
-                    addr = self.sender.sendable(host(h), port)
-                except (OSError, ValueError):
-                    drops["bad_endpoint"] += (
-                        len(action.datagrams) if isinstance(action, TransmitBatch) else 1
-                    )
-                    continue
-                if isinstance(action, TransmitBatch):
-                    datagrams += zip(action.datagrams, repeat(addr))
-                else:
-                    datagrams.append((action.data, addr))
-            elif isinstance(action, DeliverBatch):
-                delivered += action.packets
-            else:
-                delivered.append(action.packet)
-        if datagrams:
-            self.sender.send(datagrams, drops)
+        self.transmitter.carry_out(actions, self.drops, delivered, [])
         if not delivered:
             return
         replies: list[Packet] = []
@@ -151,18 +202,10 @@ class SingleThreaded:
             delivered = self._through("inbound", i, delivered, replies)
         self._write([p.data for p in delivered])
         if replies:  # an inbound stage's answers go to the peer; they yield only datagrams
-            self._do(self.tunnel.send_batch(replies, time.monotonic()))
+            self._carry_out(self.tunnel.send_batch(replies, time.monotonic(), time.time()))
 
     def _write(self, datas: list[bytes]) -> None:
-        frames = self.tun.frames(datas)  # with GRO, a run of one TCP flow in one buffer
-        for (_, count, _), reason in zip(
-            frames, self.writer.write([f for f, _, _ in frames]), strict=True
-        ):
-            if reason is not None:
-                self.drops[reason] += count
-            elif count > 1:
-                self.counters["gro_frames"] += 1
-                self.counters["gro_packets"] += count
+        self.delivery.write(datas, self.drops, self.counters)
 
     def run(self, stop: threading.Event) -> None:
         started: list[Stage] = []
@@ -178,7 +221,7 @@ class SingleThreaded:
             for stage in self.inbound + self.outbound if running else started:
                 _stop(stage)
             self.reader.close()
-            self.writer.close()
+            self.delivery.close()
 
     def _start(self, stage: Stage) -> bool:
         try:
@@ -223,9 +266,9 @@ class SingleThreaded:
             if fresh.errors.stalled is not None:
                 self._escalate(fresh.errors.stalled)
 
-    def reload(self, inbound: Sequence[StageEntry], outbound: Sequence[StageEntry]) -> str:
-        """Swap the custom stages (on the loop's thread, between batches): unchanged entries
-        keep their instance and state, others get a started new one; what changed, in one line."""
+    def _swap_stages(self, inbound: Sequence[StageEntry], outbound: Sequence[StageEntry]) -> str:
+        """Unchanged entries keep their instance and state, others get a started new one; what
+        changed, in one line. Runs on the loop's thread."""
         changes = []
         for path, new in (("inbound", list(inbound)), ("outbound", list(outbound))):
             old = self.entries[path]
@@ -267,7 +310,7 @@ class SingleThreaded:
                 if fd == udp_fd:
                     batch = self.udp.read_batch(self.batch_size, self.drops, self.receiver)
                     self.counters["datagrams_in"] += len(batch)
-                    self._do(tunnel.receive_batch(batch, now, wall))
+                    self._carry_out(tunnel.receive_batch(batch, now, wall))
                 elif fd == tun_fd:
                     too_big: list[Packet] = []
                     packets = self.tun.read_batch(
@@ -281,28 +324,32 @@ class SingleThreaded:
                         packets = self._through("outbound", i, packets, answers)
                     if answers:  # an outbound stage's answers go to the local host
                         self._write([reply.data for reply in answers])
-                    self._do(tunnel.send_batch(packets, now, wall))
+                    self._carry_out(tunnel.send_batch(packets, now, wall))
             self._serve_requests()
             now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + TICK_INTERVAL
-                self._do(tunnel.update_timers(now, time.time()))
+                self._carry_out(tunnel.update_timers(now, time.time()))
 
     def _udp_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        if isinstance(self.sender, GsoSender):
-            counts["udp_gso_sends"] = self.sender.runs_sent
-            counts["udp_gso_datagrams"] = self.sender.runs_datagrams
+        counts = self.transmitter.offload_counts()
         if isinstance(self.receiver, GroReceiver):
             counts["udp_gro_receives"] = self.receiver.runs_received
             counts["udp_gro_datagrams"] = self.receiver.runs_datagrams
         return counts
 
-    def stats(self) -> list[dict[str, object]]:
+    def stats(self) -> list[dict[str, Any]]:
+        """The counters, read on the loop's thread while it runs (here once it has ended)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return self._stats()
+        return self.call(self._stats, STATS_TIMEOUT)
+
+    def _stats(self) -> list[dict[str, Any]]:
         drops = Counter(self.drops)
         drops.update(self.tunnel.device.drops)
         drops.update(self.tunnel.encryptor.drops)
-        out: list[dict[str, object]] = [
+        out: list[dict[str, Any]] = [
             {
                 "name": "single",
                 **dict(self.counters),

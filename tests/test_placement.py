@@ -15,6 +15,7 @@ import pytest
 from actors.placement import (
     ALL,
     COMPACT,
+    KERNEL_PLACEMENT,
     CpuTimes,
     Placement,
     confine,
@@ -178,8 +179,8 @@ def test_the_default_is_compact_for_actors_under_a_gil_and_all_otherwise(
     monkeypatch.setattr(sys, "_is_gil_enabled", lambda: True, raising=False)
     assert Placement("").spec == COMPACT
     # the single loop's one busy thread has no neighbour to share a CPU with
-    assert Placement("", single_threaded=True).spec == ALL
-    assert Placement(COMPACT, single_threaded=True).spec == COMPACT
+    assert Placement("", default=ALL).spec == ALL
+    assert Placement(COMPACT, default=ALL).spec == COMPACT
 
 
 def test_a_cpu_list_confines_every_thread(restore_affinity: set[int]) -> None:
@@ -231,3 +232,23 @@ def test_a_refused_placement_leaves_the_kernel_in_charge(
         placement.start()  # no exception
         assert placement.spec == ALL and placement._thread is None
         assert os.SCHED_BATCH not in _policies()
+
+
+@pytest.mark.parametrize("spec", [COMPACT, "0"])
+def test_start_survives_a_kernel_that_will_not_say_where_threads_may_run(
+    monkeypatch: pytest.MonkeyPatch, spec: str
+) -> None:
+    """sched_getaffinity itself failing (no affinity support, a seccomp filter) must leave the
+    kernel in charge with one warning, not raise from the clean-up path."""
+
+    def refuse(pid: int) -> set[int]:
+        raise OSError(38, "Function not implemented")
+
+    confined: list[set[int]] = []
+    monkeypatch.setattr(os, "sched_getaffinity", refuse)
+    monkeypatch.setattr("actors.placement.confine", lambda cpus: confined.append(set(cpus)))
+    placement = Placement(spec)
+    placement.start()
+    assert (placement.spec, placement.cpu, confined) == (ALL, None, [])
+    assert placement.description == KERNEL_PLACEMENT
+    placement.stop()

@@ -15,6 +15,7 @@ from operator import attrgetter, itemgetter
 from typing import Any
 
 from ..gcpause import gc_paused, settle_after
+from ..io.effects import Transmitter
 from ..io.udp import UdpSocket
 from ..mailbox import Mailbox
 from ..packet import Packet
@@ -23,14 +24,11 @@ from ..stats import StageSnapshot
 from ..uapi import SetRequest
 from ..wireguard.actions import (
     Action,
-    Deliver,
-    DeliverBatch,
     HandshakeWanted,
     PeerEndpoint,
     PeerRemoved,
     SendKeysUpdate,
     Sent,
-    Transmit,
 )
 from ..wireguard.allowedips import RouteChanges
 from ..wireguard.apply import apply_set
@@ -89,9 +87,12 @@ class Decrypt(PipelineActor):
         self.encrypt = encrypt
         self.config = config
         self.device: Device | None = None
+        self.transmitter: Transmitter | None = None
         self.tracker = ConfigTracker(config.get())
 
     def on_start(self) -> None:
+        # Handshake replies and cookie replies leave from here, batched like the data path.
+        self.transmitter = Transmitter(self.udp)
         # A new incarnation starts from the configuration, with no sessions: the encrypt stage
         # must forget keys whose receive half died with the previous incarnation, and the next
         # packet it has to send starts a fresh handshake.
@@ -142,25 +143,18 @@ class Decrypt(PipelineActor):
         return None
 
     def _dispatch(self, actions: list[Any]) -> None:
+        assert self.transmitter is not None
         delivered: list[Packet] = []
-        drops = self.stats.drops
+        events: list[Action] = []
+        self.transmitter.carry_out(actions, self.stats.drops, delivered, events)
         onward: list[Action] = []
         routes: list[Any] = []
-        for action in actions:
-            kind = type(action)
-            if kind is DeliverBatch:
-                delivered += action.packets
-            elif kind is Deliver:
-                delivered.append(action.packet)
-            elif kind is Transmit:
-                reason = self.udp.send(action.data, action.endpoint)
-                if reason is not None:
-                    drops[reason] += 1
-            elif kind is RouteChanges:
+        for action in events:
+            if isinstance(action, RouteChanges):
                 self.tracker.mark(action.owners())
                 routes += action.entries
             else:
-                if kind is PeerEndpoint or kind is PeerRemoved:
+                if isinstance(action, PeerEndpoint | PeerRemoved):
                     self.tracker.mark((action.peer,))
                 onward.append(action)
         if routes:

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from itertools import repeat
 from operator import attrgetter
 from typing import Any
 
-from ..io.batch import MmsgSender
+from ..io.effects import Transmitter
 from ..io.udp import UdpSocket
-from ..io.udp_gso import GsoSender
 from ..mailbox import Mailbox
 from ..snapshot import ConfigCell
 from ..stats import StageSnapshot
 from ..wireguard.actions import (
+    Action,
     HandshakeWanted,
     PeerEndpoint,
     PeerRemoved,
@@ -29,8 +28,6 @@ from ..wireguard.actions import (
     SendKeysUpdate,
     Sent,
     StagedDropped,
-    Transmit,
-    TransmitBatch,
     TunnelReply,
 )
 from ..wireguard.allowedips import AllowedIPs
@@ -67,7 +64,7 @@ class Encrypt(PipelineActor):
         self.decrypt = decrypt
         self.config = config
         self.encryptor = Encryptor()
-        self.sender: MmsgSender
+        self.transmitter: Transmitter
 
     def _sync_from_config(self) -> None:
         # Routes and endpoints straight from the configuration, so that no packet meets an empty
@@ -103,45 +100,25 @@ class Encrypt(PipelineActor):
         return super().on_control(message)
 
     def on_start(self) -> None:
-        self.sender = self.udp.make_sender()  # with UDP GSO where the kernel has it
+        self.transmitter = Transmitter(self.udp)
         self._sync_from_config()
 
     def _dispatch(self, actions: list[Any]) -> None:
         stats = self.stats
-        sender = self.sender
-        host = self.udp.kernel_host
-        datagrams: list[tuple[bytes, bytes]] = []
-        # Told to the decrypt stage after the datagrams are sent, not before: a tell can wake
-        # that stage, and the packet on its way out should not wait behind its bookkeeping.
-        to_decrypt: list[Any] = []
-        for action in actions:
-            kind = type(action)
-            if kind is TransmitBatch or kind is Transmit:
-                (h, port) = action.endpoint
-                try:
-                    addr = sender.sendable(host(h), port)
-                except (OSError, ValueError):
-                    count = len(action.datagrams) if kind is TransmitBatch else 1
-                    stats.drops["bad_endpoint"] += count
-                    continue
-                if kind is TransmitBatch:
-                    datagrams += zip(action.datagrams, repeat(addr))
-                else:
-                    datagrams.append((action.data, addr))
-            elif kind is HandshakeWanted or kind is Sent:
-                to_decrypt.append(action)
+        events: list[Action] = []
         try:
-            if datagrams:
-                # One sendmmsg per batch: one GIL hand-off instead of one per datagram.
-                before = sender.bytes_sent
-                stats.packets_out += sender.send(datagrams, stats.drops)
-                stats.bytes_out += sender.bytes_sent - before
-                if isinstance(sender, GsoSender):
-                    stats.extra["udp_gso_sends"] = sender.runs_sent
-                    stats.extra["udp_gso_datagrams"] = sender.runs_datagrams
-        finally:  # the timers and handshakes hear of it even if sending failed
-            for action in to_decrypt:
-                self.decrypt.tell(action)
+            # One sendmmsg per batch: one GIL hand-off instead of one per datagram.
+            sent, nbytes = self.transmitter.carry_out(actions, stats.drops, [], events)
+            stats.packets_out += sent
+            stats.bytes_out += nbytes
+            stats.extra.update(self.transmitter.offload_counts())
+        finally:
+            # The timers and handshakes hear of it even if sending failed, and only after the
+            # datagrams are out: a tell can wake that stage, and the packets on their way out
+            # should not wait behind its bookkeeping.
+            for event in events:
+                if isinstance(event, HandshakeWanted | Sent):
+                    self.decrypt.tell(event)
 
     def snapshot(self) -> StageSnapshot:
         saved = self.stats.drops

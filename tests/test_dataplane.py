@@ -1,0 +1,35 @@
+"""One data-plane protocol, one factory: the daemon names a mode and gets a DataPlane."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from actors.dataplane import DataPlane
+from actors.modes import ACTORS, MODES, SINGLE_THREADED, make_data_plane
+from actors.pipeline import Pipeline
+from actors.single import SingleThreaded
+
+PROTOCOL_METHODS = ("start", "stop", "failure", "reload", "device_state", "configure", "stats")
+
+
+def test_every_mode_is_built_by_the_factory_and_names_itself() -> None:
+    assert dict(MODES) == {ACTORS: Pipeline.from_spec, SINGLE_THREADED: SingleThreaded.from_spec}
+    assert (Pipeline.mode, SingleThreaded.mode) == ("actors", "single-threaded")
+
+
+@pytest.mark.parametrize("cls", [Pipeline, SingleThreaded])
+def test_each_implementation_has_the_protocols_methods_with_its_signatures(cls: type) -> None:
+    for name in PROTOCOL_METHODS:
+        want = inspect.signature(getattr(DataPlane, name))
+        have = inspect.signature(getattr(cls, name))
+        assert list(have.parameters)[: len(want.parameters)] == list(want.parameters), name
+        # extra parameters (a pipeline's drain timeout) must have defaults
+        extra = list(have.parameters.values())[len(want.parameters) :]
+        assert all(p.default is not p.empty for p in extra), name
+
+
+def test_an_unknown_mode_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="expected one of actors, single-threaded"):
+        make_data_plane("workers", None)  # type: ignore[arg-type]
