@@ -205,11 +205,13 @@ class Daemon:
         self.reloader.after = self._reloaded
         server = UapiServer(spec.name, controller)
         metrics_server: MetricsServer | None = None
+        serving = False
         try:
             try:
                 server.start()
-            except OSError as e:
+            except OSError as e:  # the socket may be another daemon's: leave it alone
                 return self._setup_failed(f"cannot serve {server.path}: {e.strerror or e}", report)
+            serving = True
             try:
                 metrics_server = self._start_metrics()
             except OSError as e:
@@ -244,7 +246,8 @@ class Daemon:
             # socket to vanish (wg-quick down, then up again) finds both free.
             udp.close()
             tun.close()
-            server.stop()
+            if serving:
+                server.stop()
         return self.status
 
     def _setup_failed(self, reason: str, report: Callable[[str | None], None]) -> int:
