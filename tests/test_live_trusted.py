@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,9 @@ TRANSFER = 20 * 1024 * 1024
 EXIT_DEADLINE = 10.0  # seconds from the first failing packet to exit status 3
 RELOADS = 5
 RELOAD_WAIT = 10.0  # seconds one reload may take before the test fails
-RELOAD_PINGS = 1000  # at 10 ms: longer than the reloads take, however loaded the machine
+PCAP_HEADER = 24  # bytes of a pcap file before its first record
+RELOAD_PING_CHUNK = 100  # pings per ping run of the pinger that spans the reloads
+RELOAD_PING_RUNS = 200  # bound on those runs (at 10 ms each, far more than the reloads take)
 
 
 def start(netns_pair, tmp_path: Path, iface: str, pipeline: str, *extra: str):
@@ -66,6 +69,51 @@ def ping_count(ns: Netns, count: int, interval: str = "0.01") -> tuple[int, int]
     found = re.search(r"(\d+) packets transmitted, (\d+) received", out)
     assert found, out
     return int(found.group(1)), int(found.group(2))
+
+
+class Pinger:
+    """Pings without a gap until told to stop, in runs of ``chunk`` pings, so that it lasts as
+    long as the work it spans however loaded the machine is, and every echo sent is waited for
+    (a ping interrupted mid-run would lose the one in flight). Bounded by ``max_runs``."""
+
+    def __init__(self, ns: Netns, chunk: int, max_runs: int) -> None:
+        self.ns, self.chunk, self.max_runs = ns, chunk, max_runs
+        self.sent = self.received = self.runs = 0
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self.started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Pinger:
+        self._thread.start()
+        assert self.started.wait(RELOAD_WAIT), "the pinger did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self._thread.join(RELOAD_WAIT + 5)
+
+    def _run(self) -> None:
+        try:
+            while self.runs < self.max_runs:
+                self.started.set()
+                sent, received = ping_count(self.ns, self.chunk)
+                self.sent += sent
+                self.received += received
+                self.runs += 1
+                if self.done.is_set():
+                    return
+        except BaseException as e:  # shown by finish(), on the test's thread
+            self.error = e
+
+    def finish(self) -> tuple[int, int, int]:
+        """Stop after the current run; (runs, sent, received)."""
+        self.done.set()
+        self._thread.join(RELOAD_WAIT + 5)
+        assert not self._thread.is_alive(), "the last ping run did not end"
+        if self.error is not None:
+            raise self.error
+        return self.runs, self.sent, self.received
 
 
 def error_lines(log: str) -> list[str]:
@@ -218,38 +266,39 @@ def test_sighup_reloads_stages_in_place_without_losing_a_ping(
             assert ping_count(netns_pair.a, 1, "0.2")[1] == 1, daemon.log()
             handshake = _latest_handshake(netns_pair.a, "wgt5")
             assert handshake > 0
-            pinger = netns_pair.a.popen(
-                "ping", "-q", "-i", "0.01", "-W", "1", "-c", RELOAD_PINGS, B4,
-                stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            assert daemon.proc is not None
-            for i in range(RELOADS):
-                time.sleep(0.5)
-                pipe.write_text((_pipeline_b if i % 2 == 0 else _pipeline_a)(
-                    pcap_b if i % 2 == 0 else pcap_a
-                ))  # fmt: skip
-                daemon.proc.send_signal(signal.SIGHUP)
-                wait_for_log(daemon, "reloaded in", i + 1)
-                names = list(status(netns_pair.a, "wgt5"))
-                assert ("firewall" in names) == (i % 2 == 0), names
-                if i == 2:  # `up` mode: the wg-quick file is re-read too, like `wg syncconf`
-                    _, extra_pub = gen_keypair()
-                    with daemon.conf.open("a") as conf:
-                        conf.write(
-                            f"\n[Peer]\nPublicKey = {extra_pub}\nAllowedIPs = 10.99.7.0/24\n"
-                        )
-                if i == 1:  # a bad file in between changes nothing
-                    pipe.write_text('[[inbound]]\nuse = "no_such_module:Stage"\n')
+            with Pinger(netns_pair.a, RELOAD_PING_CHUNK, RELOAD_PING_RUNS) as pinger:
+                assert daemon.proc is not None
+                for i in range(RELOADS):
+                    pipe.write_text((_pipeline_b if i % 2 == 0 else _pipeline_a)(
+                        pcap_b if i % 2 == 0 else pcap_a
+                    ))  # fmt: skip
                     daemon.proc.send_signal(signal.SIGHUP)
-                    wait_for_log(daemon, "reload refused", 1)
-                    assert list(status(netns_pair.a, "wgt5")) == names
-            assert pinger.poll() is None, "the pings ended before the reloads did"
-            out, _ = pinger.communicate(timeout=60)
-            found = re.search(r"(\d+) packets transmitted, (\d+) received", out)
-            assert found, out
-            sent, received = int(found.group(1)), int(found.group(2))
+                    wait_for_log(daemon, "reloaded in", i + 1)
+                    # each phase carries pings: its capture grows before the next reload
+                    wait_for_growth(pcap_b if i % 2 == 0 else pcap_a, daemon)
+                    names = list(status(netns_pair.a, "wgt5"))
+                    assert ("firewall" in names) == (i % 2 == 0), names
+                    if i == 2:  # `up` mode: the wg-quick file is re-read too, like `wg syncconf`
+                        _, extra_pub = gen_keypair()
+                        with daemon.conf.open("a") as conf:
+                            conf.write(
+                                f"\n[Peer]\nPublicKey = {extra_pub}\nAllowedIPs = 10.99.7.0/24\n"
+                            )
+                    if i == 1:  # a bad file in between changes nothing
+                        pipe.write_text('[[inbound]]\nuse = "no_such_module:Stage"\n')
+                        daemon.proc.send_signal(signal.SIGHUP)
+                        wait_for_log(daemon, "reload refused", 1)
+                        assert list(status(netns_pair.a, "wgt5")) == names
+                assert not pinger.done.is_set() and pinger.runs < pinger.max_runs, (
+                    "the pings ended before the reloads did"
+                )
+                runs, sent, received = pinger.finish()
             log = daemon.log()
-            assert sent == RELOAD_PINGS and received == sent, (out, log[-3000:])
+            assert sent == runs * RELOAD_PING_CHUNK and received == sent, (
+                sent,
+                received,
+                log[-3000:],
+            )
             assert _latest_handshake(netns_pair.a, "wgt5") == handshake
             peers = netns_pair.a.run("wg", "show", "wgt5", "peers").stdout.split()
             assert extra_pub in peers and len(peers) == 2
@@ -266,6 +315,15 @@ def test_sighup_reloads_stages_in_place_without_losing_a_ping(
         # supervisor starts, so each file holds only its last phase)
     finally:
         wggo.stop()
+
+
+def wait_for_growth(path: Path, daemon: Wgactors) -> None:
+    """Until ``path`` holds more than it does now (and more than a pcap file header)."""
+    start = path.stat().st_size if path.exists() else 0
+    deadline = time.monotonic() + RELOAD_WAIT
+    while not path.exists() or path.stat().st_size <= max(start, PCAP_HEADER):
+        assert time.monotonic() < deadline, (path, daemon.log()[-3000:])
+        time.sleep(0.02)
 
 
 def wait_for_log(daemon: Wgactors, text: str, count: int) -> None:
