@@ -164,7 +164,8 @@ def test_restart_types(tree_factory) -> None:
     tree.boxes["b"].push(("quit",))  # transient, normal exit: not restarted
     tree.boxes["c"].push(("quit",))  # permanent, normal exit: restarted
     wait_for(lambda: tree.incarnations()["c"] == 2)
-    time.sleep(0.1)
+    wait_for(lambda: not tree.stats()["a"]["alive"] and not tree.stats()["b"]["alive"])
+    time.sleep(0.1)  # a wrong restart of a or b would come within the first backoff
     stats = tree.stats()
     assert (stats["a"]["alive"], stats["a"]["incarnation"]) == (False, 1)
     assert (stats["b"]["alive"], stats["b"]["incarnation"]) == (False, 1)
