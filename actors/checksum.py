@@ -17,8 +17,6 @@ __all__ = [
     "internet_checksum",
     "ones_sum",
     "pseudo_header_sum",
-    "pseudo_sum",
-    "raw_sum",
     "valid",
 ]
 
@@ -27,14 +25,14 @@ _MOD = 0xFFFF
 
 def ones_sum(data: bytes | bytearray | memoryview) -> int:
     """The 16-bit ones' complement sum of ``data`` (an odd length is padded with a zero byte),
-    in 0..0xFFFF. Sums of parts combine with :func:`_add`-style folding: see
-    :func:`internet_checksum`'s ``initial``."""
-    if len(data) % 2:
-        data = bytes(data) + b"\0"
+    in 0..0xFFFF. Sums of parts add up: pass one to :func:`internet_checksum` as its
+    ``initial``, or add several and finish with :func:`finish` or :func:`fold`."""
     n = int.from_bytes(data, "big")
-    s = n % 0xFFFF
+    if len(data) & 1:
+        n <<= 8
+    s = n % _MOD
     if s == 0 and n != 0:
-        return 0xFFFF
+        return _MOD
     return s
 
 
@@ -60,21 +58,9 @@ def pseudo_header_sum(src: bytes, dst: bytes, protocol: int, length: int) -> int
     return ones_sum(src + dst + tail)
 
 
-# -- Sums kept modulo 0xFFFF, for the offload paths (actors/io/gso.py), which add the sums of
-# pieces (headers, payload slices) and complete partial checksums: there the 0/0xFFFF
-# distinction is made once, at the end, by finish() or fold().
-
-
-def raw_sum(data: bytes | bytearray | memoryview) -> int:
-    """The one's-complement sum of ``data`` modulo 0xFFFF (an odd tail is padded with zero)."""
-    if len(data) & 1:
-        return (int.from_bytes(data, "big") << 8) % _MOD
-    return int.from_bytes(data, "big") % _MOD
-
-
-def pseudo_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:
-    """The sum of the TCP/UDP pseudo header (IPv4 or IPv6: the layout differs, the sum does not)."""
-    return (int.from_bytes(src + dst, "big") + proto + length) % _MOD
+# -- Sums of pieces, for the offload paths (actors/io/gso.py), which add the sums of headers
+# and payload slices and complete partial checksums: any sum congruent modulo 0xFFFF will do
+# there, and the 0/0xFFFF distinction is made once, at the end, by finish() or fold().
 
 
 def finish(total: int) -> int:

@@ -66,6 +66,12 @@ _SKIPPED_EXTENSIONS = frozenset({PROTO_HOPOPT, PROTO_IPV6_ROUTE, PROTO_IPV6_OPTS
 _MAX_EXTENSION_HEADERS = 8
 # Transports whose header starts with 16-bit source and destination ports.
 _PORT_PROTOCOLS = frozenset({PROTO_TCP, PROTO_UDP, PROTO_SCTP, PROTO_UDPLITE})
+_ECHO_TYPES_V4 = frozenset({0, 8})  # echo reply, echo request
+_ECHO_TYPES_V6 = frozenset({128, 129})
+# Bytes an edit may not change: version and header length, total length, protocol (IPv4);
+# version, payload length, next header (IPv6).
+_LAYOUT_BYTES_V4 = (0, 2, 3, 9)
+_LAYOUT_BYTES_V6 = (0, 4, 5, 6)
 
 _PROTOCOL_NAMES = {
     PROTO_HOPOPT: "hopopt",
@@ -438,6 +444,28 @@ class Packet:
         return self.data[offset + 1]
 
     @property
+    def icmp_id(self) -> int | None:
+        """The identifier of an ICMP or ICMPv6 echo request or reply, or None for other
+        packets (what ``ping`` numbers its run with)."""
+        offset = self._echo_offset()
+        return None if offset is None else int.from_bytes(self.data[offset + 4 : offset + 6])
+
+    @property
+    def icmp_seq(self) -> int | None:
+        """The sequence number of an ICMP or ICMPv6 echo request or reply, or None."""
+        offset = self._echo_offset()
+        return None if offset is None else int.from_bytes(self.data[offset + 6 : offset + 8])
+
+    def _echo_offset(self) -> int | None:
+        proto, offset = self._transport()
+        if offset is None or offset + 8 > len(self.data):
+            return None
+        kinds = _ECHO_TYPES_V4 if proto == PROTO_ICMP else _ECHO_TYPES_V6
+        if proto not in (PROTO_ICMP, PROTO_ICMPV6) or self.data[offset] not in kinds:
+            return None
+        return offset
+
+    @property
     def tcp_flags(self) -> int | None:
         """The TCP flag bits (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, ...), or None."""
         proto, offset = self._transport()
@@ -493,6 +521,42 @@ class Packet:
         if touches_transport and offset is not None:
             fix_transport_checksum(data, proto, offset)
         return Packet(bytes(data), self.peer)
+
+    def edit(self, offset: int, data: bytes | bytearray | memoryview) -> Packet:
+        """A copy with ``data`` written over the bytes at ``offset`` (counted from the start of
+        the IP header) and every checksum fixed: the IPv4 header's and the transport's.
+
+        For changes :meth:`replace` has no name for: a TCP option, a DNS answer, an ICMP body.
+        The size stays: an edit that would run past the end, or that touches what says how the
+        packet is laid out (version, header length, total or payload length, protocol or next
+        header), raises :class:`PacketError`, and so does an edit of a fragment's transport
+        bytes or addresses (its transport checksum covers bytes this packet does not hold).
+        The peer is kept.
+        """
+        new = bytes(data)
+        end = offset + len(new)
+        if offset < 0 or end > len(self.data):
+            raise PacketError(
+                f"bytes {offset}..{end} are not inside a {len(self.data)}-byte packet"
+            )
+        v4 = self.data[0] >> 4 == 4
+        for at in _LAYOUT_BYTES_V4 if v4 else _LAYOUT_BYTES_V6:
+            if offset <= at < end and self.data[at] != new[at - offset]:
+                raise PacketError(f"byte {at} says how the packet is laid out: use build.ip")
+        proto, transport = self._transport()
+        addresses = (12, 20) if v4 else (8, 40)
+        touches_transport = (transport is not None and end > transport) or (
+            offset < addresses[1] and end > addresses[0]
+        )
+        if touches_transport and self.is_fragment:
+            raise PacketError("cannot change addresses or transport bytes of a fragment")
+        buf = bytearray(self.data)
+        buf[offset:end] = new
+        if v4:
+            fix_ipv4_header_checksum(buf)
+        if touches_transport and transport is not None:
+            fix_transport_checksum(buf, proto, transport)
+        return Packet(bytes(buf), self.peer)
 
 
 AddressLike = str | bytes | ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -29,7 +29,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from ..checksum import finish, fold, pseudo_sum, raw_sum, valid
+from ..checksum import finish, fold, ones_sum, pseudo_header_sum, valid
 from ..packet import MAX_PACKET_SIZE
 
 __all__ = [
@@ -95,7 +95,7 @@ def _complete(pkt: bytes, start: int, offset: int) -> bytes:
     at = start + offset
     if at + 2 > len(pkt) or start < 20:
         raise GsoError("checksum offsets outside the packet")
-    total = raw_sum(memoryview(pkt)[start:])  # includes the pseudo sum already in the field
+    total = ones_sum(memoryview(pkt)[start:])  # includes the pseudo sum already in the field
     return pkt[:at] + _U16.pack(finish(total)) + pkt[at + 2 :]
 
 
@@ -129,7 +129,7 @@ def _ip_header(ip: bytes, v6: bool, total_len: int, index: int, l4: int) -> byte
     ident = (_U16.unpack_from(ip, 4)[0] + index) & 0xFFFF
     head = ip[:2] + _U16.pack(total_len) + _U16.pack(ident) + ip[6:10]
     rest = ip[12:l4]
-    csum = finish(raw_sum(head + b"\0\0" + rest))
+    csum = finish(ones_sum(head + b"\0\0" + rest))
     return head + _U16.pack(csum) + rest
 
 
@@ -148,8 +148,8 @@ def _split_tcp(pkt: bytes, l4: int, gso_size: int, max_size: int) -> list[bytes]
     # Everything a segment's checksum shares, summed once: the pseudo header but its length,
     # the TCP header but sequence number and flags. Per segment: those, the length, the data.
     tcp_base = (
-        pseudo_sum(src, dst, _TCP, hdr_len - l4)
-        + raw_sum(ports + tcp[8:12] + window + rest)
+        pseudo_header_sum(src, dst, _TCP, hdr_len - l4)
+        + ones_sum(ports + tcp[8:12] + window + rest)
         + (tcp[12] << 8)
     )
     if v6:
@@ -159,7 +159,7 @@ def _split_tcp(pkt: bytes, l4: int, gso_size: int, max_size: int) -> list[bytes]
         ip_head, ip_tail = ip[:2], ip[6:10]
         ip_rest = ip[12:]
         ident0 = _U16.unpack_from(ip, 4)[0]
-        ip_base = raw_sum(ip_head + b"\0\0\0\0" + ip_tail + b"\0\0" + ip_rest)
+        ip_base = ones_sum(ip_head + b"\0\0\0\0" + ip_tail + b"\0\0" + ip_rest)
     payload = memoryview(pkt)[hdr_len:]
     n = len(payload)
     out: list[bytes] = []
@@ -198,14 +198,14 @@ def _split_udp(pkt: bytes, l4: int, gso_size: int, max_size: int) -> list[bytes]
     if hdr_len + gso_size > max_size or gso_size < 1:
         raise GsoError(f"UDP GSO segment of {gso_size} bytes does not fit a packet")
     ip, ports = pkt[:l4], pkt[l4 : l4 + 4]
-    addr_sum = pseudo_sum(src, dst, _UDP, 0) + raw_sum(ports)
+    addr_sum = pseudo_header_sum(src, dst, _UDP, 0) + ones_sum(ports)
     payload = memoryview(pkt)[hdr_len:]
     out: list[bytes] = []
     for index, off in enumerate(range(0, len(payload), gso_size)):
         chunk = payload[off : off + gso_size]
         length = 8 + len(chunk)
         # the length is counted twice: once in the pseudo header, once in the UDP header
-        csum = _U16.pack(finish(addr_sum + 2 * length + raw_sum(chunk)))
+        csum = _U16.pack(finish(addr_sum + 2 * length + ones_sum(chunk)))
         out.append(
             _ip_header(ip, v6, hdr_len + len(chunk), index, l4)
             + ports
@@ -286,10 +286,10 @@ class _Run:
         else:
             head = first[:2] + _U16.pack(self.size) + first[4:10]
             rest = first[12:l4]
-            ip = head + _U16.pack(finish(raw_sum(head + b"\0\0" + rest))) + rest
+            ip = head + _U16.pack(finish(ones_sum(head + b"\0\0" + rest))) + rest
             src, dst, gso_type = first[12:16], first[16:20], GSO_TCPV4
         flags = first[l4 + 13] | (_PSH if self.psh else 0)
-        partial = fold(pseudo_sum(src, dst, _TCP, self.size - l4))
+        partial = fold(pseudo_header_sum(src, dst, _TCP, self.size - l4))
         tcp = (
             first[l4 : l4 + 13]
             + bytes((flags,))
@@ -307,7 +307,7 @@ class _Run:
 
 def _tcp_valid(pkt: bytes, l4: int, v6: bool) -> bool:
     src, dst = (pkt[8:24], pkt[24:40]) if v6 else (pkt[12:16], pkt[16:20])
-    return valid(pseudo_sum(src, dst, _TCP, len(pkt) - l4) + raw_sum(memoryview(pkt)[l4:]))
+    return valid(pseudo_header_sum(src, dst, _TCP, len(pkt) - l4) + ones_sum(memoryview(pkt)[l4:]))
 
 
 def _candidate(pkt: bytes) -> tuple[bytes, int, int, int, bool] | None:
