@@ -25,8 +25,8 @@ from typing import Any
 from loguru import logger
 
 from .failure import ErrorCarry
-from .io.batch import AioWriter
 from .io.tun import TunDevice
+from .io.tun_aio import AioWriter
 from .io.udp import UdpSocket
 from .io.udp_gso import GroReceiver, GsoSender
 from .mailbox import Mailbox

@@ -32,9 +32,10 @@ from loguru import logger
 
 from ..icmp import too_big_reply
 from ..packet import MAX_PACKET_SIZE, Packet, PacketError
-from .batch import MAX_BATCH, AioReader
+from .batching import MAX_BATCH
 from .gso import PLAIN_HEADER, VNET_HDR_LEN, GsoError, coalesce, split
 from .offloads import OffloadPlan, report_refused
+from .tun_aio import AioReader
 
 __all__ = ["READ_SIZE", "TunDevice", "TunError"]
 

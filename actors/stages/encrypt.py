@@ -13,7 +13,7 @@ from itertools import repeat
 from operator import attrgetter
 from typing import Any
 
-from ..io.batch import MmsgSender
+from ..io.mmsg import MmsgSender
 from ..io.udp import UdpSocket
 from ..io.udp_gso import GsoSender
 from ..mailbox import Mailbox

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from ..io.batch import AioReader
 from ..io.tun import TunDevice
+from ..io.tun_aio import AioReader
 from ..mailbox import Mailbox
 from ..packet import Packet
 from .base import BATCH_SIZE, Outlet, PipelineActor, Poll

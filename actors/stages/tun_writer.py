@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..io.batch import AioWriter
 from ..io.tun import TunDevice
+from ..io.tun_aio import AioWriter
 from ..mailbox import Mailbox
 from ..packet import Packet
 from .base import PipelineActor

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..io.batch import MmsgReceiver
+from ..io.mmsg import MmsgReceiver
 from ..io.udp import UdpSocket
 from ..io.udp_gso import GroReceiver
 from ..mailbox import Mailbox
