@@ -1,7 +1,7 @@
 """TUN writer: the only stage that writes to the TUN device.
 
-This is the seed's point. Writing a packet to TUN costs a syscall (~4 us, without the GIL); on
-its own thread those writes overlap with decryption instead of stalling it.
+Writing a packet to TUN costs a syscall (~4 us, without the GIL); on its own thread those
+writes overlap with decryption instead of stalling it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class TunWriter(PipelineActor):
         self.writer: AioWriter | None = None
 
     def on_start(self) -> None:
-        # One batch, one system call: see actors.io.batch for why this matters so much here.
+        # One batch, one system call: see actors.io.batching for why this matters so much here.
         self.writer = AioWriter(self.tun.fileno())
 
     def on_stop(self) -> None:

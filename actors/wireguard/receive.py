@@ -203,8 +203,8 @@ def transport_authenticated(
     responder's session, renew an ageing one, restart the keepalive and handshake timers.
 
     Repeating it for later messages on the same session at the same ``now`` changes nothing
-    (the session is no longer ``next``, the last-minute flag is set or the age test fails as
-    before, the timers are set to the same values), so the fast path calls it once per run."""
+    (the first call took the session out of ``next``; the last-minute flag is set, or the age
+    test fails again; the timers get the same values), so the fast path calls it once per run."""
     if session is peer.next:
         _confirm_next(device, peer, now, out)
     _keep_key_fresh_receiving(device, peer, now, out)
