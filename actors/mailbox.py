@@ -142,7 +142,7 @@ class Mailbox:
                 self._depth -= len(batch)
                 if self._waiting:
                     self._room.notify_all()
-                return batch  # type: ignore[no-any-return]
+                return batch  # type: ignore[no-any-return]  # push() takes any Sized; stages give tuples
             self._scheduled = False
             return None
 

@@ -127,7 +127,7 @@ class MmsgSender:
                     msgs[k].msg_hdr.msg_namelen = len(addr)
                     slot_addrs[k] = addr
                 iov = iovs[k]
-                iov.iov_base = _cast(data, _c_void_p).value  # type: ignore[arg-type]
+                iov.iov_base = _cast(data, _c_void_p).value  # type: ignore[arg-type]  # bytes give their buffer
                 iov.iov_len = len(data)
             sent, waited = self._send_prepared(n, waited)
             if sent > 0:
@@ -243,7 +243,7 @@ class MmsgReceiver:
     def _receive_prepared(self, count: int, drops: Counter[str]) -> int:
         """One recvmmsg into the first ``count`` prepared slots: how many arrived (0 when none
         did, or on an error, which is counted in ``drops`` unless it is EAGAIN or EINTR)."""
-        got = _recvmmsg(self.sock.fileno(), self._msgs, count, socket.MSG_DONTWAIT, None)
+        got: int = _recvmmsg(self.sock.fileno(), self._msgs, count, socket.MSG_DONTWAIT, None)
         if got < 0:
             code = ctypes.get_errno()
             if code not in (errno.EAGAIN, errno.EINTR):

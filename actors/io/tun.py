@@ -142,7 +142,7 @@ class TunDevice:
     ) -> None:
         """Set the MTU, the addresses and the routes, then (unless told not to: wg-quick does
         it itself) bring the link up."""
-        from pyroute2 import IPRoute  # type: ignore[import-untyped]
+        from pyroute2 import IPRoute
 
         try:
             with IPRoute() as ipr:

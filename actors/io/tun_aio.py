@@ -242,7 +242,7 @@ class AioWriter(_AioContext):
         words = self._iocb_words
         at = 0
         for data in chunk:
-            words[at + _IOCB_BUF] = _cast(data, _c_void_p).value or 0  # type: ignore[arg-type]
+            words[at + _IOCB_BUF] = _cast(data, _c_void_p).value or 0  # type: ignore[arg-type]  # bytes give their buffer
             words[at + _IOCB_NBYTES] = len(data)
             at += _IOCB_WORDS
         try:
