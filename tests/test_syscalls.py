@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
 from actors import settings
 from actors.io import tun_aio
@@ -106,7 +107,7 @@ def forced_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_forced_fallback_still_reads_and_writes(forced_fallback: None) -> None:
     logged: list[str] = []
-    handler = tun_aio.logger.add(logged.append, level="WARNING", format="{message}")
+    handler = logger.add(logged.append, level="WARNING", format="{message}")
     read_fd, write_fd = os.pipe()
     try:
         os.set_blocking(read_fd, False)
@@ -118,7 +119,7 @@ def test_forced_fallback_still_reads_and_writes(forced_fallback: None) -> None:
         writer.close()
         reader.close()
     finally:
-        tun_aio.logger.remove(handler)
+        logger.remove(handler)
         os.close(read_fd)
         os.close(write_fd)
     assert len(logged) == 1, logged  # once per process, however many contexts

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 
 import pytest
 
 from actors.io.tun_aio import AioReader, AioWriter
 
+Pair = tuple[socket.socket, socket.socket]
+
 
 @pytest.fixture
-def dgram_pair():
+def dgram_pair() -> Iterator[Pair]:
     """A datagram socket pair: like a TUN fd, every read returns exactly one write."""
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     a.setblocking(False)
@@ -20,7 +23,7 @@ def dgram_pair():
     b.close()
 
 
-def test_aio_writer_writes_each_packet_in_order(dgram_pair) -> None:
+def test_aio_writer_writes_each_packet_in_order(dgram_pair: Pair) -> None:
     a, b = dgram_pair
     writer = AioWriter(a.fileno(), max_batch=8)
     packets = [bytes([i]) * (i + 1) for i in range(20)]  # more than one batch
@@ -30,7 +33,7 @@ def test_aio_writer_writes_each_packet_in_order(dgram_pair) -> None:
     writer.close()
 
 
-def test_aio_reader_reads_what_is_there_and_stops(dgram_pair) -> None:
+def test_aio_reader_reads_what_is_there_and_stops(dgram_pair: Pair) -> None:
     a, b = dgram_pair
     reader = AioReader(b.fileno(), max_batch=16, slot=64)
     assert reader.read(16) == []  # nothing queued: EAGAIN for every slot, no exception
@@ -40,7 +43,7 @@ def test_aio_reader_reads_what_is_there_and_stops(dgram_pair) -> None:
     reader.close()
 
 
-def test_aio_reader_grows_within_a_call_and_keeps_order(dgram_pair) -> None:
+def test_aio_reader_grows_within_a_call_and_keeps_order(dgram_pair: Pair) -> None:
     # The reader starts with a few reads per io_submit (an idle tunnel wastes nothing) and
     # doubles while all of them find a packet, so one call still drains a whole batch.
     a, b = dgram_pair
@@ -60,14 +63,16 @@ def test_aio_reader_grows_within_a_call_and_keeps_order(dgram_pair) -> None:
     reader.close()
 
 
-def test_aio_reader_returns_what_it_read_before_an_error(dgram_pair, monkeypatch) -> None:
+def test_aio_reader_returns_what_it_read_before_an_error(
+    dgram_pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The kernel has handed over the packets of the first rounds: they come back now, and the
     # error (here a fake one in the second round) is raised by the next call.
     a, b = dgram_pair
     reader = AioReader(b.fileno(), max_batch=64, slot=64)
     for i in range(10):
         a.send(b"p%d" % i)
-    real_submit, calls = reader._submit, []
+    real_submit, calls = reader._submit, list[int]()
 
     def failing_second_round(n: int, out: list[bytes]) -> int:
         calls.append(n)
@@ -86,7 +91,7 @@ def test_aio_reader_returns_what_it_read_before_an_error(dgram_pair, monkeypatch
     reader.close()
 
 
-def test_aio_writer_reports_per_packet_errors(dgram_pair) -> None:
+def test_aio_writer_reports_per_packet_errors(dgram_pair: Pair) -> None:
     a, b = dgram_pair
     writer = AioWriter(a.fileno(), max_batch=4)
     big = b"x" * (1 << 20)  # larger than the socket buffer: refused
@@ -96,7 +101,7 @@ def test_aio_writer_reports_per_packet_errors(dgram_pair) -> None:
     assert b.recv(10) == b"ok" and b.recv(10) == b"ok2"
 
 
-def test_fallback_without_aio(dgram_pair) -> None:
+def test_fallback_without_aio(dgram_pair: Pair) -> None:
     a, b = dgram_pair
     writer = AioWriter(a.fileno())
     writer.close()  # as if the kernel had refused io_setup
