@@ -1,6 +1,6 @@
 """Where stages come from: a pipeline file's ``use`` names one of three kinds of source.
 
-- ``"module:Class"``: an importable module, as before.
+- ``"module:Class"``: a module on the import path.
 - ``"path/to/file.py:Class"``: a file, loaded by path (relative to the pipeline file), as
   mitmproxy's ``-s`` loads scripts. This is what works under sudo, whose clean environment drops
   ``PYTHONPATH``.

@@ -23,12 +23,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import socket
 import stat
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from .resolver import Resolver, default_resolve
 from .wireguard.allowedips import Network, parse_prefix
 from .wireguard.constants import MAX_PEERS
 from .wireguard.crypto import public_key
@@ -44,9 +43,7 @@ __all__ = [
     "ConfigError",
     "InterfaceConfig",
     "ResolveError",
-    "Resolver",
     "check_permissions",
-    "default_resolve",
     "interface_name_from_path",
     "load_config",
     "parse_config",
@@ -64,8 +61,6 @@ MAX_CONFIG_BYTES = 1 << 20
 DEFAULT_NAME = "wg0"
 
 Address = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-#: ``resolve(host, port) -> (address, port)``: turns an endpoint host name into an IP address.
-Resolver = Callable[[str, int], tuple[str, int]]
 
 # wg-quick's rule for interface names (and the kernel's IFNAMSIZ - 1 = 15 characters).
 _NAME_RE = re.compile(r"[a-zA-Z0-9_=+.-]{1,15}")
@@ -338,20 +333,6 @@ def _parse_mtu(value: str) -> int:
     if mtu < MIN_MTU:
         raise _Invalid(f"MTU {mtu} is below the {MIN_MTU} minimum")
     return mtu
-
-
-def default_resolve(host: str, port: int) -> tuple[str, int]:
-    """Resolve an endpoint host name the way wg(8) does: UDP, any family, IPv4 preferred.
-
-    No AI_ADDRCONFIG, like wg: whether the machine has an address of a family right now
-    (it may not at boot) must not change which endpoint the file means.
-    """
-    results = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_DGRAM, 0)
-    for family in (socket.AF_INET, socket.AF_INET6):
-        for fam, _type, _proto, _name, sockaddr in results:
-            if fam == family:
-                return str(sockaddr[0]), int(sockaddr[1])
-    raise OSError("no IPv4 or IPv6 address")
 
 
 @dataclass(slots=True)
@@ -664,7 +645,7 @@ def parse_config(
 
     The interface name comes from ``path`` when it is a ``NAME.conf`` file name, else it is
     :data:`DEFAULT_NAME`. ``resolve`` turns endpoint host names into addresses and defaults to
-    :func:`default_resolve`; tests pass a fake so they never touch the network.
+    :func:`actors.resolver.default_resolve`; tests pass a fake so they never touch the network.
     """
     if len(text) > MAX_CONFIG_BYTES or len(text.encode("utf-8", "surrogatepass")) > (
         MAX_CONFIG_BYTES

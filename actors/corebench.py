@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from loguru import logger
 
 from .packet import MAX_PACKET_SIZE, Packet
-from .wireguard.actions import Deliver, DeliverBatch, Endpoint, Transmit, TransmitBatch
+from .wireguard.actions import Action, Deliver, DeliverBatch, Endpoint, Transmit, TransmitBatch
 from .wireguard.allowedips import parse_prefix
 from .wireguard.crypto import public_key
 from .wireguard.device import PeerConfig
@@ -117,30 +117,28 @@ def _pair() -> tuple[Tunnel, Tunnel]:
     return a, b
 
 
-def _datagrams(actions: list) -> list[bytes]:
+def _datagrams(actions: list[Action]) -> list[bytes]:
     out: list[bytes] = []
     for action in actions:
-        kind = type(action)
-        if kind is TransmitBatch:
+        if isinstance(action, TransmitBatch):
             out += action.datagrams
-        elif kind is Transmit:
+        elif isinstance(action, Transmit):
             out.append(action.data)
     return out
 
 
-def _delivered(actions: list) -> int:
+def _delivered(actions: list[Action]) -> int:
     n = 0
     for action in actions:
-        kind = type(action)
-        if kind is DeliverBatch:
+        if isinstance(action, DeliverBatch):
             n += len(action.packets)
-        elif kind is Deliver:
+        elif isinstance(action, Deliver):
             n += 1
     return n
 
 
 def _core_encrypt(
-    send: Callable[[list[Packet], float], list], sources: list[list[Packet]]
+    send: Callable[[list[Packet], float], list[Action]], sources: list[list[Packet]]
 ) -> tuple[float, list[list[bytes]]]:
     wire: list[list[bytes]] = []
     start = _clock()
@@ -150,7 +148,7 @@ def _core_encrypt(
 
 
 def _core_decrypt(
-    receive: Callable[[list[tuple[bytes, Endpoint]], float], list],
+    receive: Callable[[list[tuple[bytes, Endpoint]], float], list[Action]],
     inputs: list[list[tuple[bytes, Endpoint]]],
 ) -> tuple[float, int]:
     got = 0

@@ -11,8 +11,9 @@ then costs its batch) is:
   exception. A stage failing 10,000 times a second writes one line every few seconds;
 - **escalated only on no progress**: when no packet at all has got through the stage for
   :data:`NO_PROGRESS_SECONDS` while at least :data:`NO_PROGRESS_MIN_FAILURES` failed, the stage is
-  broken rather than unlucky, and the process ends with exit status 3 as it did before. A stage
-  that passes packets between its failures is kept however many it drops.
+  broken rather than unlucky, and the process ends with exit status 3, the status of a spent
+  restart budget (either way the pipeline cannot carry traffic). A stage that passes packets
+  between its failures is kept however many it drops.
 
 Whether the instance is replaced after a failure is the entry's choice (``on_error`` in the
 pipeline file). ``drop``, the default, keeps the instance: most stage errors are a packet the code

@@ -3,8 +3,8 @@
 Pykka gives every actor an unbounded ``queue.Queue`` and one envelope per message. A packet
 processor needs more, and pays less:
 
-- **Data is bounded, counted in packets** (default 1000, the seed's channel size), so memory is
-  capped at capacity x 1280 bytes per stage whatever the traffic does.
+- **Data is bounded, counted in packets** (default 1000: room for a burst of many batches), so
+  memory is capped at capacity x 1280 bytes per stage whatever the traffic does.
 - **Control is never lost and never stuck behind data.** Stats queries, new session keys, timer
   ticks and re-wiring go in a separate lane that the stage always serves first. It is bounded
   too (:data:`CONTROL_CAPACITY` messages); a sender that finds it full waits rather than lose a
@@ -46,7 +46,7 @@ __all__ = [
     "MailboxStats",
 ]
 
-DEFAULT_CAPACITY = 1000  # packets per stage, as in the seed's bounded channels
+DEFAULT_CAPACITY = 1000  # packets per stage: 15 full batches, at most ~1.3 MB queued
 CONTROL_CAPACITY = 10_000  # control messages; far above any real backlog
 PUSH_TIMEOUT = 2.0  # seconds a blocking push waits for room before it drops and counts
 CONTROL_WAIT = 0.1  # seconds between looks at a full control lane
@@ -142,7 +142,7 @@ class Mailbox:
                 self._depth -= len(batch)
                 if self._waiting:
                     self._room.notify_all()
-                return batch  # type: ignore[no-any-return]
+                return batch  # type: ignore[no-any-return]  # push() takes any Sized; stages give tuples
             self._scheduled = False
             return None
 

@@ -73,7 +73,7 @@ RELOAD_TIMEOUT = 5.0  # seconds each step of a reload may wait for a stage or th
 # it feeds).
 PATHS = (("inbound", "decrypt", "tun_writer"), ("outbound", "tun_reader", "encrypt"))
 # Seconds between the interpreter's forced GIL hand-offs: a stage that has work waits at most
-# this long for a busy neighbour (5 ms by default, too long for a hop; see actors.io.batch).
+# this long for a busy neighbour (5 ms by default, too long for a hop; see actors.io.batching).
 GIL_SWITCH_INTERVAL = 0.0002
 
 

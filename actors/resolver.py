@@ -17,14 +17,15 @@ from collections.abc import Callable
 from loguru import logger
 
 from . import sdnotify, settings
-from .config import Resolver, default_resolve
 
 __all__ = [
     "DEFAULT_RETRIES",
     "FIRST_PAUSE",
     "MAX_PAUSE",
     "PERMANENT_ERRORS",
+    "Resolver",
     "Retrying",
+    "default_resolve",
     "retries_from_env",
 ]
 
@@ -43,6 +44,23 @@ PERMANENT_ERRORS = frozenset(
     )
     if code is not None
 )
+
+#: ``resolve(host, port) -> (address, port)``: turns an endpoint host name into an IP address.
+Resolver = Callable[[str, int], tuple[str, int]]
+
+
+def default_resolve(host: str, port: int) -> tuple[str, int]:
+    """Resolve an endpoint host name the way wg(8) does: UDP, any family, IPv4 preferred.
+
+    No AI_ADDRCONFIG, like wg: whether the machine has an address of a family right now
+    (it may not at boot) must not change which endpoint the file means.
+    """
+    results = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_DGRAM, 0)
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for fam, _type, _proto, _name, sockaddr in results:
+            if fam == family:
+                return str(sockaddr[0]), int(sockaddr[1])
+    raise OSError("no IPv4 or IPv6 address")
 
 
 def retries_from_env(value: str | None = None) -> int:
@@ -66,7 +84,7 @@ def retries_from_env(value: str | None = None) -> int:
 
 
 class Retrying:
-    """A :data:`actors.config.Resolver` that retries transient failures with backoff."""
+    """A :data:`Resolver` that retries transient failures with backoff."""
 
     def __init__(
         self,

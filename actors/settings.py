@@ -76,7 +76,7 @@ SINGLE_THREADED = Setting(
 SWITCH_INTERVAL = Setting(
     "WGACTORS_SWITCH_INTERVAL",
     "0.0002",
-    "seconds: the interpreter's GIL switch interval in actors mode (see `actors/io/batch.py`)",
+    "seconds: the interpreter's GIL switch interval in actors mode (see `actors/io/batching.py`)",
 )
 CPUS = Setting(
     "WGACTORS_CPUS",

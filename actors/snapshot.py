@@ -75,8 +75,8 @@ class ConfigTracker:
     100,000 peers pays on every peer it adds. The decrypt stage instead marks the peers a
     change touched (the request's peers, those whose routes or endpoints moved, those removed)
     and only those are rebuilt, into the chunks that hold them (:class:`PeerConfigs`); the
-    other chunks are the same immutable tuples as before. Owned by the decrypt stage's thread;
-    only the DeviceConfig it returns leaves it.
+    other chunks are the last configuration's own immutable tuples. Owned by the decrypt stage's
+    thread; only the DeviceConfig it returns leaves it.
     """
 
     def __init__(self, initial: DeviceConfig) -> None:

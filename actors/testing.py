@@ -207,9 +207,9 @@ def run(
     if isinstance(stages, type):
         chain = [(stages, options)]
     elif _is_spec_with_options(stages):
-        chain = [stages]  # type: ignore[list-item]
+        chain = [stages]  # type: ignore[list-item]  # the shape was just checked
     else:
-        chain = list(stages)  # type: ignore[arg-type]
+        chain = list(stages)  # type: ignore[arg-type]  # neither form of one spec: a sequence
     if (options and len(chain) != 1) or (options and not isinstance(stages, type)):
         raise TypeError("keyword options are for one stage given by its class")
     with StageRunner(*chain, routes=routes, on_error=on_error) as runner:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import socket
 import stat
@@ -149,7 +150,7 @@ class UapiServer:
         finally:
             self._slots.release()
 
-    def _operation(self, op: str, reader, conn: socket.socket) -> bool:  # type: ignore[no-untyped-def]
+    def _operation(self, op: str, reader: io.BufferedIOBase, conn: socket.socket) -> bool:
         """Serve one operation; False when the connection must be closed."""
         try:
             if op == "get=1":
@@ -205,7 +206,7 @@ def _send_parts(conn: socket.socket, body: Iterable[str]) -> None:
         conn.sendall("".join(pending).encode())
 
 
-def _readline(reader) -> str | None:  # type: ignore[no-untyped-def]
+def _readline(reader: io.BufferedIOBase) -> str | None:
     """One line without its newline; None at end of stream. Too long or not text: EPROTO."""
     raw = reader.readline(MAX_LINE + 1)
     if not raw:
@@ -220,7 +221,7 @@ def _readline(reader) -> str | None:  # type: ignore[no-untyped-def]
         raise UapiError(EPROTO, "line is not text") from None
 
 
-def _request_lines(reader) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def _request_lines(reader: io.BufferedIOBase) -> Iterator[str]:
     """The lines of a set request, as they arrive: parsed one by one, never all held at once
     (a 100,000-peer `wg setconf` is half a million lines). Past MAX_SET_LINES the stream is
     given up (EPROTO closes it): the parser has refused the request by then."""

@@ -21,7 +21,6 @@ from actors.config import (
     ConfigError,
     InterfaceConfig,
     check_permissions,
-    default_resolve,
     interface_name_from_path,
     load_config,
     parse_config,
@@ -439,22 +438,6 @@ def test_resolver_failures_of_any_kind_are_config_errors() -> None:
             )
         assert (info.value.line, info.value.key) == (5, "Endpoint")
         assert "vpn.example.com" in str(info.value)
-
-
-def test_default_resolver_prefers_ipv4(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[tuple[object, ...]] = []
-
-    def fake_getaddrinfo(*args: object) -> list[tuple[object, ...]]:
-        seen.append(args)
-        return [
-            (socket.AF_INET6, socket.SOCK_DGRAM, 17, "", ("2001:db8::1", 51820, 0, 0)),
-            (socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("192.0.2.1", 51820)),
-        ]
-
-    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
-    assert default_resolve("vpn.example.com", 51820) == ("192.0.2.1", 51820)
-    # AF_UNSPEC, UDP, and no AI_ADDRCONFIG flag
-    assert seen == [("vpn.example.com", 51820, socket.AF_UNSPEC, socket.SOCK_DGRAM, 0)]
 
 
 def test_default_resolver_failure_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

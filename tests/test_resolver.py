@@ -9,7 +9,14 @@ import pytest
 
 from actors import settings
 from actors.config import ResolveError, parse_config
-from actors.resolver import DEFAULT_RETRIES, FIRST_PAUSE, MAX_PAUSE, Retrying, retries_from_env
+from actors.resolver import (
+    DEFAULT_RETRIES,
+    FIRST_PAUSE,
+    MAX_PAUSE,
+    Retrying,
+    default_resolve,
+    retries_from_env,
+)
 
 PRIV = "yDVjElOQd6KrVL8c5UTGv3r4kd/AUpMZpA3zPyqf5l8="
 PEER = "LtO7fbV3rUI+Du1EW1lIMUTKMbq2LatujlvDyjfxLHc="
@@ -87,3 +94,19 @@ def test_an_unresolved_name_is_a_resolve_error_not_a_bad_file() -> None:
                      resolve=Retrying(1, resolve=dns, sleep=lambda _: None))  # fmt: skip
     assert "cannot resolve vpn.example" in str(info.value)
     assert info.value.key == "Endpoint"
+
+
+def test_default_resolver_prefers_ipv4(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[object, ...]] = []
+
+    def fake_getaddrinfo(*args: object) -> list[tuple[object, ...]]:
+        seen.append(args)
+        return [
+            (socket.AF_INET6, socket.SOCK_DGRAM, 17, "", ("2001:db8::1", 51820, 0, 0)),
+            (socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("192.0.2.1", 51820)),
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    assert default_resolve("vpn.example.com", 51820) == ("192.0.2.1", 51820)
+    # AF_UNSPEC, UDP, and no AI_ADDRCONFIG flag
+    assert seen == [("vpn.example.com", 51820, socket.AF_UNSPEC, socket.SOCK_DGRAM, 0)]

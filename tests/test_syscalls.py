@@ -8,10 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
 from actors import settings
-from actors.io import batch
-from actors.io.batch import AIO_SYSCALLS, AioReader, AioSyscalls, AioWriter, kernel_abi
+from actors.io import tun_aio
+from actors.io.tun_aio import AIO_SYSCALLS, AioReader, AioSyscalls, AioWriter, kernel_abi
 
 CALLS = ("io_setup", "io_destroy", "io_getevents", "io_submit")
 INCLUDE = Path("/usr/include")
@@ -101,12 +102,12 @@ def test_kernel_abi(machine: str, bits: int, expected: str | None) -> None:
 def forced_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(settings.TEST_HOOKS.name, "1")
     monkeypatch.setenv(settings.TEST_UNBATCHED.name, "1")
-    monkeypatch.setattr(batch, "_fallback_logged", False)
+    monkeypatch.setattr(tun_aio, "_fallback_logged", False)
 
 
 def test_forced_fallback_still_reads_and_writes(forced_fallback: None) -> None:
     logged: list[str] = []
-    handler = batch.logger.add(logged.append, level="WARNING", format="{message}")
+    handler = logger.add(logged.append, level="WARNING", format="{message}")
     read_fd, write_fd = os.pipe()
     try:
         os.set_blocking(read_fd, False)
@@ -118,7 +119,7 @@ def test_forced_fallback_still_reads_and_writes(forced_fallback: None) -> None:
         writer.close()
         reader.close()
     finally:
-        batch.logger.remove(handler)
+        logger.remove(handler)
         os.close(read_fd)
         os.close(write_fd)
     assert len(logged) == 1, logged  # once per process, however many contexts
@@ -126,10 +127,10 @@ def test_forced_fallback_still_reads_and_writes(forced_fallback: None) -> None:
 
 
 def test_unknown_architecture_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(batch, "kernel_abi", lambda: None)
-    monkeypatch.setattr(batch, "_fallback_logged", False)
+    monkeypatch.setattr(tun_aio, "kernel_abi", lambda: None)
+    monkeypatch.setattr(tun_aio, "_fallback_logged", False)
     monkeypatch.delenv(settings.TEST_HOOKS.name, raising=False)
-    assert batch.aio_syscalls() is None
+    assert tun_aio.aio_syscalls() is None
     read_fd, write_fd = os.pipe()
     try:
         assert not AioWriter(write_fd).available

@@ -7,7 +7,7 @@ import select
 import socket
 from collections import Counter
 
-from actors.io.batch import MmsgReceiver
+from actors.io.mmsg import MmsgReceiver
 from actors.io.offloads import OffloadPlan
 from actors.io.udp import UdpSocket
 from actors.io.udp_gso import MAX_GSO_SEGMENTS, SOL_UDP, UDP_GRO, GroReceiver, GsoSender

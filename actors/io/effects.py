@@ -26,8 +26,9 @@ from typing import cast
 
 from ..packet import Packet
 from ..wireguard.actions import Action, Deliver, DeliverBatch, Transmit, TransmitBatch
-from .batch import AioWriter, MmsgSender
+from .mmsg import MmsgSender
 from .tun import TunDevice
+from .tun_aio import AioWriter
 from .udp import UdpSocket
 from .udp_gso import GsoSender
 

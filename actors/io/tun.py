@@ -32,9 +32,10 @@ from loguru import logger
 
 from ..icmp import too_big_reply
 from ..packet import MAX_PACKET_SIZE, Packet, PacketError
-from .batch import MAX_BATCH, AioReader
+from .batching import MAX_BATCH
 from .gso import PLAIN_HEADER, VNET_HDR_LEN, GsoError, coalesce, split
 from .offloads import OffloadPlan, report_refused
+from .tun_aio import AioReader
 
 __all__ = ["READ_SIZE", "TunDevice", "TunError"]
 
@@ -141,7 +142,7 @@ class TunDevice:
     ) -> None:
         """Set the MTU, the addresses and the routes, then (unless told not to: wg-quick does
         it itself) bring the link up."""
-        from pyroute2 import IPRoute  # type: ignore[import-untyped]
+        from pyroute2 import IPRoute
 
         try:
             with IPRoute() as ipr:

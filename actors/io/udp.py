@@ -22,13 +22,12 @@ from collections import Counter
 
 from loguru import logger
 
-from .batch import MmsgReceiver, MmsgSender
+from .mmsg import SEND_WAIT, MmsgReceiver, MmsgSender
 from .offloads import OffloadPlan, report_refused
 from .udp_gso import SOL_UDP, UDP_GRO, UDP_SEGMENT, GroReceiver, GsoSender
 
 __all__ = ["SEND_WAIT", "UdpSocket"]
 
-SEND_WAIT = 0.05  # seconds a send waits for buffer room before dropping
 SOCKET_BUFFER = 4 << 20  # ask the kernel for 4 MiB each way; it caps this at rmem/wmem_max
 _MAPPED = "::ffff:"
 

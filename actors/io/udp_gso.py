@@ -21,7 +21,8 @@ import socket
 from collections import Counter
 from collections.abc import Sequence
 
-from .batch import MAX_BATCH, SOCKADDR_SIZE, MmsgReceiver, MmsgSender, send_error
+from .batching import MAX_BATCH
+from .mmsg import SOCKADDR_SIZE, MmsgReceiver, MmsgSender, send_error
 from .offloads import report_refused
 
 __all__ = ["GRO_SLOT", "MAX_GSO_BYTES", "MAX_GSO_SEGMENTS", "GroReceiver", "GsoSender"]

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from ..io.batch import AioReader
 from ..io.tun import TunDevice
+from ..io.tun_aio import AioReader
 from ..mailbox import Mailbox
 from ..packet import Packet
 from .base import BATCH_SIZE, Outlet, PipelineActor, Poll
@@ -41,7 +41,7 @@ class TunReader(PipelineActor):
         self.offload: Counter[str] = Counter()  # GSO frames split, and what they held
 
     def on_start(self) -> None:
-        # batched reads: a system call and a GIL hand-off per batch, not per packet (io.batch)
+        # batched reads: a system call and a GIL hand-off per batch, not per packet (io.batching)
         self.reader = self.tun.make_reader()
         self.stats.extra["offloads"] = ",".join(f"{k}={v}" for k, v in self.tun.offloads.items())
         self.actor_ref.tell(Poll())

@@ -25,7 +25,7 @@ class TunWriter(PipelineActor):
         self.writer: TunDelivery | None = None
 
     def on_start(self) -> None:
-        # One batch, one system call: see actors.io.batch for why this matters so much here.
+        # One batch, one system call: see actors.io.batching for why this matters so much here.
         self.writer = TunDelivery(self.tun)
 
     def on_stop(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..io.batch import MmsgReceiver
+from ..io.mmsg import MmsgReceiver
 from ..io.udp import UdpSocket
 from ..io.udp_gso import GroReceiver
 from ..mailbox import Mailbox
@@ -33,7 +33,7 @@ class UdpIngress(PipelineActor):
         self.receiver: MmsgReceiver | None = None
 
     def on_start(self) -> None:
-        # batched reads: a system call and a GIL hand-off per batch, not per packet (io.batch)
+        # batched reads: a system call and a GIL hand-off per batch, not per packet (io.batching)
         self.receiver = self.udp.make_receiver()  # with UDP GRO where the kernel has it
         self.stats.extra["offloads"] = ",".join(f"{k}={v}" for k, v in self.udp.offloads.items())
         self.actor_ref.tell(Poll())

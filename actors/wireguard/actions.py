@@ -163,7 +163,7 @@ Action = (
     | SendKeepalive
     | StagedDropped
     | Routes
-    | RouteChanges
+    | RouteChanges[bytes]
     | PeerRemoved
     | TunnelReply
     | HandshakeWanted

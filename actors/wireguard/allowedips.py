@@ -38,9 +38,6 @@ __all__ = ["AllowedIPs", "RouteChanges", "parse_prefix"]
 V = TypeVar("V", bound=Hashable)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# A journal entry: the prefix, the peer it routes to now (None: removed) and the one before.
-_Entry = tuple[Network, "Hashable | None", "Hashable | None"]
-
 
 def parse_prefix(text: str) -> Network:
     """Parse ``addr/len`` (or a bare address) leniently, masking host bits as `wg` does."""
@@ -48,7 +45,7 @@ def parse_prefix(text: str) -> Network:
 
 
 @dataclass(frozen=True, slots=True)
-class RouteChanges:
+class RouteChanges(Generic[V]):
     """What changed in a routing table, in order, as an immutable value for the other owner.
 
     Each entry is ``(prefix, new, old)``: ``new`` None means the prefix was removed. The old
@@ -56,7 +53,7 @@ class RouteChanges:
     moves away from its old one) without asking the table.
     """
 
-    entries: tuple[_Entry, ...]
+    entries: tuple[tuple[Network, V | None, V | None], ...]
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -128,7 +125,7 @@ class AllowedIPs(Generic[V]):
         self._v6: _Family[V] = _Family(128)
         # peer -> {(version, network, length): prefix}; dicts keep insertion order.
         self._owned: dict[V, dict[tuple[int, int, int], Network]] | None = {} if index else None
-        self._journal: list[_Entry] | None = [] if journal else None
+        self._journal: list[tuple[Network, V | None, V | None]] | None = [] if journal else None
         self.operations = 0
 
     # -- changes
@@ -188,7 +185,7 @@ class AllowedIPs(Generic[V]):
         for (version, address, length), net in list(owned.items()):
             self._remove(version, address, length, net)
 
-    def take_changes(self) -> RouteChanges:
+    def take_changes(self) -> RouteChanges[V]:
         """The changes recorded since the last call (empty without a journal)."""
         journal = self._journal
         if not journal:
@@ -196,13 +193,13 @@ class AllowedIPs(Generic[V]):
         self._journal = []
         return RouteChanges(tuple(journal))
 
-    def apply(self, changes: RouteChanges) -> None:
+    def apply(self, changes: RouteChanges[V]) -> None:
         """Replay another table's changes, in order: O(len(changes))."""
         for net, new, _ in changes.entries:
             if new is None:
                 self.remove(net)
             else:
-                self.insert(net, new)  # type: ignore[arg-type]
+                self.insert(net, new)
 
     # -- reading
 

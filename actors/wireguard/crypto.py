@@ -131,5 +131,7 @@ def tai64n(unix_ns: int) -> bytes:
 
 def tai64n_to_ns(label: bytes) -> int:
     """Inverse of :func:`tai64n` (without the whitening), for logs and tests."""
+    seconds: int
+    nanos: int
     seconds, nanos = _TAI64N.unpack(label)
     return (seconds - TAI64_BASE) * 1_000_000_000 + nanos

@@ -311,13 +311,17 @@ class Device:
     ) -> None:
         receive.transport_received(self, peer, nbytes, data, keepalives, now)
 
-    def transport_unusual(self, peer: Peer, plain: bytes, now: float, out: list[Action]) -> None:
+    def transport_oversize_or_malformed(
+        self, peer: Peer, plain: bytes, now: float, out: list[Action]
+    ) -> None:
         receive.receive_oversize(self, peer, plain, now, out)
 
     def route_of(self, address: bytes) -> bytes | None:
         return self.allowed_ips.lookup_bytes(address)
 
-    def receive_other(self, data: bytes, source: Endpoint, now: float, out: list[Action]) -> None:
+    def receive_non_transport(
+        self, data: bytes, source: Endpoint, now: float, out: list[Action]
+    ) -> None:
         receive.receive_datagram(self, data, source, now, out)
 
     def handle(self, event: Action, now: float, wall: float | None = None) -> list[Action]:

@@ -45,6 +45,8 @@ from .transport import expand, seal
 __all__ = ["Encryptor"]
 
 _DATA = attrgetter("data")
+#: What one call sent, per peer: [data packets, keepalives, bytes]; reported as one Sent each.
+_Tally = dict[bytes, list[int]]
 
 
 # Most of a hub's peers never have a packet staged, and an empty deque costs ~600 bytes: they all
@@ -80,26 +82,30 @@ class Encryptor:
         self._routes: AllowedIPs[bytes] = AllowedIPs(index=False)  # looks up, replays deltas
         self._peers: dict[bytes, _SendPeer] = {}
         self.drops: Counter[str] = Counter()
-        self._handlers = {
-            SendKeysUpdate: self._on_keys,
-            PeerEndpoint: self._on_endpoint,
-            SendKeepalive: self._on_keepalive,
-            StagedDropped: self._on_staged_dropped,
-            Routes: self._on_routes,
-            RouteChanges: self._on_route_changes,
-            PeerRemoved: self._on_removed,
-            TunnelReply: self._on_reply,
-        }
 
     # ------------------------------------------------------------------ state from the device
 
     def handle(self, action: Action, now: float) -> list[Action]:
         """Apply an action addressed to the send side; returns what that causes."""
         out: list[Action] = []
-        sent: dict[bytes, list[int]] = {}
-        handler = self._handlers.get(type(action))
-        if handler is not None:
-            handler(action, now, out, sent)  # type: ignore[operator]
+        sent: _Tally = {}
+        match action:
+            case SendKeysUpdate():
+                self._on_keys(action, now, out, sent)
+            case PeerEndpoint():
+                self._on_endpoint(action, now, out, sent)
+            case SendKeepalive():
+                self._on_keepalive(action, now, out, sent)
+            case StagedDropped():
+                self._on_staged_dropped(action, now, out, sent)
+            case Routes():
+                self._on_routes(action, now, out, sent)
+            case RouteChanges():
+                self._on_route_changes(action, now, out, sent)
+            case PeerRemoved():
+                self._on_removed(action, now, out, sent)
+            case TunnelReply():
+                self._on_reply(action, now, out, sent)
         self._report(sent, out)
         return expand(out)
 
@@ -109,7 +115,7 @@ class Encryptor:
             peer = self._peers[key] = _SendPeer()
         return peer
 
-    def _on_keys(self, a: SendKeysUpdate, now: float, out: list[Action], sent: dict) -> None:
+    def _on_keys(self, a: SendKeysUpdate, now: float, out: list[Action], sent: _Tally) -> None:
         peer = self._peer(a.peer)
         peer.keys = a.keys
         peer.aead = ChaCha20Poly1305(a.keys.key) if a.keys is not None else None
@@ -123,10 +129,10 @@ class Encryptor:
         if self._needs_rekey(peer, now):
             out.append(HandshakeWanted(a.peer))
 
-    def _on_endpoint(self, a: PeerEndpoint, now: float, out: list[Action], sent: dict) -> None:
+    def _on_endpoint(self, a: PeerEndpoint, now: float, out: list[Action], sent: _Tally) -> None:
         self._peer(a.peer).endpoint = a.endpoint
 
-    def _on_keepalive(self, a: SendKeepalive, now: float, out: list[Action], sent: dict) -> None:
+    def _on_keepalive(self, a: SendKeepalive, now: float, out: list[Action], sent: _Tally) -> None:
         peer = self._peers.get(a.peer)
         if peer is None:
             return
@@ -139,24 +145,26 @@ class Encryptor:
         else:
             out.append(HandshakeWanted(a.peer))
 
-    def _on_reply(self, a: TunnelReply, now: float, out: list[Action], sent: dict) -> None:
+    def _on_reply(self, a: TunnelReply, now: float, out: list[Action], sent: _Tally) -> None:
         out += self.send_many((a.packet,), now)
 
     def _on_staged_dropped(
-        self, a: StagedDropped, now: float, out: list[Action], sent: dict
+        self, a: StagedDropped, now: float, out: list[Action], sent: _Tally
     ) -> None:
         peer = self._peers.get(a.peer)
         if peer is not None and peer.staged:
             self.drops[drops.STAGED_EXPIRED] += len(peer.staged)
             peer.staged.clear()
 
-    def _on_routes(self, a: Routes, now: float, out: list[Action], sent: dict) -> None:
+    def _on_routes(self, a: Routes, now: float, out: list[Action], sent: _Tally) -> None:
         self._routes = a.table
 
-    def _on_route_changes(self, a: RouteChanges, now: float, out: list[Action], sent: dict) -> None:
+    def _on_route_changes(
+        self, a: RouteChanges[bytes], now: float, out: list[Action], sent: _Tally
+    ) -> None:
         self._routes.apply(a)
 
-    def _on_removed(self, a: PeerRemoved, now: float, out: list[Action], sent: dict) -> None:
+    def _on_removed(self, a: PeerRemoved, now: float, out: list[Action], sent: _Tally) -> None:
         peer = self._peers.pop(a.peer, None)
         if peer is not None and peer.staged:
             self.drops[drops.STAGED_EXPIRED] += len(peer.staged)
@@ -175,7 +183,7 @@ class Encryptor:
         at once and leaves as one TransmitBatch; timer events for the device are aggregated per
         peer per batch."""
         out: list[Action] = []
-        sent: dict[bytes, list[int]] = {}
+        sent: _Tally = {}
         wanted: set[bytes] = set()
         lookup = self._routes.lookup_bytes
         mtu = self.mtu
@@ -215,7 +223,7 @@ class Encryptor:
         run: list[Packet],
         now: float,
         out: list[Action],
-        sent: dict[bytes, list[int]],
+        sent: _Tally,
         wanted: set[bytes],
     ) -> None:
         """Packets for one peer: sealed while its session allows, staged once it does not."""
@@ -256,7 +264,7 @@ class Encryptor:
         peer.staged.append(packet)
 
     def _flush(
-        self, key: bytes, peer: _SendPeer, now: float, out: list[Action], sent: dict
+        self, key: bytes, peer: _SendPeer, now: float, out: list[Action], sent: _Tally
     ) -> None:
         staged = peer.staged
         if not staged or not peer.usable(now):
@@ -270,7 +278,7 @@ class Encryptor:
         peer: _SendPeer,
         plaintexts: list[bytes],
         out: list[Action],
-        sent: dict[bytes, list[int]],
+        sent: _Tally,
     ) -> None:
         """Seal on the peer's current session, which the caller has checked is usable."""
         endpoint = peer.endpoint
@@ -292,7 +300,7 @@ class Encryptor:
         tally[2] += sum(map(len, datagrams))
 
     @staticmethod
-    def _report(sent: dict[bytes, list[int]], out: list[Action]) -> None:
+    def _report(sent: _Tally, out: list[Action]) -> None:
         for key, (data, keepalives, nbytes) in sent.items():
             out.append(Sent(key, data, keepalives, nbytes))
 

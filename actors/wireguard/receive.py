@@ -1,7 +1,8 @@
 """The receive path: handshake messages and transport data (wireguard-go's receive.go).
 
-Each function takes the :class:`~.device.Device` that owns the state, the datagram, its source
-and ``now``, and appends actions to ``out``. The timer rules fire through the peer's
+Each function takes the device that owns the state (what it needs of the
+:class:`~.device.Device`, as a :class:`ReceiveDevice`), the datagram, its source and ``now``,
+and appends actions to ``out``. The timer rules fire through the peer's
 :class:`~.timers.Timers` in the order wireguard-go calls them, and roaming through
 :meth:`~.peer.Peer.set_endpoint_from_packet`, only once a message has authenticated.
 
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import TYPE_CHECKING
+from collections import Counter
+from collections.abc import Mapping
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from loguru import logger
@@ -24,6 +27,7 @@ from ..icmp import too_big_reply
 from ..packet import Packet, PacketError
 from . import drops
 from .actions import Action, Deliver, Endpoint, SendKeysUpdate, Transmit, TunnelReply
+from .allowedips import AllowedIPs
 from .constants import (
     HANDSHAKE_INITIATION_RATE,
     MSG_COOKIE_REPLY,
@@ -34,22 +38,25 @@ from .constants import (
     REKEY_ON_RECEIVE_AGE,
     TRANSPORT_MIN_SIZE,
 )
+from .cookie import CookieChecker
+from .indextable import IndexTable
 from .keypair import ReceiveSession
+from .load import HandshakeLoad
 from .messages import CookieReply, Initiation, MessageError, Response, decode
 from .noise import (
     HandshakeError,
+    Identity,
     accept_initiation,
     begin_session,
     consume_initiation,
     consume_response,
 )
-from .oversize import dont_fragment, fragment_v4, oversize_packet, source_address
+from .oversize import TooBigLimiter, dont_fragment, fragment_v4, oversize_packet, source_address
 from .peer import Peer, short_key
-
-if TYPE_CHECKING:
-    from .device import Device
+from .ratelimiter import RateLimiter
 
 __all__ = [
+    "ReceiveDevice",
     "receive_datagram",
     "receive_handshake",
     "receive_oversize",
@@ -62,8 +69,61 @@ _TRANSPORT_HEADER = struct.Struct("<IIQ")
 _NONCE = struct.Struct("<4xQ")
 
 
+class ReceiveDevice(Protocol):
+    """What the receive path reads and calls on the device that owns its state.
+
+    A protocol, not the :class:`~.device.Device` class, so that device.py can call into this
+    module without the two importing each other, and so that this list is all the receive
+    path may touch. Members are read-only here: the path changes what they hold (counters,
+    indices, sessions), never which object the device holds."""
+
+    @property
+    def drops(self) -> Counter[str]: ...
+
+    @property
+    def events(self) -> Counter[str]: ...
+
+    @property
+    def identity(self) -> Identity | None: ...
+
+    @property
+    def checker(self) -> CookieChecker | None: ...
+
+    @property
+    def load(self) -> HandshakeLoad: ...
+
+    @property
+    def limiter(self) -> RateLimiter: ...
+
+    @property
+    def too_big_limiter(self) -> TooBigLimiter: ...
+
+    @property
+    def indices(self) -> IndexTable: ...
+
+    @property
+    def allowed_ips(self) -> AllowedIPs[bytes]: ...
+
+    @property
+    def peer_map(self) -> Mapping[bytes, Peer]: ...
+
+    def handshake_complete(self, peer: Peer, now: float) -> None:
+        """A session is confirmed: the timers and the peer's handshake figures."""
+        ...
+
+    def send_initiation(self, peer: Peer, now: float, out: list[Action], *, retry: bool) -> None:
+        """Start a handshake with ``peer`` (at most one per REKEY_TIMEOUT)."""
+        ...
+
+    def send_response(
+        self, peer: Peer, source: Endpoint, now: float, out: list[Action]
+    ) -> ReceiveSession | None:
+        """Answer the initiation just consumed; the session offered, or None if none could be."""
+        ...
+
+
 def receive_datagram(
-    device: Device, data: bytes, source: Endpoint, now: float, out: list[Action]
+    device: ReceiveDevice, data: bytes, source: Endpoint, now: float, out: list[Action]
 ) -> None:
     """One datagram from ``source``, of any message type."""
     if len(data) < 4 or data[1] or data[2] or data[3]:
@@ -90,7 +150,7 @@ def receive_datagram(
 
 
 def receive_transport(
-    device: Device, data: bytes, source: Endpoint, now: float, out: list[Action]
+    device: ReceiveDevice, data: bytes, source: Endpoint, now: float, out: list[Action]
 ) -> None:
     """Authenticate, replay-check and deliver one transport message (RoutineDecryption and
     RoutineSequentialReceiver in one)."""
@@ -137,14 +197,14 @@ def receive_transport(
 
 
 def transport_authenticated(
-    device: Device, peer: Peer, session: ReceiveSession, now: float, out: list[Action]
+    device: ReceiveDevice, peer: Peer, session: ReceiveSession, now: float, out: list[Action]
 ) -> None:
     """What an authenticated transport message does to the session and the timers: confirm a
     responder's session, renew an ageing one, restart the keepalive and handshake timers.
 
     Repeating it for later messages on the same session at the same ``now`` changes nothing
-    (the session is no longer ``next``, the last-minute flag is set or the age test fails as
-    before, the timers are set to the same values), so the fast path calls it once per run."""
+    (the first call took the session out of ``next``; the last-minute flag is set, or the age
+    test fails again; the timers get the same values), so the fast path calls it once per run."""
     if session is peer.next:
         _confirm_next(device, peer, now, out)
     _keep_key_fresh_receiving(device, peer, now, out)
@@ -154,7 +214,7 @@ def transport_authenticated(
 
 
 def transport_received(
-    device: Device, peer: Peer, nbytes: int, data: int, keepalives: int, now: float
+    device: ReceiveDevice, peer: Peer, nbytes: int, data: int, keepalives: int, now: float
 ) -> None:
     """A run's totals: ``nbytes`` of authenticated datagrams, of which ``data`` carried a
     packet and ``keepalives`` were empty. The data-received timer event happens once per data
@@ -168,7 +228,7 @@ def transport_received(
 
 
 def receive_oversize(
-    device: Device, peer: Peer, plaintext: bytes, now: float, out: list[Action]
+    device: ReceiveDevice, peer: Peer, plaintext: bytes, now: float, out: list[Action]
 ) -> None:
     """An inner packet above our MTU: fragment it, or drop it and say so (see .oversize)."""
     packet = oversize_packet(plaintext)
@@ -195,7 +255,7 @@ def receive_oversize(
             device.events["too_big_replies"] += 1
 
 
-def _confirm_next(device: Device, peer: Peer, now: float, out: list[Action]) -> None:
+def _confirm_next(device: ReceiveDevice, peer: Peer, now: float, out: list[Action]) -> None:
     """The initiator used the session we offered as responder: it becomes current."""
     old = peer.previous
     if old is not None:
@@ -208,7 +268,9 @@ def _confirm_next(device: Device, peer: Peer, now: float, out: list[Action]) -> 
     out.append(SendKeysUpdate(peer.key, peer.current.keypair.sending(peer.key)))
 
 
-def _keep_key_fresh_receiving(device: Device, peer: Peer, now: float, out: list[Action]) -> None:
+def _keep_key_fresh_receiving(
+    device: ReceiveDevice, peer: Peer, now: float, out: list[Action]
+) -> None:
     """The initiator renews a session it receives on before the responder must reject it."""
     if peer.timers.sent_last_minute_handshake:
         return
@@ -226,7 +288,7 @@ def _keep_key_fresh_receiving(device: Device, peer: Peer, now: float, out: list[
 
 
 def receive_handshake(
-    device: Device,
+    device: ReceiveDevice,
     data: bytes,
     msg: Initiation | Response,
     source: Endpoint,
@@ -263,7 +325,7 @@ def receive_handshake(
 
 
 def _receive_initiation(
-    device: Device, msg: Initiation, source: Endpoint, now: float, out: list[Action]
+    device: ReceiveDevice, msg: Initiation, source: Endpoint, now: float, out: list[Action]
 ) -> None:
     assert device.identity is not None
     try:
@@ -305,7 +367,7 @@ def _receive_initiation(
 
 
 def _receive_response(
-    device: Device, msg: Response, source: Endpoint, now: float, out: list[Action]
+    device: ReceiveDevice, msg: Response, source: Endpoint, now: float, out: list[Action]
 ) -> None:
     entry = device.indices.lookup(msg.receiver)
     if entry is None or entry[1] is not None:
@@ -344,7 +406,7 @@ def _receive_response(
     logger.debug("handshake with {} complete (initiator)", short_key(peer.key))
 
 
-def receive_cookie_reply(device: Device, msg: CookieReply, now: float) -> None:
+def receive_cookie_reply(device: ReceiveDevice, msg: CookieReply, now: float) -> None:
     entry = device.indices.lookup(msg.receiver)
     if entry is None:
         device.drops[drops.UNKNOWN_INDEX] += 1

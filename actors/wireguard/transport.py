@@ -68,7 +68,8 @@ class ReceiveOwner(Protocol[P]):
 
     The hooks are called once per run, except two for the rare packet: :meth:`transport_roamed`
     when an authenticated packet comes from somewhere else than the peer's endpoint, and
-    :meth:`transport_unusual` when its plaintext is not a deliverable packet."""
+    :meth:`transport_oversize_or_malformed` when its plaintext is not a packet the run can
+    deliver as it is."""
 
     drops: Counter[str]
 
@@ -98,17 +99,22 @@ class ReceiveOwner(Protocol[P]):
         """A run's totals: bytes of its authenticated datagrams, data packets and keepalives."""
         ...
 
-    def transport_unusual(self, peer: P, plain: bytes, now: float, out: list[Action]) -> None:
-        """An authenticated plaintext that is not a packet the fast path delivers (no valid
-        IP header, or above the MTU): the owner decides (count it, fragment it, answer it)."""
+    def transport_oversize_or_malformed(
+        self, peer: P, plain: bytes, now: float, out: list[Action]
+    ) -> None:
+        """An authenticated plaintext that :meth:`~actors.packet.Packet.unpad` refused: above
+        the MTU, or no valid IP header. The owner decides (fragment it, answer it, count it)."""
         ...
 
     def route_of(self, address: bytes) -> bytes | None:
         """The peer a raw inner source address routes to (cryptokey routing)."""
         ...
 
-    def receive_other(self, data: bytes, source: Endpoint, now: float, out: list[Action]) -> None:
-        """Everything that is not a full-size transport message: handshakes, cookies, junk."""
+    def receive_non_transport(
+        self, data: bytes, source: Endpoint, now: float, out: list[Action]
+    ) -> None:
+        """A datagram that is not a full-size transport message (handshakes, cookies, junk),
+        for the one-at-a-time path."""
         ...
 
 
@@ -135,7 +141,7 @@ def receive_batch(
                 else:
                     i = _open_run(owner, entry[0], entry[1], receiver, batch, i, now, out)
                 continue
-        owner.receive_other(data, source, now, out)
+        owner.receive_non_transport(data, source, now, out)
         i += 1
     return out
 
@@ -241,7 +247,7 @@ def _open_run(
                 if delivered:
                     out.append(DeliverBatch(tuple(delivered), key))
                     delivered = []
-                owner.transport_unusual(peer, plain, now, out)
+                owner.transport_oversize_or_malformed(peer, plain, now, out)
                 continue
             src = plain[12:16] if plain[0] >> 4 == 4 else plain[8:24]
             if src != last_source:
