@@ -33,6 +33,12 @@ from .packet import (
 
 __all__ = [
     "DEFAULT_TTL",
+    "TCPOPT_EOL",
+    "TCPOPT_MSS",
+    "TCPOPT_NOP",
+    "TCPOPT_SACK_PERMITTED",
+    "TCPOPT_TIMESTAMP",
+    "TCPOPT_WSCALE",
     "TCP_ACK",
     "TCP_FIN",
     "TCP_PSH",
@@ -43,6 +49,7 @@ __all__ = [
     "ip",
     "port_unreachable",
     "tcp",
+    "tcp_options",
     "tcp_reset",
     "udp",
 ]
@@ -51,6 +58,11 @@ DEFAULT_TTL = 64
 """TTL (hop limit) of built packets, as Linux uses."""
 
 TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+# TCP option kinds (RFC 9293 3.2, RFC 7323, RFC 2018)
+TCPOPT_EOL, TCPOPT_NOP, TCPOPT_MSS, TCPOPT_WSCALE = 0, 1, 2, 3
+TCPOPT_SACK_PERMITTED, TCPOPT_TIMESTAMP = 4, 8
+_TCP_MAX_OPTIONS = 40  # bytes: the data offset field tops out at 15 words
+_TCP_MAX_WSCALE = 14  # RFC 7323 2.3
 
 _ICMP_ECHO_REQUEST, _ICMP_ECHO_REPLY = 8, 0
 _ICMPV6_ECHO_REQUEST, _ICMPV6_ECHO_REPLY = 128, 129
@@ -136,23 +148,56 @@ def tcp(
     window: int = 65535,
     payload: bytes = b"",
     ttl: int = DEFAULT_TTL,
+    options: bytes = b"",
 ) -> Packet:
-    """A TCP segment (no options) in IPv4 or IPv6, checksum included."""
+    """A TCP segment in IPv4 or IPv6, checksum included. ``options`` are the raw option
+    bytes (see :func:`tcp_options`), padded here to a multiple of 4 with end-of-list."""
     s, d = _pair(src, dst)
+    if len(options) > _TCP_MAX_OPTIONS:
+        raise PacketError(f"{len(options)} bytes of TCP options exceed {_TCP_MAX_OPTIONS}")
+    options += bytes(-len(options) % 4)  # EOL padding
     header = struct.pack(
         "!HHIIBBHHH",
         src_port,
         dst_port,
         seq & 0xFFFFFFFF,
         ack & 0xFFFFFFFF,
-        5 << 4,
+        (5 + len(options) // 4) << 4,
         flags & 0xFF,
         window,
         0,
         0,
     )
-    segment = bytearray(header + payload)
+    segment = bytearray(header + options + payload)
     return ip(s, d, PROTO_TCP, _with_checksum(s, d, PROTO_TCP, segment, 16), ttl=ttl)
+
+
+def tcp_options(
+    *,
+    mss: int | None = None,
+    sack_permitted: bool = False,
+    timestamps: tuple[int, int] | None = None,
+    wscale: int | None = None,
+) -> bytes:
+    """TCP option bytes for :func:`tcp`, laid out as Linux sends them on a SYN: MSS,
+    SACK-permitted and timestamps (NOP-aligned), window scale (RFC 9293, 7323, 2018).
+    ``timestamps`` is (TSval, TSecr)."""
+    out = b""
+    if mss is not None:
+        if not 0 <= mss <= 0xFFFF:
+            raise PacketError(f"MSS {mss} is not in 0..65535")
+        out += struct.pack("!BBH", TCPOPT_MSS, 4, mss)
+    if timestamps is not None:
+        tsval, tsecr = timestamps
+        head = struct.pack("!BB", TCPOPT_SACK_PERMITTED, 2) if sack_permitted else b"\1\1"
+        out += head + struct.pack("!BBII", TCPOPT_TIMESTAMP, 10, tsval & 0xFFFFFFFF, tsecr)
+    elif sack_permitted:
+        out += b"\1\1" + struct.pack("!BB", TCPOPT_SACK_PERMITTED, 2)
+    if wscale is not None:
+        if not 0 <= wscale <= _TCP_MAX_WSCALE:
+            raise PacketError(f"window scale {wscale} is not in 0..{_TCP_MAX_WSCALE}")
+        out += b"\1" + struct.pack("!BBB", TCPOPT_WSCALE, 3, wscale)
+    return out
 
 
 def icmp(

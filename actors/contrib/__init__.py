@@ -13,6 +13,8 @@ in ``on_start``, whole batches handled in ``process_batch``, figures reported by
   itself, on the outbound path, and passes the rest.
 - ``actors.contrib.flowstats:FlowStats`` counts packets and bytes per flow in a bounded table and
   shows the top talkers in ``wgactors status``.
+- ``actors.contrib.mssclamp:MssClamp`` lowers the MSS option of TCP SYNs and SYN-ACKs to fit the
+  tunnel's MTU, on either path, IPv4 and IPv6.
 
 Nothing is imported here: a pipeline file names the module it needs, and only that one loads.
 """
