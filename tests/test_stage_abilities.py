@@ -440,7 +440,7 @@ def test_on_error_key_in_the_pipeline_file() -> None:
 
 def test_wgactors_stages_lists_names_and_origins() -> None:
     names = {a.name for a in available()}
-    assert {"dnsfilter", "firewall", "flowstats", "pcap"} <= names
+    assert {"dnsfilter", "firewall", "flowstats", "mssclamp", "pcap"} <= names
     out = subprocess.run(
         [sys.executable, "-m", "actors.cli", "stages"],
         capture_output=True,
