@@ -136,22 +136,15 @@ class Daemon:
         try:
             offloads = plan_from_env()
         except ValueError as e:
-            logger.error("{}", e)
-            report(str(e))
-            return EXIT_SETUP
+            return self._setup_failed(str(e), report)
         problem = Placement.check(settings.get(settings.CPUS) or "")
         if problem is not None:
-            reason = f"{settings.CPUS.name}: {problem}"
-            logger.error(reason)
-            report(reason)
-            return EXIT_SETUP
+            return self._setup_failed(f"{settings.CPUS.name}: {problem}", report)
         try:
             udp = UdpSocket(spec.listen_port, fwmark=spec.fwmark, offloads=offloads)
         except OSError as e:
             reason = f"cannot open UDP port {spec.listen_port}: {e.strerror or e}"
-            logger.error(reason)
-            report(reason)
-            return EXIT_SETUP
+            return self._setup_failed(reason, report)
         try:
             tun = TunDevice(spec.name, mtu=spec.mtu, offloads=offloads)
             if spec.configure_interface:
@@ -161,9 +154,7 @@ class Daemon:
                 tun.configure((), (), up=False)
         except TunError as e:
             udp.close()
-            logger.error("{}", e)
-            report(str(e))
-            return EXIT_SETUP
+            return self._setup_failed(str(e), report)
         try:
             return self._serve(udp, tun, report)
         finally:
@@ -250,8 +241,9 @@ class Daemon:
                 server.stop()
         return self.status
 
-    def _setup_failed(self, reason: str, report: Callable[[str | None], None]) -> int:
-        logger.error(reason)
+    @staticmethod
+    def _setup_failed(reason: str, report: Callable[[str | None], None]) -> int:
+        logger.error("{}", reason)
         report(reason)
         return EXIT_SETUP
 
