@@ -1,0 +1,77 @@
+"""Kernel steering of WireGuard datagrams to the worker that owns them.
+
+Every worker process has its own UDP socket, all in one ``SO_REUSEPORT`` group on the listen
+port. By default the kernel spreads a group's datagrams by a hash of their addresses, which
+sends a peer's packets to an arbitrary worker. A classic BPF program attached to the group
+(``SO_ATTACH_REUSEPORT_CBPF``) instead returns, for each datagram, the position of the socket
+that should get it, and the kernel runs it before any queueing, so steering costs no system
+call, no copy and no Python.
+
+What the program reads (its data starts at the UDP payload: the WireGuard message):
+
+- a handshake response (type 2) carries our receiver index at bytes 8..11, a cookie reply
+  (type 3) and a transport message (type 4) at bytes 4..7. The index's first byte names its
+  worker (:mod:`actors.wireguard.sharding`): the socket at that position gets the datagram;
+- an initiation (type 1) names no index of ours: the program returns a position past the
+  group, and the kernel falls back to its address hash. The worker that receives it hands it
+  to the peer's owner if that is another worker;
+- anything shorter than what it reads makes the program return 0 (the kernel's rule for an
+  out-of-bounds load): the first worker drops it as it would any junk.
+
+Sockets take positions in the order they join the group (bind), so workers bind in order.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import socket
+import struct
+
+from ..wireguard.sharding import MAX_WORKERS
+
+__all__ = ["SO_ATTACH_REUSEPORT_CBPF", "attach_steering", "steering_program"]
+
+SO_ATTACH_REUSEPORT_CBPF = 51  # <asm-generic/socket.h>
+FALLBACK = 0xFFFFFFFF  # a position past any group: the kernel's hash decides
+
+# classic BPF opcodes (<linux/filter.h>)
+_LD_B_ABS = 0x30  # BPF_LD | BPF_B | BPF_ABS: A = byte at k
+_JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K: if A == k jump jt else jf
+_JA = 0x05  # BPF_JMP | BPF_JA: jump k
+_MOD_K = 0x94  # BPF_ALU | BPF_MOD | BPF_K: A %= k
+_RET_A = 0x16  # BPF_RET | BPF_A
+_RET_K = 0x06  # BPF_RET | BPF_K
+
+_INITIATION, _RESPONSE = 1, 2
+_RESPONSE_INDEX_AT, _INDEX_AT = 8, 4  # offset of the receiver index's first byte
+
+Instruction = tuple[int, int, int, int]  # code, jt, jf, k
+
+
+def steering_program(workers: int) -> list[Instruction]:
+    """The classic BPF program that steers each datagram to one of ``workers`` sockets."""
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"{workers} workers: 1..{MAX_WORKERS}")
+    # Jump offsets count from the next instruction.
+    return [
+        (_LD_B_ABS, 0, 0, 0),  # 0: A = message type
+        (_JEQ_K, 6, 0, _INITIATION),  # 1: initiation -> 8
+        (_JEQ_K, 0, 2, _RESPONSE),  # 2: response -> 3, else -> 5
+        (_LD_B_ABS, 0, 0, _RESPONSE_INDEX_AT),  # 3: A = first byte of its receiver index
+        (_JA, 0, 0, 1),  # 4: -> 6
+        (_LD_B_ABS, 0, 0, _INDEX_AT),  # 5: A = first byte of the receiver index
+        (_MOD_K, 0, 0, workers),  # 6: A %= workers
+        (_RET_A, 0, 0, 0),  # 7: that socket
+        (_RET_K, 0, 0, FALLBACK),  # 8: the kernel's hash
+    ]
+
+
+def attach_steering(sock: socket.socket, workers: int) -> None:
+    """Attach the steering program to the reuseport group ``sock`` belongs to (any member
+    will do; the program is the group's). OSError if the kernel refuses it."""
+    program = steering_program(workers)
+    code = b"".join(struct.pack("HBBI", *insn) for insn in program)
+    buf = ctypes.create_string_buffer(code, len(code))
+    # struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+    fprog = struct.pack("HP", len(program), ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)

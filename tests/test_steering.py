@@ -1,0 +1,102 @@
+"""Kernel steering for worker processes: receiver indices that name their worker, and the
+classic BPF program that delivers each datagram to the owner's socket in a reuseport group.
+Real sockets on loopback; the kernel runs the real program."""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import socket
+import struct
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from actors.io.steering import attach_steering, steering_program
+from actors.wireguard.sharding import MAX_WORKERS, index_for_worker, worker_of_index
+
+WAIT = 5.0  # seconds a datagram on loopback may take
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, MAX_WORKERS), st.data())
+def test_an_index_made_for_a_worker_names_that_worker(r: int, workers: int, data) -> None:  # type: ignore[no-untyped-def]
+    worker = data.draw(st.integers(0, workers - 1))
+    index = index_for_worker(r, worker, workers)
+    assert 0 <= index < 2**32
+    assert worker_of_index(index, workers) == worker
+    assert index >> 8 == r >> 8  # the upper 24 random bits are kept
+    assert abs((index & 0xFF) - (r & 0xFF)) < workers
+
+
+def test_bad_worker_numbers_are_refused() -> None:
+    for worker, workers in [(0, 0), (2, 2), (-1, 2), (0, MAX_WORKERS + 1)]:
+        with pytest.raises(ValueError):
+            index_for_worker(0, worker, workers)
+    with pytest.raises(ValueError):
+        steering_program(0)
+
+
+@pytest.fixture(params=[2, 3, 4])
+def group(request: pytest.FixtureRequest) -> Iterator[list[socket.socket]]:
+    """``workers`` UDP sockets in one reuseport group on loopback, joined in worker order,
+    with the steering program attached."""
+    workers: int = request.param
+    socks: list[socket.socket] = []
+    port = 0
+    for _ in range(workers):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind(("127.0.0.1", port))
+        port = s.getsockname()[1]
+        s.settimeout(WAIT)
+        socks.append(s)
+    attach_steering(socks[0], workers)
+    yield socks
+    for s in socks:
+        s.close()
+
+
+def _message(kind: int, index: int) -> bytes:
+    if kind == 2:  # response: sender index, then our receiver index
+        return struct.pack("<BxxxII", 2, 0xDEADBEEF, index) + bytes(80)
+    return struct.pack("<BxxxI", kind, index) + bytes(40)
+
+
+def test_each_datagram_reaches_the_socket_of_the_worker_that_owns_its_index(
+    group: list[socket.socket],
+) -> None:
+    workers = len(group)
+    port = group[0].getsockname()[1]
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rng = random.Random(7)
+    try:
+        for _ in range(20):
+            for kind in (2, 3, 4):
+                worker = rng.randrange(workers)
+                data = _message(kind, index_for_worker(rng.getrandbits(32), worker, workers))
+                sender.sendto(data, ("127.0.0.1", port))
+                assert group[worker].recv(2048) == data, (kind, worker)
+    finally:
+        sender.close()
+
+
+def test_initiations_are_spread_by_the_kernels_hash_consistently_per_source(
+    group: list[socket.socket],
+) -> None:
+    port = group[0].getsockname()[1]
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        landed = set()
+        for _ in range(5):
+            data = b"\x01\0\0\0" + os.urandom(144)
+            sender.sendto(data, ("127.0.0.1", port))
+            ready, _, _ = select.select(group, [], [], WAIT)
+            assert len(ready) == 1
+            assert ready[0].recv(2048) == data
+            landed.add(group.index(ready[0]))
+        assert len(landed) == 1  # one source: one socket, by the hash of its addresses
+    finally:
+        sender.close()
