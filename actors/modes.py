@@ -17,8 +17,8 @@ __all__ = ["ACTORS", "MODES", "SINGLE_THREADED", "make_data_plane"]
 ACTORS = Pipeline.mode
 SINGLE_THREADED = SingleThreaded.mode
 MODES: Mapping[str, Callable[[DataPlaneSpec], DataPlane]] = {
-    ACTORS: Pipeline.from_spec,
-    SINGLE_THREADED: SingleThreaded.from_spec,
+    ACTORS: Pipeline,
+    SINGLE_THREADED: SingleThreaded,
 }
 
 

@@ -33,8 +33,6 @@ from loguru import logger
 
 from .dataplane import DataPlaneSpec, DataPlaneTimeout
 from .faults import Fault
-from .io.tun import TunDevice
-from .io.udp import UdpSocket
 from .mailbox import DEFAULT_CAPACITY, Mailbox
 from .pipeline_file import StageEntry, same_entry
 from .placement import default_policy
@@ -61,7 +59,7 @@ from .supervisor import (
     UpdateSpec,
 )
 from .uapi import SetRequest
-from .wireguard.device import PeerConfig, PeerState
+from .wireguard.device import PeerState
 
 __all__ = ["DRAIN_TIMEOUT", "GIL_SWITCH_INTERVAL", "READERS", "Pipeline", "ReloadError"]
 
@@ -90,52 +88,34 @@ class Pipeline:
 
     def __init__(
         self,
+        spec: DataPlaneSpec,
         *,
-        private_key: bytes | None,
-        peers: Sequence[PeerConfig],
-        udp: UdpSocket,
-        tun: TunDevice,
         capacity: int = DEFAULT_CAPACITY,
         batch_size: int = BATCH_SIZE,
-        inbound: Sequence[StageEntry] = (),
-        outbound: Sequence[StageEntry] = (),
         strategy: Strategy = Strategy.ONE_FOR_ONE,
         budget: RestartBudget = DEFAULT_BUDGET,
         backoff: Backoff = DEFAULT_BACKOFF,
-        faults: dict[str, Fault] | None = None,
     ) -> None:
         # The start-up configuration only seeds the cell; from then on the decrypt stage owns
         # the device and publishes each change there.
-        self.config = ConfigCell(DeviceConfig(private_key, tuple(peers)))
-        self.udp = udp
-        self.tun = tun
+        self.config = ConfigCell(DeviceConfig(spec.private_key, spec.peers))
+        self.udp = spec.udp
+        self.tun = spec.tun
         self.capacity = capacity
         self.batch_size = batch_size
         self.chains: dict[str, tuple[StageEntry, ...]] = {
-            "inbound": tuple(inbound),
-            "outbound": tuple(outbound),
+            "inbound": spec.inbound,
+            "outbound": spec.outbound,
         }
         self.strategy = strategy
         self.budget = budget
         self.backoff = backoff
-        self.faults = dict(faults or {})
+        self.faults: dict[str, Fault] = dict(spec.faults)
         self.mailboxes: dict[str, Mailbox] = {}
         self.order: list[str] = []
         self.supervisor: pykka.ActorRef[Supervisor] | None = None
         self.escalated = threading.Event()
         self.escalation_reason = ""
-
-    @classmethod
-    def from_spec(cls, spec: DataPlaneSpec) -> Pipeline:
-        return cls(
-            private_key=spec.private_key,
-            peers=spec.peers,
-            udp=spec.udp,
-            tun=spec.tun,
-            inbound=spec.inbound,
-            outbound=spec.outbound,
-            faults=dict(spec.faults),
-        )
 
     @property
     def inbound(self) -> tuple[StageEntry, ...]:

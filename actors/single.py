@@ -28,8 +28,6 @@ from loguru import logger
 from .dataplane import DataPlaneSpec, DataPlaneTimeout
 from .failure import ErrorCarry
 from .io.effects import Transmitter, TunDelivery
-from .io.tun import TunDevice
-from .io.udp import UdpSocket
 from .io.udp_gso import GroReceiver
 from .mailbox import Mailbox
 from .packet import Packet
@@ -40,7 +38,7 @@ from .stage import Stage, wiring
 from .stages.base import BATCH_SIZE
 from .stages.ticker import TICK_INTERVAL
 from .uapi import SetRequest
-from .wireguard import PeerConfig, Tunnel
+from .wireguard import Tunnel
 from .wireguard.actions import Action
 from .wireguard.apply import apply_set
 from .wireguard.device import PeerState
@@ -63,17 +61,9 @@ class SingleThreaded:
     default_placement: ClassVar[str] = ALL
     switch_interval: ClassVar[float | None] = None
 
-    def __init__(
-        self,
-        *,
-        private_key: bytes | None,
-        peers: Sequence[PeerConfig],
-        udp: UdpSocket,
-        tun: TunDevice,
-        batch_size: int = BATCH_SIZE,
-        inbound: Sequence[StageEntry] = (),
-        outbound: Sequence[StageEntry] = (),
-    ) -> None:
+    def __init__(self, spec: DataPlaneSpec, *, batch_size: int = BATCH_SIZE) -> None:
+        private_key, peers, udp, tun = spec.private_key, spec.peers, spec.udp, spec.tun
+        inbound, outbound = spec.inbound, spec.outbound
         now = time.monotonic()
         # What Stage.peer_for reads; republished after each `wg set`, as the decrypt stage does.
         self.config = ConfigCell(DeviceConfig(private_key, tuple(peers)))
@@ -98,17 +88,6 @@ class SingleThreaded:
         # Requests from other threads (UAPI, reload): run by the loop, between batches.
         self._requests: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue(
             MAX_PENDING_REQUESTS
-        )
-
-    @classmethod
-    def from_spec(cls, spec: DataPlaneSpec) -> SingleThreaded:
-        return cls(
-            private_key=spec.private_key,
-            peers=spec.peers,
-            udp=spec.udp,
-            tun=spec.tun,
-            inbound=spec.inbound,
-            outbound=spec.outbound,
         )
 
     # -- the DataPlane protocol

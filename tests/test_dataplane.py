@@ -11,11 +11,20 @@ from actors.modes import ACTORS, MODES, SINGLE_THREADED, make_data_plane
 from actors.pipeline import Pipeline
 from actors.single import SingleThreaded
 
-PROTOCOL_METHODS = ("start", "stop", "failure", "reload", "device_state", "configure", "stats")
+PROTOCOL_METHODS = (
+    "__init__",
+    "start",
+    "stop",
+    "failure",
+    "reload",
+    "device_state",
+    "configure",
+    "stats",
+)
 
 
 def test_every_mode_is_built_by_the_factory_and_names_itself() -> None:
-    assert dict(MODES) == {ACTORS: Pipeline.from_spec, SINGLE_THREADED: SingleThreaded.from_spec}
+    assert dict(MODES) == {ACTORS: Pipeline, SINGLE_THREADED: SingleThreaded}
     assert (Pipeline.mode, SingleThreaded.mode) == ("actors", "single-threaded")
 
 
@@ -28,6 +37,13 @@ def test_each_implementation_has_the_protocols_methods_with_its_signatures(cls: 
         # extra parameters (a pipeline's drain timeout) must have defaults
         extra = list(have.parameters.values())[len(want.parameters) :]
         assert all(p.default is not p.empty for p in extra), name
+
+
+@pytest.mark.parametrize("cls", [Pipeline, SingleThreaded])
+def test_each_implementation_is_built_from_the_spec_alone(cls: type) -> None:
+    params = list(inspect.signature(cls).parameters.values())
+    assert params[0].name == "spec"
+    assert all(p.default is not p.empty for p in params[1:])
 
 
 def test_an_unknown_mode_is_refused_with_the_known_ones() -> None:
