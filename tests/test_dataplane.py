@@ -11,16 +11,7 @@ from actors.modes import ACTORS, MODES, SINGLE_THREADED, make_data_plane
 from actors.pipeline import Pipeline
 from actors.single import SingleThreaded
 
-PROTOCOL_METHODS = (
-    "__init__",
-    "start",
-    "stop",
-    "failure",
-    "reload",
-    "device_state",
-    "configure",
-    "stats",
-)
+PROTOCOL_METHODS = ("start", "stop", "failure", "reload", "device_state", "configure", "stats")
 
 
 def test_every_mode_is_built_by_the_factory_and_names_itself() -> None:
