@@ -16,6 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.io.steering import attach_steering, steering_program
+from actors.wireguard.actions import HandshakeWanted, Transmit
+from actors.wireguard.crypto import public_key
+from actors.wireguard.device import Device, PeerConfig
+from actors.wireguard.indextable import IndexTable
 from actors.wireguard.sharding import MAX_WORKERS, index_for_worker, worker_of_index
 
 WAIT = 5.0  # seconds a datagram on loopback may take
@@ -100,3 +104,27 @@ def test_initiations_are_spread_by_the_kernels_hash_consistently_per_source(
         assert len(landed) == 1  # one source: one socket, by the hash of its addresses
     finally:
         sender.close()
+
+
+def test_a_sharded_device_names_its_worker_in_every_index_it_hands_out() -> None:
+    """The core side of steering: the initiations (and so the sessions) of a device that is
+    worker 2 of 3 carry sender indices that the kernel's filter maps back to worker 2."""
+    ours, theirs = os.urandom(32), os.urandom(32)
+    device = Device(ours, shard=(2, 3))
+    peer = public_key(theirs)
+    device.add_peer(PeerConfig(peer, endpoint=("127.0.0.1", 9)), 0.0)
+    seen = set()
+    for i in range(30):  # a handshake every REKEY_TIMEOUT: a fresh index each time
+        now = i * 6.0
+        actions = device.handle(HandshakeWanted(peer), now, 1.7e9 + now)
+        for action in actions:
+            if isinstance(action, Transmit) and action.data[0] == 1:
+                index = struct.unpack_from("<I", action.data, 4)[0]
+                assert worker_of_index(index, 3) == 2
+                seen.add(index)
+    assert len(seen) == 30
+
+
+def test_an_index_table_refuses_a_shard_that_cannot_be() -> None:
+    with pytest.raises(ValueError):
+        IndexTable(os.urandom, (3, 3))

@@ -79,7 +79,10 @@ class Device:
         *,
         rng: Callable[[int], bytes] = os.urandom,
         under_load_threshold: int = UNDER_LOAD_BACKLOG,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
+        """``shard``: (this worker, of how many) where worker processes share the interface;
+        the receiver indices this device hands out name its worker."""
         self.rng = rng
         self.identity: Identity | None = None
         self.checker: CookieChecker | None = None
@@ -88,7 +91,7 @@ class Device:
         self.load = HandshakeLoad(threshold=under_load_threshold)
         self.too_big_limiter = TooBigLimiter()
         self.peer_map: dict[bytes, Peer] = {}
-        self.indices = IndexTable(rng)
+        self.indices = IndexTable(rng, shard)
         # Journaled: each change is sent to the encrypt side as a delta (RouteChanges), so a
         # peer change costs O(its prefixes) at any table size, not a copy of the table.
         self.allowed_ips: AllowedIPs[bytes] = AllowedIPs(journal=True)

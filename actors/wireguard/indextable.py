@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .keypair import ReceiveSession
+from .sharding import index_for_worker
 
 if TYPE_CHECKING:
     from .peer import Peer
@@ -30,16 +31,23 @@ class IndexExhausted(RuntimeError):
 
 
 class IndexTable:
-    __slots__ = ("_entries", "_rng")
+    __slots__ = ("_entries", "_rng", "_shard")
 
-    def __init__(self, rng: Callable[[int], bytes]) -> None:
+    def __init__(self, rng: Callable[[int], bytes], shard: tuple[int, int] = (0, 1)) -> None:
+        """``shard`` is (this worker, of how many): every index handed out names this worker
+        (:mod:`actors.wireguard.sharding`), so the kernel can steer the peer's replies to it."""
         self._rng = rng
+        self._shard = shard
+        index_for_worker(0, *shard)  # a bad shard fails here, not at the first handshake
         self._entries: dict[int, Entry] = {}
 
     def new_index_for_handshake(self, peer: Peer) -> int:
         """A fresh index for a handshake of ``peer``; its session is attached later."""
+        worker, workers = self._shard
         for _ in range(MAX_INDEX_TRIES):
             index = int.from_bytes(self._rng(4), "little")
+            if workers > 1:
+                index = index_for_worker(index, worker, workers)
             if index not in self._entries:
                 self._entries[index] = (peer, None)
                 return index
