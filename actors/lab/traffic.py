@@ -53,9 +53,7 @@ def ping(ns: Netns, target: str, count: int = 3, interval: float = 0.2) -> PingR
     return result
 
 
-def reachable(
-    ns: Netns, target: str, count: int = 3, *, source: str | None = None
-) -> bool:
+def reachable(ns: Netns, target: str, count: int = 3, *, source: str | None = None) -> bool:
     """Whether any of ``count`` pings from ``ns`` (from address ``source``, if given) to
     ``target`` came back: what a test asserts a tunnel carries, or must not carry.
 

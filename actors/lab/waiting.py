@@ -16,7 +16,9 @@ WAIT_S = 10.0  # seconds a wait may take when the caller names no bound
 STEP_S = 0.05  # seconds between two looks at the condition
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = WAIT_S, step: float = STEP_S) -> bool:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = WAIT_S, step: float = STEP_S
+) -> bool:
     """Whether ``predicate`` became true within ``timeout`` seconds; it is looked at once more
     after the deadline, so a condition met while the waiter slept still counts."""
     deadline = time.monotonic() + timeout
