@@ -66,6 +66,8 @@ def run_case(bench: Bench, case: Case, round_no: int, serial: int) -> RunResult:
         setup = start_case(bench, case, serial)
         if setup.pid is not None:
             result.extra["pid"] = setup.pid
+        if setup.checkout is not None:
+            result.extra["checkout"] = str(setup.checkout)
         warm_up_case(bench, setup)
         before = Counters.read(bench.lab, setup)
         measure(bench, setup, result, serial)
