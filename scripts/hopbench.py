@@ -23,13 +23,10 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actors.mailbox import Mailbox
 from actors.packet import Packet

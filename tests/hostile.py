@@ -14,7 +14,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import Any
 from netns import Netns, WireguardGo, socket_in, veth_pair
 from wgactors_proc import LAUNCHER, Wgactors
 
-from actors.lab import wireguard_go_peering
+from actors.lab import wait_until, wireguard_go_peering
 from actors.wireguard.constants import LABEL_COOKIE, LABEL_MAC1
 from actors.wireguard.crypto import hash_, mac
 from actors.wireguard.xchacha import xchacha20poly1305_decrypt
@@ -73,7 +73,7 @@ class Lab:
         new handshake) or ``deadline`` seconds pass: (it got through, the seconds it took)."""
         self.readd_peer_on_wireguard_go()
         t0 = time.monotonic()
-        ok = wait_for(
+        ok = wait_until(
             lambda: self.b.run("ping", "-c", "1", "-W", "1", A4, check=False).returncode == 0,
             deadline,
             step=0,
@@ -120,14 +120,6 @@ def hostile_lab(
                 daemon,
                 our_pub,
             )
-
-
-def ping(ns: Netns, addr: str, count: int = 3, source: str | None = None) -> bool:
-    extra = ("-I", source) if source else ()
-    result = ns.run(
-        "ping", "-c", count, "-i", "0.2", "-W", "2", *extra, addr, check=False, timeout=30
-    )
-    return result.returncode == 0
 
 
 def final_stats(log: str) -> list[dict[str, Any]]:
@@ -270,12 +262,3 @@ class Receiver(threading.Thread):
 
     def cookie_replies(self) -> list[bytes]:
         return [d for _, d in self.received if len(d) == 64 and d[:4] == b"\x03\x00\x00\x00"]
-
-
-def wait_for(cond: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()

@@ -18,7 +18,7 @@ from test_core_conformance import big_udp4, big_udp6
 from wgsim import A_EP, A_TUN4, A_TUN6, B_TUN4, B_TUN6, Node, Sim, udp4, udp6
 
 from actors import Packet
-from actors.corebench import measure
+from actors.lab.corebench import measure
 from actors.packet import PacketError
 from actors.wireguard import drops
 from actors.wireguard.actions import (

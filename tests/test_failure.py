@@ -22,6 +22,7 @@ from actors.failure import (
     ErrorCarry,
     ErrorPolicy,
 )
+from actors.lab import wait_for
 from actors.mailbox import Mailbox
 from actors.stage import wiring
 from actors.stages.base import GetStats
@@ -202,13 +203,6 @@ class Tree:
         if self.sup.is_alive():
             self.sup.ask(Shutdown(), timeout=WAIT)
             self.sup.stop(block=True, timeout=WAIT)
-
-
-def wait_for(predicate: Any) -> None:
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 def test_drop_keeps_the_instance_and_its_state() -> None:

@@ -1,9 +1,9 @@
-"""Unit tests of the lab's pieces that need no namespaces (actors.lab, scripts/bench.py's
-arithmetic): errors, /proc readers, config files, dump parsing, CPU pinning, targets."""
+"""Unit tests of the lab's pieces that need no namespaces (actors.lab, the bench's registry,
+options and arithmetic): errors, /proc readers, config files, dump parsing, CPU pinning,
+targets, bounded waits, the baseline checkout's launcher."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import stat
 import subprocess
@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from netns import require_tools
@@ -25,9 +24,13 @@ from actors.lab import (
     parse_dump,
     pinned,
     run,
+    wait_for,
+    wait_until,
     wireguard_go_peering,
     write_conf,
 )
+from actors.lab.bench import cases, cli, stats
+from actors.lab.bench.measure import Pinning, RunResult
 from actors.lab.procfs import (
     context_switches,
     cpu_seconds,
@@ -35,20 +38,7 @@ from actors.lab.procfs import (
     is_wireguard_go,
     peak_rss_mb,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_under_test", ROOT / "scripts/bench.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _bench()
+from actors.lab.wgactors import LAUNCHER, launcher_argv
 
 
 def test_command_errors_are_lab_errors_and_stdlib_errors() -> None:
@@ -183,31 +173,137 @@ def test_parse_dump() -> None:
 
 
 def test_pinning_splits_the_cpus_in_halves() -> None:
-    assert bench.Pinning.split([1, 0]) == bench.Pinning("0", "1")
-    assert bench.Pinning.split([0, 1, 2, 3, 4]) == bench.Pinning("0,1", "2,3,4")
+    assert Pinning.split([1, 0]) == Pinning("0", "1")
+    assert Pinning.split([0, 1, 2, 3, 4]) == Pinning("0,1", "2,3,4")
     with pytest.raises(LabError, match="at least 2"):
-        bench.Pinning.split([0])
+        Pinning.split([0])
 
 
 def test_case_registry_and_aliases() -> None:
-    assert list(bench.CASES)[:4] == ["veth", "reference", "wgactors", "wgactors-single"]
-    assert bench.parse_cases("single, plain,ref") == ["veth", "reference", "wgactors-single"]
+    assert cases.default_cases() == ["veth", "reference", "wgactors", "wgactors-single"]
+    assert cases.parse_cases("single, plain,ref") == ["veth", "reference", "wgactors-single"]
     with pytest.raises(Exception, match="unknown case"):
-        bench.parse_cases("nope")
-    assert bench.WGACTORS_CASES == (
+        cases.parse_cases("nope")
+    assert cases.WGACTORS_CASES == (
         "wgactors",
         "wgactors-single",
         "wgactors-spread",
         "wgactors-single-spread",
     )
     # the spread cases run only when asked for, and carry their setting to the daemon
-    assert [k for k, c in bench.CASES.items() if not c.default] == list(bench.WGACTORS_CASES[2:])
-    assert bench.parse_cases("single-spread,actors-spread") == list(bench.WGACTORS_CASES[2:])
-    assert dict(bench.CASES["wgactors-spread"].env) == {"WGACTORS_CPUS": "all"}
+    spread = list(cases.WGACTORS_CASES[2:])
+    assert [k for k, c in cases.CASES.items() if not c.default and not c.baseline] == spread
+    assert cases.parse_cases("single-spread,actors-spread") == spread
+    assert dict(cases.CASES["wgactors-spread"].env) == {"WGACTORS_CPUS": "all"}
 
 
-def _run(case: str, **metrics: float) -> object:
-    return bench.RunResult(case, 1, metrics=dict(metrics))
+def _checkout(path: Path, *, venv: bool) -> Path:
+    """A directory that looks like a wgactors checkout (nothing in it runs)."""
+    (path / "actors").mkdir(parents=True)
+    (path / "actors" / "__init__.py").write_text("")
+    (path / "scripts").mkdir()
+    (path / "scripts" / "wgactors").write_text("#!/bin/sh\n")
+    if venv:
+        (path / ".venv" / "bin").mkdir(parents=True)
+        (path / ".venv" / "bin" / "python").write_text("")
+    return path
+
+
+def test_every_wgactors_case_has_a_baseline_twin_next_to_it() -> None:
+    for key in cases.WGACTORS_CASES:
+        case, twin = cases.CASES[key], cases.CASES[f"{key}@base"]
+        assert twin.baseline and not twin.default and not case.baseline
+        assert (twin.wgactors_args, twin.env) == (case.wgactors_args, case.env)
+        assert twin.aliases == tuple(f"{a}@base" for a in case.aliases)
+        keys = list(cases.CASES)
+        assert keys.index(twin.key) == keys.index(key) + 1
+    assert tuple(f"{k}@base" for k in cases.WGACTORS_CASES) == cases.BASELINE_CASES
+    assert not any(cases.CASES[k].baseline for k in cases.default_cases())
+
+
+def test_baseline_option_adds_the_twins_of_the_chosen_wgactors_cases(tmp_path: Path) -> None:
+    base = _checkout(tmp_path / "base", venv=True)
+    args = cli.parse_args(["--cases", "actors,ref", "--baseline", str(base), "--rounds", "1"])
+    assert args.cases == ["reference", "wgactors", "wgactors@base"]
+    assert args.baseline == base.resolve()
+    args = cli.parse_args(["--baseline", str(base)])
+    assert args.cases == [
+        "veth",
+        "reference",
+        "wgactors",
+        "wgactors@base",
+        "wgactors-single",
+        "wgactors-single@base",
+    ]
+    args = cli.parse_args(["--cases", "single@base", "--baseline", str(base)])
+    assert args.cases == ["wgactors-single@base"]
+    assert cli.parse_args(["--cases", "actors"]).baseline is None
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--cases", "actors@base"],  # a baseline case with no baseline
+        ["--baseline", "NOT_A_CHECKOUT"],
+        ["--baseline", "CHECKOUT", "--peers", "1000"],
+    ],
+)
+def test_baseline_option_refuses(argv: list[str], tmp_path: Path) -> None:
+    base = _checkout(tmp_path / "base", venv=True)
+    argv = [
+        str(base) if a == "CHECKOUT" else str(tmp_path) if a == "NOT_A_CHECKOUT" else a
+        for a in argv
+    ]
+    with pytest.raises(SystemExit) as refused:
+        cli.parse_args(argv)
+    assert refused.value.code == 2
+
+
+def test_launcher_of_another_checkout(tmp_path: Path) -> None:
+    assert launcher_argv() == [str(LAUNCHER)]
+    own = _checkout(tmp_path / "own", venv=True)
+    assert launcher_argv(own) == [str(own / "scripts" / "wgactors")]
+    # no .venv of its own: this interpreter runs that checkout's code, not this one's
+    bare = _checkout(tmp_path / "bare", venv=False)
+    assert launcher_argv(bare) == ["env", f"PYTHONPATH={bare}", sys.executable, "-m", "actors.cli"]
+    with pytest.raises(LabError, match="not a wgactors checkout"):
+        launcher_argv(tmp_path)
+
+
+def test_comparison_with_the_baseline_flags_a_median_beyond_its_range() -> None:
+    runs = {
+        "wgactors": [_run("wgactors", tcp_up_mbps=80.0, ping_idle_ms=0.30)],
+        "wgactors@base": [
+            _run("wgactors@base", tcp_up_mbps=u, ping_idle_ms=p)
+            for u, p in ((90.0, 0.25), (100.0, 0.28), (110.0, 0.31))
+        ],
+        "wgactors-single": [_run("wgactors-single", tcp_up_mbps=95.0, ping_idle_ms=0.5)],
+    }
+    summary = {c: stats.summarize(r) for c, r in runs.items()}
+    comparison = stats.compare_to_baseline(summary)
+    assert list(comparison) == ["wgactors"]  # no twin for single: nothing to compare
+    up, idle = comparison["wgactors"]["tcp_up_mbps"], comparison["wgactors"]["ping_idle_ms"]
+    assert up == {"ratio": pytest.approx(0.8), "worse": True}  # below the slowest round
+    assert idle == {"ratio": pytest.approx(0.30 / 0.28), "worse": False}  # within the range
+    assert "udp_pps" not in comparison["wgactors"]
+
+
+def test_wait_until_and_wait_for_are_bounded() -> None:
+    ready = threading.Event()
+    timer = threading.Timer(0.05, ready.set)
+    timer.start()
+    try:
+        assert wait_until(ready.is_set, timeout=5, step=0.01)
+    finally:
+        timer.cancel()
+    assert not wait_until(lambda: False, timeout=0.05, step=0.01)
+    with pytest.raises(LabError, match=r"the flag not reached within 0\.05 s"):
+        wait_for(lambda: False, timeout=0.05, step=0.01, what="the flag")
+    wait_for(ready.is_set, timeout=0.05)
+
+
+def _run(case: str, **metrics: float) -> RunResult:
+    return RunResult(case, 1, metrics=dict(metrics))
 
 
 def test_medians_ratios_and_targets() -> None:
@@ -238,18 +334,18 @@ def test_medians_ratios_and_targets() -> None:
             )
         ],
     }
-    summary = {c: bench.summarize(r) for c, r in runs.items()}
+    summary = {c: stats.summarize(r) for c, r in runs.items()}
     assert summary["veth"]["median"]["tcp_sum_mbps"] == 4.5
     assert summary["wgactors"]["min"]["tcp_up_mbps"] == 0.5
     assert summary["wgactors"]["max"]["rss_mb"] == 90
-    ratios = bench.compute_ratios(summary)
+    ratios = stats.compute_ratios(summary)
     assert ratios["wgactors"]["updown_vs_reference"] == 1.0
     assert ratios["reference"]["updown_share_of_veth"] == pytest.approx(2 / 4.5)
     assert ratios["actors_vs_single_updown"] == 1.0
-    statuses = [t["status"] for t in bench.check_targets(ratios, summary)]
+    statuses = [t["status"] for t in stats.check_targets(ratios, summary)]
     # throughput 1.0x and each way 1.0x: PASS; 1.0x single-threaded: PASS; latency added
     # +0.25 ms against single-threaded's +0.1 ms: MISS; the highest RSS, 90 MB: MISS.
     assert statuses == ["PASS", "PASS", "MISS", "MISS"]
     summary.pop("wgactors-single")
-    statuses = [t["status"] for t in bench.check_targets(bench.compute_ratios(summary), summary)]
+    statuses = [t["status"] for t in stats.check_targets(stats.compute_ratios(summary), summary)]
     assert statuses == ["PASS", "SKIP", "SKIP", "MISS"]

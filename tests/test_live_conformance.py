@@ -32,13 +32,11 @@ from hostile import (
     drops_of,
     final_stats,
     hostile_lab,
-    ping,
-    wait_for,
 )
 from netns import Netns, WireguardGo, socket_in
 from wgactors_proc import Wgactors
 
-from actors.lab import wireguard_go_peering
+from actors.lab import reachable, wait_until, wireguard_go_peering
 from actors.wireguard.keys import decode_key
 from actors.wireguard.load import HANDSHAKE_CAPACITY_PER_SECOND
 
@@ -105,7 +103,7 @@ def udp_pair(lab: WideLab, port: int, pmtudisc: int) -> tuple[socket.socket, soc
 
 def test_big_inner_packets_from_a_peer_at_mtu_1420(netns_pair, tmp_path: Path) -> None:
     with wide_lab(netns_pair, tmp_path) as lab:
-        assert ping(lab.b, A4, count=1), lab.daemon.log()[-3000:]
+        assert reachable(lab.b, A4, count=1), lab.daemon.log()[-3000:]
         rng = random.Random(10)
 
         # without DF: fragmented by wgactors, reassembled by the receiving host
@@ -125,7 +123,7 @@ def test_big_inner_packets_from_a_peer_at_mtu_1420(netns_pair, tmp_path: Path) -
             route = lab.b.run("ip", "route", "get", A4).stdout
             return "mtu 1280" in route
 
-        assert wait_for(learnt, PMTU_DEADLINE), (route, lab.daemon.log()[-3000:])
+        assert wait_until(learnt, PMTU_DEADLINE), (route, lab.daemon.log()[-3000:])
         assert tx2.getsockopt(socket.IPPROTO_IP, IP_MTU) == 1280
         # the connected socket was told too (and reading SO_ERROR clears it)
         assert tx2.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.EMSGSIZE
@@ -149,7 +147,7 @@ def test_valid_mac1_flood_at_half_capacity_keeps_handshakes_fast(
     netns_pair, tmp_path: Path
 ) -> None:
     with hostile_lab(netns_pair, tmp_path) as lab:
-        assert ping(lab.a, B4, count=1), lab.daemon.log()[-3000:]
+        assert reachable(lab.a, B4, count=1), lab.daemon.log()[-3000:]
         attacker = Attacker(decode_key(lab.our_pub), random.Random(4))
         sock, receiver = lab.stranger_socket()
         flood = Flood(

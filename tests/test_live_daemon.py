@@ -23,6 +23,7 @@ import pytest
 from netns import Netns, gen_keypair
 from wgactors_proc import A4, B4, LAUNCHER, ROOT, Wgactors, wireguard_go_pair, write_conf
 
+from actors.lab import reachable
 from actors.lab.procfs import find_process, is_wgactors_python
 
 pytestmark = pytest.mark.netns
@@ -39,11 +40,6 @@ SCRAPE = (
     "reply = urllib.request.urlopen(sys.argv[1], timeout=10)\n"
     "sys.stdout.write(reply.headers['Content-Type'] + '\\n' + reply.read().decode())\n"
 )
-
-
-def ping(ns: Netns, addr: str, count: int = 3) -> bool:
-    result = ns.run("ping", "-c", count, "-i", "0.2", "-W", "2", addr, check=False, timeout=20)
-    return result.returncode == 0
 
 
 def transfer(server_ns: Netns, client_ns: Netns, server_addr: str) -> None:
@@ -118,7 +114,7 @@ def test_notify_socket_and_prometheus_metrics(netns_pair, tmp_path: Path) -> Non
         with Wgactors(netns_pair.a, conf, *metrics, env=env) as daemon:
             ready = listener.wait_for("READY")
             assert ready["READY"] == "1" and ready["STATUS"].startswith("wgn0 up: UDP port 51821")
-            assert ping(netns_pair.a, B4), daemon.log()
+            assert reachable(netns_pair.a, B4), daemon.log()
 
             url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
             scraped = netns_pair.a.run(sys.executable, "-c", SCRAPE, url).stdout
@@ -144,7 +140,7 @@ def test_notify_socket_and_prometheus_metrics(netns_pair, tmp_path: Path) -> Non
             reloading = listener.wait_for("RELOADING")
             assert int(reloading["MONOTONIC_USEC"]) > 0
             assert listener.wait_for("READY")["READY"] == "1"
-            assert daemon.proc.poll() is None and ping(netns_pair.a, B4, count=1)
+            assert daemon.proc.poll() is None and reachable(netns_pair.a, B4, count=1)
 
             assert daemon.terminate() == 0
             assert listener.wait_for("STOPPING")["STOPPING"] == "1"
@@ -155,7 +151,7 @@ def test_notify_socket_and_prometheus_metrics(netns_pair, tmp_path: Path) -> Non
 
 def traffic_both_ways(netns_pair: Any, daemon: Wgactors) -> str:
     """A ping, a TCP transfer each way, a clean stop: the daemon's whole log."""
-    assert ping(netns_pair.a, B4), daemon.log()
+    assert reachable(netns_pair.a, B4), daemon.log()
     transfer(netns_pair.b, netns_pair.a, B4)
     transfer(netns_pair.a, netns_pair.b, A4)
     assert daemon.terminate() == 0
@@ -245,7 +241,7 @@ def test_endpoint_name_that_resolves_late(netns_pair, tmp_path: Path) -> None:
                 assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log()
                 assert time.monotonic() < deadline, daemon.log()
                 time.sleep(0.1)
-            assert ping(netns_pair.a, B4), daemon.log()
+            assert reachable(netns_pair.a, B4), daemon.log()
             assert daemon.terminate() == 0
             assert "retry 2 of 10" in daemon.log()
         finally:
@@ -347,7 +343,7 @@ def test_compact_placement_keeps_every_thread_on_one_cpu(
     env = {"WGACTORS_CPUS": "compact"} if mode == "single" else {}
     try:
         with Wgactors(netns_pair.a, conf, *extra, env=env) as daemon:
-            assert ping(netns_pair.a, B4), daemon.log()
+            assert reachable(netns_pair.a, B4), daemon.log()
             pid = _python_pid(daemon)
             # The daemon may move its threads (every 2 s at most) between two looks: look
             # again until what `status` says and where the threads are agree.
@@ -370,7 +366,7 @@ def test_compact_placement_keeps_every_thread_on_one_cpu(
             assert re.search(r"threads confined to CPU \d+ \(compact", log), log
         if mode == "actors" and len(os.sched_getaffinity(0)) > 1:
             with Wgactors(netns_pair.a, conf, env={"WGACTORS_CPUS": "all"}) as daemon:
-                assert ping(netns_pair.a, B4), daemon.log()
+                assert reachable(netns_pair.a, B4), daemon.log()
                 allowed = _allowed_cpus_of_threads(_python_pid(daemon))
                 mine = Path("/proc/self/status").read_text().split("Cpus_allowed_list:")[1]
                 assert set(allowed.values()) == {mine.split()[0]}, allowed

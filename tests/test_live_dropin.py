@@ -6,7 +6,6 @@ import json
 import os
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -16,20 +15,12 @@ from netns import Netns, WireguardGo, gen_keypair, gen_psk, socket_in
 from test_uapi_codec import SET_KEYS
 from wgactors_proc import LAUNCHER, ROOT, write_conf
 
+from actors.lab import wait_until
+
 pytestmark = pytest.mark.netns
 
 A4, B4 = "10.99.0.1", "10.99.0.2"
 SOCKET_DIR = Path("/var/run/wireguard")
-WAIT = 10.0  # seconds any bounded wait below may take
-
-
-def wait_until(predicate, timeout: float = WAIT) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def daemon_pids(iface: str) -> list[int]:

@@ -49,12 +49,11 @@ from hostile import (
     drops_of,
     final_stats,
     hostile_lab,
-    ping,
-    wait_for,
 )
 from netns import Netns, socket_in
 from wgactors_proc import ROOT
 
+from actors.lab import reachable, wait_until
 from actors.wireguard import Device, PeerConfig, Transmit, generate_private_key
 from actors.wireguard.actions import HandshakeWanted
 from actors.wireguard.crypto import public_key
@@ -148,7 +147,7 @@ def junk(rng: random.Random) -> Iterator[tuple[str, bytes]]:
 
 def test_junk_flood_during_transfer(netns_pair, tmp_path: Path) -> None:
     with hostile_lab(netns_pair, tmp_path) as lab:
-        assert ping(lab.b, A4, count=1), lab.daemon.log()
+        assert reachable(lab.b, A4, count=1), lab.daemon.log()
         pid = daemon_pid(lab)
         server = lab.a.popen(
             sys.executable, TCPCHECK, "serve", "5201", stdout=subprocess.PIPE, text=True
@@ -198,11 +197,11 @@ def test_junk_flood_during_transfer(netns_pair, tmp_path: Path) -> None:
         assert local == remote, lab.daemon.log()[-3000:]
         assert server.wait(10) == 0
         # the tunnel still works, both ways, and the stranger did not move the peer
-        assert ping(lab.b, A4), lab.daemon.log()[-3000:]
-        assert ping(lab.a, B4), lab.daemon.log()[-3000:]
+        assert reachable(lab.b, A4), lab.daemon.log()[-3000:]
+        assert reachable(lab.a, B4), lab.daemon.log()[-3000:]
         burst = junk_burst(lab, pid)
         assert lab.daemon.proc.poll() is None, lab.daemon.log()[-3000:]
-        assert ping(lab.b, A4), lab.daemon.log()[-3000:]
+        assert reachable(lab.b, A4), lab.daemon.log()[-3000:]
         assert lab.status()["peers"][0]["endpoint"] == lab.peer_endpoint
         kernel_lost = kernel_drops(lab.a) - kernel_lost_before
         assert lab.daemon.terminate() == 0
@@ -357,7 +356,7 @@ def test_mac1_flood_cookies_rate_limit_and_peer_still_handshakes(
 ) -> None:
     costs = measure_core_costs()
     with hostile_lab(netns_pair, tmp_path) as lab:
-        assert ping(lab.a, B4, count=1), lab.daemon.log()
+        assert reachable(lab.a, B4, count=1), lab.daemon.log()
         pid = daemon_pid(lab)
         attacker = Attacker(decode_key(lab.our_pub), random.Random(3))
         sock, receiver = lab.stranger_socket()
@@ -374,7 +373,8 @@ def test_mac1_flood_cookies_rate_limit_and_peer_still_handshakes(
             cpu0, t0 = cpu_seconds(pid), time.monotonic()
             flood.start()
             # under load, wgactors answers with cookies instead of doing handshakes
-            assert wait_for(lambda: bool(receiver.cookie_replies()), 5.0), lab.daemon.log()[-3000:]
+            cookie_seen = wait_until(lambda: bool(receiver.cookie_replies()), 5.0)
+            assert cookie_seen, lab.daemon.log()[-3000:]
             first_cookie_s = time.monotonic() - t0
             # the real peer must handshake again, in the middle of the flood
             legit_ok, legit_s = lab.handshake_again(LEGIT_HANDSHAKE_DEADLINE)
@@ -401,8 +401,8 @@ def test_mac1_flood_cookies_rate_limit_and_peer_still_handshakes(
             # a new handshake from the real peer right after the flood works too
             time.sleep(1.5)  # the under-load state lasts one second after the flood
             lab.readd_peer_on_wireguard_go()
-            assert ping(lab.b, A4), lab.daemon.log()[-3000:]
-            assert ping(lab.a, B4), lab.daemon.log()[-3000:]
+            assert reachable(lab.b, A4), lab.daemon.log()[-3000:]
+            assert reachable(lab.a, B4), lab.daemon.log()[-3000:]
         finally:
             flood.stop()
             receiver.stop()
@@ -472,7 +472,7 @@ def test_replayed_datagrams_are_dropped_and_do_not_roam(netns_pair, tmp_path: Pa
         sniffer.bind((veth_a, 0x0800))  # ETH_P_IP, on the link from the real peer
         try:
             # wireguard-go initiates (it has our endpoint) and sends data: capture all of it
-            assert ping(lab.b, A4, count=5), lab.daemon.log()
+            assert reachable(lab.b, A4, count=5), lab.daemon.log()
             captured = sniff_wireguard(sniffer, lab.addr_b4, OUR_PORT)
         finally:
             sniffer.close()
@@ -505,7 +505,7 @@ def test_replayed_datagrams_are_dropped_and_do_not_roam(netns_pair, tmp_path: Pa
         assert stale == len(initiations), (before_drops, after_drops)
         # no roaming: the peer is still reached where it really is, and the tunnel works
         assert after["peers"][0]["endpoint"] == lab.peer_endpoint, after
-        assert ping(lab.a, B4), lab.daemon.log()[-3000:]
+        assert reachable(lab.a, B4), lab.daemon.log()[-3000:]
         assert lab.status()["peers"][0]["endpoint"] == lab.peer_endpoint
         assert lab.daemon.terminate() == 0
         drops = drops_of(final_stats(lab.daemon.log()))
@@ -529,18 +529,18 @@ def test_inner_source_outside_allowed_ips_is_dropped(netns_pair, tmp_path: Path)
     extra = (f"{B4_EXTRA}/24", f"{B6_EXTRA}/64")
     with hostile_lab(netns_pair, tmp_path, wggo_extra=extra) as lab:
         # the peer's allowed addresses work (and establish the session)
-        assert ping(lab.b, A4, count=2, source=B4), lab.daemon.log()
-        assert ping(lab.b, A6, count=2, source=B6), lab.daemon.log()
+        assert reachable(lab.b, A4, count=2, source=B4), lab.daemon.log()
+        assert reachable(lab.b, A6, count=2, source=B6), lab.daemon.log()
         before = drops_of(status_stages(lab.status()))
         assert before["source_not_allowed"] == 0, before
         # wireguard-go encrypts these for us (A4/A6 are in its AllowedIPs for us), but their
         # inner sources are outside what we allow that peer
-        assert not ping(lab.b, A4, count=3, source=B4_EXTRA)
-        assert not ping(lab.b, A6, count=3, source=B6_EXTRA)
+        assert not reachable(lab.b, A4, count=3, source=B4_EXTRA)
+        assert not reachable(lab.b, A6, count=3, source=B6_EXTRA)
         after = drops_of(status_stages(lab.status()))
         spoofed = after["source_not_allowed"] - before["source_not_allowed"]
         assert spoofed >= 6, (before, after)
-        assert ping(lab.b, A4, count=1, source=B4), lab.daemon.log()
+        assert reachable(lab.b, A4, count=1, source=B4), lab.daemon.log()
         assert lab.daemon.terminate() == 0
         drops = drops_of(final_stats(lab.daemon.log()))
         assert drops["source_not_allowed"] >= 6, drops

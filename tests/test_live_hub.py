@@ -10,16 +10,14 @@ are printed, not asserted: this machine's load decides them, the bench compares 
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from netns import WireguardGo, gen_keypair
-from wgactors_proc import LAUNCHER, ROOT
+from wgactors_proc import LAUNCHER
 
-sys.path.insert(0, str(ROOT / "scripts"))
-from hub import UapiTimer, hub_peers, hub_setconf, parse_showconf, spare_peer
+from actors.lab.hub import UapiTimer, hub_peers, hub_setconf, parse_showconf, spare_peer
 
 pytestmark = pytest.mark.netns
 

@@ -18,7 +18,7 @@ from netns import Netns, WireguardGo
 from wgactors_proc import LAUNCHER, ROOT, Wgactors
 
 from actors.io.offloads import ALL_OFFLOADS, OFFLOADS_ENV, REFUSE_ENV
-from actors.lab import wireguard_go_peering
+from actors.lab import reachable, wireguard_go_peering
 
 pytestmark = pytest.mark.netns
 
@@ -67,11 +67,6 @@ def start_pair(
     return wggo, daemon
 
 
-def ping(ns: Netns, addr: str, count: int = 1) -> bool:
-    result = ns.run("ping", "-c", count, "-i", "0.2", "-W", "2", addr, check=False, timeout=20)
-    return result.returncode == 0
-
-
 def tcp_transfer(server_ns: Netns, client_ns: Netns, addr: str, size: int, port: int) -> None:
     """``size`` bytes over TCP to ``addr``; both ends' SHA-256 must agree."""
     server = server_ns.popen(
@@ -114,7 +109,9 @@ def both_ways(netns_pair, families=("v4", "v6"), size: int = TRANSFER) -> None:
 def test_tcp_both_ways_v4_v6_with_offloads(netns_pair, tmp_path: Path, mode, peer_mtu) -> None:
     wggo, daemon = start_pair(netns_pair, tmp_path, "wgo0", *mode, peer_mtu=peer_mtu)
     with wggo, daemon:
-        assert ping(netns_pair.a, B4) and ping(netns_pair.a, B6), daemon.log()
+        assert reachable(netns_pair.a, B4, count=1) and reachable(netns_pair.a, B6, count=1), (
+            daemon.log()
+        )
         both_ways(netns_pair)
         assert daemon.terminate() == 0
     stats = final_stats(daemon.log())
@@ -133,7 +130,7 @@ def test_mixed_tcp_udp_icmp_flow(netns_pair, tmp_path: Path) -> None:
     wggo, daemon = start_pair(netns_pair, tmp_path, "wgo1")
     a, b = netns_pair.a, netns_pair.b
     with wggo, daemon:
-        assert ping(a, B4), daemon.log()
+        assert reachable(a, B4, count=1), daemon.log()
         listener = b.popen(
             sys.executable, UDPCHECK, "listen", "7000", "8", stdout=subprocess.PIPE, text=True
         )
@@ -195,7 +192,9 @@ def test_refused_offload_falls_back(netns_pair, tmp_path: Path, refused: str) ->
     env = {REFUSE_ENV: refused}
     wggo, daemon = start_pair(netns_pair, tmp_path, "wgo2", env=env)
     with wggo, daemon:
-        assert ping(netns_pair.a, B4) and ping(netns_pair.a, B6), daemon.log()
+        assert reachable(netns_pair.a, B4, count=1) and reachable(netns_pair.a, B6, count=1), (
+            daemon.log()
+        )
         both_ways(netns_pair, ("v4",), SMALL_TRANSFER)
         status = netns_pair.a.run(str(LAUNCHER), "status", "wgo2", timeout=30).stdout
         assert daemon.terminate() == 0

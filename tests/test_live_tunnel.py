@@ -15,8 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from netns import Netns, WgPeer, WireguardGo, gen_keypair, gen_psk, parse_dump
+from netns import WgPeer, WireguardGo, gen_keypair, gen_psk, parse_dump
 from wgactors_proc import ROOT, Wgactors, remove_stale_socket, wireguard_go_pair, write_conf
+
+from actors.lab import reachable
 
 pytestmark = pytest.mark.netns
 
@@ -24,14 +26,6 @@ MODES = [pytest.param((), id="actors"), pytest.param(("--single-threaded",), id=
 A4, B4, A6, B6 = "10.99.0.1", "10.99.0.2", "fd99::1", "fd99::2"
 TCPCHECK = str(ROOT / "tests" / "tcpcheck.py")
 TRANSFER_BYTES = 50 * 1024 * 1024
-
-
-def ping(ns: Netns, addr: str, count: int = 3, source: str | None = None) -> bool:
-    extra = ("-I", source) if source else ()
-    result = ns.run(
-        "ping", "-c", count, "-i", "0.2", "-W", "2", *extra, addr, check=False, timeout=20
-    )
-    return result.returncode == 0
 
 
 def our_conf(
@@ -71,10 +65,10 @@ def test_wgactors_initiates_to_wireguard_go(netns_pair, tmp_path: Path, mode: tu
             ],
         )
         with Wgactors(netns_pair.a, conf, *mode) as daemon:
-            assert ping(netns_pair.a, B4), daemon.log()
-            assert ping(netns_pair.a, B6), daemon.log()
-            assert ping(netns_pair.b, A4), daemon.log()
-            assert ping(netns_pair.b, A6), daemon.log()
+            assert reachable(netns_pair.a, B4), daemon.log()
+            assert reachable(netns_pair.a, B6), daemon.log()
+            assert reachable(netns_pair.b, A4), daemon.log()
+            assert reachable(netns_pair.b, A6), daemon.log()
             peer = wggo.peer(our_pub)
             assert peer is not None and peer.latest_handshake > 0
             assert peer.endpoint == f"{netns_pair.addr_a4}:51821"
@@ -100,9 +94,9 @@ def test_wireguard_go_initiates_to_wgactors(netns_pair, tmp_path: Path, mode: tu
             [{"PublicKey": wggo.public_key, "AllowedIPs": f"{B4}/32, {B6}/128"}],
         )
         with Wgactors(netns_pair.a, conf, *mode) as daemon:
-            assert ping(netns_pair.b, A6), daemon.log()
-            assert ping(netns_pair.b, A4), daemon.log()
-            assert ping(netns_pair.a, B4), daemon.log()
+            assert reachable(netns_pair.b, A6), daemon.log()
+            assert reachable(netns_pair.b, A4), daemon.log()
+            assert reachable(netns_pair.a, B4), daemon.log()
             assert daemon.terminate() == 0
 
 
@@ -129,8 +123,8 @@ def test_ipv6_outer_endpoint(netns_pair, tmp_path: Path) -> None:
             ],
         )
         with Wgactors(netns_pair.a, conf) as daemon:
-            assert ping(netns_pair.a, B4), daemon.log()
-            assert ping(netns_pair.a, B6), daemon.log()
+            assert reachable(netns_pair.a, B4), daemon.log()
+            assert reachable(netns_pair.a, B6), daemon.log()
             peer = wggo.peer(our_pub)
             assert peer is not None and peer.endpoint == f"[{netns_pair.addr_a6}]:51821"
 
@@ -162,8 +156,8 @@ def test_wgactors_to_wgactors(netns_pair, tmp_path: Path) -> None:
         Wgactors(netns_pair.b, conf_b) as b,
         Wgactors(netns_pair.a, conf_a, "--single-threaded") as a,
     ):
-        assert ping(netns_pair.a, B4), a.log() + b.log()
-        assert ping(netns_pair.b, A6), a.log() + b.log()
+        assert reachable(netns_pair.a, B4), a.log() + b.log()
+        assert reachable(netns_pair.b, A6), a.log() + b.log()
         assert a.terminate() == 0
         assert b.terminate() == 0
 
@@ -207,12 +201,12 @@ def test_two_peers_routed_by_allowed_ips(netns_pair, tmp_path: Path) -> None:
         )
         with Wgactors(netns_pair.a, conf) as daemon:
             # explicit sources: each wireguard-go only admits its own subnet's address
-            assert ping(netns_pair.a, "10.99.1.2", source="10.99.1.1"), daemon.log()
+            assert reachable(netns_pair.a, "10.99.1.2", source="10.99.1.1"), daemon.log()
             p1 = go1.peer(our_pub)
             p2 = go2.peer(our_pub)
             assert p1 is not None and p1.rx_bytes > 0
             assert p2 is not None and p2.rx_bytes == 0  # nothing was routed to peer 2 yet
-            assert ping(netns_pair.a, "10.99.2.2", source="10.99.2.1"), daemon.log()
+            assert reachable(netns_pair.a, "10.99.2.2", source="10.99.2.1"), daemon.log()
             p2 = go2.peer(our_pub)
             assert p2 is not None and p2.rx_bytes > 0
 
@@ -222,7 +216,7 @@ def test_tcp_transfer_50mb_with_checksum(netns_pair, tmp_path: Path, direction: 
     wggo, conf = wireguard_go_pair(netns_pair, tmp_path, "wga4")
     with wggo, Wgactors(netns_pair.a, conf) as daemon:
         # wireguard-go has no endpoint for us until we have spoken: say hello first
-        assert ping(netns_pair.a, B4, count=1), daemon.log()
+        assert reachable(netns_pair.a, B4, count=1), daemon.log()
         server_ns, client_ns, server_addr = (
             (netns_pair.b, netns_pair.a, B4)
             if direction == "upload"
@@ -328,7 +322,7 @@ def test_raised_mtu_is_answered_with_icmp_too_big(netns_pair, tmp_path: Path, mo
     ICMP "fragmentation needed" (MTU 1280), so the kernel learns the path MTU and TCP works."""
     wggo, conf = wireguard_go_pair(netns_pair, tmp_path, "wga8")
     with wggo, Wgactors(netns_pair.a, conf, *mode) as daemon:
-        assert ping(netns_pair.a, B4, count=1), daemon.log()
+        assert reachable(netns_pair.a, B4, count=1), daemon.log()
         netns_pair.a.ip("link", "set", "dev", "wga8", "mtu", "1420")
         # 1300 bytes of payload make a 1328-byte packet with DF: the first is answered
         # with "frag needed", then the kernel fragments to 1280 and the rest get through

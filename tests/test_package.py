@@ -44,7 +44,9 @@ def fresh_venv(path: Path) -> Path:
     return path / "bin"
 
 
-def test_wheel_has_no_tests_and_installs_into_a_fresh_venv(source: Path, tmp_path: Path) -> None:
+def test_wheel_has_no_tests_nor_lab_and_installs_into_a_fresh_venv(
+    source: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "wheels"
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", out, source)
     (wheel,) = out.glob("wgactors-*.whl")
@@ -53,6 +55,9 @@ def test_wheel_has_no_tests_and_installs_into_a_fresh_venv(source: Path, tmp_pat
         names = zf.namelist()
         metadata = zf.read(f"wgactors-{__version__}.dist-info/METADATA").decode()
     assert not [n for n in names if n.startswith(("tests/", "scripts/")) or "/tests/" in n]
+    # development tooling (namespaces, wireguard-go, the bench) is used from the checkout only
+    tooling = [n for n in names if n.startswith("actors/lab/") or "corebench" in n]
+    assert not tooling, f"development tooling in the wheel: {tooling}"
     assert "actors/cli.py" in names and "actors/__main__.py" in names
     assert any(n.endswith("licenses/LICENSE") for n in names)
     assert "License-Expression: MIT" in metadata

@@ -14,6 +14,7 @@ import pykka
 import pytest
 
 from actors.faults import Fault
+from actors.lab import wait_for
 from actors.mailbox import Mailbox
 from actors.stages.base import Outlet, PipelineActor
 from actors.supervisor import (
@@ -64,13 +65,6 @@ def drain(box: Mailbox, count: int) -> list[Any]:
             continue
         out.extend(item)
     return out
-
-
-def wait_for(predicate: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
 
 
 class Tree:

@@ -11,7 +11,13 @@ One concept per module: ``command`` (running tools, errors), ``netns`` (namespac
 ``keys``, ``wireguard_go``, ``wgactors`` (the daemon as a process), ``traffic`` (ping,
 iperf3), ``procfs`` (what /proc says about a process), ``peering`` (wireguard-go as the
 peer of a wgactors config), ``pair`` (the standard two-namespace lab of the demo and the
-bench), ``table`` (plain-text tables).
+bench), ``table`` (plain-text tables), ``waiting`` (bounded waits for a condition), ``hub`` (a
+many-peer table and a timed UAPI client), ``corebench`` (the protocol core's per-packet cost,
+in process) and the ``bench`` package behind ``scripts/bench``.
+
+The lab lives in the source tree but not in the wheel (``pyproject.toml`` leaves it out): the
+scripts and tests use it from the checkout, and nothing else in ``actors`` imports it
+(``tests/test_imports.py`` checks both).
 """
 
 from __future__ import annotations
@@ -46,7 +52,17 @@ from .pair import (
 )
 from .peering import Peering, host_route, wireguard_go_peering
 from .table import print_rows
-from .traffic import IPERF_PORT, IperfServer, PingResult, iperf3, ping, tcp_mbps, udp_received_pps
+from .traffic import (
+    IPERF_PORT,
+    IperfServer,
+    PingResult,
+    iperf3,
+    ping,
+    reachable,
+    tcp_mbps,
+    udp_received_pps,
+)
+from .waiting import wait_for, wait_until
 from .wgactors import (
     DAEMON_ENV_VARS,
     LAUNCHER,
@@ -103,6 +119,7 @@ __all__ = [
     "preflight",
     "print_rows",
     "public_key",
+    "reachable",
     "remove_stale_socket",
     "run",
     "socket_in",
@@ -112,6 +129,8 @@ __all__ = [
     "udp_received_pps",
     "unavailable_reason",
     "veth_pair",
+    "wait_for",
+    "wait_until",
     "wireguard_go_peering",
     "write_conf",
     "write_secret",

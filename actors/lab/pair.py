@@ -151,11 +151,12 @@ class Lab:
         a_cpus: str | None = None,
         b_cpus: str | None = None,
         a_env: Mapping[str, str] | None = None,
+        a_checkout: Path | None = None,
     ) -> Tunnel:
         """Start tunnel number ``serial``: wireguard-go in b, and in a wireguard-go
         (``wgactors_args`` None) or wgactors with those arguments and ``a_env`` added to its
-        environment. ``a_cpus``/``b_cpus`` pin each end to a CPU list (taskset). Interfaces are
-        ``PREFIXTAG<serial>a/b``."""
+        environment, run from ``a_checkout`` (default this checkout). ``a_cpus``/``b_cpus`` pin
+        each end to a CPU list (taskset). Interfaces are ``PREFIXTAG<serial>a/b``."""
         (priv_a, pub_a), (priv_b, pub_b) = keys.a, keys.b
         iface_a = f"{self.prefix}{self.tag}{serial}a"
         iface_b = f"{self.prefix}{self.tag}{serial}b"
@@ -193,6 +194,7 @@ class Lab:
                 plain=True,
                 cpus=a_cpus,
                 env=a_env,
+                checkout=a_checkout,
             )
         tunnel.a_end = a_end
         tunnel.started.append(a_end)

@@ -24,6 +24,8 @@ IPERF_SLACK_S = 30  # seconds an iperf3 client may run past its -t before it cou
 LISTEN_TIMEOUT_S = 5.0  # seconds for an iperf3 server to listen
 PING_WAIT_S = 2  # seconds ping waits for each reply
 PING_SLACK_S = 10  # seconds of slack on top of count x interval for the whole ping run
+REACH_INTERVAL_S = 0.2  # the shortest interval ping allows without root
+REACH_TIMEOUT_S = 30.0  # seconds one reachability check may take, start-up of ping included
 SERVER_STOP_GRACE_S = 2.0
 
 
@@ -49,6 +51,18 @@ def ping(ns: Netns, target: str, count: int = 3, interval: float = 0.2) -> PingR
         lines = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.strip()]
         result.error = lines[-1] if lines else f"exit status {res.returncode}"
     return result
+
+
+def reachable(ns: Netns, target: str, count: int = 3, *, source: str | None = None) -> bool:
+    """Whether any of ``count`` pings from ``ns`` (from address ``source``, if given) to
+    ``target`` came back: what a test asserts a tunnel carries, or must not carry.
+
+    Unlike :func:`ping` it sets no overall deadline, so ping stops after ``count`` probes and a
+    check that must fail costs seconds, not the ping deadline.
+    """
+    extra = ("-I", source) if source else ()
+    argv = ["ping", "-c", count, "-i", REACH_INTERVAL_S, "-W", PING_WAIT_S, *extra, target]
+    return ns.run(*argv, check=False, timeout=REACH_TIMEOUT_S).returncode == 0
 
 
 def wait_listening(ns: Netns, port: int, proc: subprocess.Popen[Any], log: Path | None) -> None:

@@ -23,6 +23,9 @@ from .wireguard_go import WG_SOCKET_DIR
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout (actors/lab/ is two levels down)
 LAUNCHER = ROOT / "scripts" / "wgactors"
+VENV_PYTHON = Path(
+    ".venv", "bin", "python"
+)  # a checkout's own interpreter, as its launcher finds it
 START_TIMEOUT = 10.0  # seconds for the daemon to log that it is up
 STOP_TIMEOUT = 10.0  # seconds for a SIGTERMed daemon to exit
 KILL_WAIT_S = 5.0
@@ -41,11 +44,25 @@ def _remove_own_log_dirs() -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def launcher_argv() -> list[str]:
-    """How to start wgactors: the checkout's launcher, else this interpreter's ``actors.cli``."""
-    if LAUNCHER.exists():
-        return [str(LAUNCHER)]
-    return [sys.executable, "-m", "actors.cli"]
+def launcher_argv(checkout: Path | None = None) -> list[str]:
+    """How to start wgactors: this checkout's launcher, else this interpreter's ``actors.cli``.
+
+    With ``checkout`` (another checkout of wgactors, e.g. a ``git worktree`` of an older
+    commit, for a before-and-after bench): that checkout's launcher when it has a ``.venv`` of
+    its own; otherwise this interpreter runs that checkout's ``actors.cli``, its directory first
+    on the path as the launcher would put it, because the launcher would fall back to a system
+    Python that lacks the dependencies.
+    """
+    if checkout is None:
+        if LAUNCHER.exists():
+            return [str(LAUNCHER)]
+        return [sys.executable, "-m", "actors.cli"]
+    launcher = checkout / "scripts" / "wgactors"
+    if not launcher.is_file():
+        raise LabError(f"{checkout} has no scripts/wgactors: not a wgactors checkout")
+    if (checkout / VENV_PYTHON).exists():
+        return [str(launcher)]
+    return ["env", f"PYTHONPATH={checkout}", sys.executable, "-m", "actors.cli"]
 
 
 def write_conf(
@@ -74,6 +91,7 @@ class Wgactors:
     ``plain`` the ``WGACTORS_*`` variables that change what runs are dropped first. With
     ``verbose`` the daemon logs at debug level (``-v``); the log goes to ``log_dir`` (default a
     temp dir of its own, removed by :meth:`cleanup`); ``cpus`` pins it (``taskset -c``).
+    ``checkout`` runs another checkout's wgactors (see :func:`launcher_argv`).
     """
 
     def __init__(
@@ -86,6 +104,7 @@ class Wgactors:
         log_dir: Path | None = None,
         plain: bool = False,
         cpus: str | None = None,
+        checkout: Path | None = None,
     ) -> None:
         # The daemon reads its test-only settings (fault plans, forced fallbacks) only with
         # WGACTORS_TEST_HOOKS=1; the lab is test tooling, so it turns them on.
@@ -97,6 +116,7 @@ class Wgactors:
         self.extra = extra
         self.verbose = verbose
         self.cpus = cpus
+        self.checkout = checkout
         self._own_logdir = log_dir is None
         self._logdir = log_dir or Path(tempfile.mkdtemp(prefix="wga-log-"))
         if self._own_logdir:
@@ -109,7 +129,7 @@ class Wgactors:
         with open(self.log_path, "wb") as log:
             self.proc = self.ns.popen(
                 *pinned(self.cpus),
-                *launcher_argv(),
+                *launcher_argv(self.checkout),
                 "up",
                 str(self.conf),
                 *flags,

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from loguru import logger
 
-from .packet import MAX_PACKET_SIZE, Packet
-from .wireguard.actions import Action, Deliver, DeliverBatch, Endpoint, Transmit, TransmitBatch
-from .wireguard.allowedips import parse_prefix
-from .wireguard.crypto import public_key
-from .wireguard.device import PeerConfig
-from .wireguard.tunnel import Tunnel
+from ..packet import MAX_PACKET_SIZE, Packet
+from ..wireguard.actions import Action, Deliver, DeliverBatch, Endpoint, Transmit, TransmitBatch
+from ..wireguard.allowedips import parse_prefix
+from ..wireguard.crypto import public_key
+from ..wireguard.device import PeerConfig
+from ..wireguard.tunnel import Tunnel
 
 __all__ = ["CoreCost", "measure", "print_core"]
 

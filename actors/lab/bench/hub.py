@@ -23,30 +23,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import bench
-from hub import UapiTimer, hub_peers, hub_setconf, spare_peer
-
-from actors.lab import (
-    MTU,
-    TUNNEL_A,
-    TUNNEL_B,
-    UNDERLAY_A,
-    UNDERLAY_B,
-    WG_PORT,
-    Keys,
-    Lab,
-    LabError,
-    WgPeer,
-    WireguardGo,
-    iperf3,
-    launcher_argv,
-    plain_env,
-    print_rows,
-    tail,
-    tcp_mbps,
-    write_secret,
-)
-from actors.lab.procfs import find_process, is_wgactors_python, peak_rss_mb
+from ..command import LabError, tail, write_secret
+from ..hub import UapiTimer, hub_peers, hub_setconf, spare_peer
+from ..pair import MTU, TUNNEL_A, TUNNEL_B, UNDERLAY_A, UNDERLAY_B, WG_PORT, Keys, Lab
+from ..procfs import find_process, is_wgactors_python, peak_rss_mb
+from ..table import print_rows
+from ..traffic import iperf3, tcp_mbps
+from ..wgactors import launcher_argv, plain_env
+from ..wireguard_go import WgPeer, WireguardGo
+from .measure import warm_up
 
 SOCKET_TIMEOUT = 15.0  # seconds for the daemon's UAPI socket to answer after launch
 SETCONF_TIMEOUT = 600.0  # seconds `wg setconf` of the largest table may take
@@ -128,13 +113,7 @@ def run_hub(lab: Lab, peers: int, serial: int, keys: Keys, seconds: int) -> HubR
         m["startup_s"] = time.perf_counter() - t0
 
         pid = find_process(proc.pid, is_wgactors_python)
-        for attempt in range(1, bench.WARMUP_TRIES + 1):
-            try:
-                bench.ping_avg(lab.a, TUNNEL_B, count=1)
-                break
-            except LabError:
-                if attempt == bench.WARMUP_TRIES:
-                    raise LabError("no ping through the last peer", log) from None
+        warm_up(lab.a, TUNNEL_B, failure="no ping through the last peer", log=log)
 
         adds, removes = [], []
         for i in range(LIVE_CHANGES):

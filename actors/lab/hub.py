@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .wireguard_go import WG_SOCKET_DIR
+
 __all__ = [
     "HUB_BASE",
     "UapiTimer",
@@ -29,7 +31,6 @@ __all__ = [
 
 HUB_BASE = ipaddress.IPv4Address("10.96.0.1")  # the table's peers get HUB_BASE + i, one /32 each
 HUB_SPAN = 1 << 20  # addresses from HUB_BASE, 10.99.0.0/16 (the real tunnel) skipped
-WG_SOCKET_DIR = Path("/var/run/wireguard")
 UAPI_TIMEOUT = 60.0  # seconds one UAPI request may take (a 100,000-peer get is seconds)
 
 
