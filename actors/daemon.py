@@ -251,11 +251,11 @@ class Daemon:
                 pipeline.stop()
             return EXIT_SETUP
         logger.info(
-            "{} up: UDP port {}, {} peer(s), MTU {}, {} mode, UAPI {}",
+            "{} up: UDP port {}, {} peer(s), {}, {} mode, UAPI {}",
             spec.name,
             udp.port,
             len(spec.peers),
-            spec.mtu,
+            tun.mtu_text(),
             mode,
             server.path,
         )
