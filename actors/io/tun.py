@@ -42,7 +42,7 @@ from .batch import MAX_BATCH, AioReader
 from .gso import PLAIN_HEADER, VNET_HDR_LEN, GsoError, coalesce, split
 from .offloads import OffloadPlan, report_refused
 
-__all__ = ["READ_SIZE", "TunDevice", "TunError", "mtu_policy"]
+__all__ = ["READ_SIZE", "HostOversize", "TunDevice", "TunError", "mtu_policy"]
 
 TUNSETIFF = 0x400454CA
 TUNSETOFFLOAD = 0x400454D0
@@ -86,6 +86,52 @@ def _open(name: str, vnet_hdr: bool) -> tuple[int, str]:
     return fd, result[:16].rstrip(b"\0").decode()
 
 
+class HostOversize:
+    """What becomes of a packet above 1280 bytes read from the TUN device (see the module's
+    docstring): its fragments, or a drop and perhaps an ICMP too-big, at a bounded rate."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self) -> None:
+        self._limiter = TooBigLimiter(HOST_TOO_BIG_PER_SECOND, HOST_TOO_BIG_BURST)
+
+    def handle(
+        self,
+        data: bytes,
+        now: float,
+        out: list[Packet],
+        drops: Counter[str],
+        too_big: list[Packet] | None,
+        counts: Counter[str] | None,
+    ) -> None:
+        """Append ``data``'s fragments to ``out``, or count it in ``drops`` and append the
+        answer that is due, if the rate allows, to ``too_big``; ``counts`` (if given) counts
+        the packets fragmented and the fragments made."""
+        packet = oversize_packet(data)
+        if packet is None:
+            if len(data) < READ_SIZE:
+                drops["invalid_packet"] += 1
+                return
+            # cut short by the read buffer (an MTU above it): only an answer can still help
+            packet = data
+        elif not dont_fragment(packet):
+            try:
+                fragments = fragment_v4(packet)
+            except ValueError:
+                drops["invalid_packet"] += 1
+                return
+            out += fragments
+            if counts is not None:
+                counts["fragmented"] += 1
+                counts["fragments"] += len(fragments)
+            return
+        drops["oversize"] += 1
+        if too_big is not None and self._limiter.allow(now):
+            reply = too_big_reply(packet)
+            if reply is not None:
+                too_big.append(reply)
+
+
 class TunDevice:
     def __init__(
         self, name: str, *, mtu: int = MAX_PACKET_SIZE, offloads: OffloadPlan | None = None
@@ -114,7 +160,7 @@ class TunDevice:
             self._set_offloads(plan, wanted)
         self.mtu = mtu
         # the oversize path's own state: only the one thread that reads the device touches it
-        self._too_big_limiter = TooBigLimiter(HOST_TOO_BIG_PER_SECOND, HOST_TOO_BIG_BURST)
+        self._oversize = HostOversize()
         self._last_oversize_look = float("-inf")
         self._mtu_told = mtu
         self._poll = select.poll()
@@ -227,48 +273,14 @@ class TunDevice:
         out: list[Packet] = []
         for data in datas:
             if len(data) > MAX_PACKET_SIZE:
-                self._oversize(data, out, drops, too_big, counts)
+                self._notice_oversize()
+                self._oversize.handle(data, time.monotonic(), out, drops, too_big, counts)
                 continue
             try:
                 out.append(Packet(data))
             except PacketError:
                 drops["invalid_packet"] += 1
         return out
-
-    def _oversize(
-        self,
-        data: bytes,
-        out: list[Packet],
-        drops: Counter[str],
-        too_big: list[Packet] | None,
-        counts: Counter[str] | None,
-    ) -> None:
-        """A packet above 1280 bytes from the host: its fragments go to ``out``, or it is
-        dropped and perhaps answered (see the module's docstring)."""
-        self._notice_oversize()
-        packet = oversize_packet(data)
-        if packet is None:
-            if len(data) < READ_SIZE:
-                drops["invalid_packet"] += 1
-                return
-            # cut short by the read buffer (an MTU above it): only an answer can still help
-            packet = data
-        elif not dont_fragment(packet):
-            try:
-                fragments = fragment_v4(packet)
-            except ValueError:
-                drops["invalid_packet"] += 1
-                return
-            out += fragments
-            if counts is not None:
-                counts["fragmented"] += 1
-                counts["fragments"] += len(fragments)
-            return
-        drops["oversize"] += 1
-        if too_big is not None and self._too_big_limiter.allow(time.monotonic()):
-            reply = too_big_reply(packet)
-            if reply is not None:
-                too_big.append(reply)
 
     @staticmethod
     def _split(
