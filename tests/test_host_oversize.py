@@ -11,7 +11,7 @@ import struct
 from collections import Counter
 
 import pytest
-from ippkt import checksum, ipv6
+from ippkt import checksum, ipv6, reassemble
 
 from actors import Packet
 from actors.io.tun import (
@@ -71,38 +71,6 @@ def handle(
     counts: Counter[str] = Counter()
     (oversize or HostOversize()).handle(data, now, out, drops, replies, counts)
     return out, replies, drops, counts
-
-
-def reassemble(fragments: list[bytes]) -> bytes:
-    """What a receiving host rebuilds (RFC 791 3.2), checking what it relies on as it goes:
-    one datagram (same addresses, protocol and ID), payloads that tile it exactly, MF on every
-    piece but the last, the first fragment's header (with its options) heading the result."""
-    keyed = {(f[12:20], f[9], f[4:6]) for f in fragments}
-    assert len(keyed) == 1, "fragments of more than one datagram"
-    pieces = []
-    for f in fragments:
-        ihl = (f[0] & 0x0F) * 4
-        assert checksum(f[:ihl]) == 0, "bad header checksum"
-        (total,) = struct.unpack_from("!H", f, 2)
-        assert total == len(f)
-        (word,) = struct.unpack_from("!H", f, 6)
-        assert not word & DF
-        pieces.append(((word & 0x1FFF) * 8, bool(word & MF), f[:ihl], f[ihl:]))
-    pieces.sort(key=lambda p: p[0])
-    payload = b""
-    for offset, more, _, data in pieces:
-        assert offset == len(payload), "a gap or an overlap"
-        if more:
-            assert len(data) % 8 == 0, "a fragment before the last must carry 8-byte units"
-        payload += data
-    assert [p[1] for p in pieces] == [True] * (len(pieces) - 1) + [False]
-    header = bytearray(pieces[0][2])
-    assert header[0] & 0x0F == len(header) // 4
-    header[2:4] = struct.pack("!H", len(header) + len(payload))
-    header[6:8] = b"\0\0"
-    header[10:12] = b"\0\0"
-    header[10:12] = struct.pack("!H", checksum(bytes(header)))
-    return bytes(header) + payload
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -12,8 +12,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from ippkt import reassemble
 from netns import Netns
-from test_host_oversize import reassemble
 
 pytestmark = pytest.mark.netns
 
