@@ -83,7 +83,7 @@ def test_ipv4_without_df_is_fragmented_and_reassembles_to_the_same_bytes(size: i
     assert all(len(d) <= 1280 for d in datas)
     assert len(datas[0]) == 1276  # 20 + 1256: the largest multiple of 8 that fits
     assert reassemble(datas) == original
-    assert counts == Counter(fragmented=1, fragments=2)
+    assert counts == Counter(oversize_fragmented=1, oversize_fragments=2)
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -53,7 +53,8 @@ def test_host_packets_above_1280_through_a_real_tun(mode: str) -> None:
     assert sizes[GSO_PORT] == [GSO_DATAGRAM] * 2
     # the 1280-byte one is the only packet that was not cut
     assert sum(len(parts) == 1 for parts in by_id.values()) == 1
-    assert found["counts"]["fragmented"] == 5 and found["counts"]["fragments"] == 10
+    assert found["counts"]["oversize_fragmented"] == 5
+    assert found["counts"]["oversize_fragments"] == 10
     # DF and IPv6: dropped, answered, and the answers lowered the host's path MTU
     assert found["drops"] == {"oversize": 2}
     kinds = sorted(
@@ -130,6 +131,11 @@ def test_wg_quick_up_at_mtu_1420_carries_big_packets(
             a.run(*once6, B6, check=False, timeout=30)
             v6 = a.run(*ping6, B6, check=False, timeout=30)
             assert " 3 received" in v6.stdout, v6.stdout
+            # what happened is counted where `wgactors status` shows it, in either mode
+            status = a.run(str(LAUNCHER), "status", "wgm0", "--json").stdout
+            stages = json.loads(status)["stages"]["stages"]
+            assert sum(s.get("oversize_fragmented", 0) for s in stages) == 3, stages
+            assert sum(s.get("oversize_fragments", 0) for s in stages) == 6, stages
             transfer(netns_pair.b, a, B4)
             transfer(a, netns_pair.b, A4)
             text = log.read_text()

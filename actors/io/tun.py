@@ -122,8 +122,8 @@ class HostOversize:
                 return
             out += fragments
             if counts is not None:
-                counts["fragmented"] += 1
-                counts["fragments"] += len(fragments)
+                counts["oversize_fragmented"] += 1
+                counts["oversize_fragments"] += len(fragments)
             return
         drops["oversize"] += 1
         if too_big is not None and self._limiter.allow(now):
