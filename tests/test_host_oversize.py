@@ -11,9 +11,10 @@ import struct
 from collections import Counter
 
 import pytest
-from ippkt import checksum, ipv6, reassemble
+from ippkt import ipv6, reassemble
 
 from actors import Packet
+from actors.icmp import internet_checksum as checksum
 from actors.io.tun import (
     HOST_TOO_BIG_BURST,
     HOST_TOO_BIG_PER_SECOND,
@@ -39,7 +40,7 @@ def v4(
     options += bytes(-len(options) % 4)
     ihl = 20 + len(options)
     payload = os.urandom(total - ihl)
-    header = struct.pack(
+    fixed = struct.pack(
         "!BBHHHBBH4s4s",
         0x40 | ihl // 4,
         0,
@@ -52,7 +53,7 @@ def v4(
         ipaddress.IPv4Address(SRC).packed,
         ipaddress.IPv4Address(DST).packed,
     )
-    header = bytearray(header + options)
+    header = bytearray(fixed + options)
     header[10:12] = struct.pack("!H", checksum(bytes(header)))
     return bytes(header) + payload
 

@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from conftest import NetnsPair
 from ippkt import reassemble
 from netns import Netns, WireguardGo, gen_keypair, require_tools
 from test_live_daemon import transfer
@@ -80,7 +81,7 @@ DROPIN_MODES = [
 
 @pytest.mark.parametrize("env", DROPIN_MODES)
 def test_wg_quick_up_at_mtu_1420_carries_big_packets(
-    netns_pair, tmp_path: Path, env: dict[str, str]
+    netns_pair: NetnsPair, tmp_path: Path, env: dict[str, str]
 ) -> None:
     """`wg-quick up` against wireguard-go, both at wg-quick's MTU 1420, as the issue found it:
     1392-byte pings without DF arrive 3 of 3, with DF the host is told the path MTU (IPv4 and
