@@ -215,3 +215,9 @@ def test_mtu_policy_says_what_happens_to_larger_packets() -> None:
         "fragmented (IPv4 without DF) or answered with ICMP too-big"
     )
     assert mtu_policy(1200).startswith("MTU 1200 on the interface; if raised")
+    assert mtu_policy(9000) == (
+        "MTU 9000 on the interface: packets above 1280 are fragmented (IPv4 without DF) or "
+        "answered with ICMP too-big, but those above 2048 bytes cannot be read whole: IPv4 "
+        "without DF is lost (an MTU of 2048 or less avoids it)"
+    )
+    assert mtu_policy(9000, readable=65535) == mtu_policy(1420).replace("1420", "9000")

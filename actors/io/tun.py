@@ -163,6 +163,8 @@ class TunDevice:
         self._oversize = HostOversize()
         self._last_oversize_look = float("-inf")
         self._mtu_told = mtu
+        # the largest packet one read takes whole
+        self._readable = VNET_READ_SIZE - VNET_HDR_LEN if vnet_hdr else READ_SIZE
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
 
@@ -229,7 +231,7 @@ class TunDevice:
     def mtu_text(self) -> str:
         """:func:`mtu_policy` for the interface's MTU now (the one we set, unless the kernel
         says otherwise)."""
-        return mtu_policy(interface_mtu(self.name) or self.mtu)
+        return mtu_policy(interface_mtu(self.name) or self.mtu, self._readable)
 
     # -- the data path
 
@@ -323,7 +325,8 @@ class TunDevice:
         mtu = interface_mtu(self.name)
         if mtu is not None and mtu != self._mtu_told:
             self._mtu_told = mtu
-            logger.info("{}: {}", self.name, mtu_policy(mtu))
+            level = "WARNING" if mtu > self._readable else "INFO"
+            logger.log(level, "{}: {}", self.name, mtu_policy(mtu, self._readable))
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -331,13 +334,19 @@ class TunDevice:
             self.fd = -1
 
 
-def mtu_policy(mtu: int) -> str:
+def mtu_policy(mtu: int, readable: int = READ_SIZE) -> str:
     """What an interface MTU of ``mtu`` means for the host's packets, for the log: the start-up
-    line and the notice when the MTU is seen raised."""
+    line and the notice when the MTU is seen raised. ``readable`` is the largest packet a
+    read takes whole."""
     action = (
         f"packets above {MAX_PACKET_SIZE} are fragmented (IPv4 without DF) or answered with "
         "ICMP too-big"
     )
+    if mtu > readable:
+        return (
+            f"MTU {mtu} on the interface: {action}, but those above {readable} bytes cannot be "
+            f"read whole: IPv4 without DF is lost (an MTU of {readable} or less avoids it)"
+        )
     if mtu > MAX_PACKET_SIZE:
         return f"MTU {mtu} on the interface: {action}"
     return f"MTU {mtu} on the interface; if raised (wg-quick up sets 1420), {action}"
