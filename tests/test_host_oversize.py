@@ -11,6 +11,8 @@ import struct
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ippkt import ipv6, reassemble
 
 from actors import Packet
@@ -221,3 +223,29 @@ def test_mtu_policy_says_what_happens_to_larger_packets() -> None:
         "without DF is lost (an MTU of 2048 or less avoids it)"
     )
     assert mtu_policy(9000, readable=65535) == mtu_policy(1420).replace("1420", "9000")
+
+
+@settings(max_examples=300)
+@given(
+    ihl=st.integers(5, 15),
+    options=st.binary(min_size=40, max_size=40),
+    word=st.integers(0, 0xFFFF),
+    size=st.integers(1281, 3000),
+    length_delta=st.integers(-1400, 8),
+    proto=st.integers(0, 255),
+)
+def test_anything_the_host_sends_is_handled_without_raising(
+    ihl: int, options: bytes, word: int, size: int, length_delta: int, proto: int
+) -> None:
+    """A local program may write any IP packet it likes: whatever the header says, the result
+    is fragments of at most 1280 bytes that reassemble, or a counted drop."""
+    data = bytearray(v4(size, proto=proto))
+    data[0] = 0x40 | ihl
+    data[20 : ihl * 4] = options[: ihl * 4 - 20]
+    struct.pack_into("!HH", data, 2, max(0, size + length_delta), word)
+    out, replies, drops, _ = handle(bytes(data))
+    assert sum(drops.values()) == (0 if out else 1)
+    assert all(len(p.data) <= 1280 for p in out) and len(replies) <= 1
+    if out and not word & 0x3FFF:  # a whole datagram in: the same datagram back
+        total = struct.unpack_from("!H", data, 2)[0]
+        assert reassemble([p.data for p in out])[20:] == bytes(data[20:total])
