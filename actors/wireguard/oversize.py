@@ -10,6 +10,9 @@ forwarding onto a 1280-byte link (RFC 791, RFC 1191, RFC 8201):
   with ICMP "fragmentation needed" / ICMPv6 "packet too big" carrying MTU 1280, which travels
   back through the tunnel. Those replies are rate-limited, as a router's ICMP errors are.
 
+The TUN reader applies the same rules to what the host sends at a raised MTU
+(:class:`actors.io.tun.HostOversize`), with its own bucket.
+
 Pure functions and a token bucket over ``now``: no I/O, no clock.
 """
 
