@@ -210,11 +210,11 @@ class Daemon:
                 reason = f"cannot serve metrics on {host or '*'}:{port}: {e.strerror or e}"
                 return self._setup_failed(reason, report)
             logger.info(
-                "{} up: UDP port {}, {} peer(s), MTU {}, {} mode, UAPI {}",
+                "{} up: UDP port {}, {} peer(s), {}, {} mode, UAPI {}",
                 spec.name,
                 udp.port,
                 len(spec.peers),
-                spec.mtu,
+                tun.mtu_text(),
                 plane.mode,
                 server.path,
             )

@@ -18,7 +18,9 @@ Why a dedicated value type instead of passing ``bytes`` (or a borrowed buffer) a
 * **Fixed maximum size.** ``MAX_PACKET_SIZE`` is 1280 bytes, the minimum IPv6 MTU and the
   conservative tunnel MTU WireGuard deployments use so that the encapsulated datagram
   (inner packet + 32 bytes of WireGuard framing + outer UDP/IP headers) fits through almost any
-  path without fragmentation. Anything bigger is refused rather than silently fragmented.
+  path without fragmentation. Anything bigger is refused here; the edges that meet larger
+  packets (:mod:`actors.io.tun` for the host's, :mod:`actors.wireguard.oversize` for a peer's)
+  fragment them (IPv4 without DF) or answer with ICMP too-big before they become Packets.
 
 The constructor takes *exactly* one IP packet. WireGuard pads decrypted plaintext with zeros to a
 multiple of 16 bytes; :meth:`Packet.from_padded` trims that padding using the length declared in

@@ -68,3 +68,38 @@ def parse_echo(packet: Packet) -> tuple[int, int, int, bytes]:
 def echo_reply_for(request: Packet) -> Packet:
     _kind, ident, seq, data = parse_echo(request)
     return icmp_echo(str(request.dst), str(request.src), ident, seq, data, reply=True)
+
+
+_MF, _DF = 0x2000, 0x4000
+
+
+def reassemble(fragments: list[bytes]) -> bytes:
+    """What a receiving host rebuilds (RFC 791 3.2), checking what it relies on as it goes:
+    one datagram (same addresses, protocol and ID), payloads that tile it exactly, MF on every
+    piece but the last, the first fragment's header (with its options) heading the result."""
+    keyed = {(f[12:20], f[9], f[4:6]) for f in fragments}
+    assert len(keyed) == 1, "fragments of more than one datagram"
+    pieces = []
+    for f in fragments:
+        ihl = (f[0] & 0x0F) * 4
+        assert checksum(f[:ihl]) == 0, "bad header checksum"
+        (total,) = struct.unpack_from("!H", f, 2)
+        assert total == len(f)
+        (word,) = struct.unpack_from("!H", f, 6)
+        assert not word & _DF
+        pieces.append(((word & 0x1FFF) * 8, bool(word & _MF), f[:ihl], f[ihl:]))
+    pieces.sort(key=lambda p: p[0])
+    payload = b""
+    for offset, more, _, data in pieces:
+        assert offset == len(payload), "a gap or an overlap"
+        if more:
+            assert len(data) % 8 == 0, "a fragment before the last must carry 8-byte units"
+        payload += data
+    assert [p[1] for p in pieces] == [True] * (len(pieces) - 1) + [False]
+    header = bytearray(pieces[0][2])
+    assert header[0] & 0x0F == len(header) // 4
+    header[2:4] = struct.pack("!H", len(header) + len(payload))
+    header[6:8] = b"\0\0"
+    header[10:12] = b"\0\0"
+    header[10:12] = struct.pack("!H", checksum(bytes(header)))
+    return bytes(header) + payload

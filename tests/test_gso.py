@@ -154,6 +154,23 @@ def test_split_udp_l4(ver: int) -> None:
     assert b"".join(s[l4 + 8 :] for s in segs) == payload
 
 
+@pytest.mark.parametrize("ver", [4, 6])
+def test_split_udp_keeps_datagrams_above_the_packet_limit_whole(ver: int) -> None:
+    """At wg-quick's MTU 1420 an application's UDP_SEGMENT datagrams may be 1392 bytes: they
+    are not cut (that would change what the receiver reads) but handed on whole, for the TUN
+    reader to fragment or answer like any other oversize packet."""
+    size = 1392 - (20 if ver == 4 else 40) - 8
+    payload = os.urandom(3 * size)
+    src, dst = V4 if ver == 4 else V6
+    udp = struct.pack(">HHHH", 5000, 6000, 8 + len(payload), 0) + payload
+    pkt = (ipv4 if ver == 4 else ipv6)(src, dst, 17, udp)
+    l4 = 20 if ver == 4 else 40
+    segs = split(HDR.pack(NEEDS_CSUM, GSO_UDP_L4, l4 + 8, size, l4, 6) + pkt)
+    assert [len(s) for s in segs] == [1392] * 3
+    assert all(l4_ok(s) for s in segs)
+    assert b"".join(s[l4 + 8 :] for s in segs) == payload
+
+
 @pytest.mark.parametrize(
     "frame",
     [

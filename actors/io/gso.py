@@ -11,8 +11,11 @@ TUNSETOFFLOAD the kernel may then give us:
 - a packet whose transport checksum is left to the device (``NEEDS_CSUM``: the field holds the
   pseudo-header sum, and the sum from ``csum_start`` on is ours to complete).
 
-:func:`split` turns each of those into ordinary packets of at most 1280 bytes with correct
-checksums, so the stages after the reader, custom ones included, see nothing new.
+:func:`split` turns each of those into ordinary packets with correct checksums: TCP segments
+are cut to at most 1280 bytes, so the stages after the reader, custom ones included, see
+nothing new. UDP datagrams keep their size, which the application chose; one above 1280 bytes
+(an interface MTU raised to wg-quick's 1420) is fragmented or answered by the reader like any
+other oversize packet (:mod:`actors.io.tun`).
 
 The other way, :func:`coalesce` joins consecutive in-order segments of one TCP flow into one
 buffer with a GSO header (what the kernel's GRO does on a NIC). The receiving TCP stack then
@@ -71,9 +74,10 @@ class GsoError(ValueError):
 def split(frame: bytes, max_size: int = MAX_PACKET_SIZE) -> list[bytes]:
     """The IP packets in one frame read from a vnet-hdr TUN device, checksums complete.
 
-    A GSO frame is cut into segments of ``gso_size`` bytes of payload, or fewer if that would
-    make a packet longer than ``max_size``: TCP does not mind smaller segments, and this way a
-    TUN device whose MTU was raised still yields packets that fit a message."""
+    A GSO frame is cut into segments of ``gso_size`` bytes of payload. TCP ones are cut
+    smaller if that would make a packet longer than ``max_size``: TCP does not mind smaller
+    segments, and this way a TUN device whose MTU was raised still yields packets that fit a
+    message. UDP ones keep the datagram size the application chose, however large."""
     if len(frame) < VNET_HDR_LEN:
         raise GsoError("frame shorter than its virtio-net header")
     flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = _HDR.unpack_from(frame)
@@ -86,7 +90,7 @@ def split(frame: bytes, max_size: int = MAX_PACKET_SIZE) -> list[bytes]:
     if gso_type in (GSO_TCPV4, GSO_TCPV6):
         return _split_tcp(pkt, csum_start, gso_size, max_size)
     if gso_type == GSO_UDP_L4:
-        return _split_udp(pkt, csum_start, gso_size, max_size)
+        return _split_udp(pkt, csum_start, gso_size)
     raise GsoError(f"unsupported GSO type {gso_type}")
 
 
@@ -191,11 +195,12 @@ def _split_tcp(pkt: bytes, l4: int, gso_size: int, max_size: int) -> list[bytes]
     return out
 
 
-def _split_udp(pkt: bytes, l4: int, gso_size: int, max_size: int) -> list[bytes]:
+def _split_udp(pkt: bytes, l4: int, gso_size: int) -> list[bytes]:
     v6, src, dst = _ip_parts(pkt, l4, _UDP)
     hdr_len = l4 + 8
-    # UDP datagram boundaries are the application's: they are kept, never cut smaller
-    if hdr_len + gso_size > max_size or gso_size < 1:
+    # UDP datagram boundaries are the application's: they are kept, never cut smaller, and
+    # one above MAX_PACKET_SIZE is left whole for the reader's oversize path
+    if hdr_len + gso_size > MAX_SUPER_PACKET or gso_size < 1:
         raise GsoError(f"UDP GSO segment of {gso_size} bytes does not fit a packet")
     ip, ports = pkt[:l4], pkt[l4 : l4 + 4]
     addr_sum = pseudo_header_sum(src, dst, _UDP, 0) + ones_sum(ports)

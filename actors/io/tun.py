@@ -9,9 +9,14 @@ With offloads (actors.io.offloads) it is opened with IFF_VNET_HDR as well: every
 write then carries a virtio-net header, reads may be TCP/UDP super-packets that are split here
 (actors.io.gso), and writes may join a TCP flow's segments into one.
 
-Reads use a buffer larger than the MTU on purpose: if someone raises the MTU of the live
-interface, an oversize packet is seen whole, dropped and counted (with a rate-limited warning)
-instead of being truncated into a corrupt one.
+Every packet crossing the pipeline is at most 1280 bytes, yet `wg-quick up` sets MTU 1420 on
+the interface whatever the implementation, so the host sends larger ones. Reads use a buffer
+larger than that, and a packet above 1280 is handled as a router whose next hop has MTU 1280
+would (RFC 791, RFC 1191, RFC 8201): IPv4 without DF is cut into fragments of at most 1280
+bytes that go on through the tunnel; IPv4 with DF and IPv6 are dropped (counted as
+``oversize``) and the host is told with ICMP "fragmentation needed" / "packet too big" (MTU
+1280), at a bounded rate, so that its path MTU drops. Packets of 1280 bytes or less pay one
+length comparison for all this.
 """
 
 from __future__ import annotations
@@ -32,12 +37,13 @@ from loguru import logger
 
 from ..icmp import too_big_reply
 from ..packet import MAX_PACKET_SIZE, Packet, PacketError
+from ..wireguard.oversize import TooBigLimiter, dont_fragment, fragment_v4, oversize_packet
 from .batching import MAX_BATCH
 from .gso import PLAIN_HEADER, VNET_HDR_LEN, GsoError, coalesce, split
 from .offloads import OffloadPlan, report_refused
 from .tun_aio import AioReader
 
-__all__ = ["READ_SIZE", "TunDevice", "TunError"]
+__all__ = ["READ_SIZE", "HostOversize", "TunDevice", "TunError", "mtu_policy"]
 
 TUNSETIFF = 0x400454CA
 TUNSETOFFLOAD = 0x400454D0
@@ -47,10 +53,16 @@ IFF_VNET_HDR = 0x4000
 TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6 = 0x01, 0x02, 0x04, 0x20, 0x40
 TSO_FLAGS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
 USO_FLAGS = TUN_F_USO4 | TUN_F_USO6
-READ_SIZE = 2048  # > MTU so that an oversize packet is detected, not truncated
+READ_SIZE = 2048  # > wg-quick's MTU 1420, so that an oversize packet is seen whole
 VNET_READ_SIZE = VNET_HDR_LEN + 65535  # a GSO frame: the largest IP packet, and its header
 VNET_READ_BATCH = 32  # GSO frames read per system call (32 x 64 KB of buffers)
-OVERSIZE_WARNING_INTERVAL = 60.0  # seconds between repeated MTU warnings
+OVERSIZE_NOTICE_INTERVAL = 60.0  # seconds between looks at the interface MTU on oversize reads
+# ICMP too-big replies to the host per second, and the burst allowed: the host caches the path
+# MTU per destination, so it needs one reply per destination (plus retransmissions); the bound
+# keeps a host that floods large DF packets from costing more than a few replies' work.
+HOST_TOO_BIG_PER_SECOND = 100.0
+HOST_TOO_BIG_BURST = 50
+SIOCGIFMTU = 0x8921
 TUN_OFFLOADS = ("tun_tso", "tun_uso", "tun_gro")
 
 
@@ -73,6 +85,52 @@ def _open(name: str, vnet_hdr: bool) -> tuple[int, str]:
         reason = "already in use" if e.errno == errno.EBUSY else e.strerror
         raise TunError(f"cannot create TUN interface {name!r}: {reason}") from None
     return fd, result[:16].rstrip(b"\0").decode()
+
+
+class HostOversize:
+    """What becomes of a packet above 1280 bytes read from the TUN device (see the module's
+    docstring): its fragments, or a drop and perhaps an ICMP too-big, at a bounded rate."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self) -> None:
+        self._limiter = TooBigLimiter(HOST_TOO_BIG_PER_SECOND, HOST_TOO_BIG_BURST)
+
+    def handle(
+        self,
+        data: bytes,
+        now: float,
+        out: list[Packet],
+        drops: Counter[str],
+        too_big: list[Packet] | None,
+        counts: Counter[str] | None,
+    ) -> None:
+        """Append ``data``'s fragments to ``out``, or count it in ``drops`` and append the
+        answer that is due, if the rate allows, to ``too_big``; ``counts`` (if given) counts
+        the packets fragmented and the fragments made."""
+        packet = oversize_packet(data)
+        if packet is None:
+            if len(data) < READ_SIZE:
+                drops["invalid_packet"] += 1
+                return
+            # cut short by the read buffer (an MTU above it): only an answer can still help
+            packet = data
+        elif not dont_fragment(packet):
+            try:
+                fragments = fragment_v4(packet)
+            except ValueError:
+                drops["invalid_packet"] += 1
+                return
+            out += fragments
+            if counts is not None:
+                counts["oversize_fragmented"] += 1
+                counts["oversize_fragments"] += len(fragments)
+            return
+        drops["oversize"] += 1
+        if too_big is not None and self._limiter.allow(now):
+            reply = too_big_reply(packet)
+            if reply is not None:
+                too_big.append(reply)
 
 
 class TunDevice:
@@ -102,7 +160,12 @@ class TunDevice:
         if vnet_hdr:
             self._set_offloads(plan, wanted)
         self.mtu = mtu
-        self._last_oversize_warning = float("-inf")
+        # the oversize path's own state: only the one thread that reads the device touches it
+        self._oversize = HostOversize()
+        self._last_oversize_look = float("-inf")
+        self._mtu_told = mtu
+        # the largest packet one read takes whole
+        self._readable = VNET_READ_SIZE - VNET_HDR_LEN if vnet_hdr else READ_SIZE
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
 
@@ -166,6 +229,11 @@ class TunDevice:
         except Exception as e:  # pyroute2 raises NetlinkError and friends
             raise TunError(f"cannot configure {self.name}: {e}") from None
 
+    def mtu_text(self) -> str:
+        """:func:`mtu_policy` for the interface's MTU now (the one we set, unless the kernel
+        says otherwise)."""
+        return mtu_policy(interface_mtu(self.name) or self.mtu, self._readable)
+
     # -- the data path
 
     def fileno(self) -> int:
@@ -190,11 +258,13 @@ class TunDevice:
         counts: Counter[str] | None = None,
     ) -> list[Packet]:
         """The packets of up to ``max_batch`` reads that are ready now (with TSO, one read may
-        hold dozens of packets). Oversize and invalid ones are counted in ``drops``, which
-        belongs to the calling stage. For each oversize packet the ICMP "too big" answer, if one
-        is due, is appended to ``too_big`` for the caller to deliver back to the kernel (see
-        :mod:`actors.icmp`). ``reader`` is the calling stage's own (:meth:`make_reader`); GSO
-        frames and the packets split from them are counted in ``counts``, if given."""
+        hold dozens of packets; an IPv4 packet above 1280 bytes without DF becomes its
+        fragments). Dropped and invalid ones are counted in ``drops``, which belongs to the
+        calling stage. For each dropped oversize packet the ICMP "too big" answer, if one is due
+        and the rate allows, is appended to ``too_big`` for the caller to deliver back to the
+        kernel (see :mod:`actors.icmp`). ``reader`` is the calling stage's own
+        (:meth:`make_reader`); GSO frames and the packets split from them, and packets
+        fragmented, are counted in ``counts``, if given."""
         try:
             datas = reader.read(max_batch)
         except OSError as e:
@@ -206,12 +276,8 @@ class TunDevice:
         out: list[Packet] = []
         for data in datas:
             if len(data) > MAX_PACKET_SIZE:
-                drops["oversize"] += 1
-                self._warn_oversize(len(data))
-                if too_big is not None:
-                    reply = too_big_reply(data)
-                    if reply is not None:
-                        too_big.append(reply)
+                self._notice_oversize()
+                self._oversize.handle(data, time.monotonic(), out, drops, too_big, counts)
                 continue
             try:
                 out.append(Packet(data))
@@ -249,26 +315,52 @@ class TunDevice:
             return [(PLAIN_HEADER + d, 1, len(d)) for d in datas]
         return [(d, 1, len(d)) for d in datas]
 
-    def _warn_oversize(self, size: int) -> None:
+    def _notice_oversize(self) -> None:
+        """Say once, at info level, what happens to oversize packets when the interface MTU
+        is seen above the one we set (`wg-quick up` raises it after we start): the start-up
+        line could only describe the MTU of that moment. Looked at once a minute at most."""
         now = time.monotonic()
-        if now - self._last_oversize_warning >= OVERSIZE_WARNING_INTERVAL:
-            self._last_oversize_warning = now
-            logger.warning(
-                "{}: dropped a {}-byte packet: wgactors carries at most {} bytes, and the "
-                "interface MTU is above that (senders are told with ICMP too-big; to avoid the "
-                "round trip: ip link set {} mtu {}, or MTU = {} in the config)",
-                self.name,
-                size,
-                MAX_PACKET_SIZE,
-                self.name,
-                MAX_PACKET_SIZE,
-                MAX_PACKET_SIZE,
-            )
+        if now - self._last_oversize_look < OVERSIZE_NOTICE_INTERVAL:
+            return
+        self._last_oversize_look = now
+        mtu = interface_mtu(self.name)
+        if mtu is not None and mtu != self._mtu_told:
+            self._mtu_told = mtu
+            level = "WARNING" if mtu > self._readable else "INFO"
+            logger.log(level, "{}: {}", self.name, mtu_policy(mtu, self._readable))
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def mtu_policy(mtu: int, readable: int = READ_SIZE) -> str:
+    """What an interface MTU of ``mtu`` means for the host's packets, for the log: the start-up
+    line and the notice when the MTU is seen raised. ``readable`` is the largest packet a
+    read takes whole."""
+    action = (
+        f"packets above {MAX_PACKET_SIZE} are fragmented (IPv4 without DF) or answered with "
+        "ICMP too-big"
+    )
+    if mtu > readable:
+        return (
+            f"MTU {mtu} on the interface: {action}, but those above {readable} bytes cannot be "
+            f"read whole: IPv4 without DF is lost (an MTU of {readable} or less avoids it)"
+        )
+    if mtu > MAX_PACKET_SIZE:
+        return f"MTU {mtu} on the interface: {action}"
+    return f"MTU {mtu} on the interface; if raised (wg-quick up sets 1420), {action}"
+
+
+def interface_mtu(name: str) -> int | None:
+    """The MTU the kernel has for interface ``name`` now; None if it cannot say."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            result = fcntl.ioctl(s, SIOCGIFMTU, struct.pack("16si12x", name.encode(), 0))
+    except OSError:
+        return None
+    return int(struct.unpack_from("i", result, 16)[0])
 
 
 ROUTE_EXISTS = errno.EEXIST  # netlink says another route has this prefix

@@ -1,7 +1,8 @@
 """TUN reader: reads outbound packets from the TUN device in batches.
 
 Packets above 1280 bytes (the interface MTU was raised, e.g. wg-quick's default of 1420) are
-dropped and answered with an ICMP too-big, which travels back to the kernel via the TUN writer.
+fragmented (IPv4 without DF) or dropped and answered with an ICMP too-big, which travels back
+to the kernel via the TUN writer (see :mod:`actors.io.tun`).
 
 Like UDP ingress it blocks when the next stage is full: the kernel then queues (and, past the
 device's txqueuelen, drops) instead of this process growing.

@@ -10,6 +10,9 @@ forwarding onto a 1280-byte link (RFC 791, RFC 1191, RFC 8201):
   with ICMP "fragmentation needed" / ICMPv6 "packet too big" carrying MTU 1280, which travels
   back through the tunnel. Those replies are rate-limited, as a router's ICMP errors are.
 
+The TUN reader applies the same rules to what the host sends at a raised MTU
+(:class:`actors.io.tun.HostOversize`), with its own bucket.
+
 Pure functions and a token bucket over ``now``: no I/O, no clock.
 """
 
@@ -26,6 +29,7 @@ __all__ = [
     "TOO_BIG_REPLIES_BURST",
     "TOO_BIG_REPLIES_PER_SECOND",
     "TooBigLimiter",
+    "dont_fragment",
     "fragment_v4",
     "oversize_packet",
 ]
@@ -122,7 +126,7 @@ def _copied_options(options: bytes) -> bytes:
         if kind == 1:  # no-op
             i += 1
             continue
-        if i + 1 >= len(options) or options[i + 1] < 2:
+        if i + 1 >= len(options) or not 2 <= options[i + 1] <= len(options) - i:
             break  # malformed: keep what was well-formed
         size = options[i + 1]
         if kind & 0x80:
@@ -135,18 +139,20 @@ def _copied_options(options: bytes) -> bytes:
 class TooBigLimiter:
     """A token bucket for ICMP too-big replies: bounded work and traffic however much arrives."""
 
-    __slots__ = ("_last", "_tokens")
+    __slots__ = ("_burst", "_last", "_rate", "_tokens")
 
-    def __init__(self) -> None:
-        self._tokens = float(TOO_BIG_REPLIES_BURST)
+    def __init__(
+        self, rate: float = TOO_BIG_REPLIES_PER_SECOND, burst: int = TOO_BIG_REPLIES_BURST
+    ) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
         self._last = float("-inf")
 
     def allow(self, now: float) -> bool:
         if now > self._last:
             elapsed = now - self._last
-            self._tokens = min(
-                float(TOO_BIG_REPLIES_BURST), self._tokens + elapsed * TOO_BIG_REPLIES_PER_SECOND
-            )
+            self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
             self._last = now
         if self._tokens >= 1:
             self._tokens -= 1
