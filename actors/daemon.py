@@ -91,6 +91,7 @@ class Daemon:
         self.stop = threading.Event()
         self.status = EXIT_OK
         self.placement = Placement("")
+        self.health: sdnotify.FailingStages | None = None  # STATUS= names failing stages
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         logger.info("{} received: shutting down", signal.Signals(signum).name)
@@ -262,7 +263,9 @@ class Daemon:
         watcher = threading.Thread(target=self._watch_interface, name="ifwatch", daemon=True)
         watcher.start()
         report(None)
-        sdnotify.ready(f"{spec.name} up: UDP port {udp.port}, {len(spec.peers)} peer(s), {mode}")
+        up = f"{spec.name} up: UDP port {udp.port}, {len(spec.peers)} peer(s), {mode}"
+        sdnotify.ready(up)
+        self.health = sdnotify.FailingStages(up, controller.stats)
         try:
             if self.single_threaded:
                 try:
@@ -317,6 +320,8 @@ class Daemon:
     def _watch_interface(self) -> None:
         """`wg-quick down` deletes the interface: that is our cue to exit."""
         while not self.stop.wait(INTERFACE_CHECK_INTERVAL):
+            if self.health is not None:
+                self.health.poll()
             if self.single_threaded and self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self._reload()  # the loop owns the main thread: the swap is a call into it
