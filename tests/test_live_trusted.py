@@ -136,14 +136,16 @@ def test_one_packet_in_1000_failing_during_a_checksummed_transfer(
         wggo.stop()
 
 
+@pytest.mark.parametrize("on_error", ["drop", "restart"])
 @pytest.mark.parametrize("mode", MODES)
 def test_a_peer_cannot_end_the_daemon_through_a_narrow_stage_bug(
-    netns_pair, tmp_path: Path, mode: tuple
+    netns_pair, tmp_path: Path, mode: tuple, on_error: str
 ) -> None:
     """A stage that raises on ICMP only, and a peer that only pings, for longer than the old
     no-progress window: the daemon stays up, TCP and UDP still pass, and `status` shows the
-    stage failing."""
+    stage failing (with on_error="restart", across the instances that replaced it)."""
     pipeline = '[[inbound]]\nuse = "custom_stages:PingBug"\nname = "pingbug"\n'
+    pipeline += f'on_error = "{on_error}"\n'
     wggo, daemon, _ = start(netns_pair, tmp_path, "wgt3", pipeline, *mode)
     try:
         with daemon:
@@ -168,7 +170,11 @@ def test_a_peer_cannot_end_the_daemon_through_a_narrow_stage_bug(
                 pinger.kill()
                 pinger.wait(5)
             pingbug = status(netns_pair.a, "wgt3")["pingbug"]
+            while "failure" not in pingbug:  # between two instances (restart): milliseconds
+                assert time.monotonic() < deadline, pingbug
+                pingbug = status(netns_pair.a, "wgt3")["pingbug"]
             failure = pingbug["failure"]
+            assert failure["on_error"] == on_error
             assert failure["failing"] and failure["errors_per_second"] > 0, pingbug
             assert failure["last_error"] == "ZeroDivisionError('cannot handle ICMP')"
             assert pingbug["drops"]["stage_error"] == failure["errors"]
