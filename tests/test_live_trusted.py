@@ -11,10 +11,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,12 +50,12 @@ RELOAD_WAIT = 10.0  # seconds one reload may take before the test fails
 RELOAD_PINGS = 1000  # at 10 ms: longer than the reloads take, however loaded the machine
 
 
-def start(netns_pair, tmp_path: Path, iface: str, pipeline: str, *extra: str):
+def start(netns_pair, tmp_path: Path, iface: str, pipeline: str, *extra: str, **env: str):
     wggo, conf = wireguard_go_pair(netns_pair, tmp_path, iface, peer={"PersistentKeepalive": 25})
     pipe = tmp_path / "pipeline.toml"
     pipe.write_text(pipeline)
     daemon = Wgactors(
-        netns_pair.a, conf, "--pipeline", str(pipe), *extra, env={"PYTHONPATH": TESTS}
+        netns_pair.a, conf, "--pipeline", str(pipe), *extra, env={"PYTHONPATH": TESTS, **env}
     )
     return wggo, daemon, pipe
 
@@ -146,7 +148,19 @@ def test_a_peer_cannot_end_the_daemon_through_a_narrow_stage_bug(
     stage failing (with on_error="restart", across the instances that replaced it)."""
     pipeline = '[[inbound]]\nuse = "custom_stages:PingBug"\nname = "pingbug"\n'
     pipeline += f'on_error = "{on_error}"\n'
-    wggo, daemon, _ = start(netns_pair, tmp_path, "wgt3", pipeline, *mode)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))  # systemd's side of sd_notify
+    notify.setblocking(False)
+    statuses: list[str] = []
+
+    def systemd_heard() -> None:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                statuses.extend(notify.recv(4096).decode().split("\n"))
+
+    wggo, daemon, _ = start(
+        netns_pair, tmp_path, "wgt3", pipeline, *mode, NOTIFY_SOCKET=str(tmp_path / "notify")
+    )
     try:
         with daemon:
             assert daemon.proc is not None
@@ -165,10 +179,16 @@ def test_a_peer_cannot_end_the_daemon_through_a_narrow_stage_bug(
                     except (CommandError, TypeError):  # not answering: is it still there?
                         failure = {}
                     errors = failure.get("errors", 0)
+                    systemd_heard()
                     time.sleep(0.2)
             finally:
                 pinger.kill()
                 pinger.wait(5)
+            # systemd was told, within HEALTH_INTERVAL of the stage's first errors
+            while not any("stage failing: pingbug (" in line for line in statuses):
+                assert time.monotonic() < deadline, statuses
+                time.sleep(0.2)
+                systemd_heard()
             pingbug = status(netns_pair.a, "wgt3")["pingbug"]
             while "failure" not in pingbug:  # between two instances (restart): milliseconds
                 assert time.monotonic() < deadline, pingbug
@@ -206,6 +226,7 @@ def test_a_peer_cannot_end_the_daemon_through_a_narrow_stage_bug(
             assert daemon.proc.poll() is None
             assert daemon.terminate() == 0
     finally:
+        notify.close()
         wggo.stop()
 
 
