@@ -330,7 +330,7 @@ class SingleThreaded:
 
 
 def _build(entry: StageEntry, config: ConfigCell, carry: ErrorCarry | None = None) -> Stage:
-    """A stage called inline; ``carry`` continues a replaced instance's failing streak."""
+    """A stage called inline; ``carry`` continues a replaced instance's counters and errors."""
     box = Mailbox(entry.name)
     with wiring(
         box, None, name=entry.name, routes=config.get, on_error=entry.on_error, carry=carry

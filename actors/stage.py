@@ -112,8 +112,8 @@ def wiring(
     """Connect the stage constructed inside this block (the pipeline's business, not users').
 
     ``back`` is the way back (:meth:`Stage.reply`), ``routes`` where :meth:`Stage.peer_for`
-    reads the configuration; ``on_error`` and ``carry`` (the failing streak of the instance
-    this one replaces) are the failure policy's, when no supervisor hands them over."""
+    reads the configuration; ``on_error`` and ``carry`` (the error record and counters of
+    the instance this one replaces) are the failure policy's, when no supervisor hands them over."""
     token = _WIRING.set(
         _Wiring(mailbox, outlet, supervision, name, fault, back, routes, on_error, carry)
     )
@@ -232,10 +232,6 @@ class Stage(PipelineActor):
             return True
         self.stats.drops[STAGE_ERROR] += count
         return False
-
-    def adopt(self, policy: ErrorPolicy) -> None:
-        """Use this failure policy (how a replacement continues its predecessor's streak)."""
-        self._errors = policy
 
     @property
     def errors(self) -> ErrorPolicy:

@@ -113,7 +113,7 @@ class Supervision:
     name: str
     incarnation: int
     on_error: str = "drop"  # a custom stage's policy for exceptions from process
-    carry: ErrorCarry | None = None  # the failing streak of the instance this one replaces
+    carry: ErrorCarry | None = None  # what the instance this one replaces hands on
 
     def report(
         self, error: str, lost: int, *, replace: bool = False, carry: ErrorCarry | None = None
@@ -146,7 +146,7 @@ class Failed:
     error: str
     lost: int  # packets in the batch that raised; they are not retried
     replace: bool = False  # on_error="restart": replace at once, outside budget and backoff
-    carry: ErrorCarry | None = None  # the failing streak, for the replacement
+    carry: ErrorCarry | None = None  # error record and counters, for the replacement
 
 
 @dataclass(frozen=True, slots=True)
