@@ -217,7 +217,7 @@ class SingleThreaded:
         """on_error="restart": a fresh instance at once, continuing the counters and the error
         record. A packet must not be able to end the loop, so a fresh instance that cannot
         start is logged and dropped, and the old one carries on (as with on_error="drop")."""
-        fresh = _build(self.entries[path][index], self.config, stage.carry())
+        fresh = _build(self.entries[path][index], self.config, stage._handover())
         try:
             fresh.on_start()
         except Exception as e:

@@ -113,7 +113,8 @@ def wiring(
 
     ``back`` is the way back (:meth:`Stage.reply`), ``routes`` where :meth:`Stage.peer_for`
     reads the configuration; ``on_error`` and ``carry`` (the error record and counters of
-    the instance this one replaces) are the failure policy's, when no supervisor hands them over."""
+    the instance this one replaces) are the failure policy's, when no supervisor hands them
+    over."""
     token = _WIRING.set(
         _Wiring(mailbox, outlet, supervision, name, fault, back, routes, on_error, carry)
     )
@@ -298,7 +299,9 @@ class Stage(PipelineActor):
             return
         self._dead = True
         if self.supervision is not None:
-            self.supervision.report(self._errors.last_error, 0, replace=True, carry=self.carry())
+            self.supervision.report(
+                self._errors.last_error, 0, replace=True, carry=self._handover()
+            )
         self.actor_ref.stop(block=False)
 
     def on_stop(self) -> None:
@@ -306,7 +309,7 @@ class Stage(PipelineActor):
         if not self._dead and not self.replace_me:
             self._errors.flush()
 
-    def carry(self) -> ErrorCarry:
+    def _handover(self) -> ErrorCarry:
         """What a fresh instance replacing this one continues from (on_error="restart")."""
         return self._errors.carry(self.stats.snapshot(self.name, None))
 

@@ -183,7 +183,7 @@ class StageRunner:
         """on_error="restart": a fresh instance at once, continuing the counters and the error
         record (the pipeline hands over the same immutable :class:`ErrorCarry`)."""
         old = self.stages[index]
-        carry = old.carry()
+        carry = old._handover()
         old.on_stop()
         fresh = self._build(index, carry)
         fresh.on_start()
