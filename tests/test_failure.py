@@ -320,7 +320,7 @@ def test_a_stage_that_raises_on_every_packet_never_escalates(on_error: str) -> N
         start = time.monotonic()
         for n in range(1, STEADY_ERRORS + 1):
             tree.box.push((PACKET,))
-            wait_for(lambda n=n: tree.escalated.is_set() or errors_of(tree.box) >= n)  # type: ignore[misc]
+            wait_for(lambda n=n: tree.escalated.is_set() or errors_of(tree.box) >= n)
             assert not tree.escalated.is_set(), tree.reasons
             time.sleep(STEADY_GAP)
         assert time.monotonic() - start > OLD_ESCALATION  # the premise, not a timing check
@@ -428,7 +428,7 @@ def test_status_names_the_failing_stage_with_its_rate_and_last_error() -> None:
     from actors.status import render
 
     stages = failing_stages()
-    info = {
+    info: dict[str, Any] = {
         "interface": "wg0",
         "public_key": None,
         "listen_port": 1,

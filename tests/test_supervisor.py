@@ -379,7 +379,8 @@ def test_an_on_start_from_a_mixin_is_a_reported_failure(restart: Restart) -> Non
     try:
 
         def child() -> dict[str, Any]:
-            return sup.ask(GetSupervisorStats(), timeout=WAIT)["children"]["mixin"]  # type: ignore[no-any-return]
+            children: dict[str, Any] = sup.ask(GetSupervisorStats(), timeout=WAIT)["children"]
+            return children["mixin"]  # type: ignore[no-any-return]
 
         wait_for(lambda: child()["incarnation"] == 2 and child()["alive"])
         assert "mixin on_start failed" in str(child()["last_error"])
