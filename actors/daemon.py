@@ -97,6 +97,7 @@ class Daemon:
         self.stop = threading.Event()
         self.status = EXIT_OK
         self.placement = Placement("")
+        self.health: sdnotify.FailingStages | None = None  # STATUS= names failing stages
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         logger.info("{} received: shutting down", signal.Signals(signum).name)
@@ -221,9 +222,9 @@ class Daemon:
             watcher = threading.Thread(target=self._watch_interface, name="ifwatch", daemon=True)
             watcher.start()
             report(None)
-            sdnotify.ready(
-                f"{spec.name} up: UDP port {udp.port}, {len(spec.peers)} peer(s), {plane.mode}"
-            )
+            up = f"{spec.name} up: UDP port {udp.port}, {len(spec.peers)} peer(s), {plane.mode}"
+            sdnotify.ready(up)
+            self.health = sdnotify.FailingStages(up, controller.stats)
             self._watch(plane)
             sdnotify.stopping(f"{spec.name}: shutting down")
             with contextlib.suppress(DataPlaneTimeout):
@@ -295,6 +296,8 @@ class Daemon:
     def _watch_interface(self) -> None:
         """`wg-quick down` deletes the interface: that is our cue to exit."""
         while not self.stop.wait(INTERFACE_CHECK_INTERVAL):
+            if self.health is not None:
+                self.health.poll()
             try:
                 socket.if_nametoindex(self.spec.name)
             except OSError:

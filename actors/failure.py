@@ -1,62 +1,112 @@
 """What an exception in a custom stage's ``process`` costs: the packet, a count, a rare log line.
 
-A user's stage is code the tunnel does not trust. A bug that hits one packet in ten thousand must
-cost those packets and nothing else: not the packets queued behind it, not a restart delay, not
-the process. So an exception from ``process`` (or from an overridden ``process_batch``, which
-then costs its batch) is:
+A user's stage is code the tunnel does not trust, and the packets it sees come from peers the
+daemon does not control. A bug that one kind of packet triggers must cost those packets and
+nothing else: not the packets queued behind it, not a restart delay, and never the process,
+since any peer able to send that kind of packet could otherwise end the tunnel. A narrow bug on
+a quiet link (a stage that raises on ICMP, a peer that only pings) looks exactly like a hopeless
+stage, so nothing here ever escalates. An exception from ``process`` (or from an overridden
+``process_batch``, which then costs its batch) is:
 
-- **dropped and counted** under the reason ``stage_error``;
-- **logged rate-limited**: the first failure at once, then at most one line per
-  :data:`LOG_INTERVAL` seconds per stage, with the count since the last line and the last
-  exception. A stage failing 10,000 times a second writes one line every few seconds;
-- **escalated only on no progress**: when no packet at all has got through the stage for
-  :data:`NO_PROGRESS_SECONDS` while at least :data:`NO_PROGRESS_MIN_FAILURES` failed, the stage is
-  broken rather than unlucky, and the process ends with exit status 3, the status of a spent
-  restart budget (either way the pipeline cannot carry traffic). A stage that passes packets
-  between its failures is kept however many it drops.
+- **handled by the entry's ``on_error``** (:data:`ON_ERROR`): ``drop`` (fail-closed, the
+  default) drops the packet and counts it under the reason ``stage_error``; ``pass``
+  (fail-open) sends the packet on unchanged and counts it as ``stage_error_passed``;
+  ``restart`` drops it and replaces the instance at once with a fresh one (no backoff, no
+  budget: a packet error is not a start failure), keeping the counters;
+- **logged rate-limited**: the stage's first failure at once, with its traceback; then at most
+  one line per :data:`LOG_INTERVAL` seconds per stage, with the count since the last line and
+  the last exception (its traceback at debug level, i.e. with ``-v``);
+- **shown**: a stage with an error in the last :data:`RATE_WINDOW` seconds is *failing*;
+  ``wgactors status``, its JSON, the Prometheus gauge ``wgactors_stage_failing`` and systemd's
+  ``STATUS=`` line say so, with the error rate and the last error (:meth:`ErrorPolicy.report`).
 
-Whether the instance is replaced after a failure is the entry's choice (``on_error`` in the
-pipeline file). ``drop``, the default, keeps the instance: most stage errors are a packet the code
-did not expect, and state such as a flow table or an open pcap file is worth more than a fresh
-start. ``restart`` replaces the instance at once (no backoff: a packet error is not a start
-failure) for stages whose state may be what went wrong; queued packets wait in the mailbox.
+``drop`` is the default because most stage errors are a packet the code did not expect, and a
+filter that fails open would let through what it exists to stop; state such as a flow table is
+kept, as it is worth more than a fresh start. ``restart`` is for stages whose state may be what
+went wrong; queued packets wait in the mailbox for the new instance.
 
-The record of a failing streak (:class:`ErrorCarry`) is an immutable value, so that a replaced
-instance continues its predecessor's log rate and no-progress clock instead of resetting them.
+What a replaced instance hands its successor (:class:`ErrorCarry`) is an immutable value, so
+that the log rate, the error rate and the counters continue instead of starting over.
 """
 
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
+if TYPE_CHECKING:
+    from .stats import StageSnapshot
+
 __all__ = [
     "LOG_INTERVAL",
-    "NO_PROGRESS_MIN_FAILURES",
-    "NO_PROGRESS_SECONDS",
     "ON_ERROR",
+    "RATE_WINDOW",
+    "STAGE_ERROR_PASSED",
     "ErrorCarry",
     "ErrorPolicy",
+    "FailureReport",
 ]
 
 LOG_INTERVAL = 5.0  # seconds between two log lines about one stage's packet errors
-NO_PROGRESS_SECONDS = 5.0  # seconds of failures with nothing passed before the process ends
-NO_PROGRESS_MIN_FAILURES = 3  # ...and at least this many failures in that time
-ON_ERROR = ("drop", "restart")  # the pipeline file's choices; the first is the default
+RATE_WINDOW = 10  # seconds of errors the rate is measured over; failing = an error in them
+ON_ERROR = ("drop", "pass", "restart")  # the pipeline file's choices; the first is the default
+STAGE_ERROR_PASSED = "stage_error_passed"  # the count of packets passed on after an error
+MAX_ERROR_CHARS = 300  # characters of an exception's repr kept for status and log lines
+
+
+@dataclass(frozen=True, slots=True)
+class FailureReport:
+    """How a stage's packet errors look now, for ``status``, metrics and systemd."""
+
+    failing: bool  # an error in the last RATE_WINDOW seconds
+    errors: int  # packets that raised, ever
+    passed: int  # ...of which passed on unchanged (on_error="pass")
+    errors_per_second: float  # over the last RATE_WINDOW seconds
+    last_error: str
+    last_error_seconds_ago: float | None
+    on_error: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "failing": self.failing,
+            "errors": self.errors,
+            STAGE_ERROR_PASSED: self.passed,
+            "errors_per_second": round(self.errors_per_second, 3),
+            "last_error": self.last_error,
+            "last_error_seconds_ago": None
+            if self.last_error_seconds_ago is None
+            else round(self.last_error_seconds_ago, 1),
+            "on_error": self.on_error,
+        }
 
 
 @dataclass(frozen=True, slots=True)
 class ErrorCarry:
-    """A failing streak, handed from a replaced instance to its successor."""
+    """What a replaced instance hands its successor: its error record and its counters."""
 
-    failing_since: float | None = None  # monotonic time of the first failure since progress
-    failures: int = 0  # failures since progress
+    errors: int = 0
+    passed: int = 0
     logged_at: float | None = None  # monotonic time of the last log line
     unlogged: int = 0  # failures since that line
     last_error: str = ""
+    last_error_at: float | None = None
+    recent: tuple[tuple[int, int], ...] = ()  # (whole second, errors in it), newest last
+    counters: StageSnapshot | None = None
+
+
+def _short(error: BaseException) -> str:
+    text = repr(error)
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def _traceback(error: BaseException) -> str:
+    """The traceback with files and lines, no local variables (they may hold keys)."""
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()
 
 
 class ErrorPolicy:
@@ -64,14 +114,15 @@ class ErrorPolicy:
 
     __slots__ = (
         "_clock",
-        "failing_since",
-        "failures",
+        "errors",
         "last_error",
+        "last_error_at",
         "last_exception",
         "logged_at",
         "name",
         "on_error",
-        "stalled",
+        "passed",
+        "recent",
         "total",
         "unlogged",
     )
@@ -84,60 +135,63 @@ class ErrorPolicy:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if on_error not in ON_ERROR:
-            raise ValueError(f"on_error is one of {', '.join(ON_ERROR)}")
+            raise ValueError(f"on_error is one of {', '.join(ON_ERROR)}, not {on_error!r}")
         carry = carry or ErrorCarry()
         self.name = name
         self.on_error = on_error
-        self.failing_since = carry.failing_since
-        self.failures = carry.failures
+        self.errors = carry.errors  # packets that raised, this instance's predecessors included
+        self.passed = carry.passed
         self.logged_at = carry.logged_at
         self.unlogged = carry.unlogged
         self.last_error = carry.last_error
+        self.last_error_at = carry.last_error_at
+        self.recent: list[tuple[int, int]] = list(carry.recent)
         self.last_exception: Exception | None = None  # this instance's, for its callers
-        self.stalled: str | None = None  # why the stage is judged broken, once it is
         self.total = 0  # failures of this instance, never reset
         self._clock = clock
 
+    @property
+    def passes(self) -> bool:
+        """Whether a packet that raised goes on unchanged (fail-open)."""
+        return self.on_error == "pass"
+
     def failed(self, error: Exception, count: int = 1) -> None:
-        """``count`` packets were lost to ``error``: count, maybe log, maybe judge stalled."""
+        """``count`` packets raised ``error``: count them, and maybe log."""
         now = self._clock()
-        self.last_error = repr(error)
+        self.last_error = _short(error)
+        self.last_error_at = now
         self.last_exception = error
         self.total += count
-        self.failures += count
+        self.errors += count
+        if self.on_error == "pass":
+            self.passed += count
         self.unlogged += count
-        if self.failing_since is None:
-            self.failing_since = now
+        second = int(now)
+        recent = self.recent
+        if recent and recent[-1][0] == second:
+            recent[-1] = (second, recent[-1][1] + count)
+        else:
+            recent.append((second, count))
+            while recent[0][0] <= second - RATE_WINDOW:
+                del recent[0]
         if self.logged_at is None:
             logger.warning(
-                "stage {}: process raised {}; packet dropped (stage_error, on_error={}); "
-                "further errors are logged at most every {:g} s",
+                "stage {}: process raised {}; {} (on_error={}); further errors are logged at "
+                "most every {:g} s\n{}",
                 self.name,
                 self.last_error,
+                "packet passed on unchanged" if self.passes else "packet dropped",
                 self.on_error,
                 LOG_INTERVAL,
+                _traceback(error),
             )
             self.logged_at, self.unlogged = now, 0
         elif now - self.logged_at >= LOG_INTERVAL:
             self.flush(now)
-        if (
-            self.stalled is None
-            and self.failures >= NO_PROGRESS_MIN_FAILURES
-            and now - self.failing_since >= NO_PROGRESS_SECONDS
-        ):
-            self.stalled = (
-                f"stage {self.name} let no packet through for "
-                f"{now - self.failing_since:.1f} s ({self.failures} failures, last: "
-                f"{self.last_error})"
-            )
-
-    def progress(self) -> None:
-        """A packet got through: the stage works, whatever it drops."""
-        self.failing_since = None
-        self.failures = 0
 
     def flush(self, now: float | None = None) -> None:
-        """Log the failures not yet logged (at the interval, and when the stage stops)."""
+        """Log the failures not yet logged (at the interval, and when the stage stops); with
+        ``-v`` the last one's traceback too."""
         if not self.unlogged:
             return
         now = self._clock() if now is None else now
@@ -149,9 +203,34 @@ class ErrorPolicy:
             since,
             self.last_error,
         )
+        error = self.last_exception
+        if error is not None:
+            logger.debug("stage {}: the last error's traceback:\n{}", self.name, _traceback(error))
         self.logged_at, self.unlogged = now, 0
 
-    def carry(self) -> ErrorCarry:
+    def report(self, now: float | None = None) -> FailureReport:
+        now = self._clock() if now is None else now
+        floor = int(now) - RATE_WINDOW
+        in_window = sum(n for second, n in self.recent if second > floor)
+        ago = None if self.last_error_at is None else max(0.0, now - self.last_error_at)
+        return FailureReport(
+            failing=ago is not None and ago < RATE_WINDOW,
+            errors=self.errors,
+            passed=self.passed,
+            errors_per_second=in_window / RATE_WINDOW,
+            last_error=self.last_error,
+            last_error_seconds_ago=ago,
+            on_error=self.on_error,
+        )
+
+    def carry(self, counters: StageSnapshot | None = None) -> ErrorCarry:
         return ErrorCarry(
-            self.failing_since, self.failures, self.logged_at, self.unlogged, self.last_error
+            self.errors,
+            self.passed,
+            self.logged_at,
+            self.unlogged,
+            self.last_error,
+            self.last_error_at,
+            tuple(self.recent),
+            counters,
         )

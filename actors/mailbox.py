@@ -5,10 +5,13 @@ processor needs more, and pays less:
 
 - **Data is bounded, counted in packets** (default 1000: room for a burst of many batches), so
   memory is capped at capacity x 1280 bytes per stage whatever the traffic does.
-- **Control is never lost and never stuck behind data.** Stats queries, new session keys, timer
-  ticks and re-wiring go in a separate lane that the stage always serves first. It is bounded
-  too (:data:`CONTROL_CAPACITY` messages); a sender that finds it full waits rather than lose a
-  control message, which in practice never happens because control is served first.
+- **Control is never stuck behind data, and never holds its sender forever.** Stats queries,
+  new session keys, timer ticks and re-wiring go in a separate lane that the stage always
+  serves first. It is bounded too (:data:`CONTROL_CAPACITY` messages). A sender that finds it
+  full waits, but only up to a deadline (:data:`CONTROL_PUT_TIMEOUT` for a ``tell``, the ask's
+  own timeout for an ``ask``): a stage stuck in its code must not take the UAPI or metrics
+  thread that asked it with it. An ``ask`` that times out withdraws its letter, so queries to a
+  stuck stage do not pile up in its lane.
 - **The policy for a full data lane belongs to the edge**, so :meth:`Mailbox.push` takes it:
   ``block`` (wait up to a bound, then drop and count: backpressure for stages that read kernel
   queues) or drop at once and count (where waiting could deadlock).
@@ -34,10 +37,11 @@ from collections.abc import Sized
 from dataclasses import dataclass
 from typing import Any
 
-from pykka import ActorDeadError, ActorRef, ThreadingFuture
+from pykka import ActorDeadError, ActorRef, ThreadingFuture, Timeout
 
 __all__ = [
     "CONTROL_CAPACITY",
+    "CONTROL_PUT_TIMEOUT",
     "DEFAULT_CAPACITY",
     "PUSH_TIMEOUT",
     "WAKE",
@@ -49,7 +53,7 @@ __all__ = [
 DEFAULT_CAPACITY = 1000  # packets per stage: 15 full batches, at most ~1.3 MB queued
 CONTROL_CAPACITY = 10_000  # control messages; far above any real backlog
 PUSH_TIMEOUT = 2.0  # seconds a blocking push waits for room before it drops and counts
-CONTROL_WAIT = 0.1  # seconds between looks at a full control lane
+CONTROL_PUT_TIMEOUT = 2.0  # seconds a tell waits for room in a full control lane
 
 
 class _Wake:
@@ -80,6 +84,7 @@ class MailboxStats:
     control_depth: int
     accepted: int  # packets accepted into the data lane
     dropped: int  # packets refused because the lane was full
+    control_refused: int = 0  # control messages refused: the lane stayed full too long
 
 
 class Mailbox:
@@ -98,6 +103,7 @@ class Mailbox:
         self._high_water = 0
         self._accepted = 0
         self._dropped = 0
+        self._control_refused = 0
         self._closed = False
         self._target: ActorRef[Any] | None = None  # the running incarnation
         self._scheduled = False  # a WAKE is on its way or being served: no other is needed
@@ -148,34 +154,66 @@ class Mailbox:
 
     # -- senders' side: control
 
-    def tell(self, message: Any) -> None:
-        """Send a control message to whichever incarnation of the stage is running."""
-        self._post(Letter(message))
+    def tell(self, message: Any, timeout: float = CONTROL_PUT_TIMEOUT) -> bool:
+        """Send a control message to whichever incarnation of the stage is running. False if
+        the control lane stayed full for ``timeout`` seconds (the message is refused, and
+        counted) or the mailbox is closed."""
+        return self._post(Letter(message), time.monotonic() + timeout)
 
     def ask(self, message: Any, timeout: float) -> Any:
-        """Ask whichever incarnation is running (or the next one) and wait for the answer."""
+        """Ask whichever incarnation is running (or the next one) and wait for the answer, at
+        most ``timeout`` seconds in all (``pykka.Timeout`` after that). A letter still queued
+        when the time is up is withdrawn; one being served answers nobody."""
+        deadline = time.monotonic() + timeout
         future: ThreadingFuture[Any] = ThreadingFuture()
-        self._post(Letter(message, future))
-        return future.get(timeout=timeout)
+        letter = Letter(message, future)
+        if not self._post(letter, deadline) and not self._closed:
+            raise Timeout(f"{self.name}: control lane full for {timeout:g} s")
+        try:
+            return future.get(timeout=max(0.0, deadline - time.monotonic()))
+        except Timeout:
+            self._withdraw(letter)
+            raise
 
-    def _post(self, letter: Letter) -> None:
+    def _post(self, letter: Letter, deadline: float) -> bool:
         with self._lock:
             if self._closed:
                 if letter.reply_to is not None:
                     _fail(letter, self.name)
-                return
-            while len(self._control) >= CONTROL_CAPACITY:
+                return False
+            if len(self._control) >= CONTROL_CAPACITY:
                 self._waiting += 1
                 try:
-                    self._room.wait(CONTROL_WAIT)
+                    while len(self._control) >= CONTROL_CAPACITY and not self._closed:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            self._control_refused += 1
+                            return False
+                        self._room.wait(remaining)
                 finally:
                     self._waiting -= 1
+                if self._closed:
+                    if letter.reply_to is not None:
+                        _fail(letter, self.name)
+                    return False
             self._control.append(letter)
             ref = self._target
             if ref is None or self._scheduled:
-                return
+                return True
             self._scheduled = True
         self._wake(ref)
+        return True
+
+    def _withdraw(self, letter: Letter) -> None:
+        """Take a timed-out ask's letter out of the lane, if the stage has not taken it yet
+        (found by identity: two asks may carry equal messages)."""
+        with self._lock:
+            for i, queued in enumerate(self._control):
+                if queued is letter:
+                    del self._control[i]
+                    if self._waiting:
+                        self._room.notify_all()
+                    return
 
     # -- senders' side: data
 
@@ -272,6 +310,7 @@ class Mailbox:
                 len(self._control),
                 self._accepted,
                 self._dropped,
+                self._control_refused,
             )
 
     def __repr__(self) -> str:

@@ -87,6 +87,36 @@ def _stage_samples(out: _Families, iface: str, stages: dict[str, Any]) -> None:
                 {**labels, "reason": str(reason)},
                 count,
             )
+        failure = stage.get("failure")
+        if isinstance(failure, dict):  # custom stages: exceptions in process (actors.failure)
+            out.add(
+                "wgactors_stage_failing",
+                "gauge",
+                "1 if a custom stage raised in the last seconds (see status), else 0.",
+                labels,
+                1 if failure.get("failing") else 0,
+            )
+            out.add(
+                "wgactors_stage_errors_per_second",
+                "gauge",
+                "Packets a custom stage raised on per second, lately.",
+                labels,
+                failure.get("errors_per_second"),
+            )
+            out.add(
+                "wgactors_stage_errors_total",
+                "counter",
+                "Packets a custom stage raised on.",
+                labels,
+                failure.get("errors"),
+            )
+            out.add(
+                "wgactors_stage_error_passed_packets_total",
+                "counter",
+                "Packets a custom stage raised on and passed on unchanged (on_error=pass).",
+                labels,
+                failure.get("stage_error_passed"),
+            )
         box = stage.get("mailbox") or {}
         out.add(
             "wgactors_stage_mailbox_packets",

@@ -7,7 +7,8 @@
     restart = "permanent"       # permanent | transient | temporary
     budget = { max_restarts = 5, within = 10.0 }   # optional, this stage's own budget
     capacity = 1000             # optional, its mailbox in packets
-    on_error = "drop"           # an exception costs its packet; "restart": also a new instance
+    on_error = "drop"           # an exception in process drops its packet (fail-closed);
+                                # "pass": sends it on unchanged; "restart": drops it, new instance
 
     [[outbound]]                # between the TUN reader and WireGuard encrypt, in order
     use = "mypackage.mymodule:MyActor"
@@ -186,8 +187,9 @@ def _entry(
     if not isinstance(capacity, int) or not 1 <= capacity <= MAX_CAPACITY:
         raise fail(f"`capacity` is a number of packets, 1..{MAX_CAPACITY}")
     on_error = raw.get("on_error", ON_ERROR[0])
-    if on_error not in ON_ERROR:
-        raise fail(f"`on_error` is {' or '.join(repr(o) for o in ON_ERROR)}")
+    if not isinstance(on_error, str) or on_error not in ON_ERROR:
+        choices = ", ".join(f'"{o}"' for o in ON_ERROR[:-1]) + f' or "{ON_ERROR[-1]}"'
+        raise fail(f"`on_error` is {choices}, not {repr(on_error)[:40]}")
     _check_options(cls, options, fail)
     return StageEntry(kind, name, use, cls, dict(options), restart, budget, capacity, on_error)
 

@@ -6,19 +6,29 @@ once the process does. The protocol is one datagram of ``KEY=value`` lines to th
 named by ``NOTIFY_SOCKET`` (a path, or an abstract name written with a leading ``@``). Without
 that variable every function here does nothing, so the daemon calls them unconditionally.
 Sending never raises: a service manager that went away must not take the tunnel with it.
+
+A custom stage that keeps raising does not stop the tunnel (actors.failure), so the one place an
+operator looks, `systemctl status`, must say so: :class:`FailingStages` keeps the ``STATUS=``
+line naming the failing stages, polled by the daemon's watcher.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import time
+from collections.abc import Callable
+from typing import Any
+
+from loguru import logger
 
 from . import settings
 
-__all__ = ["notify", "ready", "reloading", "status", "stopping"]
+__all__ = ["FailingStages", "failing_text", "notify", "ready", "reloading", "status", "stopping"]
 
 MAX_STATUS_CHARS = 200  # systemd shows STATUS= on one line of `systemctl status`
 SEND_TIMEOUT = 1.0  # seconds; the socket is local, so anything longer means it is stuck
+HEALTH_INTERVAL = 5.0  # seconds between two looks at the stages for failing ones
 
 
 def _address(value: str) -> str | bytes:
@@ -63,3 +73,52 @@ def reloading(text: str = "reloading") -> bool:
 
 def stopping(text: str = "shutting down") -> bool:
     return notify("STOPPING=1", _status_line(text))
+
+
+def failing_text(up: str, stages: list[dict[str, Any]]) -> str:
+    """The ``STATUS=`` text: ``up`` alone, or followed by the failing stages, each with its
+    error rate and last error."""
+    failing = []
+    for stage in stages:
+        failure = stage.get("failure")
+        if isinstance(failure, dict) and failure.get("failing"):
+            failing.append(
+                f"{stage.get('name', '?')} ({failure.get('errors_per_second', 0):g} errors/s, "
+                f"last: {failure.get('last_error', '')})"
+            )
+    return f"{up}; stage failing: {'; '.join(failing)}" if failing else up
+
+
+class FailingStages:
+    """Tells systemd which custom stages are failing, when that changes. ``stats`` is the
+    controller's stats query (the JSON that `wgactors status` reads); :meth:`poll` is cheap to
+    call often, looks at most every ``interval`` seconds, and never raises."""
+
+    def __init__(
+        self,
+        up: str,
+        stats: Callable[[], str],
+        interval: float = HEALTH_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.up = up
+        self._stats = stats
+        self._interval = interval
+        self._clock = clock
+        self._next = clock() + interval
+        self.sent = up  # the text systemd has now
+
+    def poll(self) -> None:
+        now = self._clock()
+        if now < self._next:
+            return
+        self._next = now + self._interval
+        try:
+            stages = json.loads(self._stats()).get("stages") or []
+            text = failing_text(self.up, stages)
+        except Exception as e:  # a stats query that timed out: try again next time
+            logger.debug("stage health not known: {!r}", e)
+            return
+        if text != self.sent:
+            self.sent = text
+            status(text)

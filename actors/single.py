@@ -5,10 +5,11 @@ thread of its own), kept as a data plane of its own: it uses the same protocol c
 halves, wired by :class:`~actors.wireguard.Tunnel`) and the same effects layer
 (:mod:`actors.io.effects`) as the pipeline, so comparing the two measures exactly what putting
 the stages on their own threads buys. Custom stages live under the same failure policy
-(:mod:`actors.failure`): a packet error costs the packet, ``on_error = "restart"`` builds a fresh
-instance, and a stage that lets nothing through ends the loop with the reason in
-:attr:`SingleThreaded.escalation_reason` (exit status 3). A stage whose ``on_start`` fails has
-no supervisor here to retry it: that too ends the loop.
+(:mod:`actors.failure`): a packet error costs the packet (or passes it on, with ``on_error =
+"pass"``) and never ends the loop; ``on_error = "restart"`` builds a fresh instance. A stage
+whose ``on_start`` fails at start-up has no supervisor here to retry it: that ends the loop,
+with the reason in :attr:`SingleThreaded.escalation_reason` (exit status 3). A fresh instance
+that cannot start does not: the one it was to replace carries on, and the failure is logged.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, ClassVar, TypeVar
 from loguru import logger
 
 from .dataplane import DataPlaneSpec, DataPlaneTimeout
-from .failure import ErrorCarry
+from .failure import LOG_INTERVAL, ErrorCarry
 from .io.effects import Transmitter, TunDelivery
 from .io.udp_gso import GroReceiver
 from .mailbox import Mailbox
@@ -74,6 +75,7 @@ class SingleThreaded:
         self.escalation_reason = ""
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._start_warned: dict[str, float] = {}  # stage -> when a failed replacement was logged
         self.tunnel = Tunnel(private_key, peers, now=now)
         self.udp = udp
         self.tun = tun
@@ -231,19 +233,29 @@ class SingleThreaded:
             replies.extend(outcome.replies)
         if stage.replace_me:
             self._replace(path, index, stage)
-        elif stage.errors.stalled is not None:
-            self._escalate(stage.errors.stalled)
         return out
 
     def _replace(self, path: str, index: int, stage: Stage) -> None:
-        """on_error="restart": a fresh instance, at once, continuing the failing streak."""
-        fresh = _build(self.entries[path][index], self.config, stage.errors.carry())
-        fresh.stats = stage.stats
-        _stop(stage)
-        if self._start(fresh):
-            (self.inbound if path == "inbound" else self.outbound)[index] = fresh
-            if fresh.errors.stalled is not None:
-                self._escalate(fresh.errors.stalled)
+        """on_error="restart": a fresh instance at once, continuing the counters and the error
+        record. A packet must not be able to end the loop, so a fresh instance that cannot
+        start is logged and dropped, and the old one carries on (as with on_error="drop")."""
+        fresh = _build(self.entries[path][index], self.config, stage._handover())
+        try:
+            fresh.on_start()
+        except Exception as e:
+            now = time.monotonic()
+            if now - self._start_warned.get(stage.name, -LOG_INTERVAL) >= LOG_INTERVAL:
+                self._start_warned[stage.name] = now
+                logger.opt(exception=e).warning(
+                    "stage {}: a fresh instance failed in on_start ({!r}); the old one carries "
+                    "on (logged at most every {:g} s)",
+                    stage.name,
+                    e,
+                    LOG_INTERVAL,
+                )
+            return
+        _stop(stage)  # replace_me is still set: its unlogged errors went on in the carry
+        (self.inbound if path == "inbound" else self.outbound)[index] = fresh
 
     def _swap_stages(self, inbound: Sequence[StageEntry], outbound: Sequence[StageEntry]) -> str:
         """Unchanged entries keep their instance and state, others get a started new one; what
@@ -344,7 +356,7 @@ class SingleThreaded:
 
 
 def _build(entry: StageEntry, config: ConfigCell, carry: ErrorCarry | None = None) -> Stage:
-    """A stage called inline; ``carry`` continues a replaced instance's failing streak."""
+    """A stage called inline; ``carry`` continues a replaced instance's counters and errors."""
     box = Mailbox(entry.name)
     with wiring(
         box, None, name=entry.name, routes=config.get, on_error=entry.on_error, carry=carry

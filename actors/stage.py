@@ -19,9 +19,10 @@ The rules a stage lives by:
 
 - ``process`` returns a :class:`Packet` (passed on), ``None`` (dropped, and counted), or an
   iterable of packets (all passed on). Anything else is an error.
-- An exception from ``process`` costs the packet that raised, counted as a ``stage_error`` drop
-  and logged rate-limited; the entry's ``on_error`` says whether the instance is then replaced
-  (see :mod:`actors.failure`).
+- An exception from ``process`` never stops the tunnel: it costs the packet that raised,
+  counted as a ``stage_error`` drop (or passed on unchanged with ``on_error = "pass"``) and
+  logged rate-limited; with ``on_error = "restart"`` the instance is also replaced (see
+  :mod:`actors.failure`).
 - Packets are immutable; to change one, build a new one.
 - Work done in ``__init__`` must not acquire resources: the pipeline builds each stage once at
   start-up just to check its options. Open files and sockets in ``on_start``; close them in
@@ -54,7 +55,7 @@ from .mailbox import Mailbox
 from .packet import AddressLike, Packet, address_bytes
 from .snapshot import DeviceConfig
 from .stages.base import BATCH_SIZE, Outlet, PipelineActor
-from .stats import StageSnapshot
+from .stats import StageSnapshot, StageStats
 from .supervisor import Supervision
 from .wireguard.allowedips import AllowedIPs
 
@@ -111,8 +112,9 @@ def wiring(
     """Connect the stage constructed inside this block (the pipeline's business, not users').
 
     ``back`` is the way back (:meth:`Stage.reply`), ``routes`` where :meth:`Stage.peer_for`
-    reads the configuration; ``on_error`` and ``carry`` (the failing streak of the instance
-    this one replaces) are the failure policy's, when no supervisor hands them over."""
+    reads the configuration; ``on_error`` and ``carry`` (the error record and counters of
+    the instance this one replaces) are the failure policy's, when no supervisor hands them
+    over."""
     token = _WIRING.set(
         _Wiring(mailbox, outlet, supervision, name, fault, back, routes, on_error, carry)
     )
@@ -150,11 +152,12 @@ class Stage(PipelineActor):
         self._route_config: DeviceConfig | None = None
         self._route_table: AllowedIPs[bytes] = AllowedIPs()
         sup = wired.supervision
+        carry = sup.carry if sup is not None else wired.carry
         self._errors = ErrorPolicy(
-            self.name,
-            sup.on_error if sup is not None else wired.on_error,
-            sup.carry if sup is not None else wired.carry,
+            self.name, sup.on_error if sup is not None else wired.on_error, carry
         )
+        if carry is not None and carry.counters is not None:
+            self.stats = StageStats.restore(carry.counters)  # a replacement keeps the counts
         self.replace_me = False  # the last batch failed and on_error="restart"
 
     # -- what users implement
@@ -178,7 +181,8 @@ class Stage(PipelineActor):
                 else:
                     out.extend(_packets(self, result))
             except Exception as e:
-                self._stage_error(e, 1)
+                if self._stage_error(e, 1):
+                    out.append(packet)
         return out
 
     def stats_extra(self) -> dict[str, Any]:
@@ -220,18 +224,15 @@ class Stage(PipelineActor):
         """What an exception does besides costing its packet (the entry's ``on_error``)."""
         return self._errors.on_error
 
-    def _stage_error(self, error: Exception, count: int) -> None:
-        """``count`` packets lost to ``error``: the failure policy (actors.failure)."""
-        self.stats.drops[STAGE_ERROR] += count
+    def _stage_error(self, error: Exception, count: int) -> bool:
+        """``count`` packets raised ``error``: the failure policy (actors.failure). True if
+        they go on unchanged (on_error="pass"), False if they are dropped."""
         errors = self._errors
-        stalled = errors.stalled
         errors.failed(error, count)
-        if stalled is None and errors.stalled is not None and self.supervision is not None:
-            self.supervision.stalled(errors.stalled)
-
-    def adopt(self, policy: ErrorPolicy) -> None:
-        """Use this failure policy (how a replacement continues its predecessor's streak)."""
-        self._errors = policy
+        if errors.passes:
+            return True
+        self.stats.drops[STAGE_ERROR] += count
+        return False
 
     @property
     def errors(self) -> ErrorPolicy:
@@ -242,7 +243,7 @@ class Stage(PipelineActor):
         the packet that raised (the whole batch, if ``process_batch`` itself is overridden).
         Shared by the pipeline, the single-threaded loop and :mod:`actors.testing`, so they
         cannot disagree. After it, :attr:`replace_me` says whether on_error="restart" wants a
-        fresh instance, and ``errors.stalled`` whether the stage lets nothing through."""
+        fresh instance."""
         stats = self.stats
         stats.packets_in += len(batch)
         stats.bytes_in += sum(map(len, map(_DATA, batch)))  # once per batch, in C
@@ -252,13 +253,12 @@ class Stage(PipelineActor):
         try:
             outcome.passed = list(self.process_batch(batch))
         except Exception as e:  # an overridden process_batch: the batch is what raised
-            self._stage_error(e, len(batch))
+            if self._stage_error(e, len(batch)):
+                outcome.passed = list(batch)
         outcome.replies, self._replies = self._replies, []
         outcome.errors = errors.total - before
         if outcome.errors:
             outcome.last_error = errors.last_exception
-        if outcome.errors < len(batch) and errors.failing_since is not None:
-            errors.progress()  # a packet got through (or was dropped on purpose): it works
         self.replace_me = outcome.errors > 0 and errors.on_error == "restart"
         return outcome
 
@@ -300,7 +300,7 @@ class Stage(PipelineActor):
         self._dead = True
         if self.supervision is not None:
             self.supervision.report(
-                self._errors.last_error, 0, replace=True, carry=self._errors.carry()
+                self._errors.last_error, 0, replace=True, carry=self._handover()
             )
         self.actor_ref.stop(block=False)
 
@@ -309,9 +309,13 @@ class Stage(PipelineActor):
         if not self._dead and not self.replace_me:
             self._errors.flush()
 
+    def _handover(self) -> ErrorCarry:
+        """What a fresh instance replacing this one continues from (on_error="restart")."""
+        return self._errors.carry(self.stats.snapshot(self.name, None))
+
     def snapshot(self) -> StageSnapshot:
         self.stats.extra.update(self.stats_extra())
-        return super().snapshot()
+        return self.stats.snapshot(self.name, self._mailbox.stats(), self._errors.report())
 
 
 def _packets(stage: Stage, result: Iterable[Any]) -> list[Packet]:

@@ -1,7 +1,8 @@
 """Per-stage counters, owned by the stage that updates them.
 
 Nobody else writes a stage's counters; others ask for a :class:`StageSnapshot`, an immutable
-copy, through the control lane. Mailbox depth and high-water come from the mailbox itself.
+copy, through the control lane. Mailbox depth and high-water come from the mailbox itself; a
+custom stage's packet errors (failing or not, the rate, the last error) from its failure policy.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from .failure import FailureReport
 from .mailbox import MailboxStats
 
 __all__ = ["StageSnapshot", "StageStats"]
@@ -24,7 +26,9 @@ class StageStats:
     drops: Counter[str] = field(default_factory=Counter)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def snapshot(self, name: str, mailbox: MailboxStats | None) -> StageSnapshot:
+    def snapshot(
+        self, name: str, mailbox: MailboxStats | None, failure: FailureReport | None = None
+    ) -> StageSnapshot:
         return StageSnapshot(
             name,
             self.packets_in,
@@ -34,6 +38,20 @@ class StageStats:
             tuple(sorted(self.drops.items())),
             mailbox,
             tuple(sorted(self.extra.items())),
+            failure,
+        )
+
+    @classmethod
+    def restore(cls, snapshot: StageSnapshot) -> StageStats:
+        """Counters that continue from ``snapshot`` (a replaced instance's, handed over as an
+        immutable value)."""
+        return cls(
+            snapshot.packets_in,
+            snapshot.bytes_in,
+            snapshot.packets_out,
+            snapshot.bytes_out,
+            Counter(dict(snapshot.drops)),
+            dict(snapshot.extra),
         )
 
 
@@ -47,6 +65,7 @@ class StageSnapshot:
     drops: tuple[tuple[str, int], ...]
     mailbox: MailboxStats | None
     extra: tuple[tuple[str, Any], ...] = ()
+    failure: FailureReport | None = None  # custom stages: their packet errors
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,4 +84,5 @@ class StageSnapshot:
                 "dropped": self.mailbox.dropped,
             },
             **dict(self.extra),
+            **({} if self.failure is None else {"failure": self.failure.as_dict()}),
         }

@@ -22,7 +22,7 @@ from .uapi_server import SOCKET_DIR, STATS_OP, socket_path
 from .wireguard.crypto import public_key
 from .wireguard.keys import encode_key
 
-__all__ = ["cmd_status", "query"]
+__all__ = ["cmd_status", "failing_lines", "query"]
 
 TIMEOUT = 5.0  # seconds for each query to a daemon
 MAX_REPLY = 16 << 20  # bytes: a reply larger than this is refused
@@ -128,12 +128,31 @@ def render(info: dict[str, Any]) -> str:
                 f"{s.get('packets_out', 0):>10}{box.get('depth', 0):>7}"
                 f"{box.get('high_water', 0):>7}{s.get('restarts', 0):>9}  {drops or '-'}"
             )
+        lines += [f"  {line}" for line in failing_lines(stages)]
         offloads = [s["offloads"] for s in stages.get("stages", []) if s.get("offloads")]
         if offloads:  # kernel offloads: on, off, or refused by the kernel (README)
             lines.append(f"  offloads: {','.join(offloads)}")
         if stages.get("cpus"):  # thread placement (actors.placement)
             lines.append(f"  cpus: {stages['cpus']}")
     return "\n".join(lines)
+
+
+def failing_lines(stages: dict[str, Any]) -> list[str]:
+    """One line per custom stage that is failing (an exception in its ``process`` lately):
+    its name, error rate, policy and last error (see actors.failure)."""
+    lines = []
+    for s in stages.get("stages", []):
+        failure = s.get("failure")
+        if not isinstance(failure, dict) or not failure.get("failing"):
+            continue
+        passed = failure.get("stage_error_passed", 0)
+        lines.append(
+            f"failing: {s.get('name', '?')}: {failure.get('errors_per_second', 0):g} errors/s, "
+            f"{failure.get('errors', 0)} in all"
+            + (f" ({passed} passed on)" if passed else "")
+            + f", on_error={failure.get('on_error', '?')}, last: {failure.get('last_error', '')}"
+        )
+    return lines
 
 
 def cmd_status(iface: str | None, *, as_json: bool = False, prometheus: bool = False) -> int:

@@ -50,7 +50,6 @@ __all__ = [
     "Restart",
     "RestartBudget",
     "Shutdown",
-    "Stalled",
     "StopChildren",
     "Strategy",
     "Supervision",
@@ -114,7 +113,7 @@ class Supervision:
     name: str
     incarnation: int
     on_error: str = "drop"  # a custom stage's policy for exceptions from process
-    carry: ErrorCarry | None = None  # the failing streak of the instance this one replaces
+    carry: ErrorCarry | None = None  # what the instance this one replaces hands on
 
     def report(
         self, error: str, lost: int, *, replace: bool = False, carry: ErrorCarry | None = None
@@ -123,11 +122,6 @@ class Supervision:
         has the reason when the exit notice comes)."""
         if self.supervisor.is_alive():
             self.supervisor.tell(Failed(self.name, self.incarnation, error, lost, replace, carry))
-
-    def stalled(self, reason: str) -> None:
-        """This stage lets nothing through: end the process (see actors.failure)."""
-        if self.supervisor.is_alive():
-            self.supervisor.tell(Stalled(self.name, reason))
 
 
 @dataclass(frozen=True)
@@ -139,7 +133,7 @@ class ChildSpec:
     mailbox: Mailbox
     restart: Restart = Restart.PERMANENT
     shutdown_timeout: float = SHUTDOWN_TIMEOUT
-    budget: RestartBudget | None = None  # this child's own budget, on top of the shared one
+    budget: RestartBudget | None = None  # this child's own budget, instead of the shared one
     on_error: str = "drop"  # custom stages: what a packet error does (actors.failure)
 
 
@@ -152,15 +146,7 @@ class Failed:
     error: str
     lost: int  # packets in the batch that raised; they are not retried
     replace: bool = False  # on_error="restart": replace at once, outside budget and backoff
-    carry: ErrorCarry | None = None  # the failing streak, for the replacement
-
-
-@dataclass(frozen=True, slots=True)
-class Stalled:
-    """A stage's report that no packet gets through it: escalate."""
-
-    name: str
-    reason: str
+    carry: ErrorCarry | None = None  # error record and counters, for the replacement
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,9 +330,6 @@ class Supervisor(pykka.ThreadingActor):
             child = self._children.get(message.name)
             if child is not None and message.incarnation == child.incarnation:
                 child.failure = message
-        elif isinstance(message, Stalled):
-            if not self._shutting_down:
-                self._escalate(message.reason)
         elif isinstance(message, Exited):
             self._on_exit(message)
         elif isinstance(message, RestartDue):
@@ -434,23 +417,22 @@ class Supervisor(pykka.ThreadingActor):
             )
             return
         now = time.monotonic()
-        self._restart_times.append(now)
-        own = child.spec.budget
-        if own is not None:
-            child.restart_times.append(now)
-            while len(child.restart_times) > own.max_restarts + 1:
-                child.restart_times.popleft()
-        for budget, times in ((self.budget, self._restart_times), (own, child.restart_times)):
-            if (
-                budget is not None
-                and len(times) > budget.max_restarts
-                and now - times[0] <= budget.within
-            ):
-                self._escalate(
-                    f"stage {notice.name} failed ({error}): more than {budget.max_restarts} "
-                    f"restarts within {budget.within:g} s"
-                )
-                return
+        # A child with a budget of its own is judged by it alone, and does not use up the
+        # shared one (Erlang's intensity, per child where the pipeline file asks for it).
+        budget, times = (
+            (self.budget, self._restart_times)
+            if child.spec.budget is None
+            else (child.spec.budget, child.restart_times)
+        )
+        times.append(now)
+        while len(times) > budget.max_restarts + 1:
+            times.popleft()
+        if len(times) > budget.max_restarts and now - times[0] <= budget.within:
+            self._escalate(
+                f"stage {notice.name} failed ({error}): more than {budget.max_restarts} "
+                f"restarts within {budget.within:g} s"
+            )
+            return
         if now - child.started_at >= self.backoff.reset_after:
             child.consecutive = 0
         delay = self.backoff.delay(child.consecutive, self._rng)

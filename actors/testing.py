@@ -17,9 +17,11 @@ It keeps the live pipeline's semantics, because it runs the same code (:meth:`St
 - drops are counted by reason, per stage (:attr:`Result.stats`) and in total;
 - replies (:meth:`Stage.reply`) come back in :attr:`Result.replies`, apart from the packets
   passed on, and do not go through the rest of the chain (they travel the other way);
-- an exception costs the packet that raised (``stage_error``), and with ``on_error =
-  "restart"`` the stage is replaced by a fresh instance at once, as the pipeline does; a stage
-  that lets nothing through is reported in :attr:`Result.stalled` (see :mod:`actors.failure`);
+- an exception never ends the run: it costs the packet that raised (``stage_error``), or with
+  ``on_error = "pass"`` sends it on unchanged (``stage_error_passed``), and with ``on_error =
+  "restart"`` the stage is also replaced by a fresh instance at once, counters kept, as the
+  pipeline does; a stage's ``failure`` report in :attr:`Result.stats` says whether it is failing
+  (see :mod:`actors.failure`);
 - :meth:`Stage.peer_for` answers from the ``routes`` given (prefix -> peer public key).
 """
 
@@ -60,9 +62,8 @@ class Result:
     """The exceptions the stages raised (each cost its packet)."""
     restarts: int = 0
     """Stages replaced under ``on_error = "restart"``."""
-    stalled: str | None = None
-    """Why a stage was judged broken (nothing through for ``NO_PROGRESS_SECONDS``): the
-    pipeline would end the process with exit status 3 here."""
+    stage_error_passed: int = 0
+    """Packets that raised and were passed on unchanged (``on_error = "pass"``)."""
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Each stage's snapshot after the run, by name, as `wgactors status` shows it."""
 
@@ -168,23 +169,23 @@ class StageRunner:
                 result.replies.extend(outcome.replies)
             if outcome.last_error is not None:
                 result.errors.append(outcome.last_error)
+                if stage.errors.passes:
+                    result.stage_error_passed += outcome.errors
             if stage.replace_me:
                 self._restart(i)
                 result.restarts += 1
-            stalled = self.stages[i].errors.stalled
-            if stalled is not None and result.stalled is None:
-                result.stalled = stalled
             current = tuple(outcome.passed)
             if not current:
                 return
         result.passed.extend(current)
 
     def _restart(self, index: int) -> None:
-        """on_error="restart": a fresh instance at once, continuing the failing streak."""
+        """on_error="restart": a fresh instance at once, continuing the counters and the error
+        record (the pipeline hands over the same immutable :class:`ErrorCarry`)."""
         old = self.stages[index]
+        carry = old._handover()
         old.on_stop()
-        fresh = self._build(index, old.errors.carry())
-        fresh.stats = old.stats  # the counters belong to the stage's place in the chain
+        fresh = self._build(index, carry)
         fresh.on_start()
         self.stages[index] = fresh
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from actors import Packet, Stage
 
 
@@ -72,3 +74,26 @@ class FailOnStart(Stage):
 
     def on_start(self) -> None:
         raise OSError("injected on_start failure")
+
+
+class PingBug(Stage):
+    """Raises on ICMP and ICMPv6 only (a plausible narrow bug); passes everything else."""
+
+    def process(self, packet: Packet) -> Packet:
+        if packet.protocol in (1, 58):
+            raise ZeroDivisionError("cannot handle ICMP")
+        return packet
+
+
+class FirstStartFails:
+    """A mixin whose on_start fails in the first incarnation (a file not there yet)."""
+
+    supervision: Any
+
+    def on_start(self) -> None:
+        if self.supervision is not None and self.supervision.incarnation == 1:
+            raise OSError("mixin on_start failed")
+
+
+class MixinStart(FirstStartFails, Stage):
+    """A stage whose on_start comes from a mixin placed before Stage."""

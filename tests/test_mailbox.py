@@ -11,6 +11,8 @@ import pytest
 from actors.mailbox import CONTROL_CAPACITY, WAKE, Letter, Mailbox
 from actors.stages.base import GetStats, Outlet, PipelineActor
 
+WAIT = 10.0  # seconds any wait in the tests added here may take before the test fails
+
 
 def test_data_is_bounded_in_packets_and_drop_policy_counts() -> None:
     box = Mailbox("t", capacity=10)
@@ -213,3 +215,41 @@ def test_ask_to_a_dead_stage_raises() -> None:
     ref.stop(block=True, timeout=5)
     with pytest.raises(pykka.ActorDeadError):
         ref.ask("seen", timeout=1)
+
+
+def test_a_timed_out_ask_withdraws_its_letter() -> None:
+    """Asks to a stage that does not answer (stuck, or between two instances) do not pile up
+    in its control lane."""
+    box = Mailbox("t")
+    for _ in range(3):
+        with pytest.raises(pykka.Timeout):
+            box.ask(GetStats(), timeout=0.01)
+    assert box.stats().control_depth == 0
+    box.tell("kept")
+    with pytest.raises(pykka.Timeout):
+        box.ask(GetStats(), timeout=0.01)
+    letter = box.take()
+    assert isinstance(letter, Letter) and letter.message == "kept" and box.take() is None
+
+
+def test_a_full_control_lane_holds_its_sender_only_until_a_deadline() -> None:
+    box = Mailbox("t")
+    for i in range(CONTROL_CAPACITY):
+        box.tell(i)
+    outcome: list[object] = []
+
+    def ask() -> None:
+        try:
+            box.ask(GetStats(), timeout=0.2)
+        except pykka.Timeout as e:
+            outcome.append(e)
+        outcome.append(box.tell("late", timeout=0.2))
+
+    sender = threading.Thread(target=ask, daemon=True)
+    sender.start()
+    sender.join(WAIT)
+    assert not sender.is_alive(), "a sender was held by a full control lane"
+    assert isinstance(outcome[0], pykka.Timeout) and outcome[1] is False
+    assert box.stats().control_refused == 2 and box.stats().control_depth == CONTROL_CAPACITY
+    assert isinstance(box.take(), Letter)  # room again: the next tell gets in
+    assert box.tell("in time", timeout=0.2)

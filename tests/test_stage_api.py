@@ -127,6 +127,14 @@ def test_pipeline_file_parses_entries_with_supervision_settings() -> None:
         ('[[inbound]]\nuse = "custom_stages:Duplicate"\nrestart = "sometimes"\n', "`restart`"),
         ('[[inbound]]\nuse = "custom_stages:Duplicate"\nbudget = { max = 1 }\n', "`budget`"),
         ('[[inbound]]\nuse = "custom_stages:Duplicate"\ncapacity = 0\n', "`capacity`"),
+        (
+            '[[inbound]]\nuse = "custom_stages:Duplicate"\non_error = "ignore"\n',
+            '`on_error` is "drop", "pass" or "restart", not \'ignore\'',
+        ),
+        (
+            '[[inbound]]\nuse = "custom_stages:Duplicate"\non_error = ["drop"]\n',
+            '`on_error` is "drop", "pass" or "restart"',
+        ),
         ('[[inbound]]\nuse = "custom_stages:Duplicate"\ncolour = "red"\n', "unknown key 'colour'"),
         ('[[inbound]]\nuse = "Duplicate"\n', '"module:Class"'),
         ("[[sideways]]\nuse = 1\n", "unknown section 'sideways'"),
@@ -145,6 +153,23 @@ def test_pipeline_file_errors_name_the_entry(text: str, needle: str) -> None:
     assert message.startswith("p.toml: ")
     assert needle in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("choice", ["drop", "pass", "restart"])
+def test_pipeline_file_takes_each_on_error_choice(choice: str) -> None:
+    (entry,), _ = parse_pipeline(
+        f'[[inbound]]\nuse = "custom_stages:Duplicate"\non_error = "{choice}"\n', "p.toml"
+    )
+    assert entry.on_error == choice
+    (default,), _ = parse_pipeline('[[inbound]]\nuse = "custom_stages:Duplicate"\n', "p.toml")
+    assert default.on_error == "drop"  # fail-closed unless the entry says otherwise
+
+
+def test_an_on_start_from_a_mixin_is_guarded() -> None:
+    """The hook pykka calls is the guarded one, wherever in the MRO it is defined."""
+    from custom_stages import MixinStart
+
+    assert getattr(MixinStart.on_start, "__guarded__", False)
 
 
 def test_same_class_twice_gets_distinct_names() -> None:

@@ -309,3 +309,76 @@ def test_shutdown_stops_children_in_reverse_start_order(
     monkeypatch.setattr(Mailbox, "detach", recording)
     tree.sup.ask(Shutdown(), timeout=WAIT)
     assert stopped == ["c", "b", "a"]
+
+
+def test_a_childs_own_budget_replaces_the_shared_one() -> None:
+    """A child with a budget of its own is judged by it alone: the shared budget (1 restart)
+    neither ends it nor is used up by it."""
+    sink = Mailbox("sink", 100_000)
+    boxes = {n: Mailbox(n) for n in ("own", "shared")}
+    reasons: list[str] = []
+    escalated = threading.Event()
+
+    def starter(name: str) -> Callable[[Mailbox, Supervision], pykka.ActorRef[Any]]:
+        return lambda box, sup: Worker.start(box, sink, supervision=sup)
+
+    def escalate(reason: str) -> None:
+        reasons.append(reason)
+        escalated.set()
+
+    sup = Supervisor.start(
+        [
+            ChildSpec("own", starter("own"), boxes["own"], budget=RestartBudget(20, 10.0)),
+            ChildSpec("shared", starter("shared"), boxes["shared"]),
+        ],
+        budget=RestartBudget(1, 10.0),
+        backoff=FAST,
+        on_escalate=escalate,
+    )
+
+    def incarnation(name: str) -> int:
+        child = sup.ask(GetSupervisorStats(), timeout=WAIT)["children"][name]
+        return int(child["incarnation"]) if child["alive"] else 0
+
+    try:
+        for n in range(1, 6):
+            boxes["own"].push(("crash",))
+            wait_for(lambda n=n: escalated.is_set() or incarnation("own") == n + 1)
+            assert not escalated.is_set(), reasons
+        boxes["shared"].push(("crash",))  # the shared budget's one restart is still there
+        wait_for(lambda: escalated.is_set() or incarnation("shared") == 2)
+        assert not escalated.is_set(), reasons
+        boxes["shared"].push(("crash",))
+        assert escalated.wait(WAIT) and "stage shared" in reasons[0]
+    finally:
+        if sup.is_alive():
+            sup.ask(Shutdown(), timeout=WAIT)
+            sup.stop(block=True, timeout=WAIT)
+
+
+@pytest.mark.parametrize("restart", [Restart.TRANSIENT, Restart.PERMANENT])
+def test_an_on_start_from_a_mixin_is_a_reported_failure(restart: Restart) -> None:
+    """The on_start a stage inherits from a mixin is guarded like its own: the failure is
+    reported, so even a transient child is restarted (an unreported exit is a normal one)."""
+    from custom_stages import MixinStart
+
+    from actors.stage import wiring
+
+    box = Mailbox("mixin")
+
+    def start(b: Mailbox, sup: Supervision) -> pykka.ActorRef[Any]:
+        with wiring(b, None, sup, "mixin"):
+            return MixinStart.start()
+
+    sup = Supervisor.start([ChildSpec("mixin", start, box, restart)], backoff=FAST, budget=ROOMY)
+    try:
+
+        def child() -> dict[str, Any]:
+            children: dict[str, Any] = sup.ask(GetSupervisorStats(), timeout=WAIT)["children"]
+            return children["mixin"]  # type: ignore[no-any-return]
+
+        wait_for(lambda: child()["incarnation"] == 2 and child()["alive"])
+        assert "mixin on_start failed" in str(child()["last_error"])
+    finally:
+        sup.ask(Shutdown(), timeout=WAIT)
+        sup.stop(block=True, timeout=WAIT)

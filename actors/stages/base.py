@@ -13,8 +13,8 @@ Only pykka's public hooks are used (``on_start``, ``on_receive``, ``on_stop``; `
   bounded number of items per wake-up (:data:`WAKE_BUDGET`) so that ``stop`` gets its turn.
 - Every exception is caught here, never by pykka: the stage reports it to its supervisor and then
   stops itself, so the report always arrives before the exit notice. That covers ``on_start``
-  too, which each subclass's ``on_start`` is wrapped for (``__init_subclass__``); pykka would
-  skip ``on_failure`` there.
+  too, which the ``on_start`` each subclass resolves to, its own or a mixin's, is wrapped for
+  (``__init_subclass__``); pykka would skip ``on_failure`` there.
 """
 
 from __future__ import annotations
@@ -163,9 +163,11 @@ class PipelineActor(pykka.ThreadingActor):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        # The hook pykka will call, wherever in the MRO it is defined: a mixin's on_start
+        # (class S(Mixin, Stage)) comes before the guarded one of PipelineActor.
         for name, guard in (("on_start", _guarded_start), ("on_stop", _guarded_stop)):
-            hook = cls.__dict__.get(name)
-            if hook is not None and not getattr(hook, "__guarded__", False):
+            hook = getattr(cls, name)
+            if not getattr(hook, "__guarded__", False):
                 setattr(cls, name, guard(hook))
 
     @classmethod
