@@ -22,7 +22,14 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from loguru import logger
 
 from .packet import MAX_PACKET_SIZE, Packet
-from .wireguard.actions import Deliver, DeliverBatch, Endpoint, Transmit, TransmitBatch
+from .wireguard.actions import (
+    Action,
+    Deliver,
+    DeliverBatch,
+    Endpoint,
+    Transmit,
+    TransmitBatch,
+)
 from .wireguard.allowedips import parse_prefix
 from .wireguard.crypto import public_key
 from .wireguard.device import PeerConfig
@@ -35,6 +42,7 @@ BATCHES_PER_ROUND = 64  # 2048 packets per direction per round: a few ms each
 DEFAULT_ROUNDS = 15
 MAX_ROUNDS = 1000
 _NOW = 1000.0  # a fake clock: the session stays fresh for the whole run
+_WALL = 1.7e9  # the UNIX time the in-memory handshake is stamped with
 _A_EP, _B_EP = ("192.0.2.1", 51820), ("192.0.2.2", 51820)
 _A_IP, _B_IP = bytes([10, 9, 0, 1]), bytes([10, 9, 0, 2])
 _NONCE = struct.Struct("<4xQ")
@@ -98,7 +106,7 @@ def _pair() -> tuple[Tunnel, Tunnel]:
         now=_NOW,
         rng=random.Random(2).randbytes,
     )
-    wire = [(b, t) for t in a.send(_ipv4(_A_IP, _B_IP, 100, 0), _NOW) if type(t) is Transmit]
+    wire = [(b, t) for t in a.send(_ipv4(_A_IP, _B_IP, 100, 0), _NOW, _WALL) if type(t) is Transmit]
     delivered = 0
     for _ in range(16):  # initiation, response, data: a few hops settle it
         if not wire:
@@ -107,7 +115,7 @@ def _pair() -> tuple[Tunnel, Tunnel]:
         assert isinstance(action, Transmit)
         other = a if node is b else b
         src = _A_EP if node is b else _B_EP
-        for result in node.receive(action.data, src, _NOW):
+        for result in node.receive(action.data, src, _NOW, _WALL):
             if type(result) is Transmit:
                 wire.append((other, result))
             elif type(result) is Deliver:
@@ -117,30 +125,28 @@ def _pair() -> tuple[Tunnel, Tunnel]:
     return a, b
 
 
-def _datagrams(actions: list) -> list[bytes]:
+def _datagrams(actions: list[Action]) -> list[bytes]:
     out: list[bytes] = []
     for action in actions:
-        kind = type(action)
-        if kind is TransmitBatch:
+        if type(action) is TransmitBatch:
             out += action.datagrams
-        elif kind is Transmit:
+        elif type(action) is Transmit:
             out.append(action.data)
     return out
 
 
-def _delivered(actions: list) -> int:
+def _delivered(actions: list[Action]) -> int:
     n = 0
     for action in actions:
-        kind = type(action)
-        if kind is DeliverBatch:
+        if type(action) is DeliverBatch:
             n += len(action.packets)
-        elif kind is Deliver:
+        elif type(action) is Deliver:
             n += 1
     return n
 
 
 def _core_encrypt(
-    send: Callable[[list[Packet], float], list], sources: list[list[Packet]]
+    send: Callable[[list[Packet], float], list[Action]], sources: list[list[Packet]]
 ) -> tuple[float, list[list[bytes]]]:
     wire: list[list[bytes]] = []
     start = _clock()
@@ -150,13 +156,13 @@ def _core_encrypt(
 
 
 def _core_decrypt(
-    receive: Callable[[list[tuple[bytes, Endpoint]], float], list],
+    receive: Callable[[list[tuple[bytes, Endpoint]], float, float], list[Action]],
     inputs: list[list[tuple[bytes, Endpoint]]],
 ) -> tuple[float, int]:
     got = 0
     start = _clock()
     for batch in inputs:
-        got += _delivered(receive(batch, _NOW))
+        got += _delivered(receive(batch, _NOW, _WALL))
     return _clock() - start, got
 
 

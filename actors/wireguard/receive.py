@@ -26,12 +26,14 @@ from . import drops
 from .actions import Action, Deliver, Endpoint, SendKeysUpdate, Transmit, TunnelReply
 from .constants import (
     HANDSHAKE_INITIATION_RATE,
+    INITIATION_SIZE,
     MSG_COOKIE_REPLY,
     MSG_INITIATION,
     MSG_RESPONSE,
     MSG_TRANSPORT,
     REJECT_AFTER_TIME,
     REKEY_ON_RECEIVE_AGE,
+    RESPONSE_SIZE,
     TRANSPORT_MIN_SIZE,
 )
 from .keypair import ReceiveSession
@@ -205,7 +207,8 @@ def _confirm_next(device: Device, peer: Peer, now: float, out: list[Action]) -> 
     peer.next = None
     device.handshake_complete(peer, now)
     assert peer.current is not None
-    out.append(SendKeysUpdate(peer.key, peer.current.keypair.sending(peer.key)))
+    if not peer.current.sending_expired:  # else the send side already holds no keys
+        out.append(SendKeysUpdate(peer.key, peer.current.keypair.sending(peer.key)))
 
 
 def _keep_key_fresh_receiving(device: Device, peer: Peer, now: float, out: list[Action]) -> None:
@@ -288,6 +291,7 @@ def _receive_initiation(
         return
     peer.last_initiation_consumed = now
     accept_initiation(hs, consumed)
+    peer.stats.rx_bytes += INITIATION_SIZE  # as wireguard-go: once the message is valid
     peer.timers.any_authenticated_packet_traversal(now, peer.config.persistent_keepalive)
     peer.timers.any_authenticated_packet_received()
     peer.set_endpoint_from_packet(source, out)
@@ -318,6 +322,7 @@ def _receive_response(
     except HandshakeError:
         device.drops[drops.BAD_HANDSHAKE] += 1
         return
+    peer.stats.rx_bytes += RESPONSE_SIZE
     peer.set_endpoint_from_packet(source, out)
     peer.timers.any_authenticated_packet_traversal(now, peer.config.persistent_keepalive)
     peer.timers.any_authenticated_packet_received()
