@@ -164,7 +164,11 @@ def test_authenticated_initiation_cancels_the_new_handshake_timer() -> None:
     sim.send(sim.a, udp4(A_TUN4, B_TUN4, b"anyone?"))  # arms A's "no reply" timer
     sim.flush()
     sim.now += 1
-    out = sim.b.tunnel.apply(lambda d: d.handle(HandshakeWanted(sim.a.public), sim.now), sim.now)
+    out = sim.b.tunnel.apply(
+        lambda d: d.handle(HandshakeWanted(sim.a.public), sim.now, sim.wall()),
+        sim.now,
+        sim.wall(),
+    )
     sim._collect(sim.b, out)
     sim.flush()  # A consumes B's initiation: proof of life
     sim.advance(KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + 5)
@@ -211,9 +215,9 @@ def test_initiation_flood_window_is_20_ms() -> None:
     first = initiator(ka, kb, 1).send(udp4(A_TUN4, B_TUN4), 0.0, T0)[0].data
     second = initiator(ka, kb, 2).send(udp4(A_TUN4, B_TUN4), 0.0, T0 + 1)[0].data
     third = initiator(ka, kb, 3).send(udp4(A_TUN4, B_TUN4), 0.0, T0 + 2)[0].data
-    assert b.receive(first, A_EP, 100.0)
-    assert b.receive(second, A_EP, 100.015) == []  # inside 20 ms: a flood
-    assert b.receive(third, A_EP, 100.030)  # a restarted peer 30 ms later: accepted
+    assert b.receive(first, A_EP, 100.0, T0)
+    assert b.receive(second, A_EP, 100.015, T0) == []  # inside 20 ms: a flood
+    assert b.receive(third, A_EP, 100.030, T0)  # a restarted peer 30 ms later: accepted
     assert b.device.drops[drops.INITIATION_FLOOD] == 1
 
 
@@ -316,7 +320,7 @@ def test_private_key_change_allows_a_handshake_at_once() -> None:
     sim.link = lambda node, data: None
     sim.send(sim.a, udp4(A_TUN4, B_TUN4))
     sim.now += 1
-    sim.a.tunnel.apply(lambda d: d.set_private_key(bytes(range(1, 33))), sim.now)
+    sim.a.tunnel.apply(lambda d: d.set_private_key(bytes(range(1, 33))), sim.now, sim.wall())
     sim.send(sim.a, udp4(A_TUN4, B_TUN4))
     assert len(initiations(sim, "A")) == 2
     assert initiations(sim, "A")[1] == sim.now
@@ -455,11 +459,11 @@ def test_handshake_capacity_figure() -> None:
     try:
         start = time.perf_counter()
         for i, m in enumerate(messages):
-            assert b.receive(m, A_EP, 100.0 + i)
+            assert b.receive(m, A_EP, 100.0 + i, T0)
         answered = time.perf_counter() - start
         start = time.perf_counter()
         for i, m in enumerate(junk):
-            b.receive(m, ("198.51.100.9", 4000), 1000.0 + i)
+            b.receive(m, ("198.51.100.9", 4000), 1000.0 + i, T0)
         refused = time.perf_counter() - start
     finally:
         logger.enable("actors")

@@ -29,7 +29,7 @@ settings.register_profile("fuzz", max_examples=400, suppress_health_check=[Healt
 
 def _receive(data: bytes) -> None:
     before = sum(_DEVICE.drops.values())
-    out = _DEVICE.receive(data, ("198.51.100.66", 4242), _SIM.now)
+    out = _DEVICE.receive(data, ("198.51.100.66", 4242), _SIM.now, _SIM.wall())
     assert isinstance(out, list)
     assert set(_DEVICE.drops) <= _REASONS
     # a datagram that produced nothing to do was counted as a drop
@@ -71,7 +71,7 @@ def test_transport_with_unknown_index_and_wrong_counter() -> None:
     transport = next(d for d in _SAMPLES if d[0] == MSG_TRANSPORT)
     before = _DEVICE.drops[drops.UNKNOWN_INDEX]
     forged = struct.pack("<IIQ", MSG_TRANSPORT, 0xDEADBEEF, 7) + transport[16:]
-    assert _DEVICE.receive(forged, A_EP, _SIM.now) == []
+    assert _DEVICE.receive(forged, A_EP, _SIM.now, _SIM.wall()) == []
     assert _DEVICE.drops[drops.UNKNOWN_INDEX] == before + 1
 
 

@@ -152,10 +152,12 @@ def test_initiation_rate_per_peer() -> None:
     )
     i1 = a1.send(udp4("10.0.0.1", "10.0.0.2"), 100.0, 1.7e9)[0].data
     i2 = a2.send(udp4("10.0.0.1", "10.0.0.2"), 100.0, 1.7e9 + 1)[0].data
-    assert len(b.receive(i1, A_EP, 100.0)) == 1  # answered
-    assert b.receive(i2, A_EP, 100.01) == []
+    assert len(b.receive(i1, A_EP, 100.0, 1.7e9)) == 1  # answered
+    assert b.receive(i2, A_EP, 100.01, 1.7e9) == []
     assert b.device.drops[drops.INITIATION_FLOOD] == 1
-    assert len(b.receive(i2, A_EP, 100.2)) == 1  # same message, later: accepted (newer stamp)
+    assert (
+        len(b.receive(i2, A_EP, 100.2, 1.7e9)) == 1
+    )  # same message, later: accepted (newer stamp)
 
 
 def test_bad_mac1_and_unknown_peer() -> None:
@@ -169,7 +171,7 @@ def test_bad_mac1_and_unknown_peer() -> None:
     stranger = Tunnel(
         b"\x07" * 32, [PeerConfig(sim.b.public, endpoint=B_EP, allowed_ips=("10.9.0.2/32",))]
     )
-    out = stranger.send(udp4("10.9.0.7", B_TUN4), sim.now)
+    out = stranger.send(udp4("10.9.0.7", B_TUN4), sim.now, sim.wall())
     sim.inject(sim.b, out[0].data, ("198.51.100.1", 1))
     assert sim.b.tunnel.device.drops[drops.UNKNOWN_PEER] == 1
     assert sim.in_flight == []
@@ -288,22 +290,24 @@ def test_many_peers_routed_by_allowed_ips() -> None:
         for k in spokes
     ]
     by_endpoint = {(f"192.0.2.{i + 10}", 51820): t for i, t in enumerate(spoke_tunnels)}
-    now = 50.0
+    now, wall = 50.0, 1.7e9
     got: dict[int, list[bytes]] = {}
     pending = []
     for i in (3, 17, 3):
-        pending += [(a, i) for a in hub.send(udp4("10.1.1.1", f"10.50.{i}.5", b"to %d" % i), now)]
+        pending += [
+            (a, i) for a in hub.send(udp4("10.1.1.1", f"10.50.{i}.5", b"to %d" % i), now, wall)
+        ]
     for _ in range(100):
         if not pending:
             break
         action, _i = pending.pop(0)
         spoke = by_endpoint[action.endpoint]
         idx = spoke_tunnels.index(spoke)
-        for out in spoke.receive(action.data, ("192.0.2.1", 51820), now):
+        for out in spoke.receive(action.data, ("192.0.2.1", 51820), now, wall):
             if hasattr(out, "packet"):
                 got.setdefault(idx, []).append(bytes(out.packet)[28:])
             else:
-                for back in hub.receive(out.data, action.endpoint, now):
+                for back in hub.receive(out.data, action.endpoint, now, wall):
                     if hasattr(back, "data"):
                         pending.append((back, idx))
     assert got == {3: [b"to 3", b"to 3"], 17: [b"to 17"]}

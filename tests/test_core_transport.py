@@ -109,7 +109,7 @@ def test_batch_equals_one_at_a_time() -> None:
     assert mix_one == mix_many  # same seeds, same bytes
     for data, source in mix_one:
         one.inject(one.b, data, source)
-    many._collect(many.b, many.b.tunnel.receive_many(mix_many, many.now))
+    many._collect(many.b, many.b.tunnel.receive_many(mix_many, many.now, many.wall()))
     assert _state(one) == _state(many)
     delivered, counted, *_ = _state(many)
     assert len(delivered) == 1 + 6 + 1  # the handshake's packet, six v4, one v6
@@ -127,7 +127,7 @@ def test_run_leaves_as_one_deliver_batch() -> None:
     sim.handshake()
     sealed = _sealed_from_a(sim, [udp4(A_TUN4, B_TUN4, bytes([i])) for i in range(10)])
     device = sim.b.tunnel.device
-    actions = device.receive_batch([(d, A_EP) for d in sealed], sim.now)
+    actions = device.receive_batch([(d, A_EP) for d in sealed], sim.now, sim.wall())
     batches = [a for a in actions if type(a) is DeliverBatch]
     assert len(batches) == 1 and batches[0].peer == sim.a.public
     assert [bytes(p)[28:] for p in batches[0].packets] == [bytes([i]) for i in range(10)]
@@ -154,7 +154,9 @@ def test_send_batch_runs_per_peer_in_order() -> None:
     more = enc.send_many(packets[:2], sim.now)
     assert [type(a) for a in more].count(Transmit) == 2
     # and B opens all of them, in one batch
-    got = sim.b.tunnel.device.receive_batch([(d, A_EP) for d in runs[0].datagrams], sim.now)
+    got = sim.b.tunnel.device.receive_batch(
+        [(d, A_EP) for d in runs[0].datagrams], sim.now, sim.wall()
+    )
     assert sum(len(a.packets) for a in got if type(a) is DeliverBatch) == 5
 
 
@@ -218,11 +220,11 @@ def test_reordered_and_lost_counters_in_one_batch() -> None:
     sealed = _sealed_from_a(sim, [udp4(A_TUN4, B_TUN4, bytes([i])) for i in range(12)])
     order = [0, 1, 3, 4, 2, 2, 7, 5, 6, 6, 11, 10, 0, 8, 9]
     device = sim.b.tunnel.device
-    actions = device.receive_batch([(sealed[i], A_EP) for i in order], sim.now)
+    actions = device.receive_batch([(sealed[i], A_EP) for i in order], sim.now, sim.wall())
     got = [bytes(p)[28:] for a in actions if type(a) is DeliverBatch for p in a.packets]
     assert got == [bytes([i]) for i in [0, 1, 3, 4, 2, 7, 5, 6, 11, 10, 8, 9]]
     assert device.drops[drops.REPLAY] == 3
-    again = device.receive_batch([(d, A_EP) for d in sealed], sim.now)
+    again = device.receive_batch([(d, A_EP) for d in sealed], sim.now, sim.wall())
     assert not any(type(a) is DeliverBatch for a in again)
     assert device.drops[drops.REPLAY] == 3 + 12
 
@@ -325,7 +327,9 @@ def test_random_batches_equal_one_at_a_time(seed: int) -> None:
     i = 0
     while i < len(traffic):
         size = rng.randint(1, 64)
-        many._collect(many.b, many.b.tunnel.receive_many(traffic[i : i + size], many.now))
+        many._collect(
+            many.b, many.b.tunnel.receive_many(traffic[i : i + size], many.now, many.wall())
+        )
         i += size
     assert _state(one) == _state(many)
     assert one.b.sent == many.b.sent
@@ -346,7 +350,7 @@ def test_gap_forgery_and_keepalive_in_one_batch() -> None:
     assert batches[0] == batches[1]
     for data, source in batches[0]:
         one.inject(one.b, data, source)
-    many._collect(many.b, many.b.tunnel.receive_many(batches[1], many.now))
+    many._collect(many.b, many.b.tunnel.receive_many(batches[1], many.now, many.wall()))
     assert _state(one) == _state(many)
     assert len(many.b.delivered) == 1 + 40 - 2
     assert many.b.tunnel.device.drops[drops.BAD_TAG] == 1
@@ -376,13 +380,13 @@ def test_tunnel_batch_methods_keep_runs_whole() -> None:
     sim = Sim()
     sim.handshake()
     packets = [udp4(A_TUN4, B_TUN4, bytes([i])) for i in range(6)]
-    sent = sim.a.tunnel.send_batch(packets, sim.now)
+    sent = sim.a.tunnel.send_batch(packets, sim.now, sim.wall())
     assert [type(a) for a in sent] == [TransmitBatch]
-    got = sim.b.tunnel.receive_batch([(d, A_EP) for d in sent[0].datagrams], sim.now)
+    got = sim.b.tunnel.receive_batch([(d, A_EP) for d in sent[0].datagrams], sim.now, sim.wall())
     assert [type(a) for a in got] == [DeliverBatch]
     assert [bytes(p)[28:] for p in got[0].packets] == [bytes([i]) for i in range(6)]
     # the per-packet forms are unchanged
-    assert {type(a) for a in sim.a.tunnel.send_many(packets, sim.now)} == {Transmit}
+    assert {type(a) for a in sim.a.tunnel.send_many(packets, sim.now, sim.wall())} == {Transmit}
 
 
 # ---------------------------------------------------------------------- i12's receive path

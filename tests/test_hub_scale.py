@@ -25,6 +25,7 @@ from actors.wireguard.timers import Timers
 from actors.wireguard.tunnel import Tunnel
 
 SMALL, LARGE = 50, 2_000
+WALL = 1.7e9  # UNIX time: it stamps the initiations these tests make
 
 
 def _key(i: int) -> bytes:
@@ -168,11 +169,11 @@ def test_the_static_static_dh_waits_for_the_first_handshake(
     a.add_peer(PeerConfig(b_public, endpoint=("192.0.2.2", 51820)), 0.0)
     assert calls == 0
     before = calls
-    out = a.device.handle(HandshakeWanted(b_public), 0.0)
+    out = a.device.handle(HandshakeWanted(b_public), 0.0, WALL)
     assert any(isinstance(x, Transmit) for x in out)
     first = calls - before
     a.device.peer_map[b_public].last_sent_handshake = None
-    out = a.device.handle(HandshakeWanted(b_public), 10.0)
+    out = a.device.handle(HandshakeWanted(b_public), 10.0, WALL)
     assert any(isinstance(x, Transmit) for x in out)
     second = calls - before - first
     # The first initiation pays for the static-static DH; the next reuses it and makes only
@@ -198,17 +199,17 @@ def test_a_tick_looks_only_at_peers_with_a_timer(n: int) -> None:
     """Idle peers cost a tick nothing: only the peers with a deadline armed are visited."""
     tunnel = _hub(n)
     device = tunnel.device
-    device.update_timers(1.0)
+    device.update_timers(1.0, WALL)
     assert len(device.armed) == 0
     busy = _key(5)
     device.add_peer(PeerConfig(busy, endpoint=("192.0.2.9", 51820), persistent_keepalive=25), 2.0)
     assert list(device.armed) == [busy]
     assert device.next_deadline() == 2.0
-    out = device.update_timers(2.0)
+    out = device.update_timers(2.0, WALL)
     assert [type(a).__name__ for a in out] == ["SendKeepalive"]
-    device.update_timers(2.1)  # nothing pending now: the peer leaves the list...
+    device.update_timers(2.1, WALL)  # nothing pending now: the peer leaves the list...
     assert len(device.armed) == 0
-    device.handle(Sent(busy, 0, 1, 32), 2.2)  # ...until the keepalive's send re-arms it
+    device.handle(Sent(busy, 0, 1, 32), 2.2, WALL)  # ...until the keepalive's send re-arms it
     assert list(device.armed) == [busy]
 
 

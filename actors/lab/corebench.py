@@ -35,6 +35,7 @@ BATCHES_PER_ROUND = 64  # 2048 packets per direction per round: a few ms each
 DEFAULT_ROUNDS = 15
 MAX_ROUNDS = 1000
 _NOW = 1000.0  # a fake clock: the session stays fresh for the whole run
+_WALL = 1.7e9  # the UNIX time the in-memory handshake is stamped with
 _A_EP, _B_EP = ("192.0.2.1", 51820), ("192.0.2.2", 51820)
 _A_IP, _B_IP = bytes([10, 9, 0, 1]), bytes([10, 9, 0, 2])
 _NONCE = struct.Struct("<4xQ")
@@ -98,7 +99,7 @@ def _pair() -> tuple[Tunnel, Tunnel]:
         now=_NOW,
         rng=random.Random(2).randbytes,
     )
-    wire = [(b, t) for t in a.send(_ipv4(_A_IP, _B_IP, 100, 0), _NOW) if type(t) is Transmit]
+    wire = [(b, t) for t in a.send(_ipv4(_A_IP, _B_IP, 100, 0), _NOW, _WALL) if type(t) is Transmit]
     delivered = 0
     for _ in range(16):  # initiation, response, data: a few hops settle it
         if not wire:
@@ -107,7 +108,7 @@ def _pair() -> tuple[Tunnel, Tunnel]:
         assert isinstance(action, Transmit)
         other = a if node is b else b
         src = _A_EP if node is b else _B_EP
-        for result in node.receive(action.data, src, _NOW):
+        for result in node.receive(action.data, src, _NOW, _WALL):
             if type(result) is Transmit:
                 wire.append((other, result))
             elif type(result) is Deliver:
@@ -148,13 +149,13 @@ def _core_encrypt(
 
 
 def _core_decrypt(
-    receive: Callable[[list[tuple[bytes, Endpoint]], float], list[Action]],
+    receive: Callable[[list[tuple[bytes, Endpoint]], float, float], list[Action]],
     inputs: list[list[tuple[bytes, Endpoint]]],
 ) -> tuple[float, int]:
     got = 0
     start = _clock()
     for batch in inputs:
-        got += _delivered(receive(batch, _NOW))
+        got += _delivered(receive(batch, _NOW, _WALL))
     return _clock() - start, got
 
 

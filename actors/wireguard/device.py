@@ -132,9 +132,10 @@ class Device:
         return self.identity.private if self.identity is not None else None
 
     def set_private_key(self, private_key: bytes | None) -> list[Action]:
-        """Change (or remove, with None or zeros) our static key. Every session and handshake
-        made with the old key is void; a peer that has the new public key is removed, as
-        wireguard-go does, since no one can have a session with themselves."""
+        """Change (or remove, with None or zeros) our static key. A peer that has the new
+        public key is removed, as wireguard-go does, since no one can have a session with
+        themselves. Every other peer's handshake in progress is void and its sessions stop
+        sending (:meth:`expire_current_sessions`)."""
         if private_key == self.private_key:
             return []
         self._set_identity(private_key)
@@ -143,12 +144,24 @@ class Device:
         if own is not None and own in self.peer_map:
             out += self.remove_peer(own)
         for peer in self.peer_map.values():
-            self.zero_keys(peer, out)
+            self.expire_current_sessions(peer, out)
             peer.handshake.rekey_identity(self.identity)
-            # wireguard-go's ExpireCurrentKeypairs back-dates the last handshake sent, so the
-            # next packet starts one with the new key at once instead of up to 5 s later.
-            peer.last_sent_handshake = None
         return out
+
+    def expire_current_sessions(self, peer: Peer, out: list[Action]) -> None:
+        """wireguard-go's ExpireCurrentKeypairs and the kernel's
+        wg_noise_expire_current_peer_keypairs: the handshake in progress is dropped and no
+        session sends again, but the peer may still be sending on its side of them, so they
+        keep receiving (index, replay window) until they expire by the usual rules. The last
+        handshake sent is forgotten, so the next packet starts one at once instead of up to
+        REKEY_TIMEOUT later."""
+        self.indices.delete_handshake(peer.handshake.local_index, peer)
+        peer.handshake.clear()
+        peer.last_sent_handshake = None
+        for session in (peer.current, peer.next):
+            if session is not None:
+                session.sending_expired = True
+        out.append(SendKeysUpdate(peer.key, None))
 
     def remove_all_peers(self) -> list[Action]:
         out: list[Action] = []
@@ -259,12 +272,10 @@ class Device:
 
     # ------------------------------------------------------------------ inputs
 
-    def receive(
-        self, data: bytes, source: Endpoint, now: float, wall: float | None = None
-    ) -> list[Action]:
-        """Process one datagram that arrived from ``source``. ``wall`` is the UNIX time (it
-        defaults to ``now`` for simulations that need one clock only)."""
-        self.wall = now if wall is None else wall
+    def receive(self, data: bytes, source: Endpoint, now: float, wall: float) -> list[Action]:
+        """Process one datagram that arrived from ``source``. ``wall`` is the UNIX time, which
+        stamps any initiation the datagram leads to (here and in every entry point below)."""
+        self.wall = wall
         out: list[Action] = []
         receive.receive_datagram(self, data, source, now, out)
         return out
@@ -273,7 +284,7 @@ class Device:
         self,
         datagrams: Iterable[tuple[bytes, Endpoint]],
         now: float,
-        wall: float | None = None,
+        wall: float,
     ) -> list[Action]:
         """A batch of datagrams, in order: one action per packet, the same actions and state
         that :meth:`receive` on each in turn gives (through the fast path of :mod:`.transport`)."""
@@ -283,10 +294,10 @@ class Device:
         self,
         datagrams: Iterable[tuple[bytes, Endpoint]],
         now: float,
-        wall: float | None = None,
+        wall: float,
     ) -> list[Action]:
         """As :meth:`receive_many`, with each run's delivered packets in one DeliverBatch."""
-        self.wall = now if wall is None else wall
+        self.wall = wall
         return transport.receive_batch(self, datagrams, now)
 
     # The hooks of the transport fast path (:class:`.transport.ReceiveOwner`). Each does what
@@ -327,9 +338,9 @@ class Device:
     ) -> None:
         receive.receive_datagram(self, data, source, now, out)
 
-    def handle(self, event: Action, now: float, wall: float | None = None) -> list[Action]:
+    def handle(self, event: Action, now: float, wall: float) -> list[Action]:
         """Apply an event from the encrypting side (HandshakeWanted or Sent)."""
-        self.wall = now if wall is None else wall
+        self.wall = wall
         out: list[Action] = []
         if isinstance(event, HandshakeWanted):
             peer = self.peer_map.get(event.peer)
@@ -357,10 +368,10 @@ class Device:
         ]
         return min(times) if times else None
 
-    def update_timers(self, now: float, wall: float | None = None) -> list[Action]:
+    def update_timers(self, now: float, wall: float) -> list[Action]:
         """Fire every timer whose deadline has passed (wireguard-go's ``expired*``). Visits only
         the peers with a deadline armed: O(those peers), whatever the table's size."""
-        self.wall = now if wall is None else wall
+        self.wall = wall
         out: list[Action] = []
         armed = self.armed
         for key in list(armed):
@@ -423,6 +434,7 @@ class Device:
         peer.timers.any_authenticated_packet_sent()
         if peer.endpoint is not None:
             out.append(Transmit(message, peer.endpoint))
+            peer.stats.tx_bytes += len(message)
         else:
             self.drops[drops.NO_ENDPOINT] += 1
         peer.timers.handshake_initiated(now, self.jitter())
@@ -445,7 +457,9 @@ class Device:
             self.indices.delete(index)
             self.drops[drops.BAD_HANDSHAKE] += 1
             return None
-        out.append(Transmit(peer.cookies.stamp(body, now), source))
+        message = peer.cookies.stamp(body, now)
+        out.append(Transmit(message, source))
+        peer.stats.tx_bytes += len(message)
         session = ReceiveSession(begin_session(hs, now))
         self.indices.swap_for_session(index, peer, session)
         peer.timers.session_derived(now)

@@ -56,14 +56,18 @@ class Keypair:
 
 
 class ReceiveSession:
-    """The receiving side of one keypair: its AEAD (one object per key) and its replay window."""
+    """The receiving side of one keypair: its AEAD (one object per key) and its replay window.
 
-    __slots__ = ("aead", "keypair", "replay")
+    ``sending_expired``: its sending half must never be used again (our private key changed),
+    though it still receives; the device then never hands it to the encrypting stage."""
+
+    __slots__ = ("aead", "keypair", "replay", "sending_expired")
 
     def __init__(self, keypair: Keypair) -> None:
         self.keypair = keypair
         self.aead = ChaCha20Poly1305(keypair.recv_key)
         self.replay = ReplayWindow()
+        self.sending_expired = False
 
     @property
     def local_index(self) -> int:

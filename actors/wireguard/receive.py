@@ -30,12 +30,14 @@ from .actions import Action, Deliver, Endpoint, SendKeysUpdate, Transmit, Tunnel
 from .allowedips import AllowedIPs
 from .constants import (
     HANDSHAKE_INITIATION_RATE,
+    INITIATION_SIZE,
     MSG_COOKIE_REPLY,
     MSG_INITIATION,
     MSG_RESPONSE,
     MSG_TRANSPORT,
     REJECT_AFTER_TIME,
     REKEY_ON_RECEIVE_AGE,
+    RESPONSE_SIZE,
     TRANSPORT_MIN_SIZE,
 )
 from .cookie import CookieChecker
@@ -265,7 +267,8 @@ def _confirm_next(device: ReceiveDevice, peer: Peer, now: float, out: list[Actio
     peer.next = None
     device.handshake_complete(peer, now)
     assert peer.current is not None
-    out.append(SendKeysUpdate(peer.key, peer.current.keypair.sending(peer.key)))
+    if not peer.current.sending_expired:  # else the send side already holds no keys
+        out.append(SendKeysUpdate(peer.key, peer.current.keypair.sending(peer.key)))
 
 
 def _keep_key_fresh_receiving(
@@ -350,6 +353,7 @@ def _receive_initiation(
         return
     peer.last_initiation_consumed = now
     accept_initiation(hs, consumed)
+    peer.stats.rx_bytes += INITIATION_SIZE  # as wireguard-go: once the message is valid
     peer.timers.any_authenticated_packet_traversal(now, peer.config.persistent_keepalive)
     peer.timers.any_authenticated_packet_received()
     peer.set_endpoint_from_packet(source, out)
@@ -380,6 +384,7 @@ def _receive_response(
     except HandshakeError:
         device.drops[drops.BAD_HANDSHAKE] += 1
         return
+    peer.stats.rx_bytes += RESPONSE_SIZE
     peer.set_endpoint_from_packet(source, out)
     peer.timers.any_authenticated_packet_traversal(now, peer.config.persistent_keepalive)
     peer.timers.any_authenticated_packet_received()

@@ -57,45 +57,44 @@ class Tunnel:
         return self._pump(self.device.remove_peer(key), now, None)
 
     def receive(
-        self, data: bytes, source: Endpoint, now: float, wall: float | None = None
+        self, data: bytes, source: Endpoint, now: float, wall: float
     ) -> list[Transmit | Deliver]:
-        """``wall`` (UNIX seconds) defaults to ``now``, here and below, for simulations."""
+        """``now`` is monotonic seconds and ``wall`` UNIX seconds, here and below: every entry
+        point may lead to a handshake initiation, which carries the wall time."""
         return self._pump(self.device.receive(data, source, now, wall), now, wall)
 
     def receive_many(
-        self, datagrams: Iterable[tuple[bytes, Endpoint]], now: float, wall: float | None = None
+        self, datagrams: Iterable[tuple[bytes, Endpoint]], now: float, wall: float
     ) -> list[Transmit | Deliver]:
         return self._pump(self.device.receive_many(datagrams, now, wall), now, wall)
 
     def receive_batch(
-        self, datagrams: Iterable[tuple[bytes, Endpoint]], now: float, wall: float | None = None
+        self, datagrams: Iterable[tuple[bytes, Endpoint]], now: float, wall: float
     ) -> list[Transmit | Deliver | TransmitBatch | DeliverBatch]:
         """As :meth:`receive_many`, with each run of packets as one batch action."""
         return self._pump(self.device.receive_batch(datagrams, now, wall), now, wall, batches=True)
 
     def send_batch(
-        self, packets: Iterable[Packet], now: float, wall: float | None = None
+        self, packets: Iterable[Packet], now: float, wall: float
     ) -> list[Transmit | Deliver | TransmitBatch | DeliverBatch]:
         """As :meth:`send_many`, with each run of packets as one batch action."""
         return self._pump(self.encryptor.send_batch(packets, now), now, wall, batches=True)
 
-    def send(
-        self, packet: Packet, now: float, wall: float | None = None
-    ) -> list[Transmit | Deliver]:
+    def send(self, packet: Packet, now: float, wall: float) -> list[Transmit | Deliver]:
         return self._pump(self.encryptor.send(packet, now), now, wall)
 
     def send_many(
-        self, packets: Iterable[Packet], now: float, wall: float | None = None
+        self, packets: Iterable[Packet], now: float, wall: float
     ) -> list[Transmit | Deliver]:
         return self._pump(self.encryptor.send_many(packets, now), now, wall)
 
     def apply(
-        self, change: Callable[[Device], list[Action]], now: float, wall: float | None = None
+        self, change: Callable[[Device], list[Action]], now: float, wall: float
     ) -> list[Transmit | Deliver]:
         """Run a configuration change on the device and route what it causes."""
         return self._pump(change(self.device), now, wall)
 
-    def update_timers(self, now: float, wall: float | None = None) -> list[Transmit | Deliver]:
+    def update_timers(self, now: float, wall: float) -> list[Transmit | Deliver]:
         return self._pump(self.device.update_timers(now, wall), now, wall)
 
     def next_deadline(self) -> float | None:
@@ -120,7 +119,8 @@ class Tunnel:
         self, actions: list[Action], now: float, wall: float | None, *, batches: bool = False
     ) -> list[Any]:
         """Route internal actions until none is left; the external ones are the result, with
-        batch actions kept as they are if ``batches``, else one action per packet."""
+        batch actions kept as they are if ``batches``, else one action per packet. ``wall`` is
+        None only for adding and removing peers, which never make the device send."""
         out: list[Any] = []
         queue = deque(actions)
         batched = False
@@ -135,6 +135,8 @@ class Tunnel:
                 out.append(action)
                 batched = True
             elif isinstance(action, HandshakeWanted | Sent):
+                if wall is None:
+                    raise RuntimeError(f"{type(action).__name__} without the wall time")
                 queue.extend(self.device.handle(action, now, wall))
             else:
                 queue.extend(self.encryptor.handle(action, now))
