@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hostile import drops_of, ping, wait_for
+from hostile import drops_of
 from netns import Netns, WireguardGo, gen_keypair
 from wgactors_proc import LAUNCHER, Wgactors
 
-from actors.lab import wireguard_go_peering, write_secret
+from actors.lab import reachable, wait_until, wireguard_go_peering, write_secret
 
 pytestmark = pytest.mark.netns
 
@@ -126,7 +126,7 @@ def test_private_key_change_keeps_receiving_on_the_peers_session(
         )
         try:
             start = echoes_received(t.a)
-            assert wait_for(lambda: echoes_received(t.a) >= start + 3, FLOWING_DEADLINE), (
+            assert wait_until(lambda: echoes_received(t.a) >= start + 3, FLOWING_DEADLINE), (
                 t.daemon.log()[-3000:]
             )
             refused_before = t.wggo.log_text().count(INVALID_INITIATION)
@@ -137,7 +137,7 @@ def test_private_key_change_keeps_receiving_on_the_peers_session(
             changed = echoes_received(t.a)
 
             # wireguard-go still sends on its session, and we still receive on it
-            arrived = wait_for(
+            arrived = wait_until(
                 lambda: echoes_received(t.a) >= changed + ARRIVALS_AFTER_CHANGE, ARRIVAL_DEADLINE
             )
             after = echoes_received(t.a) - changed
@@ -146,7 +146,7 @@ def test_private_key_change_keeps_receiving_on_the_peers_session(
             assert drops["unknown_index"] == 0, drops
             # our answers do not go out on that session: they start a handshake with the new
             # key, which wireguard-go cannot place
-            assert wait_for(
+            assert wait_until(
                 lambda: t.wggo.log_text().count(INVALID_INITIATION) > refused_before,
                 REFUSED_DEADLINE,
             ), t.wggo.log_text()[-3000:]
@@ -154,7 +154,7 @@ def test_private_key_change_keeps_receiving_on_the_peers_session(
             # wireguard-go learns our new key: a new handshake, and the tunnel works again
             t.wggo.remove_peer(t.our_public)
             t.wggo.set_peer(new_public, allowed_ips=[f"{A4}/32"], endpoint=t.our_endpoint)
-            assert ping(t.b, A4, count=REHANDSHAKE_PINGS), t.daemon.log()[-3000:]
+            assert reachable(t.b, A4, count=REHANDSHAKE_PINGS), t.daemon.log()[-3000:]
         finally:
             t.b.stop(steady)
         assert t.daemon.terminate() == 0
@@ -169,7 +169,7 @@ def test_transfer_counters_mirror_wireguard_gos(
     netns_pair: Any, tmp_path: Path, mode: tuple[str, ...]
 ) -> None:
     with lab(netns_pair, tmp_path, mode) as t:
-        assert ping(t.a, B4, count=PINGS), t.daemon.log()[-3000:]
+        assert reachable(t.a, B4, count=PINGS), t.daemon.log()[-3000:]
         ours: tuple[int, int] = (0, 0)
         theirs: tuple[int, int] | None = None
 
@@ -179,7 +179,7 @@ def test_transfer_counters_mirror_wireguard_gos(
             theirs = t.wggo.transfer()
             return theirs is not None and ours == (theirs[1], theirs[0])
 
-        assert wait_for(mirrored, MIRROR_DEADLINE, step=0.02), (ours, theirs)
+        assert wait_until(mirrored, MIRROR_DEADLINE, step=0.02), (ours, theirs)
         rx, tx = ours
         print(
             f"\n[parity {mode or ('actors',)}] after one handshake and {PINGS} pings: "
