@@ -243,6 +243,8 @@ def test_public_key_upper_case() -> None:
         ("[fe80::1%eth0]:51820", ("fe80::1%eth0", 51820)),
         ("[fe80::1%3]:51820", ("fe80::1%3", 51820)),
         ("1.2.3.4:051820", ("1.2.3.4", 51820)),
+        ("1.2.3.4:0", ("1.2.3.4", 0)),  # wireguard-go takes port 0 (sending there fails)
+        ("[fd00::1]:0", ("fd00::1", 0)),
     ],
 )
 def test_endpoint_good(value: str, expected: tuple[str, int]) -> None:
@@ -256,7 +258,6 @@ def test_endpoint_good(value: str, expected: tuple[str, int]) -> None:
         "1.2.3.4",
         "1.2.3.4:",
         ":51820",
-        "1.2.3.4:0",  # port 0 is not a destination
         "1.2.3.4:65536",
         "1.2.3.4:-1",
         "1.2.3.4:+80",
@@ -301,11 +302,27 @@ def test_endpoint_bad(value: str) -> None:
         (("1.2.3.4", 51820), "1.2.3.4:51820"),
         (("fd00::1", 51820), "[fd00::1]:51820"),
         (("fe80::1%eth0", 1), "[fe80::1%eth0]:1"),
+        (("fe80::1%7", 0), "[fe80::1%7]:0"),
     ],
 )
 def test_format_endpoint(endpoint: tuple[str, int], text: str) -> None:
     assert format_endpoint(endpoint) == text
     assert one_peer(f"endpoint={text}").endpoint == endpoint
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "text"),
+    [
+        (("::ffff:a00:1", 51820), "[::ffff:10.0.0.1]:51820"),
+        (("::FFFF:a00:1", 51820), "[::ffff:10.0.0.1]:51820"),
+        (("::ffff:10.0.0.1", 51820), "[::ffff:10.0.0.1]:51820"),
+        (("::ffff:a00:1%eth0", 1), "[::ffff:10.0.0.1%eth0]:1"),
+        (("::fffe:a00:1", 1), "[::fffe:a00:1]:1"),
+    ],
+)
+def test_format_endpoint_ipv4_mapped_as_wireguard_go(endpoint: tuple[str, int], text: str) -> None:
+    """Go's netip writes an IPv4-mapped IPv6 address with its dotted quad."""
+    assert format_endpoint(endpoint) == text
 
 
 # -- allowed IPs
@@ -756,6 +773,31 @@ def test_format_get_matches_wireguard_go() -> None:
     assert format_get(GOLDEN_STATUS) == GOLDEN_TEXT
 
 
+@pytest.mark.parametrize(
+    ("prefix", "text"),
+    [
+        ("::ffff:10.0.0.1/128", "::ffff:10.0.0.1/128"),
+        ("::ffff:0:0/96", "::ffff:0.0.0.0/96"),
+        ("::ffff:10.0.0.0/104", "::ffff:10.0.0.0/104"),
+        ("::fffe:a00:1/128", "::fffe:a00:1/128"),
+        ("fd00::/8", "fd00::/8"),
+        ("10.0.0.1/32", "10.0.0.1/32"),
+    ],
+)
+def test_allowed_ip_printed_as_wireguard_go(prefix: str, text: str) -> None:
+    status = DeviceStatus(None, 0, 0, (PeerStatus(PUB_A, None, None, 0, 0, 0, 0, (net(prefix),)),))
+    assert format_get(status).splitlines()[-1] == f"allowed_ip={text}"
+    (back,) = parse_get(format_get(status)).peers
+    assert back.allowed_ips == (net(prefix),)
+
+
+def test_format_get_keeps_the_allowed_ips_order() -> None:
+    order = (net("fd00::/8"), net("10.0.0.0/8"), net("192.168.1.0/24"), net("10.9.9.9/32"))
+    status = DeviceStatus(None, 0, 0, (PeerStatus(PUB_A, None, None, 0, 0, 0, 0, order),))
+    lines = [ln for ln in format_get(status).splitlines() if ln.startswith("allowed_ip=")]
+    assert lines == [f"allowed_ip={n}" for n in order]
+
+
 def test_format_get_omits_unset_device_fields() -> None:
     assert format_get(DeviceStatus(None, 0, 0, ())) == ""
     assert format_get(DeviceStatus(ZERO, 0, 0, ())) == ""  # a zero key is no key
@@ -1065,3 +1107,23 @@ def test_fuzz_parse_get_mutated(status: DeviceStatus, data: st.DataObject) -> No
         parse_get("\n".join(lines))
     except UapiError as e:
         assert e.errno < 0
+
+
+def test_device_lists_allowed_ips_in_the_order_set_as_wireguard_go() -> None:
+    """`wg set ... allowed-ips` order survives into `wg show`, and a prefix set again goes last
+    (wireguard-go keeps each peer's prefixes in a list, appending on insert)."""
+    from actors.wireguard.apply import apply_set
+    from actors.wireguard.device import Device
+
+    device = Device(bytes(range(1, 33)))
+    first = ["fd00::/8", "10.0.0.0/8", "192.168.1.0/24", "10.9.9.9/32"]
+    apply_set(device, parse_set(peer_lines(*(f"allowed_ip={p}" for p in first))), 0.0)
+    apply_set(device, parse_set(peer_lines("allowed_ip=10.0.0.0/8", "allowed_ip=::/0")), 1.0)
+    (state,) = device.peer_states()
+    assert [str(n) for n in state.allowed_ips] == [
+        "fd00::/8",
+        "192.168.1.0/24",
+        "10.9.9.9/32",
+        "10.0.0.0/8",
+        "::/0",
+    ]
