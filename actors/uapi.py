@@ -207,8 +207,8 @@ def _ipv6_text(addr: ipaddress.IPv6Address) -> str:
 
 def _prefix_text(net: Network) -> str:
     """A prefix as Go's ``netip.Prefix.String`` writes it (see :func:`_ipv6_text`)."""
-    if net.version == 6 and net.network_address.ipv4_mapped is not None:  # type: ignore[union-attr]
-        return f"{_ipv6_text(net.network_address)}/{net.prefixlen}"  # type: ignore[arg-type]
+    if net.version == 6 and net.network_address.ipv4_mapped is not None:
+        return f"{_ipv6_text(net.network_address)}/{net.prefixlen}"
     return str(net)
 
 
