@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import select
@@ -420,3 +421,49 @@ def test_every_client_is_served_at_once_and_idle_ones_cost_nothing(netns_pair, t
     finally:
         netns_pair.a.ip("link", "del", iface, check=False)
     assert wait_until(lambda: not daemon_pids(iface))
+
+
+def key_runs(hex_key: str) -> set[str]:
+    """Every 8-character run of a key's hex: none may appear in a log line."""
+    return {hex_key[i : i + 8] for i in range(len(hex_key) - 7)}
+
+
+def test_no_run_of_a_key_reaches_the_log_at_trace_level(netns_pair, tmp_path: Path) -> None:
+    """Requests that carry keys where they do not belong (an operation line that is a key,
+    a bad line after one, oversized lines), and good ones, with the daemon logging at TRACE:
+    no 8 hex characters in a row of any key reach the log. A bad operation line starting with
+    a private key was logged cut to 32 characters (80 bits of the key, at WARNING)."""
+    iface = "wgl0"
+    log = tmp_path / "daemon.log"
+    env = {"WGACTORS_LOG_FILE": str(log), "WGACTORS_LOG_LEVEL": "TRACE"}
+    start_daemon(netns_pair.a, iface, env)
+    keys = [base64.b64decode(k).hex() for k in (gen_keypair()[0], gen_psk(), gen_keypair()[0])]
+    p, k, q = keys
+    pub = base64.b64decode(gen_keypair()[1]).hex()
+    try:
+        for data in (
+            f"private_key={p}\n\n",
+            f"preshared_key={k}\n\n",
+            f"{p}\n\n",
+            f"get=1\n{p}\n",
+            f"set=1\nprivate_key={p[:-1]}\n\n",
+            f"set=1\nprivate_key={p}zz\n\n",
+            f"set=1\nprivate_key={p}\npublic_key={pub}\npreshared_key={k}0\n\n",
+            f"set=1\npublic_key={pub}\n{k}={p}\n\n",
+            f"set=1\n{p[:30]}=1\n\n",
+            f"set=1\npublic_key={pub}\nendpoint=[{k}]:1\n\n",
+            f"set=1\nprivate_key={p * 70}\n\n",
+            f"{p * 70}\n",
+            f"set=1\nprivate_key={p}\n",
+            f"set=1\nprivate_key={q}\npublic_key={pub}\npreshared_key={k}\n\n",  # good
+        ):
+            uapi(netns_pair.a, iface, data.encode())
+        assert wg(netns_pair.a, "show", iface).returncode == 0
+    finally:
+        netns_pair.a.ip("link", "del", iface, check=False)
+    assert wait_until(lambda: not daemon_pids(iface))
+    text = log.read_text()
+    assert "UAPI" in text  # the bad requests were logged (without their text)
+    runs = set().union(*(key_runs(h) for h in keys))
+    for line in text.lower().splitlines():
+        assert not any(r in line for r in runs), line
