@@ -428,14 +428,17 @@ def parse_set(lines: Iterable[str]) -> SetRequest:
 
 
 def format_endpoint(ep: tuple[str, int]) -> str:
-    """``host:port``, with brackets around an IPv6 host, as wireguard-go and `wg` print it."""
+    """``host:port`` as wireguard-go's Linux bind prints it in a get reply: brackets around an
+    IPv6 host, an IPv4-mapped one with its dotted quad, and no zone. The zone stays with the
+    peer for sending; `wg` itself resolves a zone name it reads, and crashes on one it cannot
+    (wg 1.0.20210914 on a name with no interface), so it is never handed one."""
     host, port = ep
     if ":" not in host:
         return f"{host}:{port}"
+    host = host.partition("%")[0]
     if host[:7].lower() == "::ffff:" and "." not in host:  # IPv4-mapped, in hex
-        addr, pct, zone = host.partition("%")
         with contextlib.suppress(ValueError):
-            host = _ipv6_text(ipaddress.IPv6Address(addr)) + pct + zone
+            host = _ipv6_text(ipaddress.IPv6Address(host))
     return f"[{host}]:{port}"
 
 

@@ -467,3 +467,68 @@ def test_no_run_of_a_key_reaches_the_log_at_trace_level(netns_pair, tmp_path: Pa
     runs = set().union(*(key_runs(h) for h in keys))
     for line in text.lower().splitlines():
         assert not any(r in line for r in runs), line
+
+
+def read_until_closed(ns_sock: Path, request: bytes) -> bytes:
+    """Everything the server sends before it closes (a reset after its answer counts as
+    closed); raises TimeoutError if it keeps the connection open."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(WAIT)
+        s.connect(str(ns_sock))
+        s.sendall(request)
+        data = b""
+        try:
+            while chunk := s.recv(65536):
+                data += chunk
+        except ConnectionResetError:
+            pass
+        return data
+
+
+def uapi_as_wireguard_go(ns: Netns, iface: str) -> None:
+    """What wireguard-go does with these requests (checked against it below)."""
+    peer = base64.b64decode(gen_keypair()[1]).hex()
+    allowed = ["fd00::/8", "10.0.0.0/8", "::ffff:10.0.0.1/128", "192.168.0.0/24"]
+    setting = [f"public_key={peer}", *(f"allowed_ip={a}" for a in allowed)]
+    for endpoint, shown in (
+        ("[fe80::1%lo]:51820", "[fe80::1]:51820"),  # the zone is not in a get reply
+        ("1.2.3.4:0", "1.2.3.4:0"),
+        ("[::ffff:a00:1]:5", "[::ffff:10.0.0.1]:5"),
+    ):
+        request = "\n".join(["set=1", *setting, f"endpoint={endpoint}", "", ""])
+        assert uapi(ns, iface, request.encode()) == b"errno=0\n\n", endpoint
+        reply = uapi(ns, iface, b"get=1\n\n").decode().splitlines()
+        assert f"endpoint={shown}" in reply
+        assert [ln for ln in reply if ln.startswith("allowed_ip=")] == [
+            f"allowed_ip={a}" for a in allowed
+        ]
+        assert wg(ns, "show", iface, "endpoints").stdout.split()[1] == shown
+    # the order survives an update that names a prefix again: it goes last
+    request = f"set=1\npublic_key={peer}\nallowed_ip=10.0.0.0/8\n\n"
+    assert uapi(ns, iface, request.encode()) == b"errno=0\n\n"
+    assert wg(ns, "show", iface, "allowed-ips").stdout.split()[1:] == [
+        "fd00::/8",
+        "::ffff:10.0.0.1/128",
+        "192.168.0.0/24",
+        "10.0.0.0/8",
+    ]
+    sock = SOCKET_DIR / f"{iface}.sock"
+    assert read_until_closed(sock, b"get=1\njunk\n\n") == b"errno=-22\n\n"  # one answer
+    assert read_until_closed(sock, b"hello\n\n") == b""
+
+
+def test_uapi_details_as_wireguard_go(netns_pair, peer_wggo) -> None:
+    """Zone left out of get, port 0 taken, IPv4-mapped printed with its dotted quad, allowed
+    IPs in insertion order, one errno per request: the same checks pass on wireguard-go."""
+    uapi_as_wireguard_go(netns_pair.b, peer_wggo.iface)
+    iface = "wgd0"
+    start_daemon(netns_pair.a, iface)
+    try:
+        uapi_as_wireguard_go(netns_pair.a, iface)
+        # beyond what this wireguard-go does: after a failed set the connection is closed
+        sock = SOCKET_DIR / f"{iface}.sock"
+        reply = read_until_closed(sock, b"set=1\nlisten_port=x\n\nget=1\n\n")
+        assert reply == b"errno=-22\n\n"
+    finally:
+        netns_pair.a.ip("link", "del", iface, check=False)
+    assert wait_until(lambda: not daemon_pids(iface))
