@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import select
 import socket
 import subprocess
@@ -397,7 +398,7 @@ def test_every_client_is_served_at_once_and_idle_ones_cost_nothing(netns_pair, t
     error" under a thread per client capped at 16), 1,000 raw gets at once are all answered
     (106 were), and `wg show` works while silent clients hold connections (it failed until
     they timed out)."""
-    iface = "wgm0"
+    iface = f"wgm{secrets.token_hex(3)}"  # the socket directory is shared by every namespace
     start_daemon(netns_pair.a, iface)
     path = SOCKET_DIR / f"{iface}.sock"
     try:
@@ -433,7 +434,7 @@ def test_no_run_of_a_key_reaches_the_log_at_trace_level(netns_pair, tmp_path: Pa
     a bad line after one, oversized lines), and good ones, with the daemon logging at TRACE:
     no 8 hex characters in a row of any key reach the log. A bad operation line starting with
     a private key was logged cut to 32 characters (80 bits of the key, at WARNING)."""
-    iface = "wgl0"
+    iface = f"wgl{secrets.token_hex(3)}"
     log = tmp_path / "daemon.log"
     env = {"WGACTORS_LOG_FILE": str(log), "WGACTORS_LOG_LEVEL": "TRACE"}
     start_daemon(netns_pair.a, iface, env)
@@ -521,7 +522,7 @@ def test_uapi_details_as_wireguard_go(netns_pair, peer_wggo) -> None:
     """Zone left out of get, port 0 taken, IPv4-mapped printed with its dotted quad, allowed
     IPs in insertion order, one errno per request: the same checks pass on wireguard-go."""
     uapi_as_wireguard_go(netns_pair.b, peer_wggo.iface)
-    iface = "wgd0"
+    iface = f"wgd{secrets.token_hex(3)}"
     start_daemon(netns_pair.a, iface)
     try:
         uapi_as_wireguard_go(netns_pair.a, iface)
