@@ -104,6 +104,7 @@ class Controller(Protocol):
 # follow `get=1`, reading a set request's lines, waiting for the blank line after the stats
 # operation, waiting for the worker, or writing a reply.
 _OP, _GET_END, _SET, _STATS_END, _BUSY, _REPLY = range(6)
+_READING = frozenset({_OP, _GET_END, _SET, _STATS_END})
 
 
 @dataclass(eq=False, slots=True)
@@ -118,6 +119,7 @@ class _Conn:
     parts: Iterator[str] | None = None  # the rest of a get reply, made as it is sent
     close_after: bool = False
     events: int = 0  # what the selector watches for
+    advancing: bool = False  # inside _advance: an answer written at once must not re-enter
     closed: bool = False
 
 
@@ -319,46 +321,57 @@ class UapiServer:
             self._close(conn)
 
     def _advance(self, conn: _Conn) -> None:
-        """Parse what has arrived, until a request is whole or the bytes run out."""
+        """Parse what has arrived, request after request, until one waits for the worker or
+        for its reply to be written, or the bytes run out. Answers written at once bring the
+        connection back here as a loop, not a recursion (a client may pipeline thousands)."""
+        if conn.advancing:
+            return
+        conn.advancing = True
+        try:
+            while not conn.closed and conn.state in _READING:
+                if not self._step(conn):
+                    return
+        finally:
+            conn.advancing = False
+
+    def _step(self, conn: _Conn) -> bool:
+        """Take one line (or the byte after `get=1`); False when more bytes are needed."""
         buf = conn.inbuf
-        while not conn.closed:
-            state = conn.state
-            if state == _GET_END:
-                if not buf:
-                    return
-                trailing = buf[0] != 0x0A
-                del buf[0]  # one byte only, as wireguard-go reads it; the rest is the next op
-                if trailing:
-                    self._fail(conn, UapiError(EINVAL, "trailing data after get=1"), "get")
-                    return
+        state = conn.state
+        if state == _GET_END:
+            if not buf:
+                return False
+            trailing = buf[0] != 0x0A
+            del buf[0]  # one byte only, as wireguard-go reads it; the rest is the next op
+            if trailing:
+                # debug only: the connection stays open, so this can repeat without end
+                logger.debug("UAPI get: trailing data after get=1")
+                self._fail(conn, UapiError(EINVAL, "trailing data after get=1"))
+            else:
                 self._submit(conn, _GET)
-                return
-            end = buf.find(b"\n")
-            if end < 0:
-                if len(buf) > MAX_LINE:
-                    if state == _SET:
-                        error = UapiError(EPROTO, f"line longer than {MAX_LINE} bytes")
-                        self._fail(conn, error, "set")
-                    else:
-                        logger.debug("UAPI: operation line over {} bytes; closing", MAX_LINE)
-                        self._close(conn)
-                elif not buf and state == _OP:
-                    self._idle[conn.sock.fileno()] = conn
-                return
-            line = bytes(buf[:end])
-            del buf[: end + 1]
-            if state == _OP:
-                self._operation(conn, line)
-            elif state == _SET:
-                self._set_line(conn, line)
-            elif state == _STATS_END:
-                if line:
-                    self._fail(conn, UapiError(EINVAL, "trailing data after the stats request"))
-                    return
-                self._submit(conn, _STATS)
-                return
-            if conn.state == _BUSY:
-                return
+            return True
+        end = buf.find(b"\n")
+        if end < 0:
+            if len(buf) > MAX_LINE:
+                if state == _SET:
+                    self._fail(conn, UapiError(EPROTO, f"line longer than {MAX_LINE} bytes"), "set")
+                else:
+                    logger.debug("UAPI: operation line over {} bytes; closing", MAX_LINE)
+                    self._close(conn)
+            elif not buf and state == _OP:
+                self._idle[conn.sock.fileno()] = conn
+            return False
+        line = bytes(buf[:end])
+        del buf[: end + 1]
+        if state == _OP:
+            self._operation(conn, line)
+        elif state == _SET:
+            self._set_line(conn, line)
+        elif line:  # _STATS_END
+            self._fail(conn, UapiError(EINVAL, "trailing data after the stats request"))
+        else:
+            self._submit(conn, _STATS)
+        return True
 
     def _operation(self, conn: _Conn, op: bytes) -> None:
         if op == b"get=1":

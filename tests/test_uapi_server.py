@@ -150,6 +150,17 @@ def test_requests_pipelined_on_one_connection_each_get_one_answer(server: UapiSe
         assert read_all(s) == b""
 
 
+def test_thousands_of_pipelined_requests_each_get_their_answer(server: UapiServer) -> None:
+    """Answers written at once must not nest one call per request (the loop would die)."""
+    count = 5000
+    with connect(server) as s:
+        s.sendall(b"get=1\nx" * count + b"get=1\n\n")
+        for _ in range(count):
+            assert read_reply(s) == f"errno={EINVAL}\n\n".encode()
+        assert read_reply(s) == (BODY + "errno=0\n\n").encode()
+    assert request(server, b"get=1\n\n").endswith(b"errno=0\n\n")
+
+
 def test_connection_closes_after_a_failed_set(server: UapiServer) -> None:
     with connect(server) as s:
         s.sendall(b"set=1\nlisten_port=x\n\n")
