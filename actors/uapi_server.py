@@ -34,10 +34,10 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from loguru import logger
 
@@ -77,6 +77,7 @@ STOP_WAIT = 1.0  # seconds stop() waits for each thread
 STATS_OP = "wgactors-stats=1"  # our own read-only operation, for `wgactors status`
 REPLY_CHUNK = 1 << 20  # characters of a get reply gathered, encoded and sent at a time
 _UCRED = struct.Struct("3i")
+_T = TypeVar("_T")
 _STATS_OP = STATS_OP.encode()
 
 
@@ -219,7 +220,7 @@ class UapiServer:
                     elif conn is self:
                         self._accept()
                     elif not conn.closed:
-                        self._ready(conn, events)
+                        self._guarded(conn, self._ready, events)
                 self._finish_jobs()
                 now = time.monotonic()
                 if now >= next_sweep:
@@ -229,6 +230,14 @@ class UapiServer:
             _log_bug("UAPI loop", e)
         finally:
             self._close_all()
+
+    def _guarded(self, conn: _Conn, step: Callable[[_Conn, _T], None], arg: _T) -> None:
+        """One client's turn; a bug met there ends that client, not the server."""
+        try:
+            step(conn, arg)
+        except Exception as e:
+            _log_bug("UAPI client", e)
+            self._close(conn)
 
     def _set_accepting(self, on: bool) -> None:
         if on == self._accepting or self._listener is None:
@@ -431,22 +440,23 @@ class UapiServer:
                 done = self._done.get_nowait()
             except queue.Empty:
                 return
-            conn = done.conn
-            if conn.closed:
-                continue
-            conn.deadline = time.monotonic() + CONNECTION_TIMEOUT
-            if done.errno:
-                conn.state = _SET if done.kind == _SET_JOB else _OP
-                self._fail(conn, UapiError(done.errno, ""))
-            elif done.kind == _GET:
-                body = done.body
-                parts = iter((body,) if isinstance(body, str) else body or ())
-                conn.parts = parts
-                self._reply(conn, b"", False)
-            elif done.kind == _STATS:
-                self._reply(conn, f"{done.body}\nerrno=0\n\n".encode(), False)
-            else:
-                self._reply(conn, b"errno=0\n\n", False)
+            if not done.conn.closed:
+                self._guarded(done.conn, self._answer, done)
+
+    def _answer(self, conn: _Conn, done: _Done) -> None:
+        """Answer a request the worker has finished."""
+        conn.deadline = time.monotonic() + CONNECTION_TIMEOUT
+        if done.errno:
+            conn.state = _SET if done.kind == _SET_JOB else _OP
+            self._fail(conn, UapiError(done.errno, ""))
+        elif done.kind == _GET:
+            body = done.body
+            conn.parts = iter((body,) if isinstance(body, str) else body or ())
+            self._reply(conn, b"", False)
+        elif done.kind == _STATS:
+            self._reply(conn, f"{done.body}\nerrno=0\n\n".encode(), False)
+        else:
+            self._reply(conn, b"errno=0\n\n", False)
 
     def _reply(self, conn: _Conn, data: bytes, close_after: bool) -> None:
         conn.state = _REPLY

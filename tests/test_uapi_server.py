@@ -323,3 +323,43 @@ def test_no_byte_of_a_key_reaches_a_log_line_at_any_level(server: UapiServer) ->
     for line in lines:
         low = line.lower()
         assert not any(r in low for r in runs), line
+
+
+class Buggy(Recorder):
+    """A controller with bugs whose messages carry a key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def get(self) -> Iterator[str]:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError(f"bug holding {PRIV.hex()}")
+        if self.calls == 2:
+            return self._broken()
+        return super().get()
+
+    def _broken(self) -> Iterator[str]:
+        yield "listen_port=1\n"
+        raise RuntimeError(f"bug mid-reply holding {PSK.hex()}")
+
+
+def test_a_bug_costs_one_answer_and_says_where_not_what(tmp_path: Path) -> None:
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="TRACE", format="{level} {message}")
+    srv = UapiServer("wgt", Buggy(), directory=tmp_path)
+    srv.start()
+    try:
+        assert request(srv, b"get=1\n\n") == b"errno=-55\n\n"  # as wireguard-go's unknown
+        with connect(srv) as s:
+            s.sendall(b"get=1\n\n")
+            assert not read_all(s).endswith(b"errno=0\n\n")  # cut off, not completed
+        assert request(srv, b"get=1\n\n") == (BODY + "errno=0\n\n").encode()
+    finally:
+        srv.stop()
+        logger.remove(sink)
+    bugs = [ln for ln in lines if "RuntimeError" in ln]
+    assert len(bugs) == 2 and all("test_uapi_server.py:" in ln for ln in bugs), lines
+    runs = _key_runs(PRIV) | _key_runs(PSK)
+    assert not any(r in ln.lower() for ln in lines for r in runs)
