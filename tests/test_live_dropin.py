@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -32,7 +33,7 @@ def wait_until(predicate, timeout: float = WAIT) -> bool:  # type: ignore[no-unt
         if predicate():
             return True
         time.sleep(0.05)
-    return predicate()
+    return bool(predicate())
 
 
 def daemon_pids(iface: str) -> list[int]:
@@ -60,7 +61,9 @@ def peer_wggo(netns_pair):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("mtu", [1280, None], ids=["mtu1280", "wg-quick-default-mtu"])
-def test_wg_quick_up_and_down(netns_pair, peer_wggo, tmp_path: Path, mtu: int | None) -> None:
+def test_wg_quick_up_and_down(
+    netns_pair: Any, peer_wggo: WireguardGo, tmp_path: Path, mtu: int | None
+) -> None:
     ours, our_pub = gen_keypair()
     psk = gen_psk()
     peer_wggo.set_peer(our_pub, allowed_ips=[f"{A4}/32"], preshared_key=psk)
@@ -112,7 +115,9 @@ def test_wg_quick_up_and_down(netns_pair, peer_wggo, tmp_path: Path, mtu: int | 
     assert netns_pair.a.ip("link", "show", "wgq0", check=False).returncode != 0
 
 
-def test_setconf_showconf_round_trip_and_live_changes(netns_pair, peer_wggo, tmp_path) -> None:
+def test_setconf_showconf_round_trip_and_live_changes(
+    netns_pair: Any, peer_wggo: WireguardGo, tmp_path: Path
+) -> None:
     ours, our_pub = gen_keypair()
     peer_wggo.set_peer(our_pub, allowed_ips=[f"{A4}/32"])
     start_daemon(netns_pair.a, "wgr0")
@@ -162,14 +167,15 @@ def test_setconf_showconf_round_trip_and_live_changes(netns_pair, peer_wggo, tmp
         wg(netns_pair.a, "set", "wgr0", "listen-port", "51999")
         assert wg(netns_pair.a, "show", "wgr0", "listen-port").stdout.strip() == "51999"
         assert netns_pair.a.run("ping", "-c", "2", "-W", "2", B4, check=False).returncode == 0
-        assert peer_wggo.peer(our_pub).endpoint == f"{netns_pair.addr_a4}:51999"
+        seen = peer_wggo.peer(our_pub)
+        assert seen is not None and seen.endpoint == f"{netns_pair.addr_a4}:51999"
     finally:
         netns_pair.a.ip("link", "del", "wgr0", check=False)
     assert wait_until(lambda: not daemon_pids("wgr0"))
     assert not (SOCKET_DIR / "wgr0.sock").exists()
 
 
-def test_errno_for_a_port_in_use_and_bad_values(netns_pair) -> None:
+def test_errno_for_a_port_in_use_and_bad_values(netns_pair: Any) -> None:
     start_daemon(netns_pair.a, "wge0")
     try:
         with socket_in(netns_pair.a, socket.AF_INET) as busy:
@@ -205,7 +211,7 @@ def uapi(ns: Netns, iface: str, request: bytes) -> bytes:
     return data
 
 
-def test_malformed_uapi_input_gets_errno_and_the_daemon_stays_up(netns_pair) -> None:
+def test_malformed_uapi_input_gets_errno_and_the_daemon_stays_up(netns_pair: Any) -> None:
     start_daemon(netns_pair.a, "wgz0")
     try:
         for request in (b"hello\n\n", b"\xff\xfe\n\n"):  # not an operation: closed unanswered
@@ -244,7 +250,7 @@ def fuzz_uapi(ns: Netns) -> None:
     run()
 
 
-def test_pipeline_env_and_status_in_drop_in_mode(netns_pair, tmp_path: Path) -> None:
+def test_pipeline_env_and_status_in_drop_in_mode(netns_pair: Any, tmp_path: Path) -> None:
     pipeline = tmp_path / "pipeline.toml"
     pipeline.write_text(
         '[[inbound]]\nuse = "custom_stages:DropUdpPort"\nname = "dropper"\noptions = { port = 9 }\n'
@@ -268,7 +274,7 @@ def test_pipeline_env_and_status_in_drop_in_mode(netns_pair, tmp_path: Path) -> 
     assert wait_until(lambda: not daemon_pids("wgs0"))
 
 
-def test_sigterm_removes_socket_and_interface(netns_pair) -> None:
+def test_sigterm_removes_socket_and_interface(netns_pair: Any) -> None:
     start_daemon(netns_pair.a, "wgt0")
     pids = daemon_pids("wgt0")
     assert pids
@@ -279,7 +285,7 @@ def test_sigterm_removes_socket_and_interface(netns_pair) -> None:
     assert netns_pair.a.ip("link", "show", "wgt0", check=False).returncode != 0
 
 
-def test_socket_refuses_other_users(netns_pair) -> None:
+def test_socket_refuses_other_users(netns_pair: Any) -> None:
     start_daemon(netns_pair.a, "wgu0")
     try:
         mode = (SOCKET_DIR / "wgu0.sock").stat().st_mode & 0o777
@@ -296,7 +302,7 @@ def test_socket_refuses_other_users(netns_pair) -> None:
     assert wait_until(lambda: not daemon_pids("wgu0"))
 
 
-def test_wireguard_go_socket_in_use_is_refused(netns_pair, peer_wggo) -> None:
+def test_wireguard_go_socket_in_use_is_refused(netns_pair: Any, peer_wggo: WireguardGo) -> None:
     result = netns_pair.a.run(str(LAUNCHER), "-f", peer_wggo.iface, check=False, timeout=30)
     assert result.returncode == 1
     assert "in use" in result.stderr
@@ -393,7 +399,9 @@ def idle_clients(path: Path, count: int) -> list[socket.socket]:
     return out
 
 
-def test_every_client_is_served_at_once_and_idle_ones_cost_nothing(netns_pair, tmp_path) -> None:
+def test_every_client_is_served_at_once_and_idle_ones_cost_nothing(
+    netns_pair: Any, tmp_path: Path
+) -> None:
     """As wireguard-go: 200 `wg show` at once all succeed (5 of 100 failed with "Protocol
     error" under a thread per client capped at 16), 1,000 raw gets at once are all answered
     (106 were), and `wg show` works while silent clients hold connections (it failed until
@@ -429,7 +437,7 @@ def key_runs(hex_key: str) -> set[str]:
     return {hex_key[i : i + 8] for i in range(len(hex_key) - 7)}
 
 
-def test_no_run_of_a_key_reaches_the_log_at_trace_level(netns_pair, tmp_path: Path) -> None:
+def test_no_run_of_a_key_reaches_the_log_at_trace_level(netns_pair: Any, tmp_path: Path) -> None:
     """Requests that carry keys where they do not belong (an operation line that is a key,
     a bad line after one, oversized lines), and good ones, with the daemon logging at TRACE:
     no 8 hex characters in a row of any key reach the log. A bad operation line starting with
@@ -518,7 +526,7 @@ def uapi_as_wireguard_go(ns: Netns, iface: str) -> None:
     assert read_until_closed(sock, b"hello\n\n") == b""
 
 
-def test_uapi_details_as_wireguard_go(netns_pair, peer_wggo) -> None:
+def test_uapi_details_as_wireguard_go(netns_pair: Any, peer_wggo: WireguardGo) -> None:
     """Zone left out of get, port 0 taken, IPv4-mapped printed with its dotted quad, allowed
     IPs in insertion order, one errno per request: the same checks pass on wireguard-go."""
     uapi_as_wireguard_go(netns_pair.b, peer_wggo.iface)

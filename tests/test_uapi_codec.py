@@ -11,6 +11,7 @@ import contextlib
 import ipaddress
 import itertools
 from collections.abc import Iterator
+from typing import Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -834,7 +835,8 @@ def test_parse_get_zero_keys_are_none() -> None:
     text = f"private_key={ZERO.hex()}\npublic_key={PUB_A.hex()}\npreshared_key={ZERO.hex()}\n"
     status = parse_get(text)
     assert status.private_key is None
-    assert status.peers[0].preshared_key is None
+    (peer,) = status.peers
+    assert peer.preshared_key is None
 
 
 def test_parse_get_raises_the_reported_errno() -> None:
@@ -888,15 +890,14 @@ def test_parse_get_bad(text: str) -> None:
 
 
 def test_parse_get_endpoint_port_zero() -> None:
-    # A reply reports what the daemon holds; only a set refuses port 0.
-    status = parse_get(f"public_key={PUB_A.hex()}\nendpoint=1.2.3.4:0\n")
-    assert status.peers[0].endpoint == ("1.2.3.4", 0)
+    (peer,) = parse_get(f"public_key={PUB_A.hex()}\nendpoint=1.2.3.4:0\n").peers
+    assert peer.endpoint == ("1.2.3.4", 0)
 
 
 # -- hypothesis: round trips
 
 
-def _networks(version: int) -> st.SearchStrategy[Network]:
+def _networks(version: Literal[4, 6]) -> st.SearchStrategy[Network]:
     bits = 32 if version == 4 else 128
     return st.builds(
         lambda a, n: ipaddress.ip_network((a, n), strict=False),
