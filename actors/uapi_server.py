@@ -64,7 +64,9 @@ __all__ = [
 ]
 
 SOCKET_DIR = Path("/var/run/wireguard")
-MAX_CONNECTIONS = 1024  # clients connected at once (see FD_SHARE); more wait in the backlog
+# Clients connected at once (see FD_SHARE); more wait in the backlog. Small enough that with
+# them the process's descriptors stay under 1024, which select() elsewhere cannot go past.
+MAX_CONNECTIONS = 512
 FD_SHARE = 4  # ...and never more than a quarter of the process's file descriptor limit
 LISTEN_BACKLOG = 4096  # connections the kernel holds for us until accepted (somaxconn caps it)
 CONNECTION_TIMEOUT = 10.0  # seconds a client may stay silent, or leave its reply unread
@@ -162,6 +164,7 @@ class UapiServer:
         self._conns: dict[int, _Conn] = {}  # by file descriptor
         self._idle: OrderedDict[int, _Conn] = OrderedDict()  # between requests, oldest first
         self._accepting = False
+        self._pending = select.poll()  # the listener alone: is anyone waiting to be accepted?
         self._accept_again = 0.0
 
     # -- lifecycle
@@ -183,6 +186,7 @@ class UapiServer:
         listener.listen(LISTEN_BACKLOG)
         listener.setblocking(False)
         self._listener = listener
+        self._pending.register(listener, select.POLLIN)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._set_accepting(True)
         self._threads = [
@@ -252,7 +256,7 @@ class UapiServer:
         assert self._listener is not None
         for _ in range(ACCEPT_BATCH):
             if len(self._conns) >= self.max_connections:
-                if not select.select([self._listener], [], [], 0)[0]:
+                if not self._pending.poll(0):
                     return  # nobody is waiting: no one to make room for
                 if not self._evict_idle():
                     self._set_accepting(False)  # the backlog holds the rest until one leaves
