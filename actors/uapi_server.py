@@ -206,6 +206,9 @@ class UapiServer:
             self._close_all()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        if not any(t.is_alive() for t in self._threads):
+            self._wake_r.close()
+            self._wake_w.close()
 
     def connections(self) -> int:
         """Clients connected now (for tests and status)."""
