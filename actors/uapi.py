@@ -41,6 +41,7 @@ __all__ = [
     "DeviceStatus",
     "PeerChange",
     "PeerStatus",
+    "SetParser",
     "SetRequest",
     "UapiError",
     "format_endpoint",
