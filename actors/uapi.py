@@ -21,6 +21,7 @@ Two rules hold everywhere:
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
@@ -40,6 +41,7 @@ __all__ = [
     "DeviceStatus",
     "PeerChange",
     "PeerStatus",
+    "SetParser",
     "SetRequest",
     "UapiError",
     "format_endpoint",
@@ -69,9 +71,11 @@ _NS = 1_000_000_000
 _ZERO_KEY = bytes(32)
 _ZERO_HEX = "0" * 64
 
-# A key name we may quote in an error message: short and plain, so it can never be a 64-digit
-# hex key and never smuggles control characters into a log line.
+# A key name we may quote in an error message: short and plain, so it never smuggles control
+# characters into a log line, and without a run of hex letters long enough to be a piece of a
+# key that a client pasted in the wrong place.
 _QUOTABLE = re.compile(r"[a-z_]{1,32}")
+_HEX_RUN = re.compile(r"[a-f]{8}")
 # An IPv6 zone (scope) as an interface name or index: printable, no separators, at most
 # IFNAMSIZ - 1 characters. wireguard-go accepts any zone text; we keep it sane for logs.
 _ZONE = re.compile(r"[A-Za-z0-9_.@+\-]{1,15}")
@@ -195,17 +199,31 @@ def _ipv6_host(text: str) -> str:
     return f"{canonical}%{zone}" if pct else canonical
 
 
-def _endpoint(value: str, min_port: int = 1) -> tuple[str, int]:
+def _ipv6_text(addr: ipaddress.IPv6Address) -> str:
+    """An IPv6 address as Go's ``netip.Addr.String`` writes it: RFC 5952, as Python does, except
+    that an IPv4-mapped address keeps its dotted quad (``::ffff:10.0.0.1``)."""
+    mapped = addr.ipv4_mapped
+    return f"::ffff:{mapped}" if mapped is not None else str(addr)
+
+
+def _prefix_text(net: Network) -> str:
+    """A prefix as Go's ``netip.Prefix.String`` writes it (see :func:`_ipv6_text`)."""
+    if net.version == 6 and net.network_address.ipv4_mapped is not None:
+        return f"{_ipv6_text(net.network_address)}/{net.prefixlen}"
+    return str(net)
+
+
+def _endpoint(value: str) -> tuple[str, int]:
     """``1.2.3.4:51820`` or ``[fd00::1]:51820``, as Go's ``netip.ParseAddrPort``: IP literals
-    only (no names: resolving is the client's job), brackets for IPv6 and only for IPv6."""
+    only (no names: resolving is the client's job), brackets for IPv6 and only for IPv6. Port 0
+    is taken, as wireguard-go takes it: sending there fails and is counted, like any
+    unreachable endpoint."""
     if not value.isascii():
         raise ValueError("must be IPv4:port or [IPv6]:port")
     host, colon, port_text = value.rpartition(":")
     if not colon or not host or not port_text:
         raise ValueError("must be IPv4:port or [IPv6]:port")
     port = _uint(port_text, _U16)
-    if port < min_port:
-        raise ValueError(f"port must be in {min_port}..65535")
     if host.startswith("["):
         if len(host) < 2 or not host.endswith("]"):
             raise ValueError("has an unclosed '['")
@@ -251,7 +269,9 @@ def _line_too_long(line: str) -> bool:
 
 
 def _quote(key: str) -> str:
-    return repr(key) if _QUOTABLE.fullmatch(key) else "(unprintable)"
+    if _QUOTABLE.fullmatch(key) is None or _HEX_RUN.search(key) is not None:
+        return "(unprintable)"
+    return repr(key)
 
 
 @dataclass(slots=True)
@@ -329,6 +349,66 @@ def _set_peer_line(peer: _PeerDraft, key: str, value: str) -> None:
         raise KeyError(key)
 
 
+class SetParser:
+    """A ``set=1`` request read one line at a time, so the server can parse a request as its
+    bytes arrive without holding the lines (a hub's `wg setconf` is half a million of them).
+
+    :meth:`feed` each line (without its newline, excluding the blank line that ends the
+    request), then :meth:`finish`. Errors are raised by the line that causes them, as
+    :func:`parse_set` describes.
+    """
+
+    __slots__ = ("_device", "_lineno", "_peer", "_peers")
+
+    def __init__(self) -> None:
+        self._device = _DeviceDraft()
+        self._peers: list[PeerChange] = []
+        self._peer: _PeerDraft | None = None
+        self._lineno = 0
+
+    def feed(self, line: str) -> None:
+        self._lineno += 1
+        lineno = self._lineno
+        if lineno > MAX_SET_LINES:
+            raise UapiError(EINVAL, f"request has more than {MAX_SET_LINES} lines")
+        if not isinstance(line, str):
+            raise UapiError(EPROTO, f"line {lineno}: not text")
+        if _line_too_long(line):
+            raise UapiError(EPROTO, f"line {lineno}: longer than {MAX_LINE} bytes")
+        key, eq, value = line.partition("=")
+        if not eq:
+            raise UapiError(EPROTO, f"line {lineno}: not a key=value pair")
+        peer = self._peer
+        try:
+            if key == "public_key":
+                if peer is not None:
+                    self._peers.append(peer.freeze())
+                self._peer = _PeerDraft(_hex_key(value))
+            elif peer is None:
+                _set_device_line(self._device, key, value)
+            else:
+                _set_peer_line(peer, key, value)
+        except KeyError:
+            where = "device" if peer is None else "peer"
+            raise UapiError(EINVAL, f"line {lineno}: unknown {where} key {_quote(key)}") from None
+        except ValueError as e:
+            raise UapiError(EINVAL, f"line {lineno}: {key} {e}") from None
+
+    def finish(self) -> SetRequest:
+        """The whole request; the parser is spent afterwards."""
+        if self._peer is not None:
+            self._peers.append(self._peer.freeze())
+            self._peer = None
+        device = self._device
+        return SetRequest(
+            device.private_key,
+            device.listen_port,
+            device.fwmark,
+            device.replace_peers,
+            tuple(self._peers),
+        )
+
+
 def parse_set(lines: Iterable[str]) -> SetRequest:
     """Parse the lines of a ``set=1`` request into one validated :class:`SetRequest`.
 
@@ -339,47 +419,28 @@ def parse_set(lines: Iterable[str]) -> SetRequest:
     EINVAL for an unknown key, a bad value, or more than MAX_SET_LINES lines (counted as they
     arrive, so an endless iterable is cut off rather than buffered).
     """
-    device = _DeviceDraft()
-    peers: list[PeerChange] = []
-    peer: _PeerDraft | None = None
-    for lineno, line in enumerate(lines, 1):
-        if lineno > MAX_SET_LINES:
-            raise UapiError(EINVAL, f"request has more than {MAX_SET_LINES} lines")
-        if not isinstance(line, str):
-            raise UapiError(EPROTO, f"line {lineno}: not text")
-        if _line_too_long(line):
-            raise UapiError(EPROTO, f"line {lineno}: longer than {MAX_LINE} bytes")
-        key, eq, value = line.partition("=")
-        if not eq:
-            raise UapiError(EPROTO, f"line {lineno}: not a key=value pair")
-        try:
-            if key == "public_key":
-                if peer is not None:
-                    peers.append(peer.freeze())
-                peer = _PeerDraft(_hex_key(value))
-            elif peer is None:
-                _set_device_line(device, key, value)
-            else:
-                _set_peer_line(peer, key, value)
-        except KeyError:
-            where = "device" if peer is None else "peer"
-            raise UapiError(EINVAL, f"line {lineno}: unknown {where} key {_quote(key)}") from None
-        except ValueError as e:
-            raise UapiError(EINVAL, f"line {lineno}: {key} {e}") from None
-    if peer is not None:
-        peers.append(peer.freeze())
-    return SetRequest(
-        device.private_key, device.listen_port, device.fwmark, device.replace_peers, tuple(peers)
-    )
+    parser = SetParser()
+    for line in lines:
+        parser.feed(line)
+    return parser.finish()
 
 
 # -- get
 
 
 def format_endpoint(ep: tuple[str, int]) -> str:
-    """``host:port``, with brackets around an IPv6 host, as wireguard-go and `wg` print it."""
+    """``host:port`` as wireguard-go's Linux bind prints it in a get reply: brackets around an
+    IPv6 host, an IPv4-mapped one with its dotted quad, and no zone. The zone stays with the
+    peer for sending; `wg` itself resolves a zone name it reads, and crashes on one it cannot
+    (wg 1.0.20210914 on a name with no interface), so it is never handed one."""
     host, port = ep
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if ":" not in host:
+        return f"{host}:{port}"
+    host = host.partition("%")[0]
+    if host[:7].lower() == "::ffff:" and "." not in host:  # IPv4-mapped, in hex
+        with contextlib.suppress(ValueError):
+            host = _ipv6_text(ipaddress.IPv6Address(host))
+    return f"[{host}]:{port}"
 
 
 def format_get_parts(status: DeviceStatus) -> Iterator[str]:
@@ -403,7 +464,7 @@ def format_get_parts(status: DeviceStatus) -> Iterator[str]:
     for p in status.peers:
         secs, nsecs = divmod(p.last_handshake_ns, _NS)
         endpoint = "" if p.endpoint is None else f"endpoint={format_endpoint(p.endpoint)}\n"
-        allowed = "".join([f"allowed_ip={net}\n" for net in p.allowed_ips])
+        allowed = "".join([f"allowed_ip={_prefix_text(net)}\n" for net in p.allowed_ips])
         yield (
             f"public_key={p.public_key.hex()}\n"
             f"preshared_key={p.preshared_key.hex() if p.preshared_key else _ZERO_HEX}\n"
@@ -471,7 +532,7 @@ def _get_peer_line(peer: _StatusDraft, key: str, value: str) -> None:
         if value != "1":
             raise ValueError("must be 1")
     elif key == "endpoint":
-        peer.endpoint = _endpoint(value, min_port=0)
+        peer.endpoint = _endpoint(value)
     elif key == "last_handshake_time_sec":
         peer.handshake_sec = _uint(value, _I64)
     elif key == "last_handshake_time_nsec":

@@ -2,34 +2,59 @@
 
 This is I/O only. The protocol text is parsed and written by :mod:`actors.uapi`; what a request
 *does* is the :class:`Controller`'s business (the device lives in the decrypt stage, the socket
-options on the UDP socket). Every bound is explicit: connections at once, line length, request
-size, and how long a silent client may hold a connection.
+options on the UDP socket).
+
+Every client is served, as wireguard-go serves them, and none can hold up another: one thread
+runs a ``selectors`` loop over every connection, so a client that connects and says nothing costs
+a file descriptor and a few bytes, not a thread or a turn. Requests are parsed as their bytes
+arrive and handed, once whole, to one worker thread that calls the controller, so requests to
+the device stay serialised while the loop goes on accepting, reading and writing for everyone
+else. The bounds: connections at once (at the bound the longest-idle one is closed to make room,
+and when none is idle newcomers wait in the listen backlog), line length and request size (in
+:mod:`actors.uapi`), and how long a client may stay silent or leave its reply unread.
 
 Only root (or our own user) may connect: the socket is mode 0600 and each connection's peer
-credentials are checked, since `get` reveals the private key.
+credentials are checked, since `get` reveals the private key. Nothing a client sends is ever
+logged: an operation line may be a pasted key.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import os
+import queue
+import resource
+import select
+import selectors
 import socket
 import stat
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from loguru import logger
 
 from .gcpause import gc_paused, settle_after
-from .uapi import EINVAL, EPROTO, MAX_LINE, MAX_SET_LINES, SetRequest, UapiError, parse_set
+from .uapi import (
+    EINVAL,
+    EPROTO,
+    EUNKNOWN,
+    MAX_LINE,
+    SetParser,
+    SetRequest,
+    UapiError,
+)
 
 __all__ = [
     "CONNECTION_TIMEOUT",
+    "LISTEN_BACKLOG",
     "MAX_CONNECTIONS",
     "SOCKET_DIR",
     "STATS_OP",
@@ -39,12 +64,23 @@ __all__ = [
 ]
 
 SOCKET_DIR = Path("/var/run/wireguard")
-MAX_CONNECTIONS = 16  # clients served at once; more are closed straight away
-CONNECTION_TIMEOUT = 10.0  # seconds a client may stay silent before it is dropped
-ACCEPT_POLL = 0.2  # seconds between looks at the stop flag while idle
+# Clients connected at once (see FD_SHARE); more wait in the backlog. Small enough that with
+# them the process's descriptors stay under 1024, which select() elsewhere cannot go past.
+MAX_CONNECTIONS = 512
+FD_SHARE = 4  # ...and never more than a quarter of the process's file descriptor limit
+LISTEN_BACKLOG = 4096  # connections the kernel holds for us until accepted (somaxconn caps it)
+CONNECTION_TIMEOUT = 10.0  # seconds a client may stay silent, or leave its reply unread
+EVICT_AFTER = 1.0  # seconds a client must have been idle before a newcomer may take its place
+ACCEPT_BATCH = 256  # connections accepted per turn, so those already in are served between
+READ_SIZE = 1 << 16  # bytes read from one client per turn
+SWEEP_INTERVAL = 0.25  # seconds between looks for clients past their deadline
+ACCEPT_RETRY = 0.25  # seconds before accepting again after running out of file descriptors
+STOP_WAIT = 1.0  # seconds stop() waits for each thread
 STATS_OP = "wgactors-stats=1"  # our own read-only operation, for `wgactors status`
 REPLY_CHUNK = 1 << 20  # characters of a get reply gathered, encoded and sent at a time
 _UCRED = struct.Struct("3i")
+_T = TypeVar("_T")
+_STATS_OP = STATS_OP.encode()
 
 
 def socket_path(iface: str, directory: Path = SOCKET_DIR) -> Path:
@@ -67,15 +103,69 @@ class Controller(Protocol):
         ...
 
 
+# What a connection is doing: reading an operation line, waiting for the newline that must
+# follow `get=1`, reading a set request's lines, waiting for the blank line after the stats
+# operation, waiting for the worker, or writing a reply.
+_OP, _GET_END, _SET, _STATS_END, _BUSY, _REPLY = range(6)
+_READING = frozenset({_OP, _GET_END, _SET, _STATS_END})
+
+
+@dataclass(eq=False, slots=True)
+class _Conn:
+    sock: socket.socket
+    deadline: float
+    state: int = _OP
+    inbuf: bytearray = field(default_factory=bytearray)
+    parser: SetParser | None = None
+    gc_pause: contextlib.ExitStack | None = None  # held while a set request is parsed
+    out: memoryview = field(default_factory=lambda: memoryview(b""))
+    parts: Iterator[str] | None = None  # the rest of a get reply, made as it is sent
+    close_after: bool = False
+    events: int = 0  # what the selector watches for
+    advancing: bool = False  # inside _advance: an answer written at once must not re-enter
+    closed: bool = False
+
+
+# The worker's jobs and answers.
+_GET, _SET_JOB, _STATS = range(3)
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    conn: _Conn
+    kind: int
+    request: SetRequest | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    conn: _Conn
+    kind: int
+    body: Iterable[str] | str | None = None  # get and stats
+    errno: int = 0
+
+
 class UapiServer:
     def __init__(self, iface: str, controller: Controller, directory: Path = SOCKET_DIR) -> None:
         self.iface = iface
         self.controller = controller
         self.path = socket_path(iface, directory)
+        self.max_connections = _connection_bound()
         self._listener: socket.socket | None = None
         self._stop = threading.Event()
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self._thread: threading.Thread | None = None
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._threads: list[threading.Thread] = []
+        # Owned by the loop thread alone:
+        self._selector = selectors.DefaultSelector()
+        self._conns: dict[int, _Conn] = {}  # by file descriptor
+        self._idle: OrderedDict[int, _Conn] = OrderedDict()  # between requests, oldest first
+        self._accepting = False
+        self._pending = select.poll()  # the listener alone: is anyone waiting to be accepted?
+        self._accept_again = 0.0
 
     # -- lifecycle
 
@@ -93,146 +183,432 @@ class UapiServer:
         finally:
             os.umask(old_umask)
         os.chmod(self.path, stat.S_IRUSR | stat.S_IWUSR)
-        listener.listen(MAX_CONNECTIONS)
-        listener.settimeout(ACCEPT_POLL)
+        listener.listen(LISTEN_BACKLOG)
+        listener.setblocking(False)
         self._listener = listener
-        self._thread = threading.Thread(target=self._serve, name="uapi", daemon=True)
-        self._thread.start()
+        self._pending.register(listener, select.POLLIN)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._set_accepting(True)
+        self._threads = [
+            threading.Thread(target=self._loop, name="uapi", daemon=True),
+            threading.Thread(target=self._work, name="uapi-control", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(ACCEPT_POLL * 5)
-        if self._listener is not None:
-            self._listener.close()
+        self._jobs.put(None)
+        self._wake()
+        for thread in self._threads:
+            thread.join(STOP_WAIT)
+        if not any(t.is_alive() for t in self._threads[:1]):
+            self._close_all()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        if not any(t.is_alive() for t in self._threads):
+            self._wake_r.close()
+            self._wake_w.close()
 
-    # -- serving
+    def connections(self) -> int:
+        """Clients connected now (for tests and status)."""
+        return len(self._conns)
 
-    def _serve(self) -> None:
-        assert self._listener is not None
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                if self._stop.is_set():
-                    return
-                continue
-            if not self._slots.acquire(blocking=False):
-                conn.close()  # at the bound: refuse rather than queue without limit
-                continue
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+    # -- the loop
 
-    def _handle(self, conn: socket.socket) -> None:
+    def _loop(self) -> None:
+        next_sweep = time.monotonic() + SWEEP_INTERVAL
         try:
-            with conn:
-                if not _trusted(conn):
-                    return
-                conn.settimeout(CONNECTION_TIMEOUT)
-                reader = conn.makefile("rb")
-                while not self._stop.is_set():
-                    try:
-                        op = _readline(reader)
-                    except UapiError as e:  # an unreadable operation line: answer, then close
-                        conn.sendall(f"errno={e.errno}\n\n".encode())
-                        return
-                    if op is None:
-                        return
-                    if not self._operation(op, reader, conn):
-                        return
-        except (OSError, TimeoutError):
-            pass  # the client went away or fell silent: nothing to answer
-        except Exception as e:  # a bug must not take the daemon down: log it, drop the client
-            logger.opt(exception=e).error("UAPI handler failed: {!r}", e)
+            while not self._stop.is_set():
+                for key, events in self._selector.select(SWEEP_INTERVAL):
+                    conn = key.data
+                    if conn is None:
+                        self._drain_wake()
+                    elif conn is self:
+                        self._accept()
+                    elif not conn.closed:
+                        self._guarded(conn, self._ready, events)
+                self._finish_jobs()
+                now = time.monotonic()
+                if now >= next_sweep:
+                    next_sweep = now + SWEEP_INTERVAL
+                    self._sweep(now)
+        except Exception as e:  # a bug must not pass silently: say where, never what
+            _log_bug("UAPI loop", e)
         finally:
-            self._slots.release()
+            self._close_all()
 
-    def _operation(self, op: str, reader: io.BufferedIOBase, conn: socket.socket) -> bool:
-        """Serve one operation; False when the connection must be closed."""
+    def _guarded(self, conn: _Conn, step: Callable[[_Conn, _T], None], arg: _T) -> None:
+        """One client's turn; a bug met there ends that client, not the server."""
         try:
-            if op == "get=1":
-                if _readline(reader) != "":
-                    raise UapiError(EINVAL, "trailing data after get=1")
-                with gc_paused():  # a hub's reply is a million short-lived objects
-                    _send_parts(conn, self.controller.get())
-                conn.sendall(b"errno=0\n\n")
-                return True
-            if op == "set=1":
-                lines = _request_lines(reader)
-                with gc_paused():
-                    try:
-                        request = parse_set(lines)
-                    except UapiError:
-                        for _ in lines:  # read the rest of a bad request, to stay in step
-                            pass
-                        raise
-                    self.controller.set(request)
-                settle_after(len(request.peers))
-                conn.sendall(b"errno=0\n\n")
-                return True
-            if op == STATS_OP:
-                if _readline(reader) != "":
-                    raise UapiError(EINVAL, "trailing data after the stats request")
-                conn.sendall((self.controller.stats() + "\nerrno=0\n\n").encode())
-                return True
-            raise UapiError(EINVAL, "unknown operation")
-        except UapiError as e:
-            logger.warning("UAPI {}: {}", op if len(op) < 32 else op[:32] + "…", e.message)
-            with contextlib.suppress(OSError):
-                conn.sendall(f"errno={e.errno}\n\n".encode())
-            # A protocol error leaves the stream in an unknown state: close it.
-            return op in ("get=1", "set=1") and e.errno != EPROTO
+            step(conn, arg)
+        except Exception as e:
+            _log_bug("UAPI client", e)
+            self._close(conn)
 
-
-def _send_parts(conn: socket.socket, body: Iterable[str]) -> None:
-    """Send a reply as it is made, about REPLY_CHUNK characters at a time: a hub's reply is
-    tens of MB, and holding it whole (and then its encoded copy) would double the daemon's
-    peak memory."""
-    if isinstance(body, str):
-        body = (body,)
-    pending: list[str] = []
-    size = 0
-    for part in body:
-        pending.append(part)
-        size += len(part)
-        if size >= REPLY_CHUNK:
-            conn.sendall("".join(pending).encode())
-            pending.clear()
-            size = 0
-    if pending:
-        conn.sendall("".join(pending).encode())
-
-
-def _readline(reader: io.BufferedIOBase) -> str | None:
-    """One line without its newline; None at end of stream. Too long or not text: EPROTO."""
-    raw = reader.readline(MAX_LINE + 1)
-    if not raw:
-        return None
-    if not raw.endswith(b"\n"):
-        if len(raw) > MAX_LINE:
-            raise UapiError(EPROTO, "line too long")
-        return None  # the stream ended mid-line
-    try:
-        return raw[:-1].decode("utf-8")
-    except UnicodeDecodeError:
-        raise UapiError(EPROTO, "line is not text") from None
-
-
-def _request_lines(reader: io.BufferedIOBase) -> Iterator[str]:
-    """The lines of a set request, as they arrive: parsed one by one, never all held at once
-    (a 100,000-peer `wg setconf` is half a million lines). Past MAX_SET_LINES the stream is
-    given up (EPROTO closes it): the parser has refused the request by then."""
-    for _ in range(MAX_SET_LINES + 2):
-        line = _readline(reader)
-        if line is None:
-            raise UapiError(EPROTO, "request ended without its blank line")
-        if line == "":
+    def _set_accepting(self, on: bool) -> None:
+        if on == self._accepting or self._listener is None:
             return
-        yield line
-    raise UapiError(EPROTO, "request too long")
+        if on:
+            self._selector.register(self._listener, selectors.EVENT_READ, self)
+        else:
+            self._selector.unregister(self._listener)
+        self._accepting = on
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        for _ in range(ACCEPT_BATCH):
+            if len(self._conns) >= self.max_connections:
+                if not self._pending.poll(0):
+                    return  # nobody is waiting: no one to make room for
+                if not self._evict_idle():
+                    self._set_accepting(False)  # the backlog holds the rest until one leaves
+                    return
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    logger.warning("UAPI: cannot accept a client now ({})", os.strerror(e.errno))
+                    self._set_accepting(False)
+                    self._accept_again = time.monotonic() + ACCEPT_RETRY
+                return
+            if not _trusted(sock):
+                sock.close()
+                continue
+            sock.setblocking(False)
+            conn = _Conn(sock, time.monotonic() + CONNECTION_TIMEOUT)
+            self._conns[sock.fileno()] = conn
+            self._idle[sock.fileno()] = conn
+            self._watch(conn, selectors.EVENT_READ)
+
+    def _evict_idle(self) -> bool:
+        """Close the client idle longest, to make room for a new one; False if none is idle."""
+        if not self._idle:
+            return False
+        conn = next(iter(self._idle.values()))
+        if time.monotonic() - (conn.deadline - CONNECTION_TIMEOUT) < EVICT_AFTER:
+            return False  # it has only just connected or been answered: its request may follow
+        del self._idle[conn.sock.fileno()]
+        logger.debug("UAPI: closing the longest-idle client to serve a new one")
+        self._close(conn)
+        return True
+
+    def _watch(self, conn: _Conn, events: int) -> None:
+        if events == conn.events:
+            return
+        if conn.events == 0:
+            self._selector.register(conn.sock, events, conn)
+        elif events == 0:
+            self._selector.unregister(conn.sock)
+        else:
+            self._selector.modify(conn.sock, events, conn)
+        conn.events = events
+
+    def _ready(self, conn: _Conn, events: int) -> None:
+        if events & selectors.EVENT_WRITE:
+            self._write(conn)
+        elif events & selectors.EVENT_READ:
+            self._read(conn)
+
+    def _read(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        conn.deadline = time.monotonic() + CONNECTION_TIMEOUT
+        self._idle.pop(conn.sock.fileno(), None)
+        if not data:
+            self._ended(conn)
+            return
+        conn.inbuf += data
+        self._advance(conn)
+
+    def _ended(self, conn: _Conn) -> None:
+        """The client will send no more: answer a set request cut short (it may still read),
+        close otherwise, as wireguard-go does."""
+        if conn.state == _SET:
+            self._fail(conn, UapiError(EPROTO, "request ended without its blank line"), "set")
+        else:
+            self._close(conn)
+
+    def _advance(self, conn: _Conn) -> None:
+        """Parse what has arrived, request after request, until one waits for the worker or
+        for its reply to be written, or the bytes run out. Answers written at once bring the
+        connection back here as a loop, not a recursion (a client may pipeline thousands)."""
+        if conn.advancing:
+            return
+        conn.advancing = True
+        try:
+            while not conn.closed and conn.state in _READING:
+                if not self._step(conn):
+                    return
+        finally:
+            conn.advancing = False
+
+    def _step(self, conn: _Conn) -> bool:
+        """Take one line (or the byte after `get=1`); False when more bytes are needed."""
+        buf = conn.inbuf
+        state = conn.state
+        if state == _GET_END:
+            if not buf:
+                return False
+            trailing = buf[0] != 0x0A
+            del buf[0]  # one byte only, as wireguard-go reads it; the rest is the next op
+            if trailing:
+                # debug only: the connection stays open, so this can repeat without end
+                logger.debug("UAPI get: trailing data after get=1")
+                self._fail(conn, UapiError(EINVAL, "trailing data after get=1"))
+            else:
+                self._submit(conn, _GET)
+            return True
+        end = buf.find(b"\n")
+        if end < 0:
+            if len(buf) > MAX_LINE:
+                if state == _SET:
+                    self._fail(conn, UapiError(EPROTO, f"line longer than {MAX_LINE} bytes"), "set")
+                else:
+                    logger.debug("UAPI: operation line over {} bytes; closing", MAX_LINE)
+                    self._close(conn)
+            elif not buf and state == _OP:
+                self._idle[conn.sock.fileno()] = conn
+            return False
+        line = bytes(buf[:end])
+        del buf[: end + 1]
+        if state == _OP:
+            self._operation(conn, line)
+        elif state == _SET:
+            self._set_line(conn, line)
+        elif line:  # _STATS_END
+            self._fail(conn, UapiError(EINVAL, "trailing data after the stats request"))
+        else:
+            self._submit(conn, _STATS)
+        return True
+
+    def _operation(self, conn: _Conn, op: bytes) -> None:
+        if op == b"get=1":
+            conn.state = _GET_END
+        elif op == b"set=1":
+            conn.state = _SET
+            conn.parser = SetParser()
+            conn.gc_pause = contextlib.ExitStack()
+            conn.gc_pause.enter_context(gc_paused())  # a hub's request is millions of objects
+        elif op == _STATS_OP:
+            conn.state = _STATS_END
+        else:
+            # wireguard-go closes without an answer too. The line is not logged: it may be a
+            # pasted key.
+            logger.debug("UAPI: unknown operation ({} bytes); closing", len(op))
+            self._close(conn)
+
+    def _set_line(self, conn: _Conn, raw: bytes) -> None:
+        assert conn.parser is not None
+        try:
+            if not raw:
+                request = conn.parser.finish()
+                self._end_set_parse(conn)
+                self._submit(conn, _SET_JOB, request)
+                return
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UapiError(EPROTO, "a line is not text") from None
+            conn.parser.feed(line)
+        except UapiError as e:
+            self._fail(conn, e, "set")
+
+    def _end_set_parse(self, conn: _Conn) -> None:
+        conn.parser = None
+        if conn.gc_pause is not None:
+            conn.gc_pause.close()
+            conn.gc_pause = None
+
+    def _fail(self, conn: _Conn, error: UapiError, what: str | None = None) -> None:
+        """Answer a refused request with its errno; a failed set also ends the connection,
+        since what follows it cannot be trusted to be a request (wireguard-go ends it too)."""
+        if what is not None:
+            logger.warning("UAPI {}: {}", what, error.message)  # the message holds no key
+        close = conn.state in (_SET, _STATS_END) or error.errno == EPROTO
+        self._end_set_parse(conn)
+        self._reply(conn, f"errno={error.errno}\n\n".encode(), close)
+
+    def _submit(self, conn: _Conn, kind: int, request: SetRequest | None = None) -> None:
+        conn.state = _BUSY
+        self._watch(conn, 0)  # what the client sends next waits in the kernel meanwhile
+        self._jobs.put(_Job(conn, kind, request))
+
+    def _finish_jobs(self) -> None:
+        while True:
+            try:
+                done = self._done.get_nowait()
+            except queue.Empty:
+                return
+            if not done.conn.closed:
+                self._guarded(done.conn, self._answer, done)
+
+    def _answer(self, conn: _Conn, done: _Done) -> None:
+        """Answer a request the worker has finished."""
+        conn.deadline = time.monotonic() + CONNECTION_TIMEOUT
+        if done.errno:
+            conn.state = _SET if done.kind == _SET_JOB else _OP
+            self._fail(conn, UapiError(done.errno, ""))
+        elif done.kind == _GET:
+            body = done.body
+            conn.parts = iter((body,) if isinstance(body, str) else body or ())
+            self._reply(conn, b"", False)
+        elif done.kind == _STATS:
+            self._reply(conn, f"{done.body}\nerrno=0\n\n".encode(), False)
+        else:
+            self._reply(conn, b"errno=0\n\n", False)
+
+    def _reply(self, conn: _Conn, data: bytes, close_after: bool) -> None:
+        conn.state = _REPLY
+        conn.out = memoryview(data)
+        conn.close_after = close_after
+        self._write(conn)
+
+    def _write(self, conn: _Conn) -> None:
+        """Send what the socket takes now; the rest when it is writable again."""
+        while True:
+            if not conn.out and not self._refill(conn):
+                break
+            try:
+                sent = conn.sock.send(conn.out)
+            except (BlockingIOError, InterruptedError):
+                self._watch(conn, selectors.EVENT_WRITE)
+                return
+            except OSError:
+                self._close(conn)
+                return
+            conn.out = conn.out[sent:]
+            conn.deadline = time.monotonic() + CONNECTION_TIMEOUT
+        if conn.close_after:
+            self._close(conn)
+            return
+        conn.state = _OP
+        self._watch(conn, selectors.EVENT_READ)
+        self._advance(conn)  # a pipelined request may be waiting in the buffer
+
+    def _refill(self, conn: _Conn) -> bool:
+        """The next piece of a get reply into ``out``; False when the reply is all sent."""
+        parts = conn.parts
+        if parts is None:
+            return False
+        pending: list[str] = []
+        size = 0
+        try:
+            with gc_paused():  # a hub's reply is a million short-lived objects
+                for part in parts:
+                    pending.append(part)
+                    size += len(part)
+                    if size >= REPLY_CHUNK:
+                        break
+                else:
+                    conn.parts = None
+                    pending.append("errno=0\n\n")
+        except Exception as e:
+            _log_bug("UAPI get reply", e)
+            conn.parts = None
+            conn.close_after = True
+            return False
+        conn.out = memoryview("".join(pending).encode())
+        return True
+
+    def _sweep(self, now: float) -> None:
+        room = len(self._conns) < self.max_connections or self._idle
+        if not self._accepting and now >= self._accept_again and room:
+            self._set_accepting(True)
+            self._accept()
+        late = [c for c in self._conns.values() if c.state != _BUSY and now > c.deadline]
+        for conn in late:
+            logger.debug("UAPI: a client silent for {:.0f} s was dropped", CONNECTION_TIMEOUT)
+            self._close(conn)
+
+    def _close(self, conn: _Conn) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        fd = conn.sock.fileno()
+        self._watch(conn, 0)
+        self._conns.pop(fd, None)
+        self._idle.pop(fd, None)
+        self._end_set_parse(conn)
+        conn.parts = None
+        conn.sock.close()
+        if (
+            not self._accepting
+            and not self._stop.is_set()
+            and time.monotonic() >= self._accept_again
+        ):
+            self._set_accepting(True)
+
+    def _close_all(self) -> None:
+        for conn in list(self._conns.values()):
+            with contextlib.suppress(Exception):
+                self._close(conn)
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                self._set_accepting(False)
+            self._listener.close()
+        with contextlib.suppress(Exception):
+            self._selector.close()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # full: a wake-up is pending anyway
+            self._wake_w.send(b"\0")
+
+    def _drain_wake(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._wake_r.recv(4096):
+                pass
+
+    # -- the worker: one request to the controller at a time
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None or self._stop.is_set():
+                return
+            self._done.put(self._run(job))
+            self._wake()
+
+    def _run(self, job: _Job) -> _Done:
+        try:
+            if job.kind == _GET:
+                return _Done(job.conn, _GET, body=self.controller.get())
+            if job.kind == _STATS:
+                return _Done(job.conn, _STATS, body=self.controller.stats())
+            assert job.request is not None
+            with gc_paused():
+                self.controller.set(job.request)
+            settle_after(len(job.request.peers))
+            return _Done(job.conn, _SET_JOB)
+        except UapiError as e:
+            what = ("get", "set", "stats")[job.kind]
+            logger.warning("UAPI {}: {}", what, e.message)  # the message holds no key
+            return _Done(job.conn, job.kind, errno=e.errno)
+        except Exception as e:  # a bug must not take the daemon down: answer, and say where
+            _log_bug("UAPI request", e)
+            return _Done(job.conn, job.kind, errno=EUNKNOWN)
+
+
+def _log_bug(what: str, e: BaseException) -> None:
+    """An unexpected exception: its type and where it was raised, never its text or locals,
+    which may hold a key."""
+    frames = traceback.extract_tb(e.__traceback__)
+    where = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in reversed(frames[-4:]))
+    logger.error("{} failed: {} at {}", what, type(e).__name__, where or "?")
+
+
+def _connection_bound() -> int:
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(1, min(MAX_CONNECTIONS, soft // FD_SHARE))
 
 
 def _trusted(conn: socket.socket) -> bool:

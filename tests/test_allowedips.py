@@ -234,18 +234,30 @@ def test_prefixes_and_items() -> None:
         t.insert(n, "P")
     t.insert("10.1.0.0/16", "Q")
     got = t.prefixes("P")
-    assert sorted(map(str, got)) == sorted(nets)
-    v4 = [n for n in got if n.version == 4]
-    v6 = [n for n in got if n.version == 6]
-    # longest first within each family
-    assert [n.prefixlen for n in v4] == sorted((n.prefixlen for n in v4), reverse=True)
-    assert [n.prefixlen for n in v6] == sorted((n.prefixlen for n in v6), reverse=True)
+    assert list(map(str, got)) == nets  # insertion order, as wireguard-go lists them
     assert t.prefixes("Q") == [ipaddress.ip_network("10.1.0.0/16")]
     assert t.prefixes("R") == []
     items = dict(t.items())
     assert len(items) == len(t) == 6
     assert items[ipaddress.ip_network("10.1.0.0/16")] == "Q"
     assert items[ipaddress.ip_network("fd00:1::5/128")] == "P"
+
+
+def test_prefix_inserted_again_goes_last_as_in_wireguard_go() -> None:
+    t: AllowedIPs[str] = AllowedIPs()
+    for n in ["10.0.0.0/8", "fd00::/8", "10.9.0.0/16", "192.168.0.0/24"]:
+        t.insert(n, "P")
+    t.insert("10.0.0.0/8", "P")  # same peer: moves to the end
+    t.insert("fd00::/8", "Q")  # taken away...
+    t.insert("fd00::/8", "P")  # ...and back: last again
+    assert list(map(str, t.prefixes("P"))) == [
+        "10.9.0.0/16",
+        "192.168.0.0/24",
+        "10.0.0.0/8",
+        "fd00::/8",
+    ]
+    copied = t.copy()
+    assert copied.prefixes("P") == t.prefixes("P")
 
 
 def test_copy_is_independent() -> None:

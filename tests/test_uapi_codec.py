@@ -11,6 +11,7 @@ import contextlib
 import ipaddress
 import itertools
 from collections.abc import Iterator
+from typing import Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -243,6 +244,8 @@ def test_public_key_upper_case() -> None:
         ("[fe80::1%eth0]:51820", ("fe80::1%eth0", 51820)),
         ("[fe80::1%3]:51820", ("fe80::1%3", 51820)),
         ("1.2.3.4:051820", ("1.2.3.4", 51820)),
+        ("1.2.3.4:0", ("1.2.3.4", 0)),  # wireguard-go takes port 0 (sending there fails)
+        ("[fd00::1]:0", ("fd00::1", 0)),
     ],
 )
 def test_endpoint_good(value: str, expected: tuple[str, int]) -> None:
@@ -256,7 +259,6 @@ def test_endpoint_good(value: str, expected: tuple[str, int]) -> None:
         "1.2.3.4",
         "1.2.3.4:",
         ":51820",
-        "1.2.3.4:0",  # port 0 is not a destination
         "1.2.3.4:65536",
         "1.2.3.4:-1",
         "1.2.3.4:+80",
@@ -300,12 +302,43 @@ def test_endpoint_bad(value: str) -> None:
     [
         (("1.2.3.4", 51820), "1.2.3.4:51820"),
         (("fd00::1", 51820), "[fd00::1]:51820"),
-        (("fe80::1%eth0", 1), "[fe80::1%eth0]:1"),
+        (("fe80::1", 0), "[fe80::1]:0"),
     ],
 )
 def test_format_endpoint(endpoint: tuple[str, int], text: str) -> None:
     assert format_endpoint(endpoint) == text
     assert one_peer(f"endpoint={text}").endpoint == endpoint
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "text"),
+    [
+        (("fe80::1%eth0", 51820), "[fe80::1]:51820"),
+        (("fe80::1%7", 0), "[fe80::1]:0"),
+        (("fd00::1%lo", 1), "[fd00::1]:1"),
+    ],
+)
+def test_format_endpoint_drops_the_zone_as_wireguard_go(
+    endpoint: tuple[str, int], text: str
+) -> None:
+    """wireguard-go's Linux bind prints the address without its zone (the zone still picks
+    the interface to send on); `wg show` crashes on a zone name it cannot resolve."""
+    assert format_endpoint(endpoint) == text
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "text"),
+    [
+        (("::ffff:a00:1", 51820), "[::ffff:10.0.0.1]:51820"),
+        (("::FFFF:a00:1", 51820), "[::ffff:10.0.0.1]:51820"),
+        (("::ffff:10.0.0.1", 51820), "[::ffff:10.0.0.1]:51820"),
+        (("::ffff:a00:1%eth0", 1), "[::ffff:10.0.0.1]:1"),
+        (("::fffe:a00:1", 1), "[::fffe:a00:1]:1"),
+    ],
+)
+def test_format_endpoint_ipv4_mapped_as_wireguard_go(endpoint: tuple[str, int], text: str) -> None:
+    """Go's netip writes an IPv4-mapped IPv6 address with its dotted quad."""
+    assert format_endpoint(endpoint) == text
 
 
 # -- allowed IPs
@@ -756,6 +789,31 @@ def test_format_get_matches_wireguard_go() -> None:
     assert format_get(GOLDEN_STATUS) == GOLDEN_TEXT
 
 
+@pytest.mark.parametrize(
+    ("prefix", "text"),
+    [
+        ("::ffff:10.0.0.1/128", "::ffff:10.0.0.1/128"),
+        ("::ffff:0:0/96", "::ffff:0.0.0.0/96"),
+        ("::ffff:10.0.0.0/104", "::ffff:10.0.0.0/104"),
+        ("::fffe:a00:1/128", "::fffe:a00:1/128"),
+        ("fd00::/8", "fd00::/8"),
+        ("10.0.0.1/32", "10.0.0.1/32"),
+    ],
+)
+def test_allowed_ip_printed_as_wireguard_go(prefix: str, text: str) -> None:
+    status = DeviceStatus(None, 0, 0, (PeerStatus(PUB_A, None, None, 0, 0, 0, 0, (net(prefix),)),))
+    assert format_get(status).splitlines()[-1] == f"allowed_ip={text}"
+    (back,) = parse_get(format_get(status)).peers
+    assert back.allowed_ips == (net(prefix),)
+
+
+def test_format_get_keeps_the_allowed_ips_order() -> None:
+    order = (net("fd00::/8"), net("10.0.0.0/8"), net("192.168.1.0/24"), net("10.9.9.9/32"))
+    status = DeviceStatus(None, 0, 0, (PeerStatus(PUB_A, None, None, 0, 0, 0, 0, order),))
+    lines = [ln for ln in format_get(status).splitlines() if ln.startswith("allowed_ip=")]
+    assert lines == [f"allowed_ip={n}" for n in order]
+
+
 def test_format_get_omits_unset_device_fields() -> None:
     assert format_get(DeviceStatus(None, 0, 0, ())) == ""
     assert format_get(DeviceStatus(ZERO, 0, 0, ())) == ""  # a zero key is no key
@@ -777,7 +835,8 @@ def test_parse_get_zero_keys_are_none() -> None:
     text = f"private_key={ZERO.hex()}\npublic_key={PUB_A.hex()}\npreshared_key={ZERO.hex()}\n"
     status = parse_get(text)
     assert status.private_key is None
-    assert status.peers[0].preshared_key is None
+    (peer,) = status.peers
+    assert peer.preshared_key is None
 
 
 def test_parse_get_raises_the_reported_errno() -> None:
@@ -831,15 +890,14 @@ def test_parse_get_bad(text: str) -> None:
 
 
 def test_parse_get_endpoint_port_zero() -> None:
-    # A reply reports what the daemon holds; only a set refuses port 0.
-    status = parse_get(f"public_key={PUB_A.hex()}\nendpoint=1.2.3.4:0\n")
-    assert status.peers[0].endpoint == ("1.2.3.4", 0)
+    (peer,) = parse_get(f"public_key={PUB_A.hex()}\nendpoint=1.2.3.4:0\n").peers
+    assert peer.endpoint == ("1.2.3.4", 0)
 
 
 # -- hypothesis: round trips
 
 
-def _networks(version: int) -> st.SearchStrategy[Network]:
+def _networks(version: Literal[4, 6]) -> st.SearchStrategy[Network]:
     bits = 32 if version == 4 else 128
     return st.builds(
         lambda a, n: ipaddress.ip_network((a, n), strict=False),
@@ -851,9 +909,12 @@ def _networks(version: int) -> st.SearchStrategy[Network]:
 NETWORKS = st.one_of(_networks(4), _networks(6))
 PORTS = st.integers(min_value=0, max_value=65535)
 ZONES = st.from_regex(r"[A-Za-z0-9_.@+\-]{1,15}", fullmatch=True)
-ENDPOINTS = st.one_of(
+GET_ENDPOINTS = st.one_of(  # what a get reply can carry: no zone
     st.tuples(st.ip_addresses(v=4).map(str), PORTS),
     st.tuples(st.ip_addresses(v=6).map(str), PORTS),
+)
+ENDPOINTS = st.one_of(
+    GET_ENDPOINTS,
     st.tuples(
         st.builds(lambda a, z: f"{a}%{z}", st.ip_addresses(v=6).map(str), ZONES),
         PORTS,
@@ -866,7 +927,7 @@ PEER_STATUS = st.builds(
     PeerStatus,
     public_key=KEYS,
     preshared_key=SECRET_KEYS,
-    endpoint=st.one_of(st.none(), ENDPOINTS),
+    endpoint=st.one_of(st.none(), GET_ENDPOINTS),
     last_handshake_ns=st.integers(min_value=0, max_value=(2**63) * 10**9 - 1),
     rx_bytes=st.integers(min_value=0, max_value=2**64 - 1),
     tx_bytes=st.integers(min_value=0, max_value=2**64 - 1),
@@ -912,7 +973,8 @@ def _format_set(request: SetRequest) -> list[str]:
         if p.preshared_key is not None:
             out.append(f"preshared_key={p.preshared_key.hex()}")
         if p.endpoint is not None:
-            out.append(f"endpoint={format_endpoint(p.endpoint)}")
+            host, port = p.endpoint  # with its zone, which a get reply leaves out
+            out.append(f"endpoint=[{host}]:{port}" if ":" in host else f"endpoint={host}:{port}")
         if p.persistent_keepalive is not None:
             out.append(f"persistent_keepalive_interval={p.persistent_keepalive}")
         if p.replace_allowed_ips:
@@ -928,7 +990,7 @@ PEER_CHANGE = st.one_of(
         public_key=KEYS,
         update_only=st.booleans(),
         preshared_key=st.one_of(st.none(), KEYS),
-        endpoint=st.one_of(st.none(), ENDPOINTS.filter(lambda ep: ep[1] != 0)),
+        endpoint=st.one_of(st.none(), ENDPOINTS),
         persistent_keepalive=st.one_of(st.none(), st.integers(0, 65535)),
         replace_allowed_ips=st.booleans(),
         allowed_ips=st.lists(NETWORKS, max_size=5).map(tuple),
@@ -1065,3 +1127,23 @@ def test_fuzz_parse_get_mutated(status: DeviceStatus, data: st.DataObject) -> No
         parse_get("\n".join(lines))
     except UapiError as e:
         assert e.errno < 0
+
+
+def test_device_lists_allowed_ips_in_the_order_set_as_wireguard_go() -> None:
+    """`wg set ... allowed-ips` order survives into `wg show`, and a prefix set again goes last
+    (wireguard-go keeps each peer's prefixes in a list, appending on insert)."""
+    from actors.wireguard.apply import apply_set
+    from actors.wireguard.device import Device
+
+    device = Device(bytes(range(1, 33)))
+    first = ["fd00::/8", "10.0.0.0/8", "192.168.1.0/24", "10.9.9.9/32"]
+    apply_set(device, parse_set(peer_lines(*(f"allowed_ip={p}" for p in first))), 0.0)
+    apply_set(device, parse_set(peer_lines("allowed_ip=10.0.0.0/8", "allowed_ip=::/0")), 1.0)
+    (state,) = device.peer_states()
+    assert [str(n) for n in state.allowed_ips] == [
+        "fd00::/8",
+        "192.168.1.0/24",
+        "10.9.9.9/32",
+        "10.0.0.0/8",
+        "::/0",
+    ]

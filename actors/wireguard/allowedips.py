@@ -123,7 +123,7 @@ class AllowedIPs(Generic[V]):
     def __init__(self, *, journal: bool = False, index: bool = True) -> None:
         self._v4: _Family[V] = _Family(32)
         self._v6: _Family[V] = _Family(128)
-        # peer -> {(version, network, length): prefix}; dicts keep insertion order.
+        # peer -> {(version, network, length): prefix}, in insertion order (for `wg show`).
         self._owned: dict[V, dict[tuple[int, int, int], Network]] | None = {} if index else None
         self._journal: list[tuple[Network, V | None, V | None]] | None = [] if journal else None
         self.operations = 0
@@ -141,8 +141,8 @@ class AllowedIPs(Generic[V]):
         self.operations += 1
         if self._owned is not None:
             slot = (version, address, length)
-            if old is not None and old != value:
-                self._disown(old, slot)
+            if old is not None:
+                self._disown(old, slot)  # to the end of its peer's list, as in wireguard-go
             owned = self._owned.get(value)
             if owned is None:
                 owned = self._owned[value] = {}
@@ -216,7 +216,9 @@ class AllowedIPs(Generic[V]):
         return self.lookup_bytes(ipaddress.ip_address(address).packed)
 
     def prefixes(self, value: V) -> list[Network]:
-        """The prefixes routed to ``value``, longest first per family (for `wg show`)."""
+        """The prefixes routed to ``value``, in the order they were inserted (one inserted again
+        goes last), as wireguard-go lists them for `wg show`. Without the reverse index there
+        is no such order: longest first per family then."""
         if self._owned is None:
             found = [net for net, v in self.items() if v == value]
             return sorted(found, key=lambda n: (n.version, -n.prefixlen))
@@ -224,10 +226,7 @@ class AllowedIPs(Generic[V]):
         if not owned:
             return []
         self.operations += len(owned)
-        if len(owned) == 1:
-            return list(owned.values())
-        order = sorted(owned, key=lambda s: (s[0], -s[2]))
-        return [owned[s] for s in order]
+        return list(owned.values())
 
     def items(self) -> Iterator[tuple[Network, V]]:
         if self._owned is not None:
