@@ -203,8 +203,10 @@ def _load_file(path: Path, base: Path | None) -> ModuleType:
     ):
         return previous.module
     folders = [path.parent] if base is None else [base, path.parent]
-    for helper, (file, print_) in list(_beside.items()):  # changed helpers load afresh too
-        if _fingerprint(file) != print_:
+    # Modules beside another pipeline file, or changed since, are imported afresh: the name
+    # `helper` means the file beside this one, as it is now.
+    for helper, (file, print_) in list(_beside.items()):
+        if not any(file.is_relative_to(f) for f in folders) or _fingerprint(file) != print_:
             sys.modules.pop(helper, None)
             del _beside[helper]
     spec = importlib.util.spec_from_file_location(name, path)
