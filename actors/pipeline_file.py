@@ -268,7 +268,7 @@ def _construct(cls: type, options: dict[str, Any], fail: Callable[[str], Excepti
     try:
         with wiring(Mailbox("check"), None):
             cls(**options)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # the stage's own words about its options
         raise fail(f"bad options: {e}") from None
     except Exception as e:
         raise fail(f"bad options: {e!r}") from None

@@ -367,7 +367,9 @@ def test_an_edited_stage_file_is_loaded_again(tmp_path: Path) -> None:
 
 def test_a_module_imported_by_name_says_its_old_code_is_still_loaded(tmp_path: Path) -> None:
     module = tmp_path / "byname_stage_23.py"
-    module.write_text(STAGE_FILE.format(extra="").replace("from helper import VERSION", "VERSION = 1"))
+    module.write_text(
+        STAGE_FILE.format(extra="").replace("from helper import VERSION", "VERSION = 1")
+    )
     pipe = tmp_path / "p.toml"
     pipe.write_text('[[inbound]]\nuse = "byname_stage_23:Versioned"\n')
     try:
