@@ -17,9 +17,16 @@
     [[outbound]]
     use = "dnsfilter"                  # a name registered under the entry points wgactors.stages
 
-Everything is checked at start-up, before any interface exists: the file, the import, that the
-class is a :class:`~actors.Stage`, and its options (the class is constructed once, unstarted, so
-its own validation runs). Each error is one line naming the entry.
+Everything is checked at start-up, before any interface exists (and by ``wgactors check``): the
+file, the import, that the class is a :class:`~actors.Stage`, its options against the
+constructor's annotations (:mod:`actors.options`; path options made relative to this file), and
+the options' values (the class is constructed once, unstarted, so its own validation runs).
+Each error is one line naming the entry.
+
+Names: without ``name`` an entry is called after its class, lower-cased, with ``_out`` on the
+outbound path and a number for the second and later of a class in a path. A name depends on its
+own path only, because a reload matches entries by name: an unchanged entry whose name stayed
+keeps its running instance and counters, whatever changed elsewhere.
 """
 
 from __future__ import annotations
