@@ -121,7 +121,10 @@ def _describe(hint: Any) -> str:
     if isinstance(hint, type) and issubclass(hint, PurePath):
         return "a path (a string)"
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(hint))
+        args = typing.get_args(hint)
+        if any(_is_path(a) for a in args):  # a path option: its string is a path
+            args = tuple(a for a in args if a is not str)
+        return " or ".join(_describe(a) for a in args)
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     if hint is type(None):

@@ -181,8 +181,8 @@ class DnsFilter(Stage):
     def __init__(
         self,
         block: Iterable[str] = (),
-        block_file: Path | None = None,
-        hosts_file: Path | None = None,
+        block_file: Path | str | None = None,
+        hosts_file: Path | str | None = None,
     ) -> None:
         super().__init__()
         if isinstance(block, str | bytes):

@@ -69,7 +69,7 @@ class PcapWriter(Stage):
     supervisor appends instead, so that a restart keeps what was captured before it.
     """
 
-    def __init__(self, path: Path, snaplen: int = DEFAULT_SNAPLEN) -> None:
+    def __init__(self, path: Path | str, snaplen: int = DEFAULT_SNAPLEN) -> None:
         super().__init__()
         if not isinstance(path, str | PurePath):
             raise TypeError(f"path must be a string, not {type(path).__name__}")
