@@ -108,7 +108,7 @@ def stale_note(use: str) -> str:
     where = use.rpartition(":")[0]
     if where.endswith(".py") or "/" in where or where not in _by_name:
         return ""
-    file, print_ = _by_name[where]
+    _, file, print_ = _by_name[where]
     if file is None or _fingerprint(file) == print_:
         return ""
     return (
@@ -149,8 +149,8 @@ class _Loaded:
 
 
 _loaded: dict[str, _Loaded] = {}
-_by_name: dict[str, tuple[Path | None, Fingerprint]] = {}
-"""Modules imported by name: their file and its fingerprint when first imported."""
+_by_name: dict[str, tuple[ModuleType, Path | None, Fingerprint]] = {}
+"""Modules imported by name: the module, its file and the file's fingerprint at import."""
 _beside: dict[str, tuple[Path, Fingerprint]] = {}
 """Modules that stage files imported from the importable folders: file and fingerprint."""
 
@@ -176,10 +176,10 @@ def _import(where: str, base: Path | None) -> ModuleType:
             module = importlib.import_module(where)
     except Exception as e:  # ImportError, or the module itself failing to import
         raise StageLookupError(f"cannot import {where}: {e}") from None
-    if where not in _by_name:
-        file = getattr(module, "__file__", None)
-        path = Path(file).resolve() if file else None
-        _by_name[where] = (path, _fingerprint(path) if path else None)
+    known = _by_name.get(where)
+    if known is None or known[0] is not module:  # first imported now (or imported afresh)
+        path = _module_file(module)
+        _by_name[where] = (module, path, _fingerprint(path) if path else None)
     return module
 
 

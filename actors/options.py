@@ -103,11 +103,9 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _show(value: object) -> str:
-    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
-        type(value), "an array" if isinstance(value, list) else "a table"
-    )
-    if isinstance(value, dict):
-        kind = "a table"
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    kinds.update({list: "an array", dict: "a table"})
+    kind = kinds.get(type(value), f"a {type(value).__name__}")  # TOML also has dates and times
     shown = repr(value)
     if len(shown) > MAX_SHOWN:
         shown = shown[: MAX_SHOWN - 3] + "..."
