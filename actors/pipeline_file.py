@@ -57,7 +57,6 @@ __all__ = [
     "PIPELINE_ENV",
     "PipelineFileError",
     "StageEntry",
-    "default_name",
     "dropin_pipeline",
     "load_pipeline",
     "parse_pipeline",
@@ -153,7 +152,7 @@ class _Draft:
     explicit: str | None
 
 
-def default_name(cls: type, kind: str) -> str:
+def _default_name(cls: type, kind: str) -> str:
     """What an entry without ``name`` is called before numbering: its class, lower-cased,
     with ``_out`` on the outbound path, so that no name depends on the other path."""
     return cls.__name__.lower() + ("_out" if kind == "outbound" else "")
@@ -180,7 +179,7 @@ def _names(path: str, drafts: Mapping[str, Sequence[_Draft]]) -> dict[tuple[str,
             if d.explicit is not None:
                 names[kind, i] = d.explicit
                 continue
-            base = default_name(d.entry.cls, kind)
+            base = _default_name(d.entry.cls, kind)
             name, n = base, 2
             while name in own or name in used or name in _RESERVED:
                 name, n = f"{base}{n}", n + 1
