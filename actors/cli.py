@@ -9,6 +9,8 @@
         what `wg show` shows, plus each stage's counters
     wgactors stages
         the stages a pipeline file can name, and where each comes from
+    wgactors check PIPELINE
+        check a pipeline file as start-up and SIGHUP do (imports, options, names), without root
     wgactors --version
 
 A subcommand is any name registered in :func:`build_parser`; anything else is the drop-in form,
@@ -111,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--prometheus", action="store_true", help="Prometheus text format (node_exporter textfile)"
     )
     sub.add_parser("stages", help="list the stages a pipeline file can use, and their origin")
+    check = sub.add_parser(
+        "check", help="check a pipeline file as start-up does (imports, options, names)"
+    )
+    check.add_argument("pipeline", metavar="PIPELINE", help="the pipeline file (TOML)")
     _finish_usage(parser)
     return parser
 
@@ -167,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .catalog import cmd_stages
 
             return cmd_stages()
+        if args.command == "check":
+            return cmd_check(args.pipeline)
         return cmd_daemon(args)
     except Exception as e:  # a bug: one clear line (details at debug level), no traceback
         logger.opt(exception=e).debug("internal error")
@@ -185,6 +193,18 @@ def _load_stages(path: str | None) -> tuple[list[StageEntry], list[StageEntry]]:
     inbound, outbound = load_pipeline(path)
     logger.info("custom stages: inbound {}, outbound {}", describe(inbound), describe(outbound))
     return inbound, outbound
+
+
+def cmd_check(path: str) -> int:
+    """``wgactors check PIPELINE``: the checks of start-up, with its messages and exit status,
+    and nothing set up (no root needed)."""
+    try:
+        inbound, outbound = load_pipeline(path)
+    except ValueError as e:
+        print(f"wgactors: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{path}: inbound {describe(inbound)}; outbound {describe(outbound)}")
+    return EXIT_OK
 
 
 def cmd_up(args: argparse.Namespace) -> int:

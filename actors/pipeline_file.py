@@ -18,23 +18,34 @@
     [[outbound]]
     use = "dnsfilter"                  # a name registered under the entry points wgactors.stages
 
-Everything is checked at start-up, before any interface exists: the file, the import, that the
-class is a :class:`~actors.Stage`, and its options (the class is constructed once, unstarted, so
-its own validation runs). Each error is one line naming the entry.
+Everything is checked at start-up, before any interface exists (and by ``wgactors check``): the
+file, the import, that the class is a :class:`~actors.Stage`, its options against the
+constructor's annotations (:mod:`actors.options`; path options made relative to this file), and
+the options' values (the class is constructed once, unstarted, so its own validation runs).
+Each error is one line naming the entry.
+
+Names: without ``name`` an entry is called after its class, lower-cased, with ``_out`` on the
+outbound path and a number for the second and later of a class in a path. A name depends on its
+own path only, because a reload matches entries by name: an unchanged entry whose name stayed
+keeps its running instance and counters, whatever changed elsewhere.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loguru import logger
+
 from . import settings
 from .failure import ON_ERROR
 from .mailbox import DEFAULT_CAPACITY, Mailbox
+from .options import OptionError, check_options
 from .supervisor import Restart, RestartBudget
 
 if TYPE_CHECKING:
@@ -59,6 +70,7 @@ DROPIN_DIR = "/etc/wireguard"
 MAX_PIPELINE_BYTES = 1 << 20
 MAX_STAGES = 32  # per path: each stage is a thread and a mailbox
 MAX_CAPACITY = 100_000
+MAX_NAME_LENGTH = 32  # a stage's name is a log field, a thread name and a metrics label
 _ENTRY_KEYS = {"use", "name", "options", "restart", "budget", "capacity", "on_error"}
 _RESERVED = {"tun_writer", "decrypt", "encrypt", "tun_reader", "udp_ingress", "ticker"}
 
@@ -104,8 +116,8 @@ def load_pipeline(path: str | os.PathLike[str]) -> tuple[list[StageEntry], list[
 def parse_pipeline(
     text: str, path: str = "<pipeline>", base: Path | None = None
 ) -> tuple[list[StageEntry], list[StageEntry]]:
-    """Parse and check pipeline-file text; ``base`` is where relative ``use`` file paths
-    start (the file's directory; the working directory if None)."""
+    """Parse and check pipeline-file text; ``base`` is where relative ``use`` file paths and
+    path options start (the file's directory; the working directory if None)."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -113,8 +125,7 @@ def parse_pipeline(
     unknown = set(doc) - {"inbound", "outbound"}
     if unknown:
         raise PipelineFileError(path, None, f"unknown section {sorted(unknown)[0]!r}")
-    names: set[str] = set()
-    result: dict[str, list[StageEntry]] = {"inbound": [], "outbound": []}
+    drafts: dict[str, list[_Draft]] = {"inbound": [], "outbound": []}
     for kind in ("inbound", "outbound"):
         entries = doc.get(kind, [])
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
@@ -122,15 +133,73 @@ def parse_pipeline(
         if len(entries) > MAX_STAGES:
             raise PipelineFileError(path, kind, f"at most {MAX_STAGES} stages")
         for i, raw in enumerate(entries):
-            entry = _entry(path, kind, i, raw, names, base)
-            names.add(entry.name)
-            result[kind].append(entry)
+            drafts[kind].append(_entry(path, kind, i, raw, base))
+    names = _names(path, drafts)
+    result: dict[str, list[StageEntry]] = {
+        kind: [
+            dataclasses.replace(d.entry, name=names[kind, i]) for i, d in enumerate(drafts[kind])
+        ]
+        for kind in ("inbound", "outbound")
+    }
     return result["inbound"], result["outbound"]
 
 
-def _entry(
-    path: str, kind: str, index: int, raw: dict[str, Any], names: set[str], base: Path | None
-) -> StageEntry:
+@dataclass(frozen=True)
+class _Draft:
+    """An entry checked in everything but its name."""
+
+    entry: StageEntry
+    label: str
+    explicit: str | None
+
+
+def _default_name(cls: type, kind: str) -> str:
+    """What an entry without ``name`` is called before numbering: its class, lower-cased,
+    with ``_out`` on the outbound path, so that no name depends on the other path."""
+    return cls.__name__.lower() + ("_out" if kind == "outbound" else "")
+
+
+def _names(path: str, drafts: Mapping[str, Sequence[_Draft]]) -> dict[tuple[str, int], str]:
+    """Every entry's name. A name depends only on its own entry and the entries of its own
+    path, so that a reload changing one path renames (and so restarts) nothing on the other;
+    the second and later entries of a class in a path are numbered (``firewall2``)."""
+    owner: dict[str, str] = {}  # name -> label of the entry that has it
+    for kind in ("inbound", "outbound"):
+        for d in drafts[kind]:
+            if d.explicit is None:
+                continue
+            if d.explicit in _RESERVED or d.explicit in owner:
+                taken = f" by {owner[d.explicit]}" if d.explicit in owner else " (built in)"
+                raise PipelineFileError(path, d.label, f"the name {d.explicit!r} is taken{taken}")
+            owner[d.explicit] = d.label
+    names: dict[tuple[str, int], str] = {}
+    for kind in ("inbound", "outbound"):
+        own = {d.explicit for d in drafts[kind] if d.explicit is not None}
+        used: set[str] = set()
+        for i, d in enumerate(drafts[kind]):
+            if d.explicit is not None:
+                names[kind, i] = d.explicit
+                continue
+            base = _default_name(d.entry.cls, kind)
+            name, n = base, 2
+            while name in own or name in used or name in _RESERVED:
+                name, n = f"{base}{n}", n + 1
+            if not name.isidentifier() or len(name) > MAX_NAME_LENGTH:
+                raise PipelineFileError(
+                    path, d.label, f"give this entry a `name`: {name!r} is not a short identifier"
+                )
+            if name in owner:
+                raise PipelineFileError(
+                    path,
+                    owner[name],
+                    f"the name {name!r} is what {d.label} is called by default; choose another",
+                )
+            used.add(name)
+            names[kind, i] = name
+    return names
+
+
+def _entry(path: str, kind: str, index: int, raw: dict[str, Any], base: Path | None) -> _Draft:
     use = raw.get("use")
     label = f"{kind}[{index}]" + (f" ({use})" if isinstance(use, str) else "")
 
@@ -142,7 +211,7 @@ def _entry(
         raise fail(f"unknown key {sorted(extra)[0]!r}")
     if not isinstance(use, str) or not use.strip():
         raise fail('`use` must be "module:Class", "path/to/file.py:Class" or a registered name')
-    from .catalog import StageLookupError, resolve
+    from .catalog import StageLookupError, resolve, stale_note
 
     try:
         cls = resolve(use, base)
@@ -153,16 +222,13 @@ def _entry(
 
     if not isinstance(cls, type) or not issubclass(cls, Stage):
         raise fail(f"{class_name} is not a subclass of actors.Stage")
-    name = raw.get("name", class_name.lower())
-    if not isinstance(name, str) or not name.isidentifier() or len(name) > 32:
-        raise fail("`name` must be a short identifier")
-    if name in names or name in _RESERVED:
-        if "name" in raw:
-            raise fail(f"the name {name!r} is taken")
-        n = 2
-        while f"{name}{n}" in names:
-            n += 1
-        name = f"{name}{n}"
+    explicit = raw.get("name")
+    if explicit is not None and (
+        not isinstance(explicit, str)
+        or not explicit.isidentifier()
+        or len(explicit) > MAX_NAME_LENGTH
+    ):
+        raise fail(f"`name` must be an identifier of at most {MAX_NAME_LENGTH} characters")
     options = raw.get("options", {})
     if not isinstance(options, dict):
         raise fail("`options` must be a table")
@@ -190,18 +256,27 @@ def _entry(
     if not isinstance(on_error, str) or on_error not in ON_ERROR:
         choices = ", ".join(f'"{o}"' for o in ON_ERROR[:-1]) + f' or "{ON_ERROR[-1]}"'
         raise fail(f"`on_error` is {choices}, not {repr(on_error)[:40]}")
-    _check_options(cls, options, fail)
-    return StageEntry(kind, name, use, cls, dict(options), restart, budget, capacity, on_error)
+    stale = stale_note(use)
+    try:
+        options = check_options(cls, options, base)
+    except OptionError as e:
+        raise fail(f"{e}{stale and f' ({stale})'}") from None
+    _construct(cls, options, lambda m: fail(m + (stale and f" ({stale})")))
+    if stale:
+        logger.warning("{}: {}: {}", path, label, stale)
+    name = explicit if explicit is not None else class_name.lower()
+    entry = StageEntry(kind, name, use, cls, options, restart, budget, capacity, on_error)
+    return _Draft(entry, label, explicit)
 
 
-def _check_options(cls: type, options: dict[str, Any], fail: Any) -> None:
-    """Build the stage once, unstarted, so that its constructor judges the options."""
+def _construct(cls: type, options: dict[str, Any], fail: Callable[[str], Exception]) -> None:
+    """Build the stage once, unstarted, so that its constructor judges the option values."""
     from .stage import wiring
 
     try:
         with wiring(Mailbox("check"), None):
             cls(**options)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # the stage's own words about its options
         raise fail(f"bad options: {e}") from None
     except Exception as e:
         raise fail(f"bad options: {e!r}") from None

@@ -4,7 +4,10 @@ People iterate on their stages while the tunnel carries traffic; restarting the 
 every session and the interface. A reload instead:
 
 1. **validates everything first**: the pipeline file (imports, classes, options) and, in ``up``
-   mode, the wg-quick file. A bad file changes nothing and logs one line naming the entry;
+   mode, the wg-quick file. A bad file changes nothing and logs one line naming the entry.
+   Stage files loaded by path are loaded again if they changed (:func:`actors.catalog.resolve`),
+   so edited code is what the check judges and what the new instances run; a changed module
+   imported by name is named in a warning, its old code still in use;
 2. **swaps the custom stages in place** (:meth:`actors.pipeline.Pipeline.reload`, or the
    single-threaded loop's): unchanged entries keep their instance and state, new and changed ones
    start in position, removed ones drain and stop. The interface, the socket, the protocol

@@ -115,14 +115,14 @@ def test_pipeline_file_parses_entries_with_supervision_settings() -> None:
         ('[[inbound]]\nuse = "no_such_module:X"\n', "cannot import no_such_module"),
         ('[[inbound]]\nuse = "custom_stages:Nope"\n', "has no Nope"),
         ('[[inbound]]\nuse = "custom_stages:NotAStage"\n', "not a subclass of actors.Stage"),
-        ('[[inbound]]\nuse = "custom_stages:DropUdpPort"\n', "bad options"),
+        ('[[inbound]]\nuse = "custom_stages:DropUdpPort"\n', "option 'port' is required"),
         (
             '[[inbound]]\nuse = "custom_stages:DropUdpPort"\noptions = { port = 70000 }\n',
             "port must be 1..65535",
         ),
         (
             '[[inbound]]\nuse = "custom_stages:DropUdpPort"\noptions = { port = 1, x = 2 }\n',
-            "unexpected keyword argument 'x'",
+            "unknown option 'x' (options: port)",
         ),
         ('[[inbound]]\nuse = "custom_stages:Duplicate"\nrestart = "sometimes"\n', "`restart`"),
         ('[[inbound]]\nuse = "custom_stages:Duplicate"\nbudget = { max = 1 }\n', "`budget`"),

@@ -9,9 +9,15 @@ timeout. Every other query passes unchanged::
 
     [[outbound]]
     use = "actors.contrib.dnsfilter:DnsFilter"
-    options = { block = ["ads.example", "tracker.example"], block_file = "/etc/wgactors/block" }
+    options = { block = ["ads.example", "tracker.example"], block_file = "block.txt" }
 
-``block_file`` holds one name per line; ``#`` starts a comment. A packet that looks like DNS but
+``block_file`` holds one name per line; ``#`` starts a comment. ``hosts_file`` is a hosts-format
+block list (``0.0.0.0 ads.example tracker.example``): the names of lines whose address is a
+sink (``0.0.0.0``, ``::``, loopback) are blocked; lines mapping names to real addresses, and the
+usual ``localhost`` lines, are left out. The three options add up. A file line that is not a
+valid name (or, in a hosts file, not an address followed by names) is refused when the file is
+loaded, naming the file and line; relative file names start at the pipeline file. A packet that
+looks like DNS but
 does not parse as one query passes through untouched and is counted as ``malformed``; parsing
 never raises. Stats: ``dns_seen`` (queries read), ``dns_blocked`` (answered NXDOMAIN),
 ``dns_malformed``.
@@ -19,7 +25,10 @@ never raises. Stats: ``dns_seen`` (queries read), ``dns_blocked`` (answered NXDO
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import os
+import re
 import struct
 from collections.abc import Iterable
 from pathlib import Path
@@ -50,6 +59,19 @@ _OPCODE = 0x7800
 _RD = 0x0100
 _RA = 0x0080
 _NXDOMAIN = 3
+_LABEL = re.compile(rb"[a-z0-9_-]{1,63}")  # letters, digits, hyphens; underscores occur in lists
+_LOCAL_NAMES = frozenset(
+    {
+        "localhost",
+        "localhost.localdomain",
+        "local",
+        "broadcasthost",
+        "ip6-localhost",
+        "ip6-loopback",
+        "ip6-localnet",
+    }
+)
+"""Names every hosts file maps to loopback: system entries, not blocks."""
 
 
 def parse_query(message: bytes) -> tuple[int, int, bytes, int] | None:
@@ -92,39 +114,85 @@ def _normalise(name: object, where: str) -> bytes:
     if not isinstance(name, str):
         raise TypeError(f"{where}: a name is a string, not {type(name).__name__}")
     text = name.strip().rstrip(".").lower()
-    if not text or len(text) > MAX_NAME_LENGTH:
-        raise ValueError(f"{where}: {name!r} is not a domain name")
     try:
-        return text.encode("idna")
+        encoded = text.encode("ascii") if text.isascii() else text.encode("idna")
     except UnicodeError as e:
         raise ValueError(f"{where}: {name!r} is not a domain name: {e}") from None
+    labels = encoded.split(b".")
+    if len(encoded) > MAX_NAME_LENGTH or not all(_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"{where}: {name!r} is not a domain name")
+    return encoded
+
+
+def _lines(option: str, path: str | os.PathLike[str]) -> Iterable[tuple[list[str], str]]:
+    """The words of each line of a list file, without comments, and where the line is."""
+    p = Path(path)
+    try:
+        if p.stat().st_size > MAX_BLOCK_FILE_BYTES:
+            raise ValueError(f"{option} {path}: larger than {MAX_BLOCK_FILE_BYTES} bytes")
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ValueError(f"{option} {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{option} {path}: not UTF-8 text: {e.reason}") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if words:
+            yield words, f"{option} {path}:{number}"
 
 
 def _names_in_file(path: str | os.PathLike[str]) -> Iterable[tuple[str, str]]:
-    p = Path(path)
-    if p.stat().st_size > MAX_BLOCK_FILE_BYTES:
-        raise ValueError(f"block_file {path}: larger than {MAX_BLOCK_FILE_BYTES} bytes")
-    for number, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        text = line.split("#", 1)[0].strip()
-        if text:
-            yield text, f"block_file {path}:{number}"
+    for words, where in _lines("block_file", path):
+        if len(words) != 1:
+            raise ValueError(f"{where}: one name per line, not {' '.join(words)!r}")
+        yield words[0], where
+
+
+def _names_in_hosts(path: str | os.PathLike[str]) -> Iterable[tuple[str, str]]:
+    for words, where in _lines("hosts_file", path):
+        address, *names = words
+        try:  # a scope (fe80::1%lo0) is part of an address in hosts files
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            raise ValueError(f"{where}: {address!r} is not an address") from None
+        if not names:
+            raise ValueError(f"{where}: {address} is followed by no name")
+        if not (ip.is_unspecified or ip.is_loopback):
+            continue  # a name given a real address: not a block
+        for name in names:
+            if name.lower() in _LOCAL_NAMES or _is_address(name):
+                continue
+            yield name, where
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class DnsFilter(Stage):
     """Answers DNS queries for blocked names (and their subdomains) with NXDOMAIN; passes the
-    rest. Options: ``block`` (a list of names) and ``block_file`` (a path)."""
+    rest. Options: ``block`` (a list of names), ``block_file`` (a file of names, one a line)
+    and ``hosts_file`` (a hosts-format block list), together or alone."""
 
-    def __init__(self, block: Iterable[str] = (), block_file: str | None = None) -> None:
+    def __init__(
+        self,
+        block: Iterable[str] = (),
+        block_file: Path | str | None = None,
+        hosts_file: Path | str | None = None,
+    ) -> None:
         super().__init__()
         if isinstance(block, str | bytes):
             raise TypeError("block is a list of names")
         blocked: set[bytes] = set()
-        sources: list[tuple[str, str]] = [(n, f"block[{i}]") for i, n in enumerate(block)]
+        sources: Iterable[tuple[str, str]] = [(n, f"block[{i}]") for i, n in enumerate(block)]
         if block_file is not None:
-            try:
-                sources.extend(_names_in_file(block_file))
-            except OSError as e:
-                raise ValueError(f"block_file {block_file}: {e.strerror or e}") from None
+            sources = itertools.chain(sources, _names_in_file(block_file))
+        if hosts_file is not None:
+            sources = itertools.chain(sources, _names_in_hosts(hosts_file))
         for name, where in sources:
             blocked.add(_normalise(name, where))
             if len(blocked) > MAX_BLOCKED_NAMES:

@@ -11,7 +11,7 @@ outbound path what the host sends into the tunnel::
 
     [[inbound]]
     use = "actors.contrib.pcap:PcapWriter"
-    options = { path = "/var/tmp/wg0-in.pcap" }
+    options = { path = "/var/tmp/wg0-in.pcap" }   # a relative path starts at the pipeline file
 
 Durability: the records of a batch are written together and the file is flushed once per batch,
 so a crash loses at most the batch being written, while a busy path does not pay a flush per
@@ -23,6 +23,7 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Iterable
+from pathlib import Path, PurePath
 from typing import IO, Any
 
 from ..packet import Packet
@@ -62,27 +63,27 @@ def file_header(snaplen: int = DEFAULT_SNAPLEN) -> bytes:
 class PcapWriter(Stage):
     """Writes one pcap record per packet and passes every packet on unchanged.
 
-    Options: ``path`` (required), the file to write; ``snaplen`` (default ``DEFAULT_SNAPLEN``),
-    the most bytes kept of each packet. The file is created, or truncated, when the stage first
-    starts; an incarnation restarted by the supervisor appends instead, so that a restart keeps
-    what was captured before it.
+    Options: ``path`` (required), the file to write (a relative path starts at the pipeline
+    file); ``snaplen`` (default ``DEFAULT_SNAPLEN``), the most bytes kept of each packet. The
+    file is created, or truncated, when the stage first starts; an incarnation restarted by the
+    supervisor appends instead, so that a restart keeps what was captured before it.
     """
 
-    def __init__(self, path: str, snaplen: int = DEFAULT_SNAPLEN) -> None:
+    def __init__(self, path: Path | str, snaplen: int = DEFAULT_SNAPLEN) -> None:
         super().__init__()
-        if not isinstance(path, str):
+        if not isinstance(path, str | PurePath):
             raise TypeError(f"path must be a string, not {type(path).__name__}")
-        if not path.strip():
+        if not str(path).strip():
             raise ValueError("path must not be empty")
-        if "\0" in path:
+        if "\0" in str(path):
             raise ValueError("path must not contain a NUL character")
-        if len(path) > MAX_PATH_LENGTH:
+        if len(str(path)) > MAX_PATH_LENGTH:
             raise ValueError(f"path is longer than {MAX_PATH_LENGTH} characters")
         if not isinstance(snaplen, int) or isinstance(snaplen, bool):
             raise TypeError(f"snaplen must be an integer, not {type(snaplen).__name__}")
         if not MIN_SNAPLEN <= snaplen <= MAX_SNAPLEN:
             raise ValueError(f"snaplen must be {MIN_SNAPLEN}..{MAX_SNAPLEN}, not {snaplen}")
-        self.path = path
+        self.path = Path(path)
         self.snaplen = snaplen
         self.written = 0
         self._file: IO[bytes] | None = None
@@ -129,4 +130,4 @@ class PcapWriter(Stage):
         return list(batch)
 
     def stats_extra(self) -> dict[str, Any]:
-        return {"pcap_packets": self.written, "pcap_path": self.path}
+        return {"pcap_packets": self.written, "pcap_path": str(self.path)}

@@ -90,8 +90,9 @@ class Wgactors:
     ``extra`` are more command-line arguments and ``env`` more environment variables; with
     ``plain`` the ``WGACTORS_*`` variables that change what runs are dropped first. With
     ``verbose`` the daemon logs at debug level (``-v``); the log goes to ``log_dir`` (default a
-    temp dir of its own, removed by :meth:`cleanup`); ``cpus`` pins it (``taskset -c``).
-    ``checkout`` runs another checkout's wgactors (see :func:`launcher_argv`).
+    temp dir of its own, removed by :meth:`cleanup`); ``cpus`` pins it (``taskset -c``); ``cwd``
+    is its working directory (default this process's). ``checkout`` runs another checkout's
+    wgactors (see :func:`launcher_argv`).
     """
 
     def __init__(
@@ -105,6 +106,7 @@ class Wgactors:
         plain: bool = False,
         cpus: str | None = None,
         checkout: Path | None = None,
+        cwd: Path | None = None,
     ) -> None:
         # The daemon reads its test-only settings (fault plans, forced fallbacks) only with
         # WGACTORS_TEST_HOOKS=1; the lab is test tooling, so it turns them on.
@@ -117,6 +119,7 @@ class Wgactors:
         self.verbose = verbose
         self.cpus = cpus
         self.checkout = checkout
+        self.cwd = cwd  # the daemon's working directory (systemd starts it in /)
         self._own_logdir = log_dir is None
         self._logdir = log_dir or Path(tempfile.mkdtemp(prefix="wga-log-"))
         if self._own_logdir:
@@ -137,6 +140,7 @@ class Wgactors:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
+                cwd=self.cwd,
             )
         if not wait_up:
             return self
