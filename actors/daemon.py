@@ -35,7 +35,7 @@ from .faults import Fault
 from .io import TunDevice, TunError, UdpSocket
 from .io.offloads import plan_from_env
 from .metrics import MetricsServer
-from .modes import ACTORS, make_data_plane
+from .modes import ACTORS, MODES, make_data_plane
 from .pipeline_file import StageEntry
 from .placement import Placement
 from .reload import Reloader
@@ -46,9 +46,9 @@ __all__ = ["EXIT_ESCALATED", "EXIT_OK", "EXIT_SETUP", "Daemon", "TunnelSpec", "d
 
 EXIT_OK = 0
 EXIT_SETUP = 1
-EXIT_ESCALATED = 3  # the supervisor's restart budget was spent
+EXIT_ESCALATED = 3  # the data plane failed for good (e.g. a built-in stage's restart budget)
 STATS_LOG_INTERVAL = 60.0  # seconds between periodic stats lines at debug level
-WATCH_INTERVAL = 0.1  # seconds between the main thread's looks at the pipeline
+WATCH_INTERVAL = 0.1  # seconds between the main thread's looks at the data plane
 INTERFACE_CHECK_INTERVAL = 0.5  # seconds between checks that the interface still exists
 READY_TIMEOUT = 30.0  # seconds the parent of a daemon waits for it to report
 READY_STOP_GRACE = 2.0  # seconds a child that never reported gets to exit on SIGTERM
@@ -90,6 +90,8 @@ class Daemon:
         self.config_path = config_path
         self.config = config
         self.reloader: Reloader | None = None
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
         self.mode = mode
         self.faults = faults or {}
         self.inbound = inbound
@@ -165,24 +167,24 @@ class Daemon:
 
     def _serve(self, udp: UdpSocket, tun: TunDevice, report: Callable[[str | None], None]) -> int:
         spec = self.spec
-        plane = make_data_plane(
-            self.mode,
-            DataPlaneSpec(
-                private_key=spec.private_key,
-                peers=spec.peers,
-                udp=udp,
-                tun=tun,
-                inbound=tuple(self.inbound),
-                outbound=tuple(self.outbound),
-                faults=self.faults,
-            ),
-        )
+        try:
+            plane = make_data_plane(
+                self.mode,
+                DataPlaneSpec(
+                    private_key=spec.private_key,
+                    peers=spec.peers,
+                    udp=udp,
+                    tun=tun,
+                    inbound=tuple(self.inbound),
+                    outbound=tuple(self.outbound),
+                    faults=self.faults,
+                ),
+            )
+        except OSError as e:  # e.g. the kernel refused an AIO context (fs.aio-max-nr)
+            return self._setup_failed(f"cannot set up the data plane: {e.strerror or e}", report)
         self._tune_interpreter(plane.switch_interval)
         cpus = settings.get(settings.CPUS) or ""
-        self.placement = Placement(cpus, default=plane.default_placement)
-        # Before any stage thread exists: threads inherit the affinity of their creator.
-        self.placement.start()
-        plane.start()
+        self.placement = Placement(cpus, default=plane.default_placement())
         controller = Controller(plane, udp)
         controller.placement = lambda: self.placement.description
         self.reloader = Reloader(
@@ -199,6 +201,13 @@ class Daemon:
         metrics_server: MetricsServer | None = None
         serving = False
         try:
+            # Before any stage thread exists: threads inherit the affinity of their creator.
+            self.placement.start()
+            try:
+                plane.start()
+            except Exception as e:  # a bug of ours, or the system out of threads
+                logger.opt(exception=e).debug("the data plane did not start")
+                return self._setup_failed(f"cannot start the data plane: {e!r}", report)
             try:
                 server.start()
             except OSError as e:  # the socket may be another daemon's: leave it alone
@@ -228,7 +237,7 @@ class Daemon:
             self._watch(plane)
             sdnotify.stopping(f"{spec.name}: shutting down")
             with contextlib.suppress(DataPlaneTimeout):
-                logger.debug("final stats: {}", plane.stats())
+                logger.opt(lazy=True).debug("final stats: {}", plane.stats)
         finally:
             if metrics_server is not None:
                 metrics_server.stop()
@@ -291,7 +300,7 @@ class Daemon:
             if time.monotonic() - last_stats >= STATS_LOG_INTERVAL:
                 last_stats = time.monotonic()
                 with contextlib.suppress(DataPlaneTimeout):
-                    logger.debug("stats: {}", plane.stats())
+                    logger.opt(lazy=True).debug("stats: {}", plane.stats)
 
     def _watch_interface(self) -> None:
         """`wg-quick down` deletes the interface: that is our cue to exit."""

@@ -29,7 +29,8 @@ __all__ = ["DataPlane", "DataPlaneSpec", "DataPlaneTimeout"]
 
 
 class DataPlaneTimeout(TimeoutError):
-    """The owner of the device state did not answer within the deadline."""
+    """The owner of the device state did not answer within the deadline, or can no longer
+    answer (it has stopped): either way the request was not carried out."""
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,13 @@ class DataPlane(Protocol):
     """
 
     mode: ClassVar[str]  # how `status` names it
-    # The CPU placement that suits it when WGACTORS_CPUS is unset (actors.placement), and the
-    # interpreter's thread switch interval it wants (None: leave the interpreter's default).
-    default_placement: ClassVar[str]
+    # The interpreter's thread switch interval it wants (None: leave the interpreter's default).
     switch_interval: ClassVar[float | None]
+
+    def default_placement(self) -> str:
+        """The CPU placement that suits it when WGACTORS_CPUS is unset (actors.placement),
+        judged when the daemon starts: whether threads run in parallel can depend on what has
+        been loaded by then."""
 
     def start(self) -> None:
         """Start carrying packets; returns once running (the work goes on in other threads)."""

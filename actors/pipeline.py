@@ -83,7 +83,6 @@ class Pipeline:
     """The data plane as a pipeline of supervised actors (:class:`actors.dataplane.DataPlane`)."""
 
     mode: ClassVar[str] = "actors"
-    default_placement: ClassVar[str] = default_policy(single_threaded=False)
     switch_interval: ClassVar[float | None] = GIL_SWITCH_INTERVAL
 
     def __init__(
@@ -420,8 +419,8 @@ class Pipeline:
             out.append(entry)
         return out
 
-    def alive(self) -> bool:
-        return self.supervisor is not None and self.supervisor.is_alive()
+    def default_placement(self) -> str:
+        return default_policy()
 
     def failure(self) -> str | None:
         if self.escalated.is_set():

@@ -139,11 +139,12 @@ def pick_cpu(
     return best if loads[current] - loads[best] > margin else current
 
 
-def default_policy(single_threaded: bool = False) -> str:
-    """``compact`` for the actors where a GIL serialises them; ``all`` for the single loop, or
-    where the interpreter has no GIL."""
+def default_policy() -> str:
+    """For threads that hand work to each other: ``compact`` where a GIL serialises them,
+    ``all`` where the interpreter has none. (A data plane of one busy thread asks for ``all``
+    itself: see :meth:`actors.dataplane.DataPlane.default_placement`.)"""
     gil = getattr(sys, "_is_gil_enabled", None)
-    return COMPACT if not single_threaded and (gil is None or gil()) else ALL
+    return COMPACT if gil is None or gil() else ALL
 
 
 class Placement:

@@ -58,8 +58,6 @@ class SingleThreaded:
     """The data plane as one loop on one thread (:class:`actors.dataplane.DataPlane`)."""
 
     mode: ClassVar[str] = "single-threaded"
-    # One busy thread has no neighbour to share a cache with: the kernel places it.
-    default_placement: ClassVar[str] = ALL
     switch_interval: ClassVar[float | None] = None
 
     def __init__(self, spec: DataPlaneSpec, *, batch_size: int = BATCH_SIZE) -> None:
@@ -94,10 +92,15 @@ class SingleThreaded:
 
     # -- the DataPlane protocol
 
+    def default_placement(self) -> str:
+        return ALL  # one busy thread has no neighbour to share a cache with: the kernel places it
+
     def start(self) -> None:
         """Run the loop on a thread of its own, so that the daemon's main thread serves
         signals and watches, as it does for every data plane."""
-        self._thread = threading.Thread(target=self._main, name="wga:loop")
+        # A daemon thread, like the pipeline's: a stage stuck in on_stop must not keep the
+        # process alive once stop() has given up on it.
+        self._thread = threading.Thread(target=self._main, name="wga:loop", daemon=True)
         self._thread.start()
 
     def _main(self) -> None:
@@ -106,6 +109,18 @@ class SingleThreaded:
         except Exception as e:  # a bug of ours: the daemon exits 3 with the reason
             logger.opt(exception=e).debug("the loop failed")
             self._escalate(f"the loop failed: {e!r}")
+        finally:
+            self._refuse_pending()
+
+    def _refuse_pending(self) -> None:
+        """Answer every request still queued: the loop will never run them, and each caller
+        would otherwise wait out its whole deadline."""
+        while True:
+            try:
+                _, future = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            future.set_exception(DataPlaneTimeout("the loop has stopped"))
 
     def stop(self) -> None:
         self._stop.set()
@@ -136,13 +151,15 @@ class SingleThreaded:
         """Run ``fn`` on the loop's thread and return its result (DataPlaneTimeout if it does
         not get there in time)."""
         thread = self._thread
-        if thread is not None and not thread.is_alive():
+        if self._stop.is_set() or (thread is not None and not thread.is_alive()):
             raise DataPlaneTimeout("the loop has stopped")
         future: Future[_T] = Future()
         try:
             self._requests.put((fn, future), timeout=timeout)
         except queue.Full:
             raise DataPlaneTimeout("the loop did not answer") from None
+        if thread is not None and not thread.is_alive():  # it ended while we queued
+            self._refuse_pending()
         try:
             return future.result(timeout)
         except FutureTimeout:

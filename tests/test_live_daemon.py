@@ -300,7 +300,8 @@ def test_background_daemon_logs_to_stderr_in_journal_format(netns_pair, tmp_path
 
 
 def test_notify_in_single_threaded_mode(netns_pair, tmp_path: Path) -> None:
-    """The single loop owns the main thread; SIGHUP is still answered, and STOPPING sent."""
+    """The single loop runs on a thread of its own, as every data plane; SIGHUP is answered and
+    STOPPING sent."""
     listener = NotifyListener(tmp_path / "notify")
     ours, _ = gen_keypair()
     conf = write_conf(tmp_path, "wgs0", {"PrivateKey": ours, "Address": f"{A4}/24"}, [])

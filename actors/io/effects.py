@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, MutableMapping
 from itertools import repeat
-from typing import cast
 
 from ..packet import Packet
 from ..wireguard.actions import Action, Deliver, DeliverBatch, Transmit, TransmitBatch
@@ -61,27 +60,24 @@ class Transmitter:
         datagrams: list[tuple[bytes, bytes]] = []
         for action in actions:
             # Exact types, not isinstance: this runs for every batch on the hot path.
-            kind = type(action)
-            if kind is TransmitBatch:
-                run = cast(TransmitBatch, action)
+            if type(action) is TransmitBatch:
                 try:
-                    addr = sendable(host(run.endpoint[0]), run.endpoint[1])
+                    addr = sendable(host(action.endpoint[0]), action.endpoint[1])
                 except (OSError, ValueError):
-                    drops[BAD_ENDPOINT] += len(run.datagrams)
+                    drops[BAD_ENDPOINT] += len(action.datagrams)
                     continue
-                datagrams += zip(run.datagrams, repeat(addr))
-            elif kind is Transmit:
-                one = cast(Transmit, action)
+                datagrams += zip(action.datagrams, repeat(addr))
+            elif type(action) is Transmit:
                 try:
-                    addr = sendable(host(one.endpoint[0]), one.endpoint[1])
+                    addr = sendable(host(action.endpoint[0]), action.endpoint[1])
                 except (OSError, ValueError):
                     drops[BAD_ENDPOINT] += 1
                     continue
-                datagrams.append((one.data, addr))
-            elif kind is DeliverBatch:
-                delivered += cast(DeliverBatch, action).packets
-            elif kind is Deliver:
-                delivered.append(cast(Deliver, action).packet)
+                datagrams.append((action.data, addr))
+            elif type(action) is DeliverBatch:
+                delivered += action.packets
+            elif type(action) is Deliver:
+                delivered.append(action.packet)
             else:
                 events.append(action)
         if not datagrams:

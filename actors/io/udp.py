@@ -20,8 +20,6 @@ import select
 import socket
 from collections import Counter
 
-from loguru import logger
-
 from .mmsg import SEND_WAIT, MmsgReceiver, MmsgSender
 from .offloads import OffloadPlan, report_refused
 from .udp_gso import SOL_UDP, UDP_GRO, UDP_SEGMENT, GroReceiver, GsoSender
@@ -78,8 +76,6 @@ class UdpSocket:
         self.port: int = sock.getsockname()[1]
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
-        self._out_poll = select.poll()
-        self._out_poll.register(sock.fileno(), select.POLLOUT)
 
     def _set_offloads(self, sock: socket.socket, *, report: bool) -> None:
         """UDP_SEGMENT needs no switch, only a kernel that knows it (4.18+): probed here. GRO
@@ -157,28 +153,6 @@ class UdpSocket:
     def kernel_host(self, host: str) -> str:
         """The host as this socket's family spells it (IPv4 is mapped on a dual-stack one)."""
         return _MAPPED + host if self.dual_stack and ":" not in host else host
-
-    def send(self, data: bytes, endpoint: tuple[str, int]) -> str | None:
-        """Send one datagram; None on success, else the reason it was dropped."""
-        host, port = endpoint
-        if self.dual_stack and ":" not in host:
-            host = _MAPPED + host
-        elif not self.dual_stack and ":" in host:
-            return "no_ipv6"
-        try:
-            self.sock.sendto(data, (host, port))
-            return None
-        except (BlockingIOError, InterruptedError):
-            if self._out_poll.poll(SEND_WAIT * 1000):
-                try:
-                    self.sock.sendto(data, (host, port))
-                    return None
-                except OSError:
-                    pass
-            return "send_buffer_full"
-        except OSError as e:
-            logger.debug("send to {} failed: {}", endpoint, e)
-            return f"send_{errno.errorcode.get(e.errno or 0, 'error').lower()}"
 
     def close(self) -> None:
         self.sock.close()

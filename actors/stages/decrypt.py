@@ -87,12 +87,11 @@ class Decrypt(PipelineActor):
         self.encrypt = encrypt
         self.config = config
         self.device: Device | None = None
-        self.transmitter: Transmitter | None = None
+        # Handshake replies and cookie replies leave from here, batched like the data path.
+        self.transmitter = Transmitter(udp)
         self.tracker = ConfigTracker(config.get())
 
     def on_start(self) -> None:
-        # Handshake replies and cookie replies leave from here, batched like the data path.
-        self.transmitter = Transmitter(self.udp)
         # A new incarnation starts from the configuration, with no sessions: the encrypt stage
         # must forget keys whose receive half died with the previous incarnation, and the next
         # packet it has to send starts a fresh handshake.
@@ -143,7 +142,6 @@ class Decrypt(PipelineActor):
         return None
 
     def _dispatch(self, actions: list[Any]) -> None:
-        assert self.transmitter is not None
         delivered: list[Packet] = []
         events: list[Action] = []
         self.transmitter.carry_out(actions, self.stats.drops, delivered, events)

@@ -64,7 +64,7 @@ class Encrypt(PipelineActor):
         self.decrypt = decrypt
         self.config = config
         self.encryptor = Encryptor()
-        self.transmitter: Transmitter
+        self.transmitter = Transmitter(udp)  # used by this stage's thread only
 
     def _sync_from_config(self) -> None:
         # Routes and endpoints straight from the configuration, so that no packet meets an empty
@@ -100,7 +100,6 @@ class Encrypt(PipelineActor):
         return super().on_control(message)
 
     def on_start(self) -> None:
-        self.transmitter = Transmitter(self.udp)
         self._sync_from_config()
 
     def _dispatch(self, actions: list[Any]) -> None:
@@ -111,7 +110,6 @@ class Encrypt(PipelineActor):
             sent, nbytes = self.transmitter.carry_out(actions, stats.drops, [], events)
             stats.packets_out += sent
             stats.bytes_out += nbytes
-            stats.extra.update(self.transmitter.offload_counts())
         finally:
             # The timers and handshakes hear of it even if sending failed, and only after the
             # datagrams are out: a tell can wake that stage, and the packets on their way out
@@ -121,6 +119,7 @@ class Encrypt(PipelineActor):
                     self.decrypt.tell(event)
 
     def snapshot(self) -> StageSnapshot:
+        self.stats.extra.update(self.transmitter.offload_counts())
         saved = self.stats.drops
         self.stats.drops = saved + Counter(self.encryptor.drops)
         try:
