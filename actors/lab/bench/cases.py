@@ -12,6 +12,7 @@ import argparse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from ... import settings
 from ..pair import MTU
 
 BASELINE_SUFFIX = "@base"  # a baseline twin's key and aliases: its original's, with this added
@@ -74,14 +75,15 @@ register_case(
         aliases=("single",),
     )
 )
-# The same two modes with their threads placed by the kernel (WGACTORS_CPUS=all) instead of
-# on one CPU (the default, actors/placement.py): what placement is worth. Not in the default set.
+# The same two modes with their threads placed by the kernel (CPUS=all) instead of on one CPU
+# (the default, actors/placement.py): what placement is worth. Not in the default set.
+_SPREAD = f"{settings.CPUS.name}=all"
 for _key, _alias, _label, _args in (
-    ("wgactors-spread", "actors-spread", "wgactors (WGACTORS_CPUS=all) ↔ wireguard-go", ()),
+    ("wgactors-spread", "actors-spread", f"wgactors ({_SPREAD}) ↔ wireguard-go", ()),
     (
         "wgactors-single-spread",
         "single-spread",
-        "wgactors --single-threaded (WGACTORS_CPUS=all) ↔ wireguard-go",
+        f"wgactors --single-threaded ({_SPREAD}) ↔ wireguard-go",
         ("--single-threaded",),
     ),
 ):
@@ -91,7 +93,7 @@ for _key, _alias, _label, _args in (
             _label,
             wgactors_args=_args,
             aliases=(_alias,),
-            env=(("WGACTORS_CPUS", "all"),),
+            env=((settings.CPUS.name, "all"),),
             default=False,
         )
     )
