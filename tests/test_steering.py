@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from netns import Netns, entered, require_root_netns
 
 from actors.io.mmsg import MmsgReceiver
 from actors.io.steering import attach_steering, open_group, rebind_group, steering_program
@@ -24,7 +25,6 @@ from actors.wireguard.crypto import public_key
 from actors.wireguard.device import Device, PeerConfig
 from actors.wireguard.indextable import IndexTable
 from actors.wireguard.sharding import MAX_WORKERS, index_for_worker, worker_of_index
-from tests.netns import Netns, entered, require_root_netns
 
 WAIT = 5.0  # seconds a datagram on loopback may take
 

@@ -17,10 +17,10 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+from netns import Netns, entered, require_root_netns
 
 from actors.io.offloads import OffloadPlan
 from actors.io.tun import TunDevice, TunError, open_queues
-from tests.netns import Netns, entered, require_root_netns
 
 IFACE = "wgq0"
 LOCAL = ipaddress.ip_interface("10.77.0.1/24")
