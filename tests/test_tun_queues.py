@@ -9,6 +9,7 @@ its queues is open."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import select
 import socket
 import struct
@@ -17,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+from ippkt import ipv4
 from netns import Netns, entered, require_root_netns
 
 from actors.io.offloads import OffloadPlan
@@ -131,6 +133,35 @@ def test_each_flow_is_read_whole_and_in_order_from_one_queue(
         assert len({q for q, _, _ in reads}) == 1, f"flow {flow} read from several queues"
         assert [s for _, _, s in reads] == list(range(ROUNDS * PER_ROUND)), f"flow {flow}"
     assert len({q for q, _, _ in got}) == count  # the kernel spread the flows over all queues
+
+
+def test_a_flow_goes_to_the_queue_that_wrote_its_last_inbound_packet(ns: Netns) -> None:
+    """The kernel's flow table: a packet written on a queue marks its flow (by a hash that is
+    the same both ways), and the host's packets of that flow then go to that queue. The worker
+    that owns a peer writes its decrypted packets on its own queue, so the replies come back
+    to it and need no hand-over."""
+    count = 4
+    with entered(ns):
+        queues = open_queues(IFACE, count)
+        flows = Flows()
+        try:
+            _up(queues)
+            for sock in flows.socks:
+                sock.bind((str(LOCAL.ip), 0))
+            got: list[Read] = []
+            for _ in range(ROUNDS):
+                for flow, sock in enumerate(flows.socks):
+                    port = sock.getsockname()[1]
+                    udp = struct.pack("!HHHH", PORT, port, 8, 0)  # no checksum: allowed in IPv4
+                    os.write(queues[flow % count].fd, ipv4(TARGET, str(LOCAL.ip), 17, udp))
+                sent = flows.send_round()
+                got += _read(queues, sent, time.monotonic() + READ_DEADLINE)
+        finally:
+            flows.close()
+            for q in queues:
+                q.close()
+    assert len(got) == FLOWS * PER_ROUND * ROUNDS
+    assert all(queue == flow % count for queue, flow, _ in got)
 
 
 def test_a_detached_queue_gets_nothing_and_its_share_goes_to_the_others(ns: Netns) -> None:
