@@ -176,7 +176,9 @@ def test_a_detached_queue_gets_nothing_and_its_share_goes_to_the_others(ns: Netn
             sent = flows.send_round()
             got = _read(queues, sent, time.monotonic() + READ_DEADLINE)
             assert {q for q, _, _ in got} == {0} and len(got) == sent
-            assert queues[1].read_batch(64, Counter(), None, queues[1].make_reader()) == []
+            reader = queues[1].make_reader()
+            assert queues[1].read_batch(64, Counter(), None, reader) == []
+            reader.close()
             queues[1].attach()
             sent = flows.send_round()
             got = _read(queues, sent, time.monotonic() + READ_DEADLINE)

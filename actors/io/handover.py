@@ -20,6 +20,11 @@ queue: what the owner has not read yet counts against it, and a batch that finds
 dropped and counted (``handover_full``), never waited for, so a slow owner cannot stall the
 worker that hands over. Order is kept from one sender to one owner: all packets of one flow
 come from one TUN queue, so a flow is never reordered by the hand-over.
+
+What it costs (``scripts/handoverbench.py``, batches of 64 packets of 1280 bytes between two
+processes): about 1 us of the sender's CPU and 2.5 us of the owner's per packet, the owner's
+mostly copying each packet out of the batch and validating it again as a ``Packet``: as much
+as encrypting it. The kernel's flow table keeps it rare (:mod:`actors.io.tun`).
 """
 
 from __future__ import annotations

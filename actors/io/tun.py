@@ -11,7 +11,9 @@ write then carries a virtio-net header, reads may be TCP/UDP super-packets that 
 
 With several worker processes the interface has several queues (IFF_MULTI_QUEUE): the kernel
 puts each flow on one queue, by a hash of its addresses and ports, or on the queue that last
-wrote a packet of that flow, so a flow's packets are read by one reader, in order.
+wrote a packet of that flow (the hash is the same both ways, and entries live a few seconds),
+so a flow's packets are read by one reader, in order, and the replies to what a worker writes
+come back to that worker.
 :meth:`TunDevice.open_queue` opens another queue of the same interface; a queue can be
 detached (:meth:`TunDevice.detach`), which takes it out of the kernel's choice but keeps the
 interface alive while its descriptor is open: that is how a parent holds a worker's queue
