@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import pytest
 from wgsim import udp4
 
+from actors.io.handover import HandOverReceiver, HandOverSender, open_channels
 from actors.packet import Packet
 from actors.wireguard import drops
 from actors.wireguard.actions import (
@@ -29,7 +30,12 @@ from actors.wireguard.actions import (
     TransmitBatch,
 )
 from actors.wireguard.allowedips import parse_prefix
-from actors.wireguard.constants import MSG_COOKIE_REPLY, MSG_INITIATION, MSG_TRANSPORT
+from actors.wireguard.constants import (
+    MSG_COOKIE_REPLY,
+    MSG_INITIATION,
+    MSG_RESPONSE,
+    MSG_TRANSPORT,
+)
 from actors.wireguard.crypto import public_key
 from actors.wireguard.device import Device, DeviceError, PeerConfig
 from actors.wireguard.encryptor import Encryptor
@@ -175,7 +181,7 @@ def test_under_load_the_owner_does_not_ask_again_for_the_cookie_the_receiver_che
     replies = owner.pump(
         owner.device.receive_handed_over([(retry, REMOTE_EP)], w.now, w.now + WALL), w.now
     )
-    assert [d[0] for d in _datagrams(replies)] == [2]  # a response, not a cookie
+    assert [d[0] for d in _datagrams(replies)] == [MSG_RESPONSE]  # not a cookie
     assert owner.device.drops[drops.COOKIE_SENT] == 0
 
 
@@ -259,3 +265,46 @@ def test_a_directory_is_a_value_checked_against_the_shard() -> None:
     device = Device(bytes(range(1, 33)), shard=(0, 2))
     with pytest.raises(DeviceError):
         device.set_directory(directory)
+
+
+def test_the_hand_over_actions_travel_through_a_real_channel() -> None:
+    """The pieces fit: what the core asks to hand over goes through the workers' channel
+    (actors.io.handover) and the owner's core takes it as it arrives."""
+    w = World(remote_owner=1)
+    wrong, owner = w.shards
+    channels = open_channels(2)
+    try:
+        sender = HandOverSender([c.door for c in channels])
+        (initiation,) = _datagrams(
+            w.remote.send(udp4(REMOTE_TUN, OUR_TUN, b"first"), w.now, w.now + WALL)
+        )
+        host = [udp4(OUR_TUN, REMOTE_TUN, f"h{i}".encode()) for i in range(5)]
+        for action in wrong.receive(initiation, REMOTE_EP, w.now) + wrong.send(host, w.now):
+            if isinstance(action, HandOverDatagram):
+                sender.datagram(action.worker, action.data, action.source)
+            elif isinstance(action, HandOverPackets):
+                sender.packets(action.worker, action.packets)
+        assert sender.flush() == 1 + len(host)
+        arrived = HandOverReceiver(channels[1].inbox).receive()
+        assert arrived.datagrams == [(initiation, REMOTE_EP)]
+        assert [p.data for p in arrived.packets] == [p.data for p in host]
+        out = owner.pump(
+            owner.device.receive_handed_over(arrived.datagrams, w.now, w.now + WALL), w.now
+        )
+        out += owner.send(arrived.packets, w.now, handed_over=True)
+        (response,) = [d for d in _datagrams(out) if d[0] == MSG_RESPONSE]
+        # the remote's first packet confirms the session: the owner's staged packets go out
+        (confirm,) = _datagrams(w.remote.receive(response, OUR_EP, w.now, w.now + WALL))
+        out = owner.receive(confirm, REMOTE_EP, w.now)
+        assert [a.packet.data[28:] for a in out if isinstance(a, Deliver)] == [b"first"]
+        delivered = [
+            a.packet.data[28:]
+            for d in _datagrams(out)
+            for a in w.remote.receive(d, OUR_EP, w.now, w.now + WALL)
+            if isinstance(a, Deliver)
+        ]
+        assert delivered == [f"h{i}".encode() for i in range(5)]
+    finally:
+        for channel in channels:
+            channel.inbox.close()
+            channel.door.close()
