@@ -308,3 +308,12 @@ def test_the_hand_over_actions_travel_through_a_real_channel() -> None:
         for channel in channels:
             channel.inbox.close()
             channel.door.close()
+
+
+def test_a_restarted_encrypt_side_gets_the_directory_back() -> None:
+    w = World(remote_owner=1)
+    reader = w.shards[0]
+    reader.encryptor = Encryptor()  # as after the encrypt stage restarted
+    reader.pump(reader.device.sync_actions(), w.now)
+    out = reader.send([udp4(OUR_TUN, REMOTE_TUN, b"a")], w.now)
+    assert [a.worker for a in out if isinstance(a, HandOverPackets)] == [1]

@@ -259,11 +259,14 @@ class Device:
         return out
 
     def sync_actions(self) -> list[Action]:
-        """Everything the send side needs to rebuild its view (after it restarted): routes and
-        endpoints. Never keys: see the encrypt stage."""
+        """Everything the send side needs to rebuild its view (after it restarted): routes,
+        endpoints and, with worker processes, the directory. Never keys: see the encrypt
+        stage."""
         self.allowed_ips.take_changes()  # the full copy below supersedes any pending change
         out: list[Action] = [Routes(self.allowed_ips.copy(index=False))]
         out += [PeerEndpoint(p.key, p.endpoint) for p in self.peer_map.values()]
+        if self.directory is not None:
+            out.append(DirectoryUpdate(self.directory, self.shard[0]))
         return out
 
     def set_directory(self, directory: PeerDirectory | None) -> list[Action]:
