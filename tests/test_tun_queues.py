@@ -209,6 +209,8 @@ def test_the_interface_lives_while_any_queue_is_open_even_detached(ns: Netns) ->
             _up(queues)
             queues[0].close()  # the queue that created the interface
             assert _link_present(ns)
+            with pytest.raises(TunError):
+                queues[0].open_queue()  # a closed queue cannot vouch for the interface
             queues[1].detach()  # the only descriptor left holds no attached queue
             assert _link_present(ns)
             assert "10.77.0.1/24" in ns.ip("addr", "show", "dev", IFACE).stdout

@@ -62,9 +62,9 @@ IFF_TUN = 0x0001
 IFF_MULTI_QUEUE = 0x0100
 IFF_ATTACH_QUEUE = 0x0200
 IFF_DETACH_QUEUE = 0x0400
-MAX_QUEUES = 256  # the kernel's MAX_TAP_QUEUES
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
+MAX_QUEUES = 256  # queues of one interface (the kernel's MAX_TAP_QUEUES)
 TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6 = 0x01, 0x02, 0x04, 0x20, 0x40
 TSO_FLAGS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
 USO_FLAGS = TUN_F_USO4 | TUN_F_USO6
@@ -210,6 +210,8 @@ class TunDevice:
         virtio-net header and the offloads belong to the interface, so they carry over)."""
         if not self.multi_queue:
             raise TunError(f"{self.name} was opened with one queue (multi_queue=False)")
+        if self.fd < 0:  # the interface may be gone: opening by name would make a new one
+            raise TunError(f"a queue of {self.name} opened from a closed one")
         try:
             fd, name = _open(self.name, self.vnet_hdr, multi_queue=True)
         except TunError:

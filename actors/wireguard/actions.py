@@ -1,6 +1,6 @@
 """What the protocol core asks its I/O shell to do, as immutable values.
 
-The core never performs I/O. Its methods return lists of these actions. Two kinds exist:
+The core never performs I/O. Its methods return lists of these actions, of three kinds:
 
 - *External* actions are for the outside world: :class:`Transmit` a datagram to an endpoint, or
   :class:`Deliver` a decrypted packet to the TUN device.
