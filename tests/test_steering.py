@@ -9,13 +9,17 @@ import random
 import select
 import socket
 import struct
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from netns import Netns, entered, require_root_netns
 
-from actors.io.steering import attach_steering, steering_program
+from actors.io.mmsg import MmsgReceiver
+from actors.io.steering import attach_steering, open_group, rebind_group, steering_program
+from actors.io.udp import UdpSocket
 from actors.wireguard.actions import HandshakeWanted, Transmit
 from actors.wireguard.crypto import public_key
 from actors.wireguard.device import Device, PeerConfig
@@ -128,3 +132,61 @@ def test_a_sharded_device_names_its_worker_in_every_index_it_hands_out() -> None
 def test_an_index_table_refuses_a_shard_that_cannot_be() -> None:
     with pytest.raises(ValueError):
         IndexTable(os.urandom, (3, 3))
+
+
+@pytest.fixture
+def ns() -> Iterator[Netns]:
+    require_root_netns()
+    with Netns() as namespace:
+        yield namespace
+
+
+def _receive(member: UdpSocket, receiver: MmsgReceiver) -> list[bytes]:
+    """What ``member`` has (waiting up to WAIT for the first datagram)."""
+    if not member.wait_readable(WAIT):
+        return []
+    return [data for data, _ in member.read_batch(64, Counter(), receiver)]
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_a_group_of_worker_sockets_gets_each_datagram_at_its_workers_socket(
+    ns: Netns, workers: int
+) -> None:
+    """The daemon's own sockets (dual-stack, one per worker, joined in order): each transport
+    message reaches its index's worker, over IPv4 and IPv6, also after the group has moved to
+    another port."""
+    rng = random.Random(11)
+    with entered(ns):
+        group = open_group(0, workers)
+        sender4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sender6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        try:
+            assert all(m.reuseport and m.port == group[0].port for m in group)
+            receivers = [m.make_receiver() for m in group]
+            for round_ in range(2):
+                if round_:
+                    rebind_group(group, 0)  # `wg set listen-port`: a new port for all
+                    assert len({m.port for m in group}) == 1
+                for sender, host in ((sender4, "127.0.0.1"), (sender6, "::1")):
+                    for _ in range(3 * workers):
+                        worker = rng.randrange(workers)
+                        data = _message(4, index_for_worker(rng.getrandbits(32), worker, workers))
+                        sender.sendto(data, (host, group[0].port))
+                        assert _receive(group[worker], receivers[worker]) == [data]
+        finally:
+            sender4.close()
+            sender6.close()
+            for member in group:
+                member.close()
+
+
+def test_one_worker_has_the_plain_socket_it_always_had(ns: Netns) -> None:
+    with entered(ns):
+        (only,) = open_group(0, 1)
+        try:
+            assert not only.reuseport
+            assert only.sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 0
+            with pytest.raises(OSError):  # nobody can join its port
+                UdpSocket(only.port, reuseport=True).close()
+        finally:
+            only.close()

@@ -18,7 +18,9 @@ What the program reads (its data starts at the UDP payload: the WireGuard messag
 - anything shorter than what it reads makes the program return 0 (the kernel's rule for an
   out-of-bounds load): the first worker drops it as it would any junk.
 
-Sockets take positions in the order they join the group (bind), so workers bind in order.
+Sockets take positions in the order they join the group (bind), so workers bind in order
+(:func:`open_group`). Closing a member moves the last member into its place, so the positions
+hold only while every member stays open: whoever restarts a worker must keep its socket.
 """
 
 from __future__ import annotations
@@ -28,8 +30,16 @@ import socket
 import struct
 
 from ..wireguard.sharding import MAX_WORKERS
+from .offloads import OffloadPlan
+from .udp import UdpSocket
 
-__all__ = ["SO_ATTACH_REUSEPORT_CBPF", "attach_steering", "steering_program"]
+__all__ = [
+    "SO_ATTACH_REUSEPORT_CBPF",
+    "attach_steering",
+    "open_group",
+    "rebind_group",
+    "steering_program",
+]
 
 SO_ATTACH_REUSEPORT_CBPF = 51  # <asm-generic/socket.h>
 FALLBACK = 0xFFFFFFFF  # a position past any group: the kernel's hash decides
@@ -75,3 +85,42 @@ def attach_steering(sock: socket.socket, workers: int) -> None:
     # struct sock_fprog { unsigned short len; struct sock_filter *filter; }
     fprog = struct.pack("HP", len(program), ctypes.addressof(buf))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+
+
+def open_group(
+    port: int,
+    workers: int,
+    *,
+    fwmark: int = 0,
+    offloads: OffloadPlan | None = None,
+) -> list[UdpSocket]:
+    """The listening sockets of ``workers`` workers: socket ``i`` is worker ``i``'s, at
+    position ``i`` of one reuseport group on ``port`` (0: a free port, the same for all),
+    with the steering program attached. One worker gets a plain socket, as the daemon has
+    always had. OSError (the sockets closed) if the port or the program is refused."""
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"{workers} workers: 1..{MAX_WORKERS}")
+    if workers == 1:
+        return [UdpSocket(port, fwmark=fwmark, offloads=offloads)]
+    group: list[UdpSocket] = []
+    try:
+        for _ in range(workers):
+            member = UdpSocket(port, fwmark=fwmark, offloads=offloads, reuseport=True)
+            port = member.port
+            group.append(member)
+        attach_steering(group[0].sock, workers)
+    except BaseException:
+        for member in group:
+            member.close()
+        raise
+    return group
+
+
+def rebind_group(group: list[UdpSocket], port: int) -> None:
+    """Move a whole group to ``port`` (``wg set listen-port``), keeping every descriptor and
+    every position: the members join the new group in order, which then gets its program."""
+    for member in group:
+        member.rebind(port)
+        port = member.port
+    if len(group) > 1:
+        attach_steering(group[0].sock, len(group))

@@ -9,6 +9,16 @@ With offloads (actors.io.offloads) it is opened with IFF_VNET_HDR as well: every
 write then carries a virtio-net header, reads may be TCP/UDP super-packets that are split here
 (actors.io.gso), and writes may join a TCP flow's segments into one.
 
+With several worker processes the interface has several queues (IFF_MULTI_QUEUE): the kernel
+puts each flow on one queue, by a hash of its addresses and ports, or on the queue that last
+wrote a packet of that flow (the hash is the same both ways, and entries live a few seconds),
+so a flow's packets are read by one reader, in order, and the replies to what a worker writes
+come back to that worker.
+:meth:`TunDevice.open_queue` opens another queue of the same interface; a queue can be
+detached (:meth:`TunDevice.detach`), which takes it out of the kernel's choice but keeps the
+interface alive while its descriptor is open: that is how a parent holds a worker's queue
+while the worker restarts. A single-queue device (the default) is opened exactly as before.
+
 Every packet crossing the pipeline is at most 1280 bytes, yet `wg-quick up` sets MTU 1420 on
 the interface whatever the implementation, so the host sends larger ones. Reads use a buffer
 larger than that, and a packet above 1280 is handled as a router whose next hop has MTU 1280
@@ -43,13 +53,18 @@ from .gso import PLAIN_HEADER, VNET_HDR_LEN, GsoError, coalesce, split
 from .offloads import OffloadPlan, report_refused
 from .tun_aio import AioReader
 
-__all__ = ["READ_SIZE", "HostOversize", "TunDevice", "TunError", "mtu_policy"]
+__all__ = ["READ_SIZE", "HostOversize", "TunDevice", "TunError", "mtu_policy", "open_queues"]
 
 TUNSETIFF = 0x400454CA
 TUNSETOFFLOAD = 0x400454D0
+TUNSETQUEUE = 0x400454D9
 IFF_TUN = 0x0001
+IFF_MULTI_QUEUE = 0x0100
+IFF_ATTACH_QUEUE = 0x0200
+IFF_DETACH_QUEUE = 0x0400
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
+MAX_QUEUES = 256  # queues of one interface (the kernel's MAX_TAP_QUEUES)
 TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6 = 0x01, 0x02, 0x04, 0x20, 0x40
 TSO_FLAGS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
 USO_FLAGS = TUN_F_USO4 | TUN_F_USO6
@@ -70,13 +85,15 @@ class TunError(OSError):
     """The TUN device could not be created or configured."""
 
 
-def _open(name: str, vnet_hdr: bool) -> tuple[int, str]:
+def _open(name: str, vnet_hdr: bool, multi_queue: bool = False) -> tuple[int, str]:
     try:
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise TunError(f"cannot open /dev/net/tun: {e.strerror}") from None
     try:
         flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
+        if multi_queue:
+            flags |= IFF_MULTI_QUEUE
         result = fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), flags))
     except OSError as e:
         os.close(fd)
@@ -134,8 +151,19 @@ class HostOversize:
 
 
 class TunDevice:
+    """One queue of a TUN interface: the descriptor packets are read from and written to.
+
+    The interface has one queue unless opened with ``multi_queue``; then :meth:`open_queue`
+    adds queues of the same interface, each an object like this one, for one reader each.
+    The interface lives while any of its queues is open (attached or detached)."""
+
     def __init__(
-        self, name: str, *, mtu: int = MAX_PACKET_SIZE, offloads: OffloadPlan | None = None
+        self,
+        name: str,
+        *,
+        mtu: int = MAX_PACKET_SIZE,
+        offloads: OffloadPlan | None = None,
+        multi_queue: bool = False,
     ) -> None:
         if mtu > MAX_PACKET_SIZE:
             raise TunError(f"MTU {mtu} is above the {MAX_PACKET_SIZE} maximum")
@@ -147,27 +175,77 @@ class TunDevice:
         try:
             if vnet_hdr and plan.refuses("tun_vnet_hdr"):
                 raise OSError(errno.EINVAL, "refused (test switch)")
-            fd, self.name = _open(name, vnet_hdr)
+            fd, self.name = _open(name, vnet_hdr, multi_queue)
         except OSError as e:
             if isinstance(e, TunError):
                 raise
             for n in wanted:
                 self._refused(name, n, f"IFF_VNET_HDR: {e.strerror}")
             vnet_hdr = False
-            fd, self.name = _open(name, False)
-        self.fd = fd
+            fd, self.name = _open(name, False, multi_queue)
         self.vnet_hdr = vnet_hdr
+        self.multi_queue = multi_queue
+        self._start(fd, mtu)
         if vnet_hdr:
             self._set_offloads(plan, wanted)
+
+    def _start(self, fd: int, mtu: int) -> None:
+        """The state of one queue's reader and writer."""
+        self.fd = fd
+        self.attached = True
         self.mtu = mtu
         # the oversize path's own state: only the one thread that reads the device touches it
         self._oversize = HostOversize()
         self._last_oversize_look = float("-inf")
         self._mtu_told = mtu
         # the largest packet one read takes whole
-        self._readable = VNET_READ_SIZE - VNET_HDR_LEN if vnet_hdr else READ_SIZE
+        self._readable = VNET_READ_SIZE - VNET_HDR_LEN if self.vnet_hdr else READ_SIZE
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
+
+    # -- queues
+
+    def open_queue(self) -> TunDevice:
+        """Another queue of this interface, opened with the flags the first one got (the
+        virtio-net header and the offloads belong to the interface, so they carry over)."""
+        if not self.multi_queue:
+            raise TunError(f"{self.name} was opened with one queue (multi_queue=False)")
+        if self.fd < 0:  # the interface may be gone: opening by name would make a new one
+            raise TunError(f"a queue of {self.name} opened from a closed one")
+        try:
+            fd, name = _open(self.name, self.vnet_hdr, multi_queue=True)
+        except TunError:
+            raise
+        except OSError as e:
+            raise TunError(f"cannot open a queue of {self.name}: {e.strerror}") from None
+        queue = TunDevice.__new__(TunDevice)
+        queue.name = name
+        queue.offloads = dict(self.offloads)
+        queue.vnet_hdr = self.vnet_hdr
+        queue.multi_queue = True
+        queue._start(fd, self.mtu)
+        return queue
+
+    def detach(self) -> None:
+        """Take this queue out of the kernel's choice: the host's packets go to the other
+        queues (or, with none attached, are dropped), reads get nothing, and the open
+        descriptor still keeps the interface alive. Polling a detached queue reports an
+        error at once: nobody should wait on one."""
+        self._set_queue(IFF_DETACH_QUEUE)
+        self.attached = False
+
+    def attach(self) -> None:
+        """Give a detached queue back its share of the host's packets."""
+        self._set_queue(IFF_ATTACH_QUEUE)
+        self.attached = True
+
+    def _set_queue(self, flag: int) -> None:
+        if not self.multi_queue:
+            raise TunError(f"{self.name} has one queue: it cannot be attached or detached")
+        try:
+            fcntl.ioctl(self.fd, TUNSETQUEUE, struct.pack("16sH22x", b"", flag))
+        except OSError as e:
+            raise TunError(f"TUNSETQUEUE on {self.name}: {e.strerror}") from None
 
     def _set_offloads(self, plan: OffloadPlan, wanted: list[str]) -> None:
         """Ask for TSO, then USO on top: each refusal is logged once and the rest kept. The
@@ -333,6 +411,29 @@ class TunDevice:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def open_queues(
+    name: str,
+    count: int,
+    *,
+    mtu: int = MAX_PACKET_SIZE,
+    offloads: OffloadPlan | None = None,
+) -> list[TunDevice]:
+    """The ``count`` queues of a new interface, in order (one per worker). One queue is a
+    plain single-queue device, opened exactly as :class:`TunDevice` opens it."""
+    if not 1 <= count <= MAX_QUEUES:
+        raise TunError(f"{count} queues: 1..{MAX_QUEUES}")
+    first = TunDevice(name, mtu=mtu, offloads=offloads, multi_queue=count > 1)
+    queues = [first]
+    try:
+        while len(queues) < count:
+            queues.append(first.open_queue())
+    except BaseException:
+        for queue in queues:
+            queue.close()
+        raise
+    return queues
 
 
 def mtu_policy(mtu: int, readable: int = READ_SIZE) -> str:

@@ -30,11 +30,13 @@ SOCKET_BUFFER = 4 << 20  # ask the kernel for 4 MiB each way; it caps this at rm
 _MAPPED = "::ffff:"
 
 
-def _bind(port: int, fwmark: int) -> tuple[socket.socket, bool]:
+def _bind(port: int, fwmark: int, reuseport: bool) -> tuple[socket.socket, bool]:
     try:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            if reuseport:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(("::", port))
         except OSError:
             sock.close()
@@ -45,6 +47,8 @@ def _bind(port: int, fwmark: int) -> tuple[socket.socket, bool]:
             raise
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
+            if reuseport:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(("0.0.0.0", port))
         except OSError:
             sock.close()
@@ -63,11 +67,22 @@ UDP_OFFLOADS = ("udp_gso", "udp_gro")
 
 
 class UdpSocket:
+    """The listening socket, or, with ``reuseport``, one member of a ``SO_REUSEPORT`` group
+    on the port: the kernel then gives each member its share of the datagrams (by the group's
+    steering program, :mod:`actors.io.steering`, or by a hash of the addresses). A member's
+    position in the group is the order it joined (bound) in."""
+
     def __init__(
-        self, port: int = 0, *, fwmark: int = 0, offloads: OffloadPlan | None = None
+        self,
+        port: int = 0,
+        *,
+        fwmark: int = 0,
+        offloads: OffloadPlan | None = None,
+        reuseport: bool = False,
     ) -> None:
-        sock, self.dual_stack = _bind(port, fwmark)
+        sock, self.dual_stack = _bind(port, fwmark, reuseport)
         self.sock = sock
+        self.reuseport = reuseport
         self.fwmark = fwmark
         self._plan = offloads if offloads is not None else OffloadPlan(wanted=frozenset())
         # what became of each offload: "on", "off" (not asked for) or "refused" (status shows it)
@@ -118,10 +133,12 @@ class UdpSocket:
         A new socket is bound first (so a port in use fails cleanly, with the old one intact),
         then dup2() puts it on our descriptor number: every stage that holds this object, and
         every poll registration, carries on with the new socket and nothing is re-wired.
+        A member of a reuseport group joins the group on the new port, at its end: the whole
+        group moves, in order (:func:`actors.io.steering.rebind_group`).
         """
         if port == self.port and port != 0:
             return
-        new, dual_stack = _bind(port, self.fwmark)
+        new, dual_stack = _bind(port, self.fwmark, self.reuseport)
         try:
             if dual_stack != self.dual_stack:
                 raise OSError(errno.EAFNOSUPPORT, "address family changed")

@@ -35,7 +35,7 @@ from .command import (
     write_secret,
 )
 from .keys import gen_keypair, gen_psk, public_key
-from .netns import Netns, missing_tools, socket_in, unavailable_reason, veth_pair
+from .netns import Netns, entered, missing_tools, socket_in, unavailable_reason, veth_pair
 from .pair import (
     MTU,
     PLAIN_A,
@@ -105,6 +105,7 @@ __all__ = [
     "WgPeer",
     "Wgactors",
     "WireguardGo",
+    "entered",
     "format_endpoint",
     "gen_keypair",
     "gen_psk",

@@ -18,7 +18,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +262,25 @@ def veth_pair(
 
 
 _CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def entered(ns: Netns) -> Iterator[None]:
+    """Run the calling thread inside ``ns``'s network stack for the block: the TUN devices,
+    sockets and netlink handles it opens there (and the processes it starts) belong to ``ns``
+    and stay there. Back home at the end, whatever happens in the block."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    with (
+        open("/proc/thread-self/ns/net", "rb") as home,
+        open(f"/run/netns/{ns.name}", "rb") as there,
+    ):
+        if libc.setns(there.fileno(), _CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns into the test namespace failed")
+        try:
+            yield
+        finally:
+            if libc.setns(home.fileno(), _CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back to the home namespace failed")
 
 
 def socket_in(ns: Netns, family: int, kind: int = socket.SOCK_DGRAM) -> socket.socket:

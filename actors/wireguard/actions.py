@@ -1,9 +1,12 @@
 """What the protocol core asks its I/O shell to do, as immutable values.
 
-The core never performs I/O. Its methods return lists of these actions. Two kinds exist:
+The core never performs I/O. Its methods return lists of these actions, of three kinds:
 
 - *External* actions are for the outside world: :class:`Transmit` a datagram to an endpoint, or
   :class:`Deliver` a decrypted packet to the TUN device.
+- *Hand-over* actions exist only where worker processes share the interface, each owning some
+  of the peers: :class:`HandOverPackets` and :class:`HandOverDatagram` name the worker that
+  owns what this one read, for the shell to pass it on (:mod:`actors.io.handover`).
 - *Internal* actions carry state between the two owners inside the core: the :class:`Device`
   (handshakes, receive keys, replay windows, timers) and the :class:`Encryptor` (send keys and
   counters, outbound routing, staged packets). In one thread :class:`Tunnel` routes them
@@ -19,12 +22,16 @@ from dataclasses import dataclass
 from ..packet import Packet
 from .allowedips import AllowedIPs, RouteChanges
 from .keypair import SendKeys
+from .sharding import PeerDirectory
 
 __all__ = [
     "Action",
     "Deliver",
     "DeliverBatch",
+    "DirectoryUpdate",
     "Endpoint",
+    "HandOverDatagram",
+    "HandOverPackets",
     "HandshakeWanted",
     "PeerEndpoint",
     "PeerRemoved",
@@ -77,6 +84,25 @@ class DeliverBatch:
     peer: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class HandOverPackets:
+    """Packets from the host for peers that ``worker`` owns: pass them on, in order, for it
+    to encrypt."""
+
+    worker: int
+    packets: tuple[Packet, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HandOverDatagram:
+    """A handshake initiation from a peer that ``worker`` owns: pass it on with the endpoint
+    it came from, for that worker to answer."""
+
+    worker: int
+    data: bytes
+    source: Endpoint
+
+
 # Device -> Encryptor
 
 
@@ -117,6 +143,15 @@ class Routes:
     """A new outbound routing table. Ownership passes to the receiver; the sender keeps none."""
 
     table: AllowedIPs[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryUpdate:
+    """Who owns which peer now, and this device's own number among the workers: the encrypt
+    side routes by the whole interface's table and hands over what it does not own."""
+
+    directory: PeerDirectory | None
+    worker: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,4 +203,7 @@ Action = (
     | TunnelReply
     | HandshakeWanted
     | Sent
+    | HandOverPackets
+    | HandOverDatagram
+    | DirectoryUpdate
 )

@@ -27,6 +27,7 @@ from loguru import logger
 from . import drops, receive, transport
 from .actions import (
     Action,
+    DirectoryUpdate,
     Endpoint,
     HandshakeWanted,
     PeerEndpoint,
@@ -63,6 +64,7 @@ from .noise import (
 from .oversize import TooBigLimiter
 from .peer import DeviceError, Peer, PeerConfig, PeerState, PeerStats, short_key
 from .ratelimiter import RateLimiter
+from .sharding import PeerDirectory
 from .timers import TimerEvent, Timers
 
 __all__ = ["Device", "DeviceError", "PeerConfig", "PeerState"]
@@ -84,6 +86,9 @@ class Device:
         """``shard``: (this worker, of how many) where worker processes share the interface;
         the receiver indices this device hands out name its worker."""
         self.rng = rng
+        self.shard = shard
+        # who owns the peers this device does not have (set_directory); None: nobody else
+        self.directory: PeerDirectory | None = None
         self.identity: Identity | None = None
         self.checker: CookieChecker | None = None
         self._set_identity(private_key)
@@ -254,12 +259,33 @@ class Device:
         return out
 
     def sync_actions(self) -> list[Action]:
-        """Everything the send side needs to rebuild its view (after it restarted): routes and
-        endpoints. Never keys: see the encrypt stage."""
+        """Everything the send side needs to rebuild its view (after it restarted): routes,
+        endpoints and, with worker processes, the directory. Never keys: see the encrypt
+        stage."""
         self.allowed_ips.take_changes()  # the full copy below supersedes any pending change
         out: list[Action] = [Routes(self.allowed_ips.copy(index=False))]
         out += [PeerEndpoint(p.key, p.endpoint) for p in self.peer_map.values()]
+        if self.directory is not None:
+            out.append(DirectoryUpdate(self.directory, self.shard[0]))
         return out
+
+    def set_directory(self, directory: PeerDirectory | None) -> list[Action]:
+        """Who owns every peer of the interface, for a device that is one of several workers
+        (its ``shard``): an initiation from a peer another worker owns, and a host packet
+        routed to one, become hand-over actions instead of drops. The value is kept as it is
+        (it never changes); a change is a new one."""
+        worker, workers = self.shard
+        if directory is not None and directory.workers != workers:
+            raise DeviceError(f"a directory for {directory.workers} workers, not {workers}")
+        self.directory = directory
+        return [DirectoryUpdate(directory, worker)]
+
+    def owner_elsewhere(self, key: bytes) -> int | None:
+        directory = self.directory
+        if directory is None:
+            return None
+        owner = directory.owner(key)
+        return None if owner == self.shard[0] else owner
 
     def remove_peer(self, key: bytes) -> list[Action]:
         peer = self.peer_map.pop(key, None)
@@ -278,6 +304,18 @@ class Device:
         self.wall = wall
         out: list[Action] = []
         receive.receive_datagram(self, data, source, now, out)
+        return out
+
+    def receive_handed_over(
+        self, datagrams: Iterable[tuple[bytes, Endpoint]], now: float, wall: float
+    ) -> list[Action]:
+        """Datagrams another worker read and passed here (:class:`~.actions.HandOverDatagram`):
+        received as if they had arrived here, but never handed on, and without a second load
+        check (see :func:`.receive.receive_handshake`)."""
+        self.wall = wall
+        out: list[Action] = []
+        for data, source in datagrams:
+            receive.receive_datagram(self, data, source, now, out, handed_over=True)
         return out
 
     def receive_many(

@@ -28,3 +28,4 @@ NO_ENDPOINT: Final = "no_endpoint"  # the peer's address is not known yet
 STAGED_OVERFLOW: Final = "staged_overflow"  # too many packets waiting for a handshake
 STAGED_EXPIRED: Final = "staged_expired"  # the handshake gave up; waiting packets dropped
 TOO_BIG: Final = "too_big"  # outbound packet above the MTU
+NOT_OURS: Final = "not_ours"  # handed over by another worker, for a peer this one does not own

@@ -4,6 +4,10 @@ The :class:`Encryptor` owns the counters of the sessions it sends on, and nothin
 is what lets it run on its own thread. It learns of new sessions, endpoints and routes from the
 :class:`~.device.Device` as immutable actions, and tells the device about traffic it sent and
 handshakes it needs, also as actions.
+
+Where worker processes share the interface, a :class:`~.sharding.PeerDirectory` (from
+:class:`~.actions.DirectoryUpdate`) routes every packet by the whole interface's table, and a
+run of packets for a peer another worker owns leaves as one :class:`~.actions.HandOverPackets`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from ..packet import MAX_PACKET_SIZE, Packet
 from . import drops
 from .actions import (
     Action,
+    DirectoryUpdate,
     Endpoint,
+    HandOverPackets,
     HandshakeWanted,
     PeerEndpoint,
     PeerRemoved,
@@ -40,6 +46,7 @@ from .constants import (
     REKEY_AFTER_TIME,
 )
 from .keypair import SendKeys
+from .sharding import PeerDirectory
 from .transport import expand, seal
 
 __all__ = ["Encryptor"]
@@ -81,6 +88,9 @@ class Encryptor:
         self.max_staged = max_staged
         self._routes: AllowedIPs[bytes] = AllowedIPs(index=False)  # looks up, replays deltas
         self._peers: dict[bytes, _SendPeer] = {}
+        # with worker processes: who owns which peer, and which worker this one is
+        self._directory: PeerDirectory | None = None
+        self._worker = 0
         self.drops: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ state from the device
@@ -106,6 +116,8 @@ class Encryptor:
                 self._on_removed(action, now, out, sent)
             case TunnelReply():
                 self._on_reply(action, now, out, sent)
+            case DirectoryUpdate():
+                self._directory, self._worker = action.directory, action.worker
         self._report(sent, out)
         return expand(out)
 
@@ -178,14 +190,19 @@ class Encryptor:
         """Encrypt a batch: one Transmit per datagram (see :meth:`send_batch`)."""
         return expand(self.send_batch(packets, now))
 
-    def send_batch(self, packets: Iterable[Packet], now: float) -> list[Action]:
+    def send_batch(
+        self, packets: Iterable[Packet], now: float, *, handed_over: bool = False
+    ) -> list[Action]:
         """Encrypt a batch, in order. Consecutive packets to one peer form a run that is sealed
         at once and leaves as one TransmitBatch; timer events for the device are aggregated per
-        peer per batch."""
+        peer per batch. A run for a peer another worker owns leaves as one HandOverPackets,
+        unless the batch was ``handed_over`` here already: it is then dropped (``not_ours``),
+        so that two workers whose directories disagree cannot pass packets back and forth."""
         out: list[Action] = []
         sent: _Tally = {}
         wanted: set[bytes] = set()
-        lookup = self._routes.lookup_bytes
+        directory = self._directory
+        lookup = self._routes.lookup_bytes if directory is None else directory.route
         mtu = self.mtu
         drops_ = self.drops
         run: list[Packet] = []
@@ -206,16 +223,38 @@ class Encryptor:
                 continue
             if key is not run_key:
                 if run_key is not None:
-                    self._send_run(run_key, run, now, out, sent, wanted)
+                    self._route_run(run_key, run, now, out, sent, wanted, handed_over)
                     run = []
                 run_key = key
             run.append(packet)
         if run_key is not None:
-            self._send_run(run_key, run, now, out, sent, wanted)
+            self._route_run(run_key, run, now, out, sent, wanted, handed_over)
         for key in wanted:
             out.append(HandshakeWanted(key))
         self._report(sent, out)
         return out
+
+    def _route_run(
+        self,
+        key: bytes,
+        run: list[Packet],
+        now: float,
+        out: list[Action],
+        sent: _Tally,
+        wanted: set[bytes],
+        handed_over: bool,
+    ) -> None:
+        """A run for one peer: sent here, or handed to the worker that owns the peer."""
+        directory = self._directory
+        if directory is not None:
+            owner = directory.owner(key)
+            if owner is not None and owner != self._worker:
+                if handed_over:
+                    self.drops[drops.NOT_OURS] += len(run)
+                else:
+                    out.append(HandOverPackets(owner, tuple(run)))
+                return
+        self._send_run(key, run, now, out, sent, wanted)
 
     def _send_run(
         self,

@@ -26,7 +26,15 @@ from loguru import logger
 from ..icmp import too_big_reply
 from ..packet import Packet, PacketError
 from . import drops
-from .actions import Action, Deliver, Endpoint, SendKeysUpdate, Transmit, TunnelReply
+from .actions import (
+    Action,
+    Deliver,
+    Endpoint,
+    HandOverDatagram,
+    SendKeysUpdate,
+    Transmit,
+    TunnelReply,
+)
 from .allowedips import AllowedIPs
 from .constants import (
     HANDSHAKE_INITIATION_RATE,
@@ -123,11 +131,21 @@ class ReceiveDevice(Protocol):
         """Answer the initiation just consumed; the session offered, or None if none could be."""
         ...
 
+    def owner_elsewhere(self, key: bytes) -> int | None:
+        """The other worker that owns peer ``key``, if another does (worker processes)."""
+        ...
+
 
 def receive_datagram(
-    device: ReceiveDevice, data: bytes, source: Endpoint, now: float, out: list[Action]
+    device: ReceiveDevice,
+    data: bytes,
+    source: Endpoint,
+    now: float,
+    out: list[Action],
+    handed_over: bool = False,
 ) -> None:
-    """One datagram from ``source``, of any message type."""
+    """One datagram from ``source``, of any message type. ``handed_over``: another worker
+    read it and passed it here (see :func:`receive_handshake`)."""
     if len(data) < 4 or data[1] or data[2] or data[3]:
         device.drops[drops.MALFORMED] += 1
         return
@@ -143,7 +161,7 @@ def receive_datagram(
         if isinstance(msg, CookieReply):
             receive_cookie_reply(device, msg, now)
         elif isinstance(msg, Initiation | Response):
-            receive_handshake(device, data, msg, source, now, out)
+            receive_handshake(device, data, msg, source, now, out, handed_over)
     else:
         device.drops[drops.MALFORMED] += 1
 
@@ -297,8 +315,14 @@ def receive_handshake(
     source: Endpoint,
     now: float,
     out: list[Action],
+    handed_over: bool = False,
 ) -> None:
-    """mac1, then (under load only) mac2 and the per-source rate limit, then the message."""
+    """mac1, then (under load only) mac2 and the per-source rate limit, then the message.
+
+    A message ``handed_over`` by the worker that read it passed that worker's load checks,
+    against its own cookie secret: checking mac2 again here, against another secret, would
+    answer the peer's every retry with a new cookie. Nor is it handed on again: two workers
+    whose directories disagree must not pass an initiation back and forth."""
     checker = device.checker
     if checker is None or device.identity is None:
         device.drops[drops.NO_PRIVATE_KEY] += 1
@@ -307,7 +331,7 @@ def receive_handshake(
         device.drops[drops.BAD_MAC1] += 1
         return
     load = device.load
-    if load.under_load(now):
+    if not handed_over and load.under_load(now):
         src = _source_bytes(source)
         if src is None:
             device.drops[drops.MALFORMED] += 1
@@ -322,13 +346,19 @@ def receive_handshake(
             return
     load.worked(now)
     if isinstance(msg, Initiation):
-        _receive_initiation(device, msg, source, now, out)
+        _receive_initiation(device, data, msg, source, now, out, handed_over)
     else:
         _receive_response(device, msg, source, now, out)
 
 
 def _receive_initiation(
-    device: ReceiveDevice, msg: Initiation, source: Endpoint, now: float, out: list[Action]
+    device: ReceiveDevice,
+    data: bytes,
+    msg: Initiation,
+    source: Endpoint,
+    now: float,
+    out: list[Action],
+    handed_over: bool,
 ) -> None:
     assert device.identity is not None
     try:
@@ -338,7 +368,14 @@ def _receive_initiation(
         return
     peer = device.peer_map.get(consumed.remote_static)
     if peer is None:
-        device.drops[drops.UNKNOWN_PEER] += 1
+        owner = None if handed_over else device.owner_elsewhere(consumed.remote_static)
+        if owner is None:
+            device.drops[drops.UNKNOWN_PEER] += 1
+            return
+        # Only the initiation travels, not what consuming it learnt: the owner repeats the
+        # Diffie-Hellman, once per handshake, and no secret leaves this worker.
+        out.append(HandOverDatagram(owner, data, source))
+        device.events["initiations_handed_over"] += 1
         return
     hs = peer.handshake
     if hs.static_static is None:
