@@ -116,7 +116,9 @@ class SingleThreaded:
     def start(self) -> None:
         """Run the loop on a thread of its own, so that the daemon's main thread serves
         signals and watches, as it does for every data plane."""
-        self._thread = threading.Thread(target=self._main, name="wga:loop")
+        # A daemon thread: a stage stuck in `process` must not keep the process alive once
+        # stop() has given up on it.
+        self._thread = threading.Thread(target=self._main, name="wga:loop", daemon=True)
         self._thread.start()
 
     def _main(self) -> None:
@@ -126,12 +128,15 @@ class SingleThreaded:
             logger.opt(exception=e).debug("the loop failed")
             self._escalate(f"the loop failed: {e!r}")
 
-    def stop(self) -> None:
+    def stop(self, deadline: float) -> None:
+        """Ask the loop to stop and wait for it until ``deadline`` (``time.monotonic()``),
+        never longer than :data:`STOP_TIMEOUT`; then abandon it."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(STOP_TIMEOUT)
+            wait = min(STOP_TIMEOUT, max(0.0, deadline - time.monotonic()))
+            self._thread.join(wait)
             if self._thread.is_alive():
-                logger.warning("the loop did not stop in {} s; abandoning it", STOP_TIMEOUT)
+                logger.warning("the loop did not stop in {:.2g} s; abandoning it", wait)
 
     def failure(self) -> str | None:
         if self.escalation_reason:
