@@ -42,6 +42,7 @@ from .dataplane import DataPlane, DataPlaneSpec, DataPlaneTimeout
 from .faults import Fault
 from .io import TunDevice, TunError, UdpSocket
 from .io.offloads import plan_from_env
+from .log import print_error
 from .metrics import MetricsServer
 from .modes import ACTORS, make_data_plane
 from .pipeline_file import StageEntry
@@ -522,7 +523,7 @@ def daemonize(ready_timeout: float = READY_TIMEOUT) -> Callable[[str | None], No
         if text is None:
             _stop_child(pid)
             text = f"the daemon did not report within {ready_timeout:g} s; stopped it"
-        print(f"wgactors: {text or 'the daemon exited during start-up'}", file=sys.stderr)
+        print_error(text or "the daemon exited during start-up")
         os._exit(EXIT_SETUP)
     os.close(read_end)
     os.setsid()
