@@ -61,12 +61,15 @@ WATCH_INTERVAL = 0.1  # seconds between the main thread's looks at the pipeline
 INTERFACE_CHECK_INTERVAL = 0.2  # seconds between checks that the interface still exists
 # Seconds from the start of a stop (SIGTERM, SIGINT, the interface deleted, the data plane
 # failed) to the end of the process: the teardown's steps share them, then the guard exits.
-SHUTDOWN_DEADLINE = 1.0
+SHUTDOWN_DEADLINE = 1.2
 # Seconds of that deadline kept for the steps after the data plane's stop: closing the port and
 # the interface, then the UAPI server's stop (it joins its thread, which looks at its stop flag
 # every ACCEPT_POLL).
 SOCKET_RESERVE = ACCEPT_POLL + 0.05
 TEARDOWN_RESERVE = SOCKET_RESERVE + 0.1
+# The part of the data plane's time that the final stats line may take (a stage that does
+# not answer is not waited for beyond it).
+FINAL_STATS_SHARE = 0.4
 GUARD_LOG_WAIT = 0.1  # seconds the guard lets its last log line take before it exits
 # Seconds a UAPI socket that another process still serves is waited for at start-up: we could
 # create the interface, so its owner has usually lost it (wg-quick down) and is on its way out.
@@ -341,7 +344,10 @@ class Daemon:
             deadline = self.request_stop()
             # The metrics server may wait for a slow client: it stops beside the rest.
             metrics_stop = _in_background(metrics_server.stop) if metrics_server else None
-            plane.stop(deadline - TEARDOWN_RESERVE)
+            plane_deadline = deadline - TEARDOWN_RESERVE
+            if serving:
+                self._final_stats(plane, plane_deadline)
+            plane.stop(plane_deadline)
             self.placement.stop()
             # The port and the interface go before the UAPI socket does: whoever waits for the
             # socket to vanish (wg-quick down, then up again) finds both free.
@@ -353,6 +359,18 @@ class Daemon:
                 server.stop()
                 self._own_socket = None
         return self.status
+
+    @staticmethod
+    def _final_stats(plane: DataPlane, deadline: float) -> None:
+        """The counters at the end, at debug level, for the record (and the live tests):
+        asked while the stages still run, for a share of the time left to stop them."""
+
+        def log_stats() -> None:
+            with contextlib.suppress(DataPlaneTimeout):
+                logger.debug("final stats: {}", plane.stats())
+
+        wait = max(0.0, deadline - time.monotonic()) * FINAL_STATS_SHARE
+        _in_background(log_stats).join(wait)
 
     def _start_uapi(self, server: UapiServer) -> None:
         """Serve the UAPI socket. One that a live process serves is waited for (up to

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from actors import Packet, Stage
 
 
@@ -72,3 +74,31 @@ class FailOnStart(Stage):
 
     def on_start(self) -> None:
         raise OSError("injected on_start failure")
+
+
+class BlockForever(Stage):
+    """Blocks for good in `process` (a call that never returns), after touching ``marker`` so
+    that a test knows it is stuck."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+
+    def process(self, packet: Packet) -> Packet:
+        with open(self.marker, "w"):
+            pass
+        threading.Event().wait()
+        return packet
+
+
+class BlockOnStart(Stage):
+    """Blocks for good in `on_start`, after touching ``marker``."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+
+    def on_start(self) -> None:
+        with open(self.marker, "w"):
+            pass
+        threading.Event().wait()

@@ -3,15 +3,18 @@ ends the daemon within SIGNAL_EXIT_LIMIT whatever state it is in."""
 
 from __future__ import annotations
 
+import errno
 import os
+import select
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns import WG_SOCKET_DIR, Netns, WireguardGo, gen_keypair
+from netns import WG_SOCKET_DIR, Netns, WireguardGo, gen_keypair, socket_in
 from wgactors_proc import A4, B4, LAUNCHER, ROOT, Wgactors, wireguard_go_pair, write_conf
 
 pytestmark = pytest.mark.netns
@@ -24,16 +27,31 @@ EXIT_WAIT = 15.0  # seconds the tests wait for an exit before giving up on it
 # The specification: a signal ends the daemon within this, measured from the signal to the
 # exit status seen by waitpid. Everything else is waited for with a bounded deadline.
 SIGNAL_EXIT_LIMIT = 2.0
-POLL = 0.02
+POLL = 0.005  # seconds between looks at a signalled daemon's exit status
+SOCKET_POLL = 0.002  # seconds between looks for the UAPI socket's removal
 
 
-def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+def wait_for(predicate, timeout: float, poll: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
-        time.sleep(0.05)
+        time.sleep(poll)
     return bool(predicate())
+
+
+def port_is_free(ns: Netns, port: int) -> bool:
+    """Whether a dual-stack UDP socket can take ``port`` in ``ns`` (it conflicts with any
+    IPv4 or IPv6 bind of it)."""
+    with socket_in(ns, socket.AF_INET6) as probe:
+        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        try:
+            probe.bind(("::", port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
 
 
 # -- wg-quick down && wg-quick up
@@ -66,6 +84,7 @@ def test_wg_quick_down_and_up_back_to_back(netns_pair, peer_wggo, tmp_path: Path
     ns = netns_pair.a
     env = {"WG_QUICK_USERSPACE_IMPLEMENTATION": str(LAUNCHER)}
     quick = ["wg-quick", "{}", str(conf)]
+    sock = WG_SOCKET_DIR / "wgc0.sock"
 
     def wg_quick(verb: str) -> subprocess.CompletedProcess[str]:
         argv = [verb if a == "{}" else a for a in quick]
@@ -79,6 +98,9 @@ def test_wg_quick_down_and_up_back_to_back(netns_pair, peer_wggo, tmp_path: Path
             assert time.monotonic() < deadline, f"{cycle} cycles took over {CYCLES_BUDGET} s"
             down = wg_quick("down")
             assert down.returncode == 0, f"cycle {cycle}: down failed:\n{down.stderr}"
+            if cycle % 2:  # the contract behind it: once the socket is gone, the port is free
+                assert wait_for(lambda: not sock.exists(), EXIT_WAIT, poll=SOCKET_POLL)
+                assert port_is_free(ns, 51821), f"cycle {cycle}: the socket went before the port"
             up = wg_quick("up")
             assert up.returncode == 0, f"cycle {cycle}: up failed:\n{up.stderr}"
         ping = ns.run(
@@ -92,3 +114,100 @@ def test_wg_quick_down_and_up_back_to_back(netns_pair, peer_wggo, tmp_path: Path
     finally:
         wg_quick("down")
     assert wait_for(lambda: not (WG_SOCKET_DIR / "wgc0.sock").exists(), EXIT_WAIT)
+
+
+# -- a signal ends the daemon within SIGNAL_EXIT_LIMIT, in every state
+
+MODES = {"actors": (), "single": ("--single-threaded",)}
+IFACE = "wgk0"
+OUR_PORT = 51821
+STUCK_WAIT = 15.0  # seconds for a blocking stage to be reached
+
+
+def exit_time(proc: subprocess.Popen[bytes], sig: int) -> tuple[float, int | None]:
+    """Send ``sig``; the seconds until the exit status is there (a pidfd turns readable when
+    the process ends: no polling), and the status (None if it did not end within EXIT_WAIT)."""
+    pidfd = os.pidfd_open(proc.pid)
+    try:
+        start = time.monotonic()
+        os.kill(proc.pid, sig)
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        ended = poller.poll(EXIT_WAIT * 1000)
+        elapsed = time.monotonic() - start
+    finally:
+        os.close(pidfd)
+    return elapsed, (proc.wait(EXIT_WAIT) if ended else None)
+
+
+def pipeline_file(tmp_path: Path, state: str) -> Path | None:
+    marker = tmp_path / "stuck"
+    stage = {"stuck-in-process": "BlockForever", "stuck-on-start": "BlockOnStart"}.get(state)
+    if stage is None:
+        return None
+    pipe = tmp_path / "pipeline.toml"
+    pipe.write_text(
+        f'[[outbound]]\nuse = "custom_stages:{stage}"\noptions = {{ marker = "{marker}" }}\n'
+    )
+    return pipe
+
+
+def reach_state(netns_pair, daemon: Wgactors, state: str, marker: Path) -> None:  # type: ignore[no-untyped-def]
+    """Bring the running (or starting) daemon into ``state``."""
+    ns = netns_pair.a
+    if state in ("serving", "underlay-deleted"):
+        assert wait_for(
+            lambda: ns.run("ping", "-c", "1", "-W", "1", B4, check=False).returncode == 0,
+            PING_TIMEOUT,
+        ), daemon.log()
+        ns.popen("ping", "-q", "-i", "0.01", "-w", str(int(EXIT_WAIT * 2)), B4)  # traffic
+        time.sleep(0.2)  # let the flood run through the stages
+        if state == "underlay-deleted":
+            ns.ip("link", "del", netns_pair.veth_a)
+            assert wait_for(lambda: ns.link_gone(netns_pair.veth_a), EXIT_WAIT)
+    elif state == "stuck-in-process":
+        ns.popen("ping", "-q", "-i", "0.2", "-w", str(int(STUCK_WAIT)), B4)
+        assert wait_for(marker.exists, STUCK_WAIT), daemon.log()
+    elif state == "stuck-on-start":
+        assert wait_for(marker.exists, STUCK_WAIT), daemon.log()
+    else:  # "starting": whatever the daemon is doing a moment after it was started
+        time.sleep(0.3)
+
+
+STATES = ("serving", "underlay-deleted", "stuck-in-process", "stuck-on-start", "starting")
+CASES = [(signal.SIGTERM, state, mode) for state in STATES for mode in MODES] + [
+    (signal.SIGINT, state, mode)
+    for state in ("serving", "stuck-in-process", "starting")
+    for mode in MODES
+]
+
+
+@pytest.mark.parametrize(
+    ("sig", "state", "mode"),
+    CASES,
+    ids=[f"{signal.Signals(s).name}-{state}-{mode}" for s, state, mode in CASES],
+)
+def test_a_signal_ends_the_daemon_within_the_limit(
+    netns_pair, tmp_path: Path, sig: int, state: str, mode: str
+) -> None:
+    wggo, conf = wireguard_go_pair(netns_pair, tmp_path, IFACE)
+    pipe = pipeline_file(tmp_path, state)
+    extra = [*MODES[mode], *(["--pipeline", str(pipe)] if pipe else [])]
+    daemon = Wgactors(netns_pair.a, conf, *extra, env={"PYTHONPATH": str(ROOT / "tests")})
+    try:
+        daemon.start(wait_up=state in ("serving", "underlay-deleted", "stuck-in-process"))
+        assert daemon.proc is not None
+        reach_state(netns_pair, daemon, state, tmp_path / "stuck")
+        assert daemon.proc.poll() is None, daemon.log()
+        elapsed, status = exit_time(daemon.proc, sig)
+        print(f"{signal.Signals(sig).name} {state} {mode}: exit {status} after {elapsed:.3f} s")
+        assert status is not None, f"still running {EXIT_WAIT} s after the signal:\n{daemon.log()}"
+        assert elapsed <= SIGNAL_EXIT_LIMIT, f"exited after {elapsed:.2f} s:\n{daemon.log()}"
+        # a signal before the handlers are installed takes the default action
+        assert status in ((0, -sig) if state == "starting" else (0,)), daemon.log()
+        assert not daemon.socket_path.exists()
+        assert port_is_free(netns_pair.a, OUR_PORT)
+        assert wait_for(lambda: daemon.ns.link_gone(IFACE), EXIT_WAIT)
+    finally:
+        daemon.cleanup()
+        wggo.stop()
