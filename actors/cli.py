@@ -9,6 +9,8 @@
         what `wg show` shows, plus each stage's counters
     wgactors stages
         the stages a pipeline file can name, and where each comes from
+    wgactors systemd-unit
+        the systemd unit (wgactors@.service) that runs this installation, by absolute path
     wgactors --version
 
 A subcommand is any name registered in :func:`build_parser`; anything else is the drop-in form,
@@ -112,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--prometheus", action="store_true", help="Prometheus text format (node_exporter textfile)"
     )
     sub.add_parser("stages", help="list the stages a pipeline file can use, and their origin")
+    sub.add_parser(
+        "systemd-unit",
+        help="print the systemd unit (wgactors@.service) that runs this installation",
+    )
     _finish_usage(parser)
     return parser
 
@@ -168,6 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .catalog import cmd_stages
 
             return cmd_stages()
+        if args.command == "systemd-unit":
+            from .systemd_unit import cmd_systemd_unit
+
+            return cmd_systemd_unit()
         return cmd_daemon(args)
     except Exception as e:  # a bug: one clear line (details at debug level), no traceback
         logger.opt(exception=e).debug("internal error")
