@@ -61,7 +61,7 @@ WATCH_INTERVAL = 0.1  # seconds between the main thread's looks at the pipeline
 INTERFACE_CHECK_INTERVAL = 0.2  # seconds between checks that the interface still exists
 # Seconds from the start of a stop (SIGTERM, SIGINT, the interface deleted, the data plane
 # failed) to the end of the process: the teardown's steps share them, then the guard exits.
-SHUTDOWN_DEADLINE = 1.2
+SHUTDOWN_DEADLINE = 1.0
 # Seconds of that deadline kept for the steps after the data plane's stop: closing the port and
 # the interface, then the UAPI server's stop (it joins its thread, which looks at its stop flag
 # every ACCEPT_POLL).

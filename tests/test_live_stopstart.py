@@ -71,7 +71,7 @@ def test_wg_quick_down_and_up_back_to_back(netns_pair, peer_wggo, tmp_path: Path
     peer_wggo.set_peer(our_pub, allowed_ips=[f"{A4}/32"])
     conf = write_conf(
         tmp_path,
-        "wgc0",
+        "wgcyc0",
         {"PrivateKey": ours, "ListenPort": 51821, "Address": f"{A4}/24"},
         [
             {
@@ -84,7 +84,7 @@ def test_wg_quick_down_and_up_back_to_back(netns_pair, peer_wggo, tmp_path: Path
     ns = netns_pair.a
     env = {"WG_QUICK_USERSPACE_IMPLEMENTATION": str(LAUNCHER)}
     quick = ["wg-quick", "{}", str(conf)]
-    sock = WG_SOCKET_DIR / "wgc0.sock"
+    sock = WG_SOCKET_DIR / "wgcyc0.sock"
 
     def wg_quick(verb: str) -> subprocess.CompletedProcess[str]:
         argv = [verb if a == "{}" else a for a in quick]
@@ -107,19 +107,19 @@ def test_wg_quick_down_and_up_back_to_back(netns_pair, peer_wggo, tmp_path: Path
             "ping", "-c", "3", "-i", "0.2", "-W", "2", B4, check=False, timeout=PING_TIMEOUT
         )
         assert ping.returncode == 0, ping.stdout
-        dump = ns.run("wg", "show", "wgc0", "dump").stdout.splitlines()
+        dump = ns.run("wg", "show", "wgcyc0", "dump").stdout.splitlines()
         fields = dump[1].split("\t")
         assert fields[0] == peer_wggo.public_key and int(fields[4]) > 0  # a handshake
-        assert ns.run("wg", "show", "wgc0", "listen-port").stdout.strip() == "51821"
+        assert ns.run("wg", "show", "wgcyc0", "listen-port").stdout.strip() == "51821"
     finally:
         wg_quick("down")
-    assert wait_for(lambda: not (WG_SOCKET_DIR / "wgc0.sock").exists(), EXIT_WAIT)
+    assert wait_for(lambda: not (WG_SOCKET_DIR / "wgcyc0.sock").exists(), EXIT_WAIT)
 
 
 # -- a signal ends the daemon within SIGNAL_EXIT_LIMIT, in every state
 
 MODES = {"actors": (), "single": ("--single-threaded",)}
-IFACE = "wgk0"
+IFACE = "wgsig0"  # names unused by other tests: the socket directory is shared
 OUR_PORT = 51821
 STUCK_WAIT = 15.0  # seconds for a blocking stage to be reached
 
@@ -155,26 +155,38 @@ def pipeline_file(tmp_path: Path, state: str) -> Path | None:
 def reach_state(netns_pair, daemon: Wgactors, state: str, marker: Path) -> None:  # type: ignore[no-untyped-def]
     """Bring the running (or starting) daemon into ``state``."""
     ns = netns_pair.a
-    if state in ("serving", "underlay-deleted"):
+    if state in ("serving", "underlay-deleted", "links-deleted"):
         assert wait_for(
             lambda: ns.run("ping", "-c", "1", "-W", "1", B4, check=False).returncode == 0,
             PING_TIMEOUT,
         ), daemon.log()
         ns.popen("ping", "-q", "-i", "0.01", "-w", str(int(EXIT_WAIT * 2)), B4)  # traffic
         time.sleep(0.2)  # let the flood run through the stages
-        if state == "underlay-deleted":
+        if state in ("underlay-deleted", "links-deleted"):
             ns.ip("link", "del", netns_pair.veth_a)
             assert wait_for(lambda: ns.link_gone(netns_pair.veth_a), EXIT_WAIT)
+        if state == "links-deleted":  # the daemon's own interface too: it is stopping already
+            ns.ip("link", "del", IFACE)
     elif state == "stuck-in-process":
         ns.popen("ping", "-q", "-i", "0.2", "-w", str(int(STUCK_WAIT)), B4)
         assert wait_for(marker.exists, STUCK_WAIT), daemon.log()
     elif state == "stuck-on-start":
         assert wait_for(marker.exists, STUCK_WAIT), daemon.log()
-    else:  # "starting": whatever the daemon is doing a moment after it was started
+    elif state == "starting":  # before its handlers are installed, or during set-up
         time.sleep(0.3)
+    else:  # "setting-up": its first log line is out (set-up has begun), "up" not yet
+        assert wait_for(lambda: daemon.log().strip() != "", STUCK_WAIT, poll=0.001)
 
 
-STATES = ("serving", "underlay-deleted", "stuck-in-process", "stuck-on-start", "starting")
+STATES = (
+    "serving",
+    "underlay-deleted",
+    "links-deleted",
+    "stuck-in-process",
+    "stuck-on-start",
+    "starting",
+    "setting-up",
+)
 CASES = [(signal.SIGTERM, state, mode) for state in STATES for mode in MODES] + [
     (signal.SIGINT, state, mode)
     for state in ("serving", "stuck-in-process", "starting")
@@ -195,16 +207,17 @@ def test_a_signal_ends_the_daemon_within_the_limit(
     extra = [*MODES[mode], *(["--pipeline", str(pipe)] if pipe else [])]
     daemon = Wgactors(netns_pair.a, conf, *extra, env={"PYTHONPATH": str(ROOT / "tests")})
     try:
-        daemon.start(wait_up=state in ("serving", "underlay-deleted", "stuck-in-process"))
+        daemon.start(wait_up=state not in ("stuck-on-start", "starting", "setting-up"))
         assert daemon.proc is not None
         reach_state(netns_pair, daemon, state, tmp_path / "stuck")
-        assert daemon.proc.poll() is None, daemon.log()
+        if state != "links-deleted":  # that one may be ending on its own (not reaped yet)
+            assert daemon.proc.poll() is None, daemon.log()
         elapsed, status = exit_time(daemon.proc, sig)
         print(f"{signal.Signals(sig).name} {state} {mode}: exit {status} after {elapsed:.3f} s")
         assert status is not None, f"still running {EXIT_WAIT} s after the signal:\n{daemon.log()}"
         assert elapsed <= SIGNAL_EXIT_LIMIT, f"exited after {elapsed:.2f} s:\n{daemon.log()}"
         # a signal before the handlers are installed takes the default action
-        assert status in ((0, -sig) if state == "starting" else (0,)), daemon.log()
+        assert status in ((0, -sig) if state in ("starting", "setting-up") else (0,)), daemon.log()
         assert not daemon.socket_path.exists()
         assert port_is_free(netns_pair.a, OUR_PORT)
         assert wait_for(lambda: daemon.ns.link_gone(IFACE), EXIT_WAIT)
