@@ -129,11 +129,15 @@ class Daemon:
         self._wake = -1  # the guard's pipe: signal numbers, and _OTHER_STOP
         self._own_socket: tuple[Path, int, int] | None = None  # path, device, inode
 
-    @staticmethod
-    def _on_signal(_signum: int, _frame: object) -> None:
-        """Nothing to do here: the C-level handler has already written the signal's number to
-        the guard's pipe (:meth:`_guard`), which acts on it. Installing a handler is what keeps
-        the default action (death, or KeyboardInterrupt) away, and lets the teardown run."""
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        """The C-level handler has already written the signal's number to the guard's pipe
+        (the wakeup fd), and the guard acts on it (:meth:`_guard`); installing a handler is what
+        keeps the default action (death, or KeyboardInterrupt) away. Should a library have
+        replaced the wakeup fd meanwhile (an event loop may), ours is put back and the number
+        written here instead."""
+        if signal.set_wakeup_fd(self._wake, warn_on_full_buffer=False) != self._wake:
+            with contextlib.suppress(OSError):
+                os.write(self._wake, bytes([signum]))
 
     def _arm_guard(self) -> None:
         """Route SIGTERM, SIGINT and SIGHUP to the guard thread, through the wakeup fd."""
