@@ -142,7 +142,11 @@ def exit_time(proc: subprocess.Popen[bytes], sig: int) -> tuple[float, int | Non
 
 def pipeline_file(tmp_path: Path, state: str) -> Path | None:
     marker = tmp_path / "stuck"
-    stage = {"stuck-in-process": "BlockForever", "stuck-on-start": "BlockOnStart"}.get(state)
+    stage = {
+        "stuck-in-process": "BlockForever",
+        "stuck-in-reload": "BlockForever",
+        "stuck-on-start": "BlockOnStart",
+    }.get(state)
     if stage is None:
         return None
     pipe = tmp_path / "pipeline.toml"
@@ -152,7 +156,7 @@ def pipeline_file(tmp_path: Path, state: str) -> Path | None:
     return pipe
 
 
-def reach_state(netns_pair, daemon: Wgactors, state: str, marker: Path) -> None:  # type: ignore[no-untyped-def]
+def reach_state(netns_pair, daemon: Wgactors, state: str, marker: Path, pipe: Path | None) -> None:  # type: ignore[no-untyped-def]
     """Bring the running (or starting) daemon into ``state``."""
     ns = netns_pair.a
     if state in ("serving", "underlay-deleted", "links-deleted"):
@@ -167,9 +171,15 @@ def reach_state(netns_pair, daemon: Wgactors, state: str, marker: Path) -> None:
             assert wait_for(lambda: ns.link_gone(netns_pair.veth_a), EXIT_WAIT)
         if state == "links-deleted":  # the daemon's own interface too: it is stopping already
             ns.ip("link", "del", IFACE)
-    elif state == "stuck-in-process":
+    elif state in ("stuck-in-process", "stuck-in-reload"):
         ns.popen("ping", "-q", "-i", "0.2", "-w", str(int(STUCK_WAIT)), B4)
         assert wait_for(marker.exists, STUCK_WAIT), daemon.log()
+        if state == "stuck-in-reload":  # the main thread waits for the stuck stage to go
+            assert pipe is not None
+            pipe.write_text("")
+            assert daemon.proc is not None
+            os.kill(daemon.proc.pid, signal.SIGHUP)
+            assert wait_for(lambda: "SIGHUP received" in daemon.log(), STUCK_WAIT)
     elif state == "stuck-on-start":
         assert wait_for(marker.exists, STUCK_WAIT), daemon.log()
     elif state == "starting":  # before its handlers are installed, or during set-up
@@ -183,6 +193,7 @@ STATES = (
     "underlay-deleted",
     "links-deleted",
     "stuck-in-process",
+    "stuck-in-reload",
     "stuck-on-start",
     "starting",
     "setting-up",
@@ -209,7 +220,7 @@ def test_a_signal_ends_the_daemon_within_the_limit(
     try:
         daemon.start(wait_up=state not in ("stuck-on-start", "starting", "setting-up"))
         assert daemon.proc is not None
-        reach_state(netns_pair, daemon, state, tmp_path / "stuck")
+        reach_state(netns_pair, daemon, state, tmp_path / "stuck", pipe)
         if state != "links-deleted":  # that one may be ending on its own (not reaped yet)
             assert daemon.proc.poll() is None, daemon.log()
         elapsed, status = exit_time(daemon.proc, sig)
@@ -221,6 +232,8 @@ def test_a_signal_ends_the_daemon_within_the_limit(
         assert not daemon.socket_path.exists()
         assert port_is_free(netns_pair.a, OUR_PORT)
         assert wait_for(lambda: daemon.ns.link_gone(IFACE), EXIT_WAIT)
+        if state == "stuck-in-reload":  # the teardown could not even begin: the guard ended it
+            assert "shutdown not done within" in daemon.log()
     finally:
         daemon.cleanup()
         wggo.stop()
