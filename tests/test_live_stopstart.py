@@ -10,10 +10,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import NetnsPair
 from netns import WG_SOCKET_DIR, Netns, WireguardGo, gen_keypair, socket_in
 from wgactors_proc import A4, B4, LAUNCHER, ROOT, Wgactors, wireguard_go_pair, write_conf
 
@@ -31,7 +32,7 @@ POLL = 0.005  # seconds between looks at a signalled daemon's exit status
 SOCKET_POLL = 0.002  # seconds between looks for the UAPI socket's removal
 
 
-def wait_for(predicate, timeout: float, poll: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], object], timeout: float, poll: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -58,13 +59,15 @@ def port_is_free(ns: Netns, port: int) -> bool:
 
 
 @pytest.fixture
-def peer_wggo(netns_pair) -> Iterator[WireguardGo]:  # type: ignore[no-untyped-def]
+def peer_wggo(netns_pair: NetnsPair) -> Iterator[WireguardGo]:
     key, _ = gen_keypair()
     with WireguardGo(netns_pair.b, key, listen_port=51820, addresses=[f"{B4}/24"]) as wggo:
         yield wggo
 
 
-def test_wg_quick_down_and_up_back_to_back(netns_pair, peer_wggo, tmp_path: Path) -> None:
+def test_wg_quick_down_and_up_back_to_back(
+    netns_pair: NetnsPair, peer_wggo: WireguardGo, tmp_path: Path
+) -> None:
     """`wg-quick down X && wg-quick up X` with a fixed ListenPort: every `up` must find the
     port, the interface name and the UAPI socket free, with no pause between the two."""
     ours, our_pub = gen_keypair()
@@ -156,7 +159,9 @@ def pipeline_file(tmp_path: Path, state: str) -> Path | None:
     return pipe
 
 
-def reach_state(netns_pair, daemon: Wgactors, state: str, marker: Path, pipe: Path | None) -> None:  # type: ignore[no-untyped-def]
+def reach_state(
+    netns_pair: NetnsPair, daemon: Wgactors, state: str, marker: Path, pipe: Path | None
+) -> None:
     """Bring the running (or starting) daemon into ``state``."""
     ns = netns_pair.a
     if state in ("serving", "underlay-deleted", "links-deleted"):
@@ -211,7 +216,7 @@ CASES = [(signal.SIGTERM, state, mode) for state in STATES for mode in MODES] + 
     ids=[f"{signal.Signals(s).name}-{state}-{mode}" for s, state, mode in CASES],
 )
 def test_a_signal_ends_the_daemon_within_the_limit(
-    netns_pair, tmp_path: Path, sig: int, state: str, mode: str
+    netns_pair: NetnsPair, tmp_path: Path, sig: int, state: str, mode: str
 ) -> None:
     wggo, conf = wireguard_go_pair(netns_pair, tmp_path, IFACE)
     pipe = pipeline_file(tmp_path, state)

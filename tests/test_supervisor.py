@@ -299,7 +299,9 @@ def test_shutdown_is_bounded_with_a_stuck_stage(tree_factory) -> None:
     assert not tree.stats()["a"]["alive"]
 
 
-def test_stopping_children_ends_at_the_deadline_however_many_are_stuck(tree_factory) -> None:
+def test_stopping_children_ends_at_the_deadline_however_many_are_stuck(
+    tree_factory: Callable[..., Tree],
+) -> None:
     """Each child's own shutdown timeout (3 s) would add up; a deadline bounds them together."""
     tree = tree_factory(names=("a", "b", "c"))
     for name in ("a", "b", "c"):
