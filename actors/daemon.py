@@ -73,7 +73,7 @@ FINAL_STATS_SHARE = 0.4
 GUARD_LOG_WAIT = 0.1  # seconds the guard lets its last log line take before it exits
 # Seconds a UAPI socket that another process still serves is waited for at start-up: we could
 # create the interface, so its owner has usually lost it (wg-quick down) and is on its way out.
-PREVIOUS_OWNER_WAIT = INTERFACE_CHECK_INTERVAL + SHUTDOWN_DEADLINE + 1.0
+PREVIOUS_OWNER_WAIT = INTERFACE_CHECK_INTERVAL + SHUTDOWN_DEADLINE + 2.0
 PREVIOUS_OWNER_POLL = 0.05  # seconds between looks at that socket
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _OTHER_STOP = 0  # the byte that wakes the guard for a stop that is not a signal
