@@ -69,7 +69,7 @@ SOCKET_RESERVE = ACCEPT_POLL + 0.05
 TEARDOWN_RESERVE = SOCKET_RESERVE + 0.1
 # The part of the data plane's time that the final stats line may take (a stage that does
 # not answer is not waited for beyond it).
-FINAL_STATS_SHARE = 0.4
+FINAL_STATS_SHARE = 0.5
 GUARD_LOG_WAIT = 0.1  # seconds the guard lets its last log line take before it exits
 # Seconds a UAPI socket that another process still serves is waited for at start-up: we could
 # create the interface, so its owner has usually lost it (wg-quick down) and is on its way out.
