@@ -11,6 +11,8 @@
         the stages a pipeline file can name, and where each comes from
     wgactors check PIPELINE
         check a pipeline file as start-up and SIGHUP do (imports, options, names), without root
+    wgactors systemd-unit
+        the systemd unit (wgactors@.service) that runs this installation, by absolute path
     wgactors --version
 
 A subcommand is any name registered in :func:`build_parser`; anything else is the drop-in form,
@@ -36,7 +38,7 @@ from . import __version__, settings
 from .config import ConfigError, ResolveError, check_permissions, load_config
 from .daemon import EXIT_ESCALATED, EXIT_OK, EXIT_SETUP, Daemon, TunnelSpec, daemonize
 from .faults import parse_faults
-from .log import setup_logging
+from .log import print_error, setup_logging
 from .metrics import parse_listen_address
 from .modes import ACTORS, SINGLE_THREADED
 from .pipeline_file import PIPELINE_ENV, StageEntry, describe, dropin_pipeline, load_pipeline
@@ -57,7 +59,8 @@ DAEMON_HELP = (
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # argparse's own exit code is 2 as well
         self.print_usage(sys.stderr)
-        self.exit(EXIT_CONFIG, f"wgactors: {message}\n")
+        print_error(message)
+        self.exit(EXIT_CONFIG)
 
 
 def _verbosity(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="check a pipeline file as start-up does (imports, options, names)"
     )
     check.add_argument("pipeline", metavar="PIPELINE", help="the pipeline file (TOML)")
+    sub.add_parser(
+        "systemd-unit",
+        help="print the systemd unit (wgactors@.service) that runs this installation",
+    )
     _finish_usage(parser)
     return parser
 
@@ -152,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     if not args_list:
         parser.print_usage(sys.stderr)
-        print("wgactors: give an interface name or a command (wgactors --help)", file=sys.stderr)
+        print_error("give an interface name or a command (wgactors --help)")
         return EXIT_CONFIG
     if args_list[0] in _subcommands(parser) or args_list[0] in ("-h", "--help", "--version"):
         args = parser.parse_args(args_list)
@@ -175,6 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_stages()
         if args.command == "check":
             return cmd_check(args.pipeline)
+        if args.command == "systemd-unit":
+            from .systemd_unit import cmd_systemd_unit
+
+            return cmd_systemd_unit()
         return cmd_daemon(args)
     except Exception as e:  # a bug: one clear line (details at debug level), no traceback
         logger.opt(exception=e).debug("internal error")
@@ -214,10 +225,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         faults = parse_faults()
         inbound, outbound = _load_stages(args.pipeline)
     except ResolveError as e:  # the file may be right: a set-up failure, so systemd retries
-        print(f"wgactors: {e}", file=sys.stderr)
+        print_error(str(e))
         return EXIT_SETUP
     except (ConfigError, ValueError) as e:  # ValueError: pipeline file or fault plan
-        print(f"wgactors: {e}", file=sys.stderr)
+        print_error(str(e))
         return EXIT_CONFIG
     setup_logging(args.verbose - args.quiet, name=config.name)
     warning = check_permissions(args.config)
@@ -257,14 +268,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_daemon(args: argparse.Namespace) -> int:
     name = args.interface
     if not _IFACE.match(name):
-        print(f"wgactors: {name!r} is not a valid interface name", file=sys.stderr)
+        print_error(f"{name!r} is not a valid interface name")
         return EXIT_CONFIG
     try:
         faults = parse_faults()
         pipeline_path = dropin_pipeline(name, os.environ)
         inbound, outbound = _load_stages(pipeline_path)
     except ValueError as e:
-        print(f"wgactors: {e}", file=sys.stderr)
+        print_error(str(e))
         return EXIT_CONFIG
     foreground = args.foreground or settings.is_set(settings.FOREGROUND)
     ready = None if foreground else daemonize()

@@ -7,12 +7,19 @@
 the interface is deleted (that is how `wg-quick down` stops a userspace implementation), or when
 the data plane fails for good. Teardown stops the data plane, releases the UDP port and the
 interface (the kernel removes a non-persistent interface when its descriptor closes), and only
-then removes the socket.
+then removes the socket, so that `wg-quick down && wg-quick up` finds all three free.
+
+Once a stop begins, the process ends within :data:`SHUTDOWN_DEADLINE`, whatever state it is
+in: every step of the teardown waits only for what is left of that deadline, and a guard thread,
+woken by the signal itself (Python's wakeup fd, written by the C-level handler even while the
+main thread is stuck in a call), removes the UAPI socket and ends the process with ``os._exit``
+if the teardown has not finished by then. The kernel releases the port and the interface.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import os
 import select
@@ -24,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from loguru import logger
 
@@ -34,6 +42,7 @@ from .dataplane import DataPlane, DataPlaneSpec, DataPlaneTimeout
 from .faults import Fault
 from .io import TunDevice, TunError, UdpSocket
 from .io.offloads import plan_from_env
+from .log import print_error
 from .metrics import MetricsServer
 from .modes import ACTORS, MODES, make_data_plane
 from .pipeline_file import StageEntry
@@ -49,7 +58,25 @@ EXIT_SETUP = 1
 EXIT_ESCALATED = 3  # the data plane failed for good (e.g. a built-in stage's restart budget)
 STATS_LOG_INTERVAL = 60.0  # seconds between periodic stats lines at debug level
 WATCH_INTERVAL = 0.1  # seconds between the main thread's looks at the data plane
-INTERFACE_CHECK_INTERVAL = 0.5  # seconds between checks that the interface still exists
+INTERFACE_CHECK_INTERVAL = 0.2  # seconds between checks that the interface still exists
+HEALTH_POLL_INTERVAL = 1.0  # seconds between looks for failing stages (each rate-limits itself)
+# Seconds from the start of a stop (SIGTERM, SIGINT, the interface deleted, the data plane
+# failed) to the end of the process: the teardown's steps share them, then the guard exits.
+SHUTDOWN_DEADLINE = 1.0
+# Seconds of that deadline kept for the steps after the data plane's stop: closing the port and
+# the interface, then the UAPI server's stop (its loop wakes at once through its own pipe).
+SOCKET_RESERVE = 0.15
+TEARDOWN_RESERVE = SOCKET_RESERVE + 0.1
+# The part of the data plane's time that the final stats line may take (a stage that does
+# not answer is not waited for beyond it).
+FINAL_STATS_SHARE = 0.5
+GUARD_LOG_WAIT = 0.1  # seconds the guard lets its last log line take before it exits
+# Seconds a UAPI socket that another process still serves is waited for at start-up: we could
+# create the interface, so its owner has usually lost it (wg-quick down) and is on its way out.
+PREVIOUS_OWNER_WAIT = INTERFACE_CHECK_INTERVAL + SHUTDOWN_DEADLINE + 2.0
+PREVIOUS_OWNER_POLL = 0.05  # seconds between looks at that socket
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_OTHER_STOP = 0  # the byte that wakes the guard for a stop that is not a signal
 READY_TIMEOUT = 30.0  # seconds the parent of a daemon waits for it to report
 READY_STOP_GRACE = 2.0  # seconds a child that never reported gets to exit on SIGTERM
 READY_MESSAGE_LIMIT = 4096  # bytes of the child's report the parent reads
@@ -100,15 +127,95 @@ class Daemon:
         self.status = EXIT_OK
         self.placement = Placement("")
         self.health: sdnotify.FailingStages | None = None  # STATUS= names failing stages
+        self.deadline: float | None = None  # time.monotonic() by which the process ends
+        self._stop_signal: str | None = None
+        self._wake = -1  # the guard's pipe: signal numbers, and _OTHER_STOP
+        self._own_socket: tuple[Path, int, int] | None = None  # path, device, inode
 
     def _on_signal(self, signum: int, _frame: object) -> None:
-        logger.info("{} received: shutting down", signal.Signals(signum).name)
-        self.stop.set()
+        """The C-level handler has already written the signal's number to the guard's pipe
+        (the wakeup fd), and the guard acts on it (:meth:`_guard`); installing a handler is what
+        keeps the default action (death, or KeyboardInterrupt) away. Should a library have
+        replaced the wakeup fd meanwhile (an event loop may), ours is put back and the number
+        written here instead."""
+        if signal.set_wakeup_fd(self._wake, warn_on_full_buffer=False) != self._wake:
+            with contextlib.suppress(OSError):
+                os.write(self._wake, bytes([signum]))
 
-    def _on_hup(self, _signum: int, _frame: object) -> None:
-        """Only flags the request (a signal handler must not log or block): the main thread
-        runs the reload (see :meth:`_reload`)."""
-        self.reload_requested.set()
+    def _arm_guard(self) -> None:
+        """Route SIGTERM, SIGINT and SIGHUP to the guard thread, through the wakeup fd."""
+        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        os.set_blocking(read_end, True)
+        self._wake = write_end
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        for signum in (*STOP_SIGNALS, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
+        threading.Thread(
+            target=self._guard, args=(read_end,), name="stopguard", daemon=True
+        ).start()
+
+    def _guard(self, fd: int) -> None:
+        """Reads the signals as they come: SIGHUP asks for a reload; a stop sets the deadline,
+        wakes the main thread, and, if the process still runs at the deadline, ends it."""
+        while self.deadline is None:
+            try:
+                received = os.read(fd, 64)
+            except InterruptedError:
+                continue
+            except OSError:
+                return
+            if not received:
+                return
+            for signum in received:
+                if signum == signal.SIGHUP:
+                    self.reload_requested.set()
+                elif signum in STOP_SIGNALS or signum == _OTHER_STOP:
+                    if signum != _OTHER_STOP and self._stop_signal is None:
+                        self._stop_signal = signal.Signals(signum).name
+                    self._begin_stop()
+        self.stop.set()
+        assert self.deadline is not None
+        time.sleep(max(0.0, self.deadline - time.monotonic()))
+        self._force_exit()
+
+    def _begin_stop(self) -> float:
+        """Start the shutdown clock (once); the deadline."""
+        if self.deadline is None:
+            self.deadline = time.monotonic() + SHUTDOWN_DEADLINE
+        return self.deadline
+
+    def request_stop(self) -> float:
+        """Stop for a reason that is not a signal (the interface went, the data plane failed,
+        the teardown has begun): under the same deadline and guard as a signal. The deadline."""
+        deadline = self._begin_stop()
+        self.stop.set()
+        with contextlib.suppress(OSError):
+            os.write(self._wake, bytes([_OTHER_STOP]))
+        return deadline
+
+    def _force_exit(self) -> None:
+        """The last resort: the teardown did not finish in time (a stage stuck in a call, a
+        step that ignored its deadline). Remove our UAPI socket (only if it is still ours: a
+        successor may have made its own) and end the process; the kernel closes the port and
+        the interface."""
+        own = self._own_socket
+        if own is not None:
+            path, dev, ino = own
+            with contextlib.suppress(OSError):
+                st = os.lstat(path)
+                if (st.st_dev, st.st_ino) == (dev, ino):
+                    path.unlink()
+        last = threading.Thread(
+            target=lambda: logger.error(
+                "{}: shutdown not done within {:g} s: exiting now",
+                self.spec.name,
+                SHUTDOWN_DEADLINE,
+            ),
+            daemon=True,
+        )
+        last.start()
+        last.join(GUARD_LOG_WAIT)  # a logger stuck on a full stderr must not hold the exit
+        os._exit(self.status)
 
     def _reload(self) -> None:
         """SIGHUP (``systemctl reload``), the one path in both modes: the reloader tells
@@ -131,9 +238,7 @@ class Daemon:
     def run(self, ready: Callable[[str | None], None] | None = None) -> int:
         """Set up and serve until told to stop. ``ready`` is called once, with None when the
         UAPI socket is up, or with the reason set-up failed."""
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-        signal.signal(signal.SIGHUP, self._on_hup)
+        self._arm_guard()
         report = ready or (lambda _: None)
         spec = self.spec
         try:
@@ -209,7 +314,7 @@ class Daemon:
                 logger.opt(exception=e).debug("the data plane did not start")
                 return self._setup_failed(f"cannot start the data plane: {e!r}", report)
             try:
-                server.start()
+                self._start_uapi(server)
             except OSError as e:  # the socket may be another daemon's: leave it alone
                 return self._setup_failed(f"cannot serve {server.path}: {e.strerror or e}", report)
             serving = True
@@ -228,33 +333,77 @@ class Daemon:
                 plane.mode,
                 server.path,
             )
-            watcher = threading.Thread(target=self._watch_interface, name="ifwatch", daemon=True)
+            watcher = threading.Thread(
+                target=self._watch_interface, args=(tun,), name="ifwatch", daemon=True
+            )
             watcher.start()
             report(None)
             up = f"{spec.name} up: UDP port {udp.port}, {len(spec.peers)} peer(s), {plane.mode}"
             sdnotify.ready(up)
             self.health = sdnotify.FailingStages(up, controller.stats)
+            # On a thread of its own: a stuck stage makes a look at the stats slow, and must not
+            # delay noticing that the interface went, or a signal.
+            threading.Thread(target=self._watch_health, name="health", daemon=True).start()
             self._watch(plane)
+            if self._stop_signal is not None:
+                logger.info("{} received: shutting down", self._stop_signal)
             sdnotify.stopping(f"{spec.name}: shutting down")
-            with contextlib.suppress(DataPlaneTimeout):
-                logger.opt(lazy=True).debug("final stats: {}", plane.stats)
         finally:
-            if metrics_server is not None:
-                metrics_server.stop()
-            plane.stop()
+            deadline = self.request_stop()
+            # The metrics server may wait for a slow client: it stops beside the rest.
+            metrics_stop = _in_background(metrics_server.stop) if metrics_server else None
+            plane_deadline = deadline - TEARDOWN_RESERVE
+            if serving:
+                self._final_stats(plane, plane_deadline)
+            plane.stop(plane_deadline)
             self.placement.stop()
             # The port and the interface go before the UAPI socket does: whoever waits for the
             # socket to vanish (wg-quick down, then up again) finds both free.
             udp.close()
             tun.close()
+            if metrics_stop is not None:
+                metrics_stop.join(max(0.0, deadline - SOCKET_RESERVE - time.monotonic()))
             if serving:
                 server.stop()
+                self._own_socket = None
         return self.status
 
     @staticmethod
-    def _setup_failed(reason: str, report: Callable[[str | None], None]) -> int:
+    def _final_stats(plane: DataPlane, deadline: float) -> None:
+        """The counters at the end, at debug level, for the record (and the live tests):
+        asked while the stages still run, for a share of the time left to stop them."""
+
+        def log_stats() -> None:
+            with contextlib.suppress(DataPlaneTimeout):
+                logger.opt(lazy=True).debug("final stats: {}", plane.stats)
+
+        wait = max(0.0, deadline - time.monotonic()) * FINAL_STATS_SHARE
+        _in_background(log_stats).join(wait)
+
+    def _start_uapi(self, server: UapiServer) -> None:
+        """Serve the UAPI socket. One that a live process serves is waited for (up to
+        PREVIOUS_OWNER_WAIT): we have just created the interface by that name, so its owner
+        has usually lost its own and is shutting down (`wg-quick down && wg-quick up`)."""
+        give_up = time.monotonic() + PREVIOUS_OWNER_WAIT
+        while True:
+            try:
+                server.start()
+                break
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE or self.stop.is_set():
+                    raise
+                if time.monotonic() >= give_up:
+                    raise OSError(
+                        e.errno, f"{e.strerror or e} (waited {PREVIOUS_OWNER_WAIT:g} s)"
+                    ) from None
+                time.sleep(PREVIOUS_OWNER_POLL)
+        st = os.lstat(server.path)
+        self._own_socket = (server.path, st.st_dev, st.st_ino)
+
+    def _setup_failed(self, reason: str, report: Callable[[str | None], None]) -> int:
         logger.error("{}", reason)
         report(reason)
+        self.status = EXIT_SETUP  # also what the guard exits with, should it have to
         return EXIT_SETUP
 
     @staticmethod
@@ -296,22 +445,42 @@ class Daemon:
             if failure is not None:
                 logger.error("shutting down: {}", failure)
                 self.status = EXIT_ESCALATED
+                self.request_stop()
                 return
             if time.monotonic() - last_stats >= STATS_LOG_INTERVAL:
                 last_stats = time.monotonic()
                 with contextlib.suppress(DataPlaneTimeout):
                     logger.opt(lazy=True).debug("stats: {}", plane.stats)
 
-    def _watch_interface(self) -> None:
-        """`wg-quick down` deletes the interface: that is our cue to exit."""
-        while not self.stop.wait(INTERFACE_CHECK_INTERVAL):
+    def _watch_health(self) -> None:
+        """Keeps systemd's STATUS= line naming the stages that are failing."""
+        while not self.stop.wait(HEALTH_POLL_INTERVAL):
             if self.health is not None:
                 self.health.poll()
+
+    def _watch_interface(self, tun: TunDevice) -> None:
+        """`wg-quick down` deletes the interface: that is our cue to exit. Watched by its
+        index, not its name: `wg-quick up` may create the next interface by that name before
+        we look."""
+        try:
+            index = socket.if_nametoindex(tun.name)
+        except OSError:
+            index = 0
+        while index and not self.stop.wait(INTERFACE_CHECK_INTERVAL):
             try:
-                socket.if_nametoindex(self.spec.name)
+                socket.if_indextoname(index)
             except OSError:
-                logger.info("{} was deleted: shutting down", self.spec.name)
-                self.stop.set()
+                break
+        if not self.stop.is_set():
+            logger.info("{} was deleted: shutting down", self.spec.name)
+            self.request_stop()
+
+
+def _in_background(step: Callable[[], None]) -> threading.Thread:
+    """Run a teardown step on a daemon thread of its own, for the caller to wait for (or not)."""
+    thread = threading.Thread(target=step, name="teardown", daemon=True)
+    thread.start()
+    return thread
 
 
 def _await_report(fd: int, timeout: float) -> str | None:
@@ -386,7 +555,7 @@ def daemonize(ready_timeout: float = READY_TIMEOUT) -> Callable[[str | None], No
         if text is None:
             _stop_child(pid)
             text = f"the daemon did not report within {ready_timeout:g} s; stopped it"
-        print(f"wgactors: {text or 'the daemon exited during start-up'}", file=sys.stderr)
+        print_error(text or "the daemon exited during start-up")
         os._exit(EXIT_SETUP)
     os.close(read_end)
     os.setsid()

@@ -67,8 +67,10 @@ class DataPlane(Protocol):
     def start(self) -> None:
         """Start carrying packets; returns once running (the work goes on in other threads)."""
 
-    def stop(self) -> None:
-        """Stop reading, let what is queued drain (bounded), stop everything; bounded in time."""
+    def stop(self, deadline: float) -> None:
+        """Stop reading, let what is queued drain, stop everything, all by ``deadline`` (a
+        ``time.monotonic()`` value): what has not stopped by then is abandoned, on threads that
+        do not keep the process alive."""
 
     def failure(self) -> str | None:
         """Why it can no longer carry traffic (the daemon then exits with status 3), or None."""

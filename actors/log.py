@@ -20,7 +20,14 @@ from loguru import logger
 
 from . import settings
 
-__all__ = ["LOG_LEVEL_ENV", "journal_priority", "resolve_level", "setup_logging", "to_journal"]
+__all__ = [
+    "LOG_LEVEL_ENV",
+    "journal_priority",
+    "print_error",
+    "resolve_level",
+    "setup_logging",
+    "to_journal",
+]
 
 LOG_LEVEL_ENV = settings.LOG_LEVEL.name
 SILENT = "SILENT"  # no log output at all (wireguard-go's LOG_LEVEL=silent)
@@ -81,6 +88,16 @@ def to_journal(stream: TextIO | None = None) -> bool:
 
 def journal_priority(level: str) -> int:
     return _PRIORITIES.get(level, 6)
+
+
+def print_error(message: str, stream: TextIO | None = None) -> None:
+    """One error line on stderr from outside the logger: fatal start-up errors printed before
+    logging is set up, and the drop-in parent's report of its child's failure. Under the
+    journal it carries the ERROR priority, as the logger's lines do, so that
+    ``journalctl -p err`` shows it."""
+    out = stream or sys.stderr
+    prefix = f"<{journal_priority('ERROR')}>" if to_journal(out) else ""
+    print(f"{prefix}wgactors: {message}", file=out, flush=True)
 
 
 def setup_logging(verbosity: int = 0, *, name: str = "wgactors") -> str:

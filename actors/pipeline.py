@@ -63,7 +63,9 @@ from .wireguard.device import PeerState
 
 __all__ = ["DRAIN_TIMEOUT", "GIL_SWITCH_INTERVAL", "READERS", "Pipeline", "ReloadError"]
 
-DRAIN_TIMEOUT = 2.0  # seconds to let queued packets flow out on shutdown
+DRAIN_TIMEOUT = 2.0  # seconds to let queued packets flow out on shutdown (or a reload's removal)
+DRAIN_SHARE = 0.5  # the part of what is left of a stop's deadline that the drain may take
+MIN_WAIT = 0.001  # seconds a stop still waits for an answer once its deadline is past
 ASK_TIMEOUT = 2.0  # seconds a stats query waits for a stage
 READERS = ("udp_ingress", "tun_reader", "ticker")
 RELOAD_TIMEOUT = 5.0  # seconds each step of a reload may wait for a stage or the supervisor
@@ -359,21 +361,28 @@ class Pipeline:
 
     # -- shutdown and introspection
 
-    def stop(self, drain_timeout: float = DRAIN_TIMEOUT) -> None:
-        """Stop readers, drain, then stop the rest in reverse start order. Bounded in time:
-        the drain shares one deadline, and stages that are not running are not waited for."""
+    def stop(self, deadline: float, drain_timeout: float = DRAIN_TIMEOUT) -> None:
+        """Stop readers, drain, then stop the rest in reverse start order, all by ``deadline``
+        (``time.monotonic()``): every step waits only for what is left of it, and a stage that
+        does not stop in time is abandoned (its thread is a daemon thread)."""
         sup = self.supervisor
         if sup is None:
             return
+
+        def left() -> float:
+            return max(MIN_WAIT, deadline - time.monotonic())
+
         try:
-            sup.ask(StopChildren(READERS), timeout=10)
-            alive = self._alive_children()
-            deadline = time.monotonic() + drain_timeout
+            sup.ask(StopChildren(READERS, deadline=deadline), timeout=left())
+            alive = self._alive_children(min(ASK_TIMEOUT, left()))
+            # the drain may take a share of what is left; stopping the rest needs the remainder
+            now = time.monotonic()
+            drain_end = now + min(drain_timeout, max(0.0, deadline - now) * DRAIN_SHARE)
             for name in reversed(self.order):
                 if name not in READERS and alive.get(name):
-                    self.mailboxes[name].wait_drained(max(0.0, deadline - time.monotonic()))
-            sup.ask(Shutdown(), timeout=30)
-            sup.stop(block=True, timeout=5)
+                    self.mailboxes[name].wait_drained(max(0.0, drain_end - time.monotonic()))
+            sup.ask(Shutdown(deadline=deadline), timeout=left())
+            sup.stop(block=True, timeout=left())
         except (pykka.Timeout, pykka.ActorDeadError):
             logger.warning("supervisor did not shut down in time; abandoning the stages")
         for box in self.mailboxes.values():

@@ -98,8 +98,8 @@ class SingleThreaded:
     def start(self) -> None:
         """Run the loop on a thread of its own, so that the daemon's main thread serves
         signals and watches, as it does for every data plane."""
-        # A daemon thread, like the pipeline's: a stage stuck in on_stop must not keep the
-        # process alive once stop() has given up on it.
+        # A daemon thread, like the pipeline's: a stage stuck in `process` or `on_stop` must not
+        # keep the process alive once stop() has given up on it.
         self._thread = threading.Thread(target=self._main, name="wga:loop", daemon=True)
         self._thread.start()
 
@@ -122,12 +122,15 @@ class SingleThreaded:
                 return
             future.set_exception(DataPlaneTimeout("the loop has stopped"))
 
-    def stop(self) -> None:
+    def stop(self, deadline: float) -> None:
+        """Ask the loop to stop and wait for it until ``deadline`` (``time.monotonic()``),
+        never longer than :data:`STOP_TIMEOUT`; then abandon it."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(STOP_TIMEOUT)
+            wait = min(STOP_TIMEOUT, max(0.0, deadline - time.monotonic()))
+            self._thread.join(wait)
             if self._thread.is_alive():
-                logger.warning("the loop did not stop in {} s; abandoning it", STOP_TIMEOUT)
+                logger.warning("the loop did not stop in {:.2g} s; abandoning it", wait)
 
     def failure(self) -> str | None:
         if self.escalation_reason:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .log import print_error
 from .metrics import render as render_prometheus
 from .uapi import DeviceStatus, UapiError, format_endpoint, parse_get
 from .uapi_server import SOCKET_DIR, STATS_OP, socket_path
@@ -165,10 +166,7 @@ def cmd_status(iface: str | None, *, as_json: bool = False, prometheus: bool = F
         try:
             results.append(query(name))
         except (OSError, UapiError) as e:
-            print(
-                f"wgactors: {name}: cannot query: {getattr(e, 'strerror', None) or e}",
-                file=sys.stderr,
-            )
+            print_error(f"{name}: cannot query: {getattr(e, 'strerror', None) or e}")
             failed.append(name)
     if prometheus:  # a daemon that did not answer is wgactors_up 0 (and the exit status 1)
         sys.stdout.write(render_prometheus(results, failed))

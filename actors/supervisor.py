@@ -58,6 +58,7 @@ __all__ = [
 ]
 
 SHUTDOWN_TIMEOUT = 3.0  # seconds a child gets to stop before it is abandoned with a warning
+MIN_STOP_WAIT = 0.001  # seconds waited for a child asked to stop once a stop's deadline is past
 
 
 class Strategy(enum.Enum):
@@ -170,14 +171,20 @@ class GetSupervisorStats:
 
 @dataclass(frozen=True, slots=True)
 class Shutdown:
+    """Stop every child, in reverse start order: each gets ``timeout`` (default: its spec's),
+    and all of them together no more than until ``deadline`` (``time.monotonic()``)."""
+
     timeout: float | None = None
+    deadline: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class StopChildren:
-    """Stop these children for good (in the order given), e.g. the readers before a drain."""
+    """Stop these children for good (in the order given), e.g. the readers before a drain;
+    waiting for them ends at ``deadline`` (``time.monotonic()``) if one is given."""
 
     names: tuple[str, ...]
+    deadline: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,30 +305,33 @@ class Supervisor(pykka.ThreadingActor):
 
         threading.Thread(target=watch, name=f"watch-{name}-{incarnation}", daemon=True).start()
 
-    def _stop_child(self, child: _Child, timeout: float | None = None) -> None:
+    def _stop_child(
+        self, child: _Child, timeout: float | None = None, deadline: float | None = None
+    ) -> None:
         ref = child.ref
         if ref is None or not ref.is_alive():
             return
         child.stopping = True
+        wait = timeout or child.spec.shutdown_timeout
+        if deadline is not None:  # a stop past the deadline is still asked for, not waited for
+            wait = max(MIN_STOP_WAIT, min(wait, deadline - time.monotonic()))
         try:
-            ref.stop(block=True, timeout=timeout or child.spec.shutdown_timeout)
+            ref.stop(block=True, timeout=wait)
         except pykka.Timeout:
             logger.warning(
-                "stage {} did not stop within {} s; abandoned",
-                child.spec.name,
-                timeout or child.spec.shutdown_timeout,
+                "stage {} did not stop within {:.2g} s; abandoned", child.spec.name, wait
             )
         except pykka.ActorDeadError:
             pass
 
-    def _shutdown(self, timeout: float | None) -> None:
+    def _shutdown(self, timeout: float | None, deadline: float | None = None) -> None:
         if self._shutting_down:
             return
         self._shutting_down = True
         for t in list(self._timers):
             t.cancel()
         for name in reversed(self._order):
-            self._stop_child(self._children[name], timeout)
+            self._stop_child(self._children[name], timeout, deadline)
 
     # -- messages
 
@@ -347,13 +357,13 @@ class Supervisor(pykka.ThreadingActor):
         elif isinstance(message, AddChild | RemoveChild | ReplaceChild | UpdateSpec):
             return self._change(message)
         elif isinstance(message, Shutdown):
-            self._shutdown(message.timeout)
+            self._shutdown(message.timeout, message.deadline)
         elif isinstance(message, StopChildren):
             for name in message.names:
                 child = self._children.get(name)
                 if child is not None:
                     child.removed = True
-                    self._stop_child(child)
+                    self._stop_child(child, deadline=message.deadline)
         else:
             return super().on_receive(message)
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from actors import Packet, Stage
@@ -97,3 +98,31 @@ class FirstStartFails:
 
 class MixinStart(FirstStartFails, Stage):
     """A stage whose on_start comes from a mixin placed before Stage."""
+
+
+class BlockForever(Stage):
+    """Blocks for good in `process` (a call that never returns), after touching ``marker`` so
+    that a test knows it is stuck."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+
+    def process(self, packet: Packet) -> Packet:
+        with open(self.marker, "w"):
+            pass
+        threading.Event().wait()
+        return packet
+
+
+class BlockOnStart(Stage):
+    """Blocks for good in `on_start`, after touching ``marker``."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+
+    def on_start(self) -> None:
+        with open(self.marker, "w"):
+            pass
+        threading.Event().wait()

@@ -84,3 +84,46 @@ def test_a_journal_stream_of_another_file_is_not_ours(tmp_path: Path) -> None:
 
 def test_wireguard_go_log_level_silent(tmp_path: Path) -> None:
     assert _log_to_file(tmp_path, journal=False, LOG_LEVEL="silent") == ""
+
+
+FATAL_CASES = {
+    "missing-file": (["up", "/nonexistent/wgj9.conf"], 2),
+    "bad-name": (["bad/name"], 2),
+    "bad-option": (["up", "--no-such-option", "x.conf"], 2),
+    "nothing": ([], 2),
+    # the drop-in parent reports its child's failure (an unusable CPU list, no root needed)
+    "child-failed": (["wgj9"], 1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FATAL_CASES))
+def test_fatal_start_up_errors_carry_the_error_priority_in_the_journal(
+    tmp_path: Path, case: str
+) -> None:
+    """Lines printed outside the logger (before it is set up, or by the drop-in's parent) are
+    errors too: `journalctl -p err` must show them."""
+    argv, status = FATAL_CASES[case]
+    out = tmp_path / "stderr.txt"
+    with open(out, "wb") as fh:
+        st = os.fstat(fh.fileno())
+        clean = {k: v for k, v in os.environ.items() if k not in ("LOG_LEVEL", "JOURNAL_STREAM")}
+        for setting in settings.SETTINGS:
+            clean.pop(setting.name, None)
+        env = {
+            **clean,
+            "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}",
+            settings.CPUS.name: "not-a-cpu-list",
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "actors.cli", *argv],
+            stderr=fh,
+            stdout=subprocess.DEVNULL,
+            env=env,
+            cwd=Path(__file__).resolve().parent.parent,
+            timeout=TIMEOUT,
+        )
+    text = out.read_text()
+    assert result.returncode == status, text
+    errors = [line for line in text.splitlines() if "wgactors: " in line]
+    assert errors, text
+    assert all(line.startswith("<3>wgactors: ") for line in errors), text

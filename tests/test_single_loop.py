@@ -7,6 +7,7 @@ only polls it, and nothing is written to it here."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -64,7 +65,7 @@ def plane_factory() -> Iterator[Any]:
 
     yield make
     for plane, udp, tun in made:
-        plane.stop()
+        plane.stop(time.monotonic() + WAIT)
         udp.close()
         tun.close()
 
@@ -77,7 +78,7 @@ def test_the_loop_answers_on_its_thread_and_refuses_at_once_once_stopped(
     assert plane.device_state(WAIT) == (None, ())
     assert plane.failure() is None
     assert plane.stats()[0]["name"] == "single"
-    plane.stop()
+    plane.stop(time.monotonic() + WAIT)
     assert plane.failure() is None  # asked to stop: not a failure
     with pytest.raises(DataPlaneTimeout, match="stopped"):
         plane.device_state(WAIT)  # at once, not after WAIT

@@ -24,6 +24,7 @@ from actors.supervisor import (
     Restart,
     RestartBudget,
     Shutdown,
+    StopChildren,
     Strategy,
     Supervision,
     Supervisor,
@@ -291,6 +292,19 @@ def test_shutdown_is_bounded_with_a_stuck_stage(tree_factory) -> None:
     tree.sup.ask(Shutdown(timeout=0.3), timeout=WAIT)
     assert time.monotonic() - start < 2.0
     assert not tree.stats()["a"]["alive"]
+
+
+def test_stopping_children_ends_at_the_deadline_however_many_are_stuck(
+    tree_factory: Callable[..., Tree],
+) -> None:
+    """Each child's own shutdown timeout (3 s) would add up; a deadline bounds them together."""
+    tree = tree_factory(names=("a", "b", "c"))
+    for name in ("a", "b", "c"):
+        tree.boxes[name].push(("hang",))
+    wait_for(lambda: all(tree.boxes[n].stats().depth == 0 for n in ("a", "b", "c")))
+    bound = 2.5  # well under the 9 s of three timeouts, well over the 0.3 s asked for
+    tree.sup.ask(StopChildren(("a",), deadline=time.monotonic() + 0.2), timeout=bound)
+    tree.sup.ask(Shutdown(deadline=time.monotonic() + 0.3), timeout=bound)
 
 
 def test_shutdown_stops_children_in_reverse_start_order(
