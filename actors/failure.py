@@ -42,16 +42,19 @@ from .stats import FailureReport, StageSnapshot
 
 __all__ = [
     "LOG_INTERVAL",
+    "MAX_ERROR_CHARS",
     "ON_ERROR",
     "RATE_WINDOW",
     "ErrorCarry",
     "ErrorPolicy",
+    "describe",
 ]
 
 LOG_INTERVAL = 5.0  # seconds between two log lines about one stage's packet errors
 RATE_WINDOW = 10  # seconds of errors the rate is measured over; failing = an error in them
 ON_ERROR = ("drop", "pass", "restart")  # the pipeline file's choices; the first is the default
 MAX_ERROR_CHARS = 300  # characters of an exception's repr kept for status and log lines
+TRACEBACK_FRAMES = 20  # innermost frames of a logged traceback
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +71,24 @@ class ErrorCarry:
     counters: StageSnapshot | None = None
 
 
-def _short(error: BaseException) -> str:
-    text = repr(error)
+def describe(error: BaseException) -> str:
+    """``repr(error)``, cut to :data:`MAX_ERROR_CHARS`. Never raises: a user's exception may
+    have a ``__repr__`` that fails, and this runs inside the handler of its failure."""
+    try:
+        text = repr(error)
+    except Exception:
+        text = f"<{type(error).__name__}: its repr failed>"
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
 def _traceback(error: BaseException) -> str:
-    """The traceback with files and lines, no local variables (they may hold keys)."""
-    return "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()
+    """The traceback with files and lines, no local variables (they may hold keys), and the
+    message cut as :func:`describe` cuts it. Never raises."""
+    try:
+        frames = traceback.format_tb(error.__traceback__, limit=-TRACEBACK_FRAMES)
+    except Exception:
+        frames = []
+    return ("Traceback (most recent call last):\n" + "".join(frames) + describe(error)).rstrip()
 
 
 class ErrorPolicy:
@@ -127,7 +140,7 @@ class ErrorPolicy:
     def failed(self, error: Exception, count: int = 1) -> None:
         """``count`` packets raised ``error``: count them, and maybe log."""
         now = self._clock()
-        self.last_error = _short(error)
+        self.last_error = describe(error)
         self.last_error_at = now
         self.last_exception = error
         self.total += count

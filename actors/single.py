@@ -27,7 +27,7 @@ from typing import Any, ClassVar, TypeVar
 from loguru import logger
 
 from .dataplane import DataPlaneSpec, DataPlaneTimeout
-from .failure import LOG_INTERVAL, ErrorCarry
+from .failure import LOG_INTERVAL, ErrorCarry, describe
 from .io.effects import Transmitter, TunDelivery
 from .io.udp_gso import GroReceiver
 from .mailbox import Mailbox
@@ -108,7 +108,7 @@ class SingleThreaded:
             self.run(self._stop)
         except Exception as e:  # a bug of ours: the daemon exits 3 with the reason
             logger.opt(exception=e).debug("the loop failed")
-            self._escalate(f"the loop failed: {e!r}")
+            self._escalate(f"the loop failed: {describe(e)}")
         finally:
             self._refuse_pending()
 
@@ -228,7 +228,7 @@ class SingleThreaded:
         try:
             stage.on_start()
         except Exception as e:
-            self._escalate(f"stage {stage.name} failed in on_start: {e!r}")
+            self._escalate(f"stage {stage.name} failed in on_start: {describe(e)}")
             return False
         return True
 

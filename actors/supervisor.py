@@ -33,7 +33,7 @@ from typing import Any
 import pykka
 from loguru import logger
 
-from .failure import ErrorCarry
+from .failure import ErrorCarry, describe
 from .mailbox import Mailbox
 
 __all__ = [
@@ -493,7 +493,7 @@ class Supervisor(pykka.ThreadingActor):
         try:
             self._start_child(child)
         except Exception as e:  # a constructor that raises is a failed start
-            self._escalate(f"stage {child.spec.name} could not be restarted: {e!r}")
+            self._escalate(f"stage {child.spec.name} could not be restarted: {describe(e)}")
             return False
         return True
 

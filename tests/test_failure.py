@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from actors.supervisor import (
     Supervision,
     Supervisor,
 )
+from actors.testing import run
 
 WAIT = 10.0
 PACKET = udp4("10.0.0.1", "10.0.0.2")
@@ -479,3 +481,60 @@ def test_systemd_status_names_the_failing_stage_when_that_changes(
     assert sent[0].startswith("STATUS=wg0 up; stage failing: failevery (") and "errors/s" in sent[0]
     assert "RuntimeError(" in sent[0] and "dropudpport" not in sent[0]
     assert sent[1] == "STATUS=wg0 up"
+
+
+class _ReprFails(Exception):
+    """An exception whose repr raises (e.g. ``ValueError(obj)`` with a broken ``__repr__``)."""
+
+    def __repr__(self) -> str:
+        raise _ReprFails()
+
+
+class ReprBomb(Stage):
+    """Raises such an exception on UDP, passes everything else."""
+
+    def process(self, packet: Packet) -> Packet:
+        if packet.protocol == 17:
+            raise _ReprFails()
+        return packet
+
+
+def test_an_exception_whose_repr_raises_costs_its_packet_in_process() -> None:
+    result = run(ReprBomb, [PACKET] * 4)
+    assert result.drops == Counter({"stage_error": 4})
+    assert result.stats["reprbomb"]["failure"]["last_error"] == "<_ReprFails: its repr failed>"
+
+
+@pytest.mark.parametrize("on_error", ["drop", "pass"])
+def test_an_exception_whose_repr_raises_never_escalates(on_error: str) -> None:
+    """Its repr runs in the handler of its own failure: that must not turn one bad packet into
+    a crash loop and exit status 3."""
+
+    class BombTree(Tree):
+        def _start(self, every: int) -> Any:
+            def start(box: Mailbox, sup: Supervision) -> pykka.ActorRef[Any]:
+                from actors.stages.base import Outlet
+
+                with wiring(box, Outlet(self.sink), sup, "fail"):
+                    return ReprBomb.start()
+
+            return start
+
+    tree = BombTree(on_error)
+    try:
+        for _ in range(12):  # twice the default restart budget
+            tree.box.push((PACKET,))
+        wait_for(lambda: failures_of(tree.box) >= 12)
+        assert not tree.escalated.is_set(), tree.reasons
+        assert tree.children()["fail"]["restarts"] == 0
+    finally:
+        tree.close()
+
+
+def failures_of(box: Mailbox) -> int:
+    """Packets that raised in the stage, dropped or passed on (-1 between instances)."""
+    try:
+        report = box.ask(GetStats(), WAIT).failure
+    except (pykka.Timeout, pykka.ActorDeadError):
+        return -1
+    return report.errors if report is not None else 0

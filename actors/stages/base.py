@@ -29,6 +29,7 @@ from typing import Any, Self, cast
 import pykka
 from loguru import logger
 
+from ..failure import describe
 from ..faults import Fault
 from ..mailbox import WAKE, Letter, Mailbox
 from ..stats import StageSnapshot, StageStats
@@ -292,7 +293,7 @@ class PipelineActor(pykka.ThreadingActor):
         # The supervisor logs the event in one line; the traceback is for -v.
         logger.opt(exception=error).debug("{} crashed", self.name)
         if self.supervision is not None:
-            self.supervision.report(repr(error), lost)
+            self.supervision.report(describe(error), lost)
         self.actor_ref.stop(block=False)
 
     def begin_batch(self, size: int) -> None:
