@@ -33,7 +33,7 @@ import struct
 import threading
 import time
 import traceback
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,9 +105,12 @@ class Controller(Protocol):
 
 # What a connection is doing: reading an operation line, waiting for the newline that must
 # follow `get=1`, reading a set request's lines, waiting for the blank line after the stats
-# operation, waiting for the worker, or writing a reply.
-_OP, _GET_END, _SET, _STATS_END, _BUSY, _REPLY = range(6)
+# operation, waiting for the worker, writing a reply, or waiting for its turn to send a set
+# request (one is read at a time, as wireguard-go's lock has it: a hub's request is hundreds
+# of MB of parsed lines, and many clients must not hold that many at once).
+_OP, _GET_END, _SET, _STATS_END, _BUSY, _REPLY, _SET_WAIT = range(7)
 _READING = frozenset({_OP, _GET_END, _SET, _STATS_END})
+_NOT_LATE = frozenset({_BUSY, _SET_WAIT})  # waiting for us, not for the client
 
 
 @dataclass(eq=False, slots=True)
@@ -117,7 +120,10 @@ class _Conn:
     state: int = _OP
     inbuf: bytearray = field(default_factory=bytearray)
     parser: SetParser | None = None
-    gc_pause: contextlib.ExitStack | None = None  # held while a set request is parsed
+    # When the line being read began (a deadline runs from its first byte, so a client that
+    # trickles a byte at a time cannot keep its place), and when the last whole line came.
+    line_started: float = 0.0
+    progress_at: float = 0.0
     out: memoryview = field(default_factory=lambda: memoryview(b""))
     parts: Iterator[str] | None = None  # the rest of a get reply, made as it is sent
     close_after: bool = False
@@ -163,6 +169,8 @@ class UapiServer:
         self._selector = selectors.DefaultSelector()
         self._conns: dict[int, _Conn] = {}  # by file descriptor
         self._idle: OrderedDict[int, _Conn] = OrderedDict()  # between requests, oldest first
+        self._set_owner: _Conn | None = None  # the one client whose set request is being read
+        self._set_waiting: deque[_Conn] = deque()  # those waiting for their turn, in order
         self._accepting = False
         self._pending = select.poll()  # the listener alone: is anyone waiting to be accepted?
         self._accept_again = 0.0
@@ -278,20 +286,24 @@ class UapiServer:
                 sock.close()
                 continue
             sock.setblocking(False)
-            conn = _Conn(sock, time.monotonic() + CONNECTION_TIMEOUT)
+            now = time.monotonic()
+            conn = _Conn(sock, now + CONNECTION_TIMEOUT, line_started=now, progress_at=now)
             self._conns[sock.fileno()] = conn
             self._idle[sock.fileno()] = conn
             self._watch(conn, selectors.EVENT_READ)
 
     def _evict_idle(self) -> bool:
-        """Close the client idle longest, to make room for a new one; False if none is idle."""
-        if not self._idle:
-            return False
-        conn = next(iter(self._idle.values()))
-        if time.monotonic() - (conn.deadline - CONNECTION_TIMEOUT) < EVICT_AFTER:
-            return False  # it has only just connected or been answered: its request may follow
-        del self._idle[conn.sock.fileno()]
-        logger.debug("UAPI: closing the longest-idle client to serve a new one")
+        """Close a client to make room for a new one: the one idle longest, else the one whose
+        last whole line is oldest (a client trickling a partial line makes no progress); only
+        after :data:`EVICT_AFTER` without progress. False if no client qualifies."""
+        now = time.monotonic()
+        conn = next(iter(self._idle.values()), None)
+        if conn is None or now - conn.progress_at < EVICT_AFTER:
+            reading = (c for c in self._conns.values() if c.state in _READING)
+            conn = min(reading, key=lambda c: c.progress_at, default=None)
+            if conn is None or now - conn.progress_at < EVICT_AFTER:
+                return False  # all have just connected or moved on: their requests may follow
+        logger.debug("UAPI: closing a client that made no progress, to serve a new one")
         self._close(conn)
         return True
 
@@ -320,13 +332,20 @@ class UapiServer:
         except OSError:
             self._close(conn)
             return
-        conn.deadline = time.monotonic() + CONNECTION_TIMEOUT
         self._idle.pop(conn.sock.fileno(), None)
         if not data:
             self._ended(conn)
             return
+        if not conn.inbuf:  # a new line begins: its deadline runs from now
+            conn.line_started = time.monotonic()
         conn.inbuf += data
-        self._advance(conn)
+        # Parsing a hub's set request makes millions of objects: no collector passes over them
+        # meanwhile (never while waiting for the client: that would let one client switch the
+        # collector off for the whole process).
+        with gc_paused():
+            self._advance(conn)
+        if not conn.closed and conn.state in _READING:
+            conn.deadline = conn.line_started + CONNECTION_TIMEOUT
 
     def _ended(self, conn: _Conn) -> None:
         """The client will send no more: answer a set request cut short (it may still read),
@@ -359,6 +378,7 @@ class UapiServer:
                 return False
             trailing = buf[0] != 0x0A
             del buf[0]  # one byte only, as wireguard-go reads it; the rest is the next op
+            conn.progress_at = conn.line_started = time.monotonic()
             if trailing:
                 # debug only: the connection stays open, so this can repeat without end
                 logger.debug("UAPI get: trailing data after get=1")
@@ -379,6 +399,7 @@ class UapiServer:
             return False
         line = bytes(buf[:end])
         del buf[: end + 1]
+        conn.progress_at = conn.line_started = time.monotonic()
         if state == _OP:
             self._operation(conn, line)
         elif state == _SET:
@@ -393,10 +414,12 @@ class UapiServer:
         if op == b"get=1":
             conn.state = _GET_END
         elif op == b"set=1":
-            conn.state = _SET
-            conn.parser = SetParser()
-            conn.gc_pause = contextlib.ExitStack()
-            conn.gc_pause.enter_context(gc_paused())  # a hub's request is millions of objects
+            if self._set_owner is not None:
+                conn.state = _SET_WAIT  # its lines wait in the kernel until its turn
+                self._watch(conn, 0)
+                self._set_waiting.append(conn)
+                return
+            self._begin_set(conn)
         elif op == _STATS_OP:
             conn.state = _STATS_END
         else:
@@ -404,6 +427,29 @@ class UapiServer:
             # pasted key.
             logger.debug("UAPI: unknown operation ({} bytes); closing", len(op))
             self._close(conn)
+
+    def _begin_set(self, conn: _Conn) -> None:
+        self._set_owner = conn
+        conn.state = _SET
+        conn.parser = SetParser()
+
+    def _release_set(self, conn: _Conn) -> None:
+        """``conn``'s set request is answered or abandoned: the next waiting one's turn."""
+        if self._set_owner is not conn:
+            return
+        self._set_owner = None
+        while self._set_waiting:
+            waiting = self._set_waiting.popleft()
+            if waiting.closed:
+                continue
+            self._begin_set(waiting)
+            now = time.monotonic()
+            waiting.line_started = waiting.progress_at = now
+            waiting.deadline = now + CONNECTION_TIMEOUT
+            self._watch(waiting, selectors.EVENT_READ)
+            if waiting.inbuf:
+                self._guarded(waiting, lambda c, _: self._advance(c), None)
+            return
 
     def _set_line(self, conn: _Conn, raw: bytes) -> None:
         assert conn.parser is not None
@@ -423,9 +469,6 @@ class UapiServer:
 
     def _end_set_parse(self, conn: _Conn) -> None:
         conn.parser = None
-        if conn.gc_pause is not None:
-            conn.gc_pause.close()
-            conn.gc_pause = None
 
     def _fail(self, conn: _Conn, error: UapiError, what: str | None = None) -> None:
         """Answer a refused request with its errno; a failed set also ends the connection,
@@ -434,6 +477,7 @@ class UapiServer:
             logger.warning("UAPI {}: {}", what, error.message)  # the message holds no key
         close = conn.state in (_SET, _STATS_END) or error.errno == EPROTO
         self._end_set_parse(conn)
+        self._release_set(conn)
         self._reply(conn, f"errno={error.errno}\n\n".encode(), close)
 
     def _submit(self, conn: _Conn, kind: int, request: SetRequest | None = None) -> None:
@@ -453,6 +497,8 @@ class UapiServer:
     def _answer(self, conn: _Conn, done: _Done) -> None:
         """Answer a request the worker has finished."""
         conn.deadline = time.monotonic() + CONNECTION_TIMEOUT
+        if done.kind == _SET_JOB and not done.errno:
+            self._release_set(conn)
         if done.errno:
             conn.state = _SET if done.kind == _SET_JOB else _OP
             self._fail(conn, UapiError(done.errno, ""))
@@ -490,6 +536,7 @@ class UapiServer:
             self._close(conn)
             return
         conn.state = _OP
+        conn.progress_at = conn.line_started = time.monotonic()  # answered: a fresh start
         self._watch(conn, selectors.EVENT_READ)
         self._advance(conn)  # a pipelined request may be waiting in the buffer
 
@@ -523,7 +570,7 @@ class UapiServer:
         if not self._accepting and now >= self._accept_again and room:
             self._set_accepting(True)
             self._accept()
-        late = [c for c in self._conns.values() if c.state != _BUSY and now > c.deadline]
+        late = [c for c in self._conns.values() if c.state not in _NOT_LATE and now > c.deadline]
         for conn in late:
             logger.debug("UAPI: a client silent for {:.0f} s was dropped", CONNECTION_TIMEOUT)
             self._close(conn)
@@ -539,6 +586,7 @@ class UapiServer:
         self._end_set_parse(conn)
         conn.parts = None
         conn.sock.close()
+        self._release_set(conn)
         if (
             not self._accepting
             and not self._stop.is_set()

@@ -363,3 +363,86 @@ def test_a_bug_costs_one_answer_and_says_where_not_what(tmp_path: Path) -> None:
     assert len(bugs) == 2 and all("test_uapi_server.py:" in ln for ln in bugs), lines
     runs = _key_runs(PRIV) | _key_runs(PSK)
     assert not any(r in ln.lower() for ln in lines for r in runs)
+
+
+# -- hostile clients: a trickle of bytes, a set request left open
+
+
+def test_clients_trickling_partial_lines_at_the_bound_give_way_to_a_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each byte of a partial line does not buy its client more time: at the connection bound,
+    one whose last whole line is older than EVICT_AFTER makes room for a newcomer."""
+    monkeypatch.setattr(uapi_server, "EVICT_AFTER", 0.2)
+    srv = UapiServer("wgt", Recorder(), directory=tmp_path)
+    srv.max_connections = 4
+    srv.start()
+    held: list[socket.socket] = []
+    try:
+        for _ in range(srv.max_connections):
+            s = connect(srv)
+            s.sendall(b"g")  # the start of an operation line, never finished
+            held.append(s)
+        assert wait_for(lambda: srv.connections() == srv.max_connections)
+        newcomer = connect(srv)
+        newcomer.sendall(b"get=1\n\n")
+        newcomer.settimeout(0.1)
+        reply = b""
+        deadline = time.monotonic() + WAIT
+        while b"errno=" not in reply and time.monotonic() < deadline:
+            for s in held:  # a byte each, again and again: the trickle
+                with contextlib.suppress(OSError):
+                    s.sendall(b"e")
+            with contextlib.suppress(TimeoutError):
+                reply += newcomer.recv(65536)
+        assert reply.endswith(b"errno=0\n\n"), reply
+        newcomer.close()
+    finally:
+        for s in held:
+            s.close()
+        srv.stop()
+
+
+def test_a_set_request_left_open_does_not_switch_the_collector_off(server: UapiServer) -> None:
+    """The collector is paused while lines are parsed, never while waiting for the client:
+    one client must not be able to switch it off for the whole process."""
+    import gc
+
+    with connect(server) as slow:
+        slow.sendall(b"set=1\nlisten_port=1\n")  # and then nothing
+        # another client's answer: by then the loop has read what the first one sent
+        assert request(server, b"get=1\n\n").endswith(b"errno=0\n\n")
+        assert gc.isenabled()
+
+
+def test_set_requests_are_read_one_at_a_time_and_each_is_answered_in_turn(
+    server: UapiServer,
+) -> None:
+    """A second client's set waits (its lines in the kernel) while the first one's is read;
+    when the first is answered, the second is read and answered too."""
+    recorder = server.controller
+    assert isinstance(recorder, Recorder)
+    with connect(server) as first, connect(server) as second:
+        first.sendall(b"set=1\nlisten_port=1\n")
+        assert wait_for(lambda: server._set_owner is not None)
+        second.sendall(b"set=1\nlisten_port=2\n\n")
+        # a get from a third client is still served meanwhile
+        assert request(server, b"get=1\n\n").endswith(b"errno=0\n\n")
+        assert recorder.sets == []
+        first.sendall(b"\n")
+        assert read_reply(first) == b"errno=0\n\n"
+        assert read_reply(second) == b"errno=0\n\n"
+    assert [r.listen_port for r in recorder.sets] == [1, 2]
+
+
+def test_a_client_that_leaves_mid_set_lets_the_next_one_in(server: UapiServer) -> None:
+    recorder = server.controller
+    assert isinstance(recorder, Recorder)
+    with connect(server) as second:
+        with connect(server) as first:
+            first.sendall(b"set=1\nlisten_port=1\n")
+            assert wait_for(lambda: server._set_owner is not None)
+            second.sendall(b"set=1\nlisten_port=2\n\n")
+        # first closed without its blank line: its request is refused, the second goes on
+        assert read_reply(second) == b"errno=0\n\n"
+    assert [r.listen_port for r in recorder.sets] == [2]
