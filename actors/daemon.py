@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from loguru import logger
@@ -85,7 +85,7 @@ READY_MESSAGE_LIMIT = 4096  # bytes of the child's report the parent reads
 @dataclass(frozen=True)
 class TunnelSpec:
     name: str
-    private_key: bytes | None
+    private_key: bytes | None = field(repr=False)  # never in a log line, however it is shown
     peers: tuple[PeerConfig, ...] = ()
     listen_port: int = 0
     fwmark: int = 0

@@ -38,7 +38,7 @@ class DataPlaneSpec:
     """Everything a data plane is built from. The socket and the TUN device are opened (and
     closed) by the daemon; the data plane only reads and writes them."""
 
-    private_key: bytes | None
+    private_key: bytes | None = field(repr=False)  # never in a log line, however it is shown
     peers: tuple[PeerConfig, ...]
     udp: UdpSocket
     tun: TunDevice

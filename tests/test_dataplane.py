@@ -40,3 +40,14 @@ def test_each_implementation_is_built_from_the_spec_alone(cls: type) -> None:
 def test_an_unknown_mode_is_refused_with_the_known_ones() -> None:
     with pytest.raises(ValueError, match="expected one of actors, single-threaded"):
         make_data_plane("workers", None)  # type: ignore[arg-type]
+
+
+def test_no_spec_shows_its_private_key_however_it_is_printed() -> None:
+    """An exception or log line that shows a spec ({!r}) must not carry a byte of the key."""
+    from actors.daemon import TunnelSpec
+    from actors.dataplane import DataPlaneSpec
+
+    key = bytes(range(100, 132))
+    for spec in (TunnelSpec("wg0", key), DataPlaneSpec(key, (), None, None)):  # type: ignore[arg-type]
+        shown = repr(spec) + str(spec)
+        assert key.hex()[:8] not in shown and repr(key)[2:10] not in shown, shown

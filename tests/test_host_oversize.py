@@ -249,3 +249,16 @@ def test_anything_the_host_sends_is_handled_without_raising(
     if out and not word & 0x3FFF:  # a whole datagram in: the same datagram back
         total = struct.unpack_from("!H", data, 2)[0]
         assert reassemble([p.data for p in out])[20:] == bytes(data[20:total])
+
+
+def test_a_fragment_that_would_end_past_the_largest_datagram_is_a_counted_drop() -> None:
+    """Offset 8190 (65520 bytes) plus 1,400 bytes cannot be split: a piece's offset would
+    overflow its 13 bits into the flags (MF set where it must not be). Counted, not sent."""
+    whole = v4(1420)
+    head = bytearray(whole)
+    head[6:8] = struct.pack("!H", 8190)  # the last fragment, at the largest offset
+    head[10:12] = b"\0\0"
+    head[10:12] = struct.pack("!H", checksum(bytes(head[:20])))
+    out, _, drops, _ = handle(bytes(head))
+    assert out == []
+    assert drops["invalid_packet"] == 1

@@ -47,6 +47,7 @@ PINGBUG_PINGS = "600"  # more than enough to reach PINGBUG_ERRORS; killed once i
 PINGBUG_DEADLINE = 90.0  # seconds to reach PINGBUG_ERRORS before the test fails
 PINGBUG_TRANSFER = 2 * 1024 * 1024
 RELOADS = 5
+PING_WAIT = "5"  # seconds ping waits for the last reply: a loaded machine is slow, not lossy
 RELOAD_WAIT = 10.0  # seconds one reload may take before the test fails
 PCAP_HEADER = 24  # bytes of a pcap file before its first record
 RELOAD_PING_CHUNK = 100  # pings per ping run of the pinger that spans the reloads
@@ -74,7 +75,7 @@ def status(ns: Netns, iface: str) -> dict[str, dict[str, Any]]:
 def ping_count(ns: Netns, count: int, interval: str = "0.01") -> tuple[int, int]:
     """(sent, received) of a ping run."""
     out = ns.run(
-        "ping", "-q", "-c", count, "-i", interval, "-W", "1", B4, check=False, timeout=120
+        "ping", "-q", "-c", count, "-i", interval, "-W", PING_WAIT, B4, check=False, timeout=120
     ).stdout
     found = re.search(r"(\d+) packets transmitted, (\d+) received", out)
     assert found, out

@@ -45,6 +45,7 @@ TOO_BIG_REPLIES_BURST: Final = 10
 _IPV4_DF: Final = 0x4000
 _IPV4_MF: Final = 0x2000
 _IPV4_OFFSET_MASK: Final = 0x1FFF
+_IPV4_MAX_DATAGRAM: Final = 0xFFFF  # bytes: where the total length, and so every offset, ends
 
 
 def oversize_packet(plaintext: bytes) -> bytes | None:
@@ -91,6 +92,8 @@ def fragment_v4(
         raise ValueError("DF is set: the packet must not be fragmented")
     base = flags_offset & _IPV4_OFFSET_MASK
     last_more = flags_offset & _IPV4_MF
+    if base * 8 + len(payload) > _IPV4_MAX_DATAGRAM:  # its pieces' offsets would not fit
+        raise ValueError("the fragment ends past the largest datagram IPv4 can reassemble")
     later_header = header[:20] + _copied_options(header[20:])
     out: list[Packet] = []
     pos = 0
