@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import resource
 import shutil
+import socket
 import subprocess
+import sys
+import threading
+import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from actors import metrics
 from actors.metrics import CONTENT_TYPE, MetricsServer, parse_listen_address, render
 
 TIMEOUT = 30
+SCRAPERS = 4  # scrapes made at once beside a slow or idle client
+IDLE_CLIENTS = 8  # more than the old server's 5 s read timeout let through in TIMEOUT
+PARALLEL_SCRAPES = 500
+DRIBBLE_INTERVAL = 0.1  # seconds between the header lines a slow client sends
+DRIBBLE_LINES = 300  # bounded: 30 s of dribbling, under MAX_REQUEST_BYTES in all
 
 INFO = {
     "interface": "wg0",
@@ -137,3 +152,236 @@ def test_http_endpoint_serves_what_collect_returns() -> None:
         assert info.value.code == 404
     finally:
         server.stop()
+
+
+def fixed_text() -> str:
+    return render([INFO])
+
+
+@contextlib.contextmanager
+def serving(collect: Callable[[], str] = fixed_text) -> Iterator[int]:
+    """A metrics server on a loopback port; yields the port."""
+    server = MetricsServer(("127.0.0.1", 0), collect)
+    server.start()
+    try:
+        yield server.address[1]
+    finally:
+        server.stop()
+
+
+def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=TIMEOUT) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+class Dribbler:
+    """A client that sends its request one header line every DRIBBLE_INTERVAL and never ends
+    it; ``closed`` is set when the server closes the connection."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.sock.sendall(b"GET /metrics HTTP/1.0\r\n")
+        self.closed = threading.Event()
+        self.lines_sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._dribble, daemon=True)
+        self._thread.start()
+
+    def _dribble(self) -> None:
+        self.sock.settimeout(DRIBBLE_INTERVAL)
+        for n in range(DRIBBLE_LINES):
+            if self._stop.is_set():
+                return
+            try:
+                if self.sock.recv(4096) == b"":
+                    break
+            except TimeoutError:
+                pass
+            except OSError:
+                break
+            try:
+                self.sock.sendall(f"X-Slow-{n}: y\r\n".encode())
+            except OSError:
+                break
+            self.lines_sent = n + 1
+        else:
+            return  # still open after every line: closed stays unset
+        self.closed.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(TIMEOUT)
+        self.sock.close()
+
+
+def still_open(sock: socket.socket) -> bool:
+    """True unless the server has closed (or reset) the connection."""
+    sock.setblocking(False)  # with a timeout set, recv() would wait for data before looking
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.settimeout(TIMEOUT)
+
+
+def test_a_slow_client_delays_no_scrape() -> None:
+    with serving() as port:
+        slow = Dribbler(port)
+        try:
+            with ThreadPoolExecutor(SCRAPERS) as pool:
+                replies = list(pool.map(lambda _: scrape(port), range(SCRAPERS)))
+            assert not slow.closed.is_set(), "the slow client was dropped before the scrapes ended"
+            assert replies == [(200, fixed_text())] * SCRAPERS
+            assert slow.lines_sent < DRIBBLE_LINES
+        finally:
+            slow.stop()
+
+
+def test_a_client_that_never_ends_its_request_is_closed_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The deadline covers the whole request: a line every DRIBBLE_INTERVAL does not renew it."""
+    monkeypatch.setattr(metrics, "REQUEST_DEADLINE", 10 * DRIBBLE_INTERVAL)
+    with serving() as port:
+        slow = Dribbler(port)
+        try:
+            assert slow.closed.wait(DRIBBLE_INTERVAL * DRIBBLE_LINES + TIMEOUT)
+            assert slow.lines_sent < DRIBBLE_LINES
+        finally:
+            slow.stop()
+
+
+def test_idle_connections_delay_no_scrape() -> None:
+    with serving() as port:
+        idle = [
+            socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+            for _ in range(IDLE_CLIENTS)
+        ]
+        try:
+            assert scrape(port) == (200, fixed_text())
+            assert all(still_open(sock) for sock in idle), "idle clients were closed first"
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+async def _scrape_async(port: int) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n")
+        return await reader.read()
+    finally:
+        writer.close()
+
+
+async def _scrape_many(port: int, count: int) -> list[bytes | BaseException]:
+    async with asyncio.timeout(TIMEOUT):
+        return await asyncio.gather(
+            *(_scrape_async(port) for _ in range(count)), return_exceptions=True
+        )
+
+
+def test_500_parallel_scrapes_are_all_answered() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 4 * PARALLEL_SCRAPES  # both ends of every connection, and room to spare
+    if soft < wanted and (hard == resource.RLIM_INFINITY or hard >= wanted):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    try:
+        with serving() as port:
+            replies = asyncio.run(_scrape_many(port, PARALLEL_SCRAPES))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    failed = [r for r in replies if isinstance(r, BaseException)]
+    assert not failed, f"{len(failed)} of {PARALLEL_SCRAPES} failed, e.g. {failed[0]!r}"
+    heads = {r.split(b"\r\n", 1)[0] for r in replies if isinstance(r, bytes)}
+    assert heads == {b"HTTP/1.0 200 OK"}
+    assert all(isinstance(r, bytes) and r.endswith(fixed_text().encode()) for r in replies)
+
+
+def test_a_slow_render_is_shared_and_stalls_nothing_else() -> None:
+    calls: list[int] = []
+    started = threading.Event()
+    release = threading.Event()
+
+    def collect() -> str:
+        calls.append(1)
+        started.set()
+        release.wait(TIMEOUT)
+        return fixed_text()
+
+    with serving(collect) as port, ThreadPoolExecutor(2) as pool:
+        first = pool.submit(scrape, port)
+        assert started.wait(TIMEOUT)
+        second = pool.submit(scrape, port)
+        try:
+            assert scrape(port, "/elsewhere")[0] == 404  # answered while the render is stuck
+        finally:
+            release.set()
+        assert first.result(TIMEOUT) == second.result(TIMEOUT) == (200, fixed_text())
+    assert len(calls) == 1, "the second scrape started a render of its own"
+
+
+ABORT_SERVER = """
+import sys
+import threading
+from loguru import logger
+from actors.metrics import MetricsServer, render
+
+logger.remove()
+logger.add(sys.stderr, level="DEBUG", format="{level} {message}")
+go = threading.Semaphore(0)
+
+def collect():
+    print("collecting", flush=True)
+    go.acquire()
+    return render([])
+
+server = MetricsServer(("127.0.0.1", 0), collect)
+server.start()
+print(server.address[1], flush=True)
+for line in sys.stdin:  # a line lets one render finish; the end of input stops the server
+    go.release()
+server.stop()
+"""
+
+
+def test_an_aborted_client_is_one_debug_line_and_no_traceback() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ABORT_SERVER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        port = int(proc.stdout.readline())
+        client = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        client_port = client.getsockname()[1]
+        client.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        assert proc.stdout.readline() == "collecting\n"
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        client.close()  # a reset while the render runs: the reply has nowhere to go
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        with ThreadPoolExecutor(1) as pool:  # a scrape after it: the server got past the abort
+            after = pool.submit(scrape, port)
+            assert proc.stdout.readline() == "collecting\n"
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            assert after.result(TIMEOUT)[0] == 200
+        _, err = proc.communicate("", timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    about_client = [line for line in err.splitlines() if f":{client_port}" in line]
+    assert len(about_client) == 1 and about_client[0].startswith("DEBUG metrics: "), err
