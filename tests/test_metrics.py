@@ -179,13 +179,15 @@ def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
 
 class Dribbler:
     """A client that sends its request one header line every DRIBBLE_INTERVAL and never ends
-    it; ``closed`` is set when the server closes the connection."""
+    it; ``closed`` is set when the server closes the connection, ``reply`` holds what the server
+    sent before."""
 
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
         self.sock.sendall(b"GET /metrics HTTP/1.0\r\n")
         self.closed = threading.Event()
         self.lines_sent = 0
+        self.reply = b""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._dribble, daemon=True)
         self._thread.start()
@@ -196,8 +198,10 @@ class Dribbler:
             if self._stop.is_set():
                 return
             try:
-                if self.sock.recv(4096) == b"":
+                data = self.sock.recv(4096)
+                if data == b"":
                     break
+                self.reply += data
             except TimeoutError:
                 pass
             except OSError:
@@ -252,6 +256,7 @@ def test_a_client_that_never_ends_its_request_is_closed_at_the_deadline(
         slow = Dribbler(port)
         try:
             assert slow.closed.wait(DRIBBLE_INTERVAL * DRIBBLE_LINES + TIMEOUT)
+            assert slow.reply == b"", "closed for another reason than the deadline"
             assert slow.lines_sent < DRIBBLE_LINES
         finally:
             slow.stop()
