@@ -240,14 +240,17 @@ class MetricsServer:
     """Serves ``collect()`` on ``GET /metrics`` (and ``/``) over HTTP/1.0.
 
     One thread runs an asyncio loop that accepts and reads every connection, so a slow or idle
-    client costs the others nothing but a slot out of :data:`MAX_CONNECTIONS`; each connection
-    has whole-request deadlines rather than per-read timeouts, so a client dribbling bytes cannot
-    keep its slot. ``collect()`` (a UAPI query) runs on a thread of its own, one at a time:
-    scrapes that arrive while it runs wait for that render and share its text. Sharing an
-    in-flight render rather than caching a finished one keeps every reply as fresh as the scrape
-    (counters read later than the request never go backwards in a ``rate()``), and it bounds
-    the work a flood of scrapes makes to one query at a time, which is no more than any local
-    client could cause by asking the UAPI socket directly."""
+    client costs the others nothing but one of :data:`MAX_CONNECTIONS` slots (the rest wait in
+    the listen backlog), and each connection is held to deadlines on the whole request and the
+    whole reply, not to a timeout per read that a client dribbling bytes could renew forever.
+
+    ``collect()`` (a UAPI query, which can take a while) runs on a thread of its own, one at a
+    time, never on the loop. Scrapes that arrive while it runs wait for it and share its text;
+    a finished render is not kept. A cache would hand a later scrape figures older than its own
+    timestamp, which skews ``rate()``; sharing only the render in flight bounds the work a flood
+    of scrapes can cause to one query at a time, no more than any local client could cause by
+    asking the UAPI socket itself. A query that hangs holds that one thread only: scrapes get a
+    503 after :data:`RENDER_DEADLINE` until it returns."""
 
     def __init__(self, address: tuple[str, int], collect: Callable[[], str]) -> None:
         host, port = address
