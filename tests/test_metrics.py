@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import IO
 
 import pytest
 
@@ -320,15 +321,22 @@ def test_a_slow_render_is_shared_and_stalls_nothing_else() -> None:
         release.wait(TIMEOUT)
         return fixed_text()
 
-    with serving(collect) as port, ThreadPoolExecutor(2) as pool:
+    with serving(collect) as port, ThreadPoolExecutor(1) as pool:
         first = pool.submit(scrape, port)
         assert started.wait(TIMEOUT)
-        second = pool.submit(scrape, port)
+        # Sent from this thread before the probe connects: the server reads it first.
+        second = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
         try:
-            assert scrape(port, "/elsewhere")[0] == 404  # answered while the render is stuck
+            second.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            try:
+                assert scrape(port, "/elsewhere")[0] == 404  # answered while the render is stuck
+            finally:
+                release.set()
+            assert first.result(TIMEOUT) == (200, fixed_text())
+            with second.makefile("rb") as reply:
+                assert reply.read().endswith(b"\r\n\r\n" + fixed_text().encode())
         finally:
-            release.set()
-        assert first.result(TIMEOUT) == second.result(TIMEOUT) == (200, fixed_text())
+            second.close()
     assert len(calls) == 1, "the second scrape started a render of its own"
 
 
@@ -340,20 +348,48 @@ from actors.metrics import MetricsServer, render
 
 logger.remove()
 logger.add(sys.stderr, level="DEBUG", format="{level} {message}")
-go = threading.Semaphore(0)
+go = threading.Event()
+calls = []
 
 def collect():
-    print("collecting", flush=True)
-    go.acquire()
+    calls.append(1)
+    if len(calls) == 1:
+        print("collecting", flush=True)
+        go.wait()
     return render([])
 
 server = MetricsServer(("127.0.0.1", 0), collect)
 server.start()
 print(server.address[1], flush=True)
-for line in sys.stdin:  # a line lets one render finish; the end of input stops the server
-    go.release()
+for line in sys.stdin:  # a line lets the first render finish; the end of input stops the server
+    go.set()
 server.stop()
 """
+
+
+class Lines:
+    """The lines a subprocess writes to one stream, read on a thread so that every wait for
+    one is bounded."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._new = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            with self._new:
+                self.lines.append(line.rstrip("\n"))
+                self._new.notify_all()
+
+    def wait_for(self, wanted: Callable[[str], bool]) -> str | None:
+        with self._new:
+            self._new.wait_for(lambda: any(wanted(line) for line in self.lines), TIMEOUT)
+            return next((line for line in self.lines if wanted(line)), None)
+
+    def join(self) -> None:
+        self._thread.join(TIMEOUT)
 
 
 def test_an_aborted_client_is_one_debug_line_and_no_traceback() -> None:
@@ -364,29 +400,32 @@ def test_an_aborted_client_is_one_debug_line_and_no_traceback() -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    out, err = Lines(proc.stdout), Lines(proc.stderr)
     try:
-        port = int(proc.stdout.readline())
+        port_line = out.wait_for(str.isdigit)
+        assert port_line is not None, err.lines
+        port = int(port_line)
         client = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
         client_port = client.getsockname()[1]
         client.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-        assert proc.stdout.readline() == "collecting\n"
+        assert out.wait_for(lambda line: line == "collecting") is not None, err.lines
         client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
         client.close()  # a reset while the render runs: the reply has nowhere to go
         proc.stdin.write("go\n")
         proc.stdin.flush()
-        with ThreadPoolExecutor(1) as pool:  # a scrape after it: the server got past the abort
-            after = pool.submit(scrape, port)
-            assert proc.stdout.readline() == "collecting\n"
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-            assert after.result(TIMEOUT)[0] == 200
-        _, err = proc.communicate("", timeout=TIMEOUT)
+        about_client = err.wait_for(lambda line: f":{client_port}" in line)
+        assert about_client is not None, "\n".join(err.lines)
+        assert scrape(port)[0] == 200  # and the server goes on serving
+        proc.stdin.close()
+        assert proc.wait(TIMEOUT) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate(timeout=TIMEOUT)
-    assert proc.returncode == 0, err
-    assert "Traceback" not in err, err
-    about_client = [line for line in err.splitlines() if f":{client_port}" in line]
-    assert len(about_client) == 1 and about_client[0].startswith("DEBUG metrics: "), err
+            proc.wait(TIMEOUT)
+        out.join()
+        err.join()
+    text = "\n".join(err.lines)
+    assert "Traceback" not in text, text
+    assert [line for line in err.lines if f":{client_port}" in line] == [about_client], text
+    assert about_client.startswith("DEBUG metrics: "), text
