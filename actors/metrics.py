@@ -365,14 +365,14 @@ class MetricsServer:
             except TimeoutError:
                 raise TimeoutError(f"no complete request within {REQUEST_DEADLINE:g} s") from None
             if method not in ("GET", "HEAD"):
-                raise _RequestError(405, f"{method} is not served here")
+                raise _RequestError(405, "only GET and HEAD are served")
             if path not in (PATH, "/"):
                 raise _RequestError(404, f"metrics are at {PATH}")
             status, text = await self._rendered()
             reply = _reply(
                 status, text.encode(), content_type=CONTENT_TYPE, head_only=method == "HEAD"
             )
-            logger.trace("metrics: {} {} {} {}", client, method, path, status)
+            logger.trace("metrics: {} {} {!r} {}", client, method, path, status)
         except _RequestError as e:
             logger.trace("metrics: {} {}: {}", client, e.status, e)
             reply = _reply(
