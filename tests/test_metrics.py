@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -277,6 +278,38 @@ def test_idle_connections_delay_no_scrape() -> None:
                 sock.close()
 
 
+def accept_queue(port: int) -> int:
+    """Connections the kernel holds for the listener on ``port`` that it has not accepted yet
+    (for a listening socket, /proc/net/tcp's rx_queue is its accept queue)."""
+    with open("/proc/net/tcp") as table:
+        for row in table.readlines()[1:]:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+                return int(fields[4].split(":")[1], 16)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+def test_connections_past_the_bound_wait_in_the_backlog(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics, "MAX_CONNECTIONS", 2)
+    monkeypatch.setattr(metrics, "REQUEST_DEADLINE", 2 * TIMEOUT)  # the idle ones keep their slots
+    with serving() as port:
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) for _ in range(2)]
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                waiting = pool.submit(scrape, port)
+                deadline = time.monotonic() + TIMEOUT
+                while accept_queue(port) < 1 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert accept_queue(port) == 1, "the third connection was taken past the bound"
+                assert not waiting.done()
+                idle[0].close()  # a slot frees: the scrape is taken and answered
+                assert waiting.result(TIMEOUT) == (200, fixed_text())
+                assert accept_queue(port) == 0
+        finally:
+            for sock in idle:
+                sock.close()
+
+
 async def _scrape_async(port: int) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -343,6 +376,7 @@ def test_a_slow_render_is_shared_and_stalls_nothing_else() -> None:
 ABORT_SERVER = """
 import sys
 import threading
+import time
 from loguru import logger
 from actors.metrics import MetricsServer, render
 
