@@ -68,11 +68,20 @@ def _verbosity(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
 
 
+def _listen_address(text: str) -> tuple[str, int]:
+    """argparse shows an ArgumentTypeError's own message; a ValueError it would show as
+    "invalid _listen_address value"."""
+    try:
+        return parse_listen_address(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _metrics_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics",
         metavar="ADDR:PORT",
-        type=parse_listen_address,
+        type=_listen_address,
         help="serve Prometheus metrics over HTTP at ADDR:PORT (e.g. 127.0.0.1:9586)",
     )
 

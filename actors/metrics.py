@@ -11,12 +11,14 @@ conventions: counters end in ``_total``, units are bytes and seconds, and labels
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
 import ipaddress
 import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 from loguru import logger
@@ -24,8 +26,16 @@ from loguru import logger
 __all__ = ["CONTENT_TYPE", "MetricsServer", "parse_listen_address", "render"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-REQUEST_TIMEOUT = 5.0  # seconds a scraper may take to send its request
 PATH = "/metrics"
+LISTEN_BACKLOG = 1024  # connections the kernel queues while all slots are taken (somaxconn caps it)
+MAX_CONNECTIONS = 256  # connections served at once; the rest wait in the listen backlog
+REQUEST_DEADLINE = (
+    5.0  # seconds from accept to the end of the request's headers, all reads together
+)
+RENDER_DEADLINE = 5.0  # seconds a scrape waits for the shared render before it gets a 503
+REPLY_DEADLINE = 5.0  # seconds to hand the whole reply to the kernel
+MAX_REQUEST_BYTES = 8192  # request line and headers together
+ACCEPT_PAUSE = 0.1  # seconds to wait before accepting again after accept() failed (out of fds)
 UP_HELP = "1 if the interface's daemon answered, 0 if it did not."
 
 
@@ -190,69 +200,260 @@ def render(infos: Sequence[dict[str, Any]], unreachable: Sequence[str] = ()) -> 
 
 def parse_listen_address(text: str) -> tuple[str, int]:
     """``ADDR:PORT``, ``[V6ADDR]:PORT`` or ``:PORT`` (all addresses) -> (host, port). Raises
-    ValueError (argparse turns it into a usage error)."""
+    ValueError whose message says what was expected, for the command line to show as it is."""
     host, sep, port_text = text.rpartition(":")
     if not sep or not port_text.isdigit() or not 0 < int(port_text) <= 65535:
         raise ValueError(f"{text!r}: expected ADDR:PORT")
     host = host.removeprefix("[").removesuffix("]") if host.startswith("[") else host
     if host:
-        ipaddress.ip_address(host)  # an address, not a name: nothing to resolve at start-up
+        try:  # an address, not a name: nothing to resolve at start-up
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{text!r}: expected ADDR:PORT with ADDR an IP address") from None
     return host, int(port_text)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+class _RequestError(Exception):
+    """A request that gets an error status instead of the metrics."""
 
-    def do_GET(self) -> None:
-        if self.path.split("?", 1)[0] not in (PATH, "/"):
-            self.send_error(404, f"metrics are at {PATH}")
-            return
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
+_CLIENT_GONE = (ConnectionError, asyncio.IncompleteReadError)
+
+
+def _reply(status: int, body: bytes, *, content_type: str, head_only: bool = False) -> bytes:
+    lines = [
+        f"HTTP/1.0 {status} {_REASONS[status]}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
+    if status == 405:
+        lines.append("Allow: GET, HEAD")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + (b"" if head_only else body)
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str]:
+    """(method, path) of the request; its headers are read and ignored (a scrape needs none)."""
+    lines: list[bytes] = []
+    size = 0
+    while True:
         try:
-            body = self.server.collect().encode()
-            status = 200
-        except Exception as e:  # the daemon is shutting down, say: a 503, not a traceback
-            body = f"cannot collect metrics: {e}\n".encode()
-            status = 503
-        self.send_response(status)
-        self.send_header("Content-Type", CONTENT_TYPE)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.trace("metrics: " + format, *args)
-
-
-class _Server(HTTPServer):
-    collect: Callable[[], str]
-    timeout = REQUEST_TIMEOUT
-
-    def __init__(self, address: tuple[str, int], collect: Callable[[], str]) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.collect = collect
-        super().__init__(address, _Handler)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        request.settimeout(REQUEST_TIMEOUT)
-        super().finish_request(request, client_address)
+            line = await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError:
+            raise _RequestError(431, "request too large") from None
+        size += len(line)
+        if size > MAX_REQUEST_BYTES:
+            raise _RequestError(431, "request too large")
+        if line.strip():
+            lines.append(line)
+        elif lines:  # the blank line that ends the headers (leading ones are tolerated)
+            break
+    parts = lines[0].decode("latin-1").split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise _RequestError(400, "expected an HTTP/1.x request line")
+    return parts[0], parts[1].split("?", 1)[0]
 
 
 class MetricsServer:
-    """Serves ``collect()`` on ``GET /metrics``, one request at a time on one thread (a scraper
-    asks every few seconds; serial handling bounds what a flood of connections can cost)."""
+    """Serves ``collect()`` on ``GET /metrics`` (and ``/``) over HTTP/1.0.
+
+    One thread runs an asyncio loop that accepts and reads every connection, so a slow or idle
+    client costs the others nothing but one of :data:`MAX_CONNECTIONS` slots (the rest wait in
+    the listen backlog), and each connection is held to deadlines on the whole request and the
+    whole reply, not to a timeout per read that a client dribbling bytes could renew forever.
+
+    ``collect()`` (a UAPI query, which can take a while) runs on a thread of its own, one at a
+    time, never on the loop. Scrapes that arrive while it runs wait for it and share its text;
+    a finished render is not kept. A cache would hand a later scrape figures older than its own
+    timestamp, which skews ``rate()``; sharing only the render in flight bounds the work a flood
+    of scrapes can cause to one query at a time, no more than any local client could cause by
+    asking the UAPI socket itself. A query that hangs holds that one thread only: scrapes get a
+    503 after :data:`RENDER_DEADLINE` until it returns."""
 
     def __init__(self, address: tuple[str, int], collect: Callable[[], str]) -> None:
-        self._server = _Server(address, collect)
-        self.address = self._server.server_address[:2]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="wga:metrics", daemon=True
-        )
+        host, port = address
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, port))
+            listener.listen(LISTEN_BACKLOG)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        self.address: tuple[str, int] = listener.getsockname()[:2]
+        self._collect = collect
+        self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(self._loop_error)
+        self._stopping: asyncio.Future[None] = self._loop.create_future()
+        self._render: asyncio.Future[tuple[int, str]] | None = None
+        self._thread = threading.Thread(target=self._run, name="wga:metrics", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        """Closes the listener and every connection; a render still running is left to finish
+        on its own (daemon) thread, since a query stuck in the daemon must not hold up exit."""
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._request_stop)
+            self._thread.join()
+        else:
+            self._listener.close()
+            self._loop.close()
+
+    def _request_stop(self) -> None:
+        if not self._stopping.done():
+            self._stopping.set_result(None)
+
+    def _run(self) -> None:
+        try:
+            self._loop.run_until_complete(self._serve_until_stopped())
+        finally:
+            self._listener.close()
+            self._loop.close()
+
+    @staticmethod
+    def _loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        logger.debug("metrics: {}{}", context.get("message"), f": {error!r}" if error else "")
+
+    async def _serve_until_stopped(self) -> None:
+        accepting = asyncio.create_task(self._accept())
+        await self._stopping
+        accepting.cancel()
+        await asyncio.gather(accepting, return_exceptions=True)
+
+    async def _accept(self) -> None:
+        slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        connections: set[asyncio.Task[None]] = set()
+
+        def done(task: asyncio.Task[None]) -> None:
+            connections.discard(task)
+            slots.release()
+
+        try:
+            while True:
+                await slots.acquire()
+                try:
+                    sock, peer = await self._loop.sock_accept(self._listener)
+                except OSError as e:
+                    slots.release()
+                    if e.errno not in (errno.ECONNABORTED, errno.EPROTO):
+                        logger.debug("metrics: cannot accept: {}", e.strerror or e)
+                        await asyncio.sleep(ACCEPT_PAUSE)
+                    continue
+                task = asyncio.create_task(self._serve(sock, peer))
+                connections.add(task)
+                task.add_done_callback(done)
+        finally:
+            for task in connections:
+                task.cancel()
+            await asyncio.gather(*connections, return_exceptions=True)
+
+    async def _serve(self, sock: socket.socket, peer: Any) -> None:
+        client = f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
+        try:
+            reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_REQUEST_BYTES)
+        except OSError as e:
+            sock.close()
+            logger.debug("metrics: {} went away: {}", client, e.strerror or e)
+            return
+        try:
+            await self._exchange(client, reader, writer)
+        except TimeoutError as e:
+            logger.debug("metrics: {} closed: {}", client, e.args[0] if e.args else "too slow")
+        except _CLIENT_GONE as e:
+            logger.debug("metrics: {} went away: {}", client, _why(e))
+        except Exception as e:
+            logger.warning("metrics: {}: {!r}", client, e)
+        finally:
+            writer.transport.abort()
+
+    async def _exchange(
+        self, client: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        method = ""
+        try:
+            try:
+                async with asyncio.timeout(REQUEST_DEADLINE):
+                    method, path = await _read_request(reader)
+            except TimeoutError:
+                raise TimeoutError(f"no complete request within {REQUEST_DEADLINE:g} s") from None
+            if method not in ("GET", "HEAD"):
+                raise _RequestError(405, "only GET and HEAD are served")
+            if path not in (PATH, "/"):
+                raise _RequestError(404, f"metrics are at {PATH}")
+            status, text = await self._rendered()
+            reply = _reply(
+                status, text.encode(), content_type=CONTENT_TYPE, head_only=method == "HEAD"
+            )
+            logger.trace("metrics: {} {} {!r} {}", client, method, path, status)
+        except _RequestError as e:
+            logger.trace("metrics: {} {}: {}", client, e.status, e)
+            reply = _reply(
+                e.status,
+                f"{e}\n".encode(),
+                content_type="text/plain; charset=utf-8",
+                head_only=method == "HEAD",
+            )
+        try:
+            async with asyncio.timeout(REPLY_DEADLINE):
+                writer.transport.set_write_buffer_limits(high=0)  # drain() waits for it all
+                writer.write(reply)
+                await writer.drain()
+        except TimeoutError:
+            raise TimeoutError(f"reply not taken within {REPLY_DEADLINE:g} s") from None
+
+    async def _rendered(self) -> tuple[int, str]:
+        """The status and text of the render in flight, or of a new one if none is."""
+        render = self._render
+        if render is None or render.done():
+            render = self._render = self._loop.create_future()
+            threading.Thread(
+                target=self._render_on_thread,
+                args=(render,),
+                name="wga:metrics-render",
+                daemon=True,
+            ).start()
+        try:
+            async with asyncio.timeout(RENDER_DEADLINE):
+                return await asyncio.shield(render)
+        except TimeoutError:
+            return 503, f"metrics not collected within {RENDER_DEADLINE:g} s\n"
+
+    def _render_on_thread(self, render: asyncio.Future[tuple[int, str]]) -> None:
+        try:
+            outcome = (200, self._collect())
+        except Exception as e:  # the daemon is shutting down, say: a 503, not a traceback
+            logger.debug("metrics: cannot collect: {!r}", e)
+            outcome = (503, f"cannot collect metrics: {e}\n")
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            self._loop.call_soon_threadsafe(_settle, render, outcome)
+
+
+def _settle(render: asyncio.Future[tuple[int, str]], outcome: tuple[int, str]) -> None:
+    if not render.done():
+        render.set_result(outcome)
+
+
+def _why(error: BaseException) -> str:
+    if isinstance(error, asyncio.IncompleteReadError):
+        return "closed before the end of its request"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return repr(error)

@@ -74,6 +74,17 @@ def test_bad_command_lines_exit_2_with_usage(
     assert err.rstrip().splitlines()[-1].startswith("wgactors: ")
 
 
+@pytest.mark.parametrize("argv", [["up", "x"], ["-f", "wg0"]])
+def test_a_metrics_port_alone_says_what_was_expected(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--metrics", "9586"])
+    assert info.value.code == 2
+    last = capsys.readouterr().err.rstrip().splitlines()[-1]
+    assert last == "wgactors: argument --metrics: '9586': expected ADDR:PORT"
+
+
 def test_daemon_form_refuses_a_bad_interface_name(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["-f", "no/slash"]) == 2
     assert "not a valid interface name" in capsys.readouterr().err
