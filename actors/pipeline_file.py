@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import settings
 from .failure import ON_ERROR
-from .mailbox import DEFAULT_CAPACITY, Mailbox
+from .mailbox import DEFAULT_CAPACITY
 from .supervisor import Restart, RestartBudget
 
 if TYPE_CHECKING:
@@ -196,11 +196,8 @@ def _entry(
 
 def _check_options(cls: type, options: dict[str, Any], fail: Any) -> None:
     """Build the stage once, unstarted, so that its constructor judges the options."""
-    from .stage import wiring
-
     try:
-        with wiring(Mailbox("check"), None):
-            cls(**options)
+        cls(**options)
     except TypeError as e:
         raise fail(f"bad options: {e}") from None
     except Exception as e:

@@ -28,10 +28,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from actors.mailbox import Mailbox
+from actors.mailbox import Batch, Mailbox
 from actors.packet import Packet
-from actors.stage import Stage, wiring
+from actors.stage import Stage
 from actors.stages.base import Outlet
+from actors.stages.custom import start_stage
 
 __all__ = ["HopFigures", "measure"]
 
@@ -88,15 +89,13 @@ def _chain(hops: int) -> tuple[list[object], Mailbox, _Sink]:
     """Start ``hops`` pass-through stages feeding a sink; (refs, first mailbox, sink)."""
     refs: list[object] = []
     sink_box = Mailbox("sink", 100_000)
-    with wiring(sink_box, None, name="sink"):
-        sink_ref = _Sink.start()
+    sink_ref = start_stage(_Sink, sink_box, None)
     refs.append(sink_ref)
     sink = _SINKS.pop()
     nxt = sink_box
     for i in range(hops - 1):
         box = Mailbox(f"hop{i}", 100_000)
-        with wiring(box, Outlet(nxt), name=f"hop{i}"):
-            refs.append(_Pass.start())
+        refs.append(start_stage(_Pass, box, Outlet(nxt)))
         nxt = box
     return refs, nxt, sink
 
@@ -114,12 +113,12 @@ def _run(
         for i in range(count):
             sink.target = (i + 1) * len(batch)
             sink.done.clear()
-            first.push(batch)
+            first.push(Batch(batch, time.monotonic()))
             if not sink.done.wait(max(0.0, deadline - time.monotonic())):
                 raise TimeoutError("hop bench: the chain stalled")
     else:
         for _ in range(count):
-            first.push(batch)
+            first.push(Batch(batch, time.monotonic()))
         if not sink.done.wait(DEADLINE):
             raise TimeoutError("hop bench: the chain stalled")
     return time.perf_counter() - start, time.process_time() - cpu

@@ -489,12 +489,11 @@ def test_a_running_stage_replies_through_its_way_back_and_survives_exceptions() 
     import time
 
     from actors.mailbox import Mailbox
-    from actors.stage import wiring
     from actors.stages.base import GetStats, Outlet
+    from actors.stages.custom import start_stage
 
     first, sink, back = Mailbox("first"), Mailbox("sink"), Mailbox("back")
-    with wiring(first, Outlet(sink), name="recorder", back=Outlet(back)):
-        ref = Recorder.start()
+    ref = start_stage(Recorder, first, Outlet(sink), name="recorder", back=Outlet(back))
     try:
         first.push((pkt(b"a"), pkt(b"ping"), pkt(b"boom"), pkt(b"b")))
         deadline = time.monotonic() + 5
@@ -510,14 +509,30 @@ def test_a_running_stage_replies_through_its_way_back_and_survives_exceptions() 
         ref.stop()
 
 
-def test_on_error_restart_hands_the_stage_to_its_supervisor_after_the_batch() -> None:
-    from actors.mailbox import Mailbox
-    from actors.stage import wiring
-    from actors.stages.base import Outlet
+def test_on_error_restart_replaces_the_instance_in_the_running_actor() -> None:
+    """The actor keeps running; its runner swaps in a fresh instance after the batch."""
+    import time
 
-    sink = Mailbox("sink")
-    with wiring(Mailbox("first"), Outlet(sink), name="recorder", on_error="restart"):
-        stage = Recorder()
-    stage.on_batch((pkt(b"a"), pkt(b"boom")))
-    assert stage.replace_me  # the supervisor replaces it once the batch is handled
-    assert [p.payload for p in sink.take()] == [b"a"]  # type: ignore[union-attr]
+    from actors.mailbox import Mailbox
+    from actors.stages.base import GetStats, Outlet
+    from actors.stages.custom import start_stage
+
+    first, sink = Mailbox("first"), Mailbox("sink")
+    ref = start_stage(Recorder, first, Outlet(sink), name="recorder", on_error="restart")
+    try:
+        first.push((pkt(b"a"), pkt(b"boom")))
+        first.push((pkt(b"b"),))
+        deadline = time.monotonic() + 5
+        seen: list[bytes | None] = []
+        while len(seen) < 2 and time.monotonic() < deadline:
+            item = sink.take()
+            if item is None:
+                time.sleep(0.005)
+                continue
+            seen += [p.payload for p in item]  # type: ignore[union-attr]
+        assert seen == [b"a", b"b"]
+        snap = ref.ask(GetStats(), timeout=5)
+        assert dict(snap.extra)["replacements"] == 1 and snap.packets_in == 3
+        assert ref.is_alive()
+    finally:
+        ref.stop()
