@@ -25,8 +25,9 @@ filter that fails open would let through what it exists to stop; state such as a
 kept, as it is worth more than a fresh start. ``restart`` is for stages whose state may be what
 went wrong; queued packets wait in the mailbox for the new instance.
 
-What a replaced instance hands its successor (:class:`ErrorCarry`) is an immutable value, so
-that the log rate, the error rate and the counters continue instead of starting over.
+A replacement happens inside the stage's runner (:mod:`actors.runner`), which keeps the
+counters and this record, so they continue instead of starting over. What a crashed incarnation
+hands the next one through the supervisor (:class:`ErrorCarry`) is an immutable value.
 """
 
 from __future__ import annotations

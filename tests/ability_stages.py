@@ -43,3 +43,19 @@ class AnswerPings(Stage):
             "pings_from_strangers": self.strangers,
             "pings_routed_back": self.routed_back,
         }
+
+
+class CountTicks(Stage):
+    """Passes everything; counts its ticks (every 0.1 s) and the packets it saw."""
+
+    tick_interval = 0.1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ticks = 0
+
+    def on_tick(self, now: float) -> None:
+        self.ticks += 1
+
+    def stats_extra(self) -> dict[str, Any]:
+        return {"ticks": self.ticks}

@@ -1,6 +1,7 @@
 """PeerRateLimit live, in both modes, against two wireguard-go peers (issue 23): a 50 Mbit/s
 UDP stream from one peer through a 10 Mbit/s bucket arrives at 10 +- 2 Mbit/s, while a 5 Mbit/s
-stream from the other peer, at the same time, arrives whole."""
+stream from the other peer, at the same time, arrives whole. An outbound stage that declares a
+tick interval is ticked meanwhile (the ticker in the pipeline, the loop in single mode)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 from netns import WgPeer, WireguardGo, gen_keypair
-from wgactors_proc import Wgactors, write_conf
+from wgactors_proc import ROOT, Wgactors, write_conf
 
 from actors.lab import reachable
 from actors.lab.netns import Netns
@@ -26,6 +27,7 @@ SLACK = 30  # seconds a client may run past its -t before it counts as hung
 PAYLOAD = 1200  # UDP payload bytes: 1228-byte packets, inside the tunnel's 1280
 LIMITED_MBIT, FLOOD_MBIT, OTHER_MBIT = 10, 50, 5
 TOLERANCE_MBIT = 2.0
+MIN_TICKS = 10
 OTHER_MIN_MBIT = 4.5  # the other peer's 5 Mbit/s arrive (a few packets may be lost to load)
 US1, US2, GO1, GO2 = "10.99.1.1", "10.99.2.1", "10.99.1.2", "10.99.2.2"
 
@@ -58,6 +60,7 @@ def test_a_flood_from_one_peer_is_held_to_its_rate_and_the_other_is_unaffected(
     pipeline.write_text(
         f'[[inbound]]\nuse = "ratelimit"\noptions = {{ rate = "{LIMITED_MBIT}mbit", '
         'burst = "64kb" }\n'
+        f'[[outbound]]\nuse = "{ROOT / "tests" / "ability_stages.py"}:CountTicks"\n'
     )
     with (
         WireguardGo(
@@ -117,3 +120,6 @@ def test_a_flood_from_one_peer_is_held_to_its_rate_and_the_other_is_unaffected(
     final = log.split("final stats:")[-1]
     entry = re.search(r"'name': 'peerratelimit'.*?'rate_bytes': (\d+)", final)
     assert entry and int(entry.group(1)) > 0, final
+    # ticked every 0.1 s for the whole run (6 s of streams at least): far more than 10 ticks
+    ticks = re.search(r"'name': 'countticks'.*?'ticks': (\d+)", final)
+    assert ticks and int(ticks.group(1)) >= MIN_TICKS, final

@@ -10,10 +10,10 @@ import pytest
 from actors import Packet, Stage, build
 from actors.lab import wait_for
 from actors.mailbox import Batch, Mailbox
-from actors.stage import Verdict
+from actors.stage import MIN_TICK_INTERVAL, Verdict
 from actors.stages.base import GetStats, Outlet
 from actors.stages.custom import start_stage
-from actors.stages.ticker import Ticker, TickTargets
+from actors.stages.ticker import TICK_INTERVAL, Ticker, TickTargets
 from actors.testing import FakeClock, StageRunner, run
 
 WAIT = 10.0
@@ -107,6 +107,10 @@ def test_a_failing_on_tick_is_a_stage_error_and_restart_replaces() -> None:
         assert runner.stages[0] is not first and runner.stages[0].context.incarnation == 3
     assert result.restarts == 2 and [str(e) for e in result.errors] == ["tick bug"] * 2
     assert result.stats["badtick"]["failure"]["failing"]
+
+
+def test_the_shortest_interval_is_the_tickers() -> None:
+    assert MIN_TICK_INTERVAL == TICK_INTERVAL
 
 
 @pytest.mark.parametrize("interval", [0.001, 0, -1, "1", True])
