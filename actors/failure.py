@@ -36,12 +36,10 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from loguru import logger
 
-if TYPE_CHECKING:
-    from .stats import StageSnapshot
+from .stats import STAGE_ERROR_PASSED, FailureReport, StageSnapshot
 
 __all__ = [
     "LOG_INTERVAL",
@@ -56,34 +54,7 @@ __all__ = [
 LOG_INTERVAL = 5.0  # seconds between two log lines about one stage's packet errors
 RATE_WINDOW = 10  # seconds of errors the rate is measured over; failing = an error in them
 ON_ERROR = ("drop", "pass", "restart")  # the pipeline file's choices; the first is the default
-STAGE_ERROR_PASSED = "stage_error_passed"  # the count of packets passed on after an error
 MAX_ERROR_CHARS = 300  # characters of an exception's repr kept for status and log lines
-
-
-@dataclass(frozen=True, slots=True)
-class FailureReport:
-    """How a stage's packet errors look now, for ``status``, metrics and systemd."""
-
-    failing: bool  # an error in the last RATE_WINDOW seconds
-    errors: int  # packets that raised, ever
-    passed: int  # ...of which passed on unchanged (on_error="pass")
-    errors_per_second: float  # over the last RATE_WINDOW seconds
-    last_error: str
-    last_error_seconds_ago: float | None
-    on_error: str
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "failing": self.failing,
-            "errors": self.errors,
-            STAGE_ERROR_PASSED: self.passed,
-            "errors_per_second": round(self.errors_per_second, 3),
-            "last_error": self.last_error,
-            "last_error_seconds_ago": None
-            if self.last_error_seconds_ago is None
-            else round(self.last_error_seconds_ago, 1),
-            "on_error": self.on_error,
-        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ What a stage can do besides passing packets on (all through its context):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
@@ -173,16 +174,12 @@ class Stage:
     @property
     def context(self) -> StageContext:
         """Where the stage runs (name, path, on_error, ...); set before ``on_start``. A stage
-        used directly, outside any host, gets one of its own."""
+        used directly, outside any host (a call in a test, a REPL), gets one of its own: no
+        path, no routes, replies go nowhere, the time is the clock's, verdicts are applied
+        but not counted, and exceptions are raised as plain Python does."""
         context = self._context
         if context is None:
-            # Used directly (a call in a test, a REPL): a runner of its own, with no path, no
-            # routes and no one to send replies to, so the stage behaves as it would in one.
-            from .runner import Runner
-
-            Runner(lambda: self, type(self).__name__.lower())
-            context = self._context
-            assert context is not None
+            context = self._context = _detached(self)
         return context
 
     @property
@@ -207,3 +204,28 @@ class Stage:
         """The public key of the peer that ``address`` routes to (AllowedIPs, longest prefix),
         or None. The table is rebuilt, privately, only when the configuration changes."""
         return self.context.peer_for(address)
+
+
+def _detached(stage: Stage) -> StageContext:
+    def run_each(batch: tuple[Packet, ...]) -> list[Packet]:
+        out: list[Packet] = []
+        for packet in batch:
+            verdict = stage.process(packet)
+            if isinstance(verdict, Packet):
+                out.append(verdict)
+            elif verdict is None or isinstance(verdict, Drop | _Consumed):
+                continue
+            else:
+                out.extend(verdict)
+        return out
+
+    return StageContext(
+        type(stage).__name__.lower(),
+        None,
+        "drop",
+        1,
+        lambda packet: None,
+        lambda address: None,
+        time.monotonic,
+        run_each,
+    )

@@ -11,10 +11,38 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .failure import FailureReport
 from .mailbox import MailboxStats
 
-__all__ = ["StageSnapshot", "StageStats"]
+__all__ = ["STAGE_ERROR_PASSED", "FailureReport", "StageSnapshot", "StageStats"]
+
+STAGE_ERROR_PASSED = "stage_error_passed"  # the count of packets passed on after an error
+
+
+@dataclass(frozen=True, slots=True)
+class FailureReport:
+    """How a stage's packet errors look now, for ``status``, metrics and systemd (made by
+    :meth:`actors.failure.ErrorPolicy.report`)."""
+
+    failing: bool  # an error in the last RATE_WINDOW seconds
+    errors: int  # packets that raised, ever
+    passed: int  # ...of which passed on unchanged (on_error="pass")
+    errors_per_second: float  # over the last RATE_WINDOW seconds
+    last_error: str
+    last_error_seconds_ago: float | None
+    on_error: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "failing": self.failing,
+            "errors": self.errors,
+            STAGE_ERROR_PASSED: self.passed,
+            "errors_per_second": round(self.errors_per_second, 3),
+            "last_error": self.last_error,
+            "last_error_seconds_ago": None
+            if self.last_error_seconds_ago is None
+            else round(self.last_error_seconds_ago, 1),
+            "on_error": self.on_error,
+        }
 
 
 @dataclass(slots=True)
