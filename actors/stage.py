@@ -183,12 +183,6 @@ class Stage:
         return context
 
     @property
-    def name(self) -> str:
-        """The stage's name in the pipeline."""
-        context = self._context
-        return type(self).__name__.lower() if context is None else context.name
-
-    @property
     def now(self) -> float:
         """When the batch being processed was read from the kernel (monotonic seconds; the
         fake clock's time under actors.testing); in :meth:`on_tick`, the tick's time."""
