@@ -25,8 +25,9 @@ filter that fails open would let through what it exists to stop; state such as a
 kept, as it is worth more than a fresh start. ``restart`` is for stages whose state may be what
 went wrong; queued packets wait in the mailbox for the new instance.
 
-What a replaced instance hands its successor (:class:`ErrorCarry`) is an immutable value, so
-that the log rate, the error rate and the counters continue instead of starting over.
+A replacement happens inside the stage's runner (:mod:`actors.runner`), which keeps the
+counters and this record, so they continue instead of starting over. What a crashed incarnation
+hands the next one through the supervisor (:class:`ErrorCarry`) is an immutable value.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class ErrorPolicy:
         self.last_error = carry.last_error
         self.last_error_at = carry.last_error_at
         self.recent: list[tuple[int, int]] = list(carry.recent)
-        self.last_exception: Exception | None = None  # this instance's, for its callers
+        self.last_exception: BaseException | None = None  # this instance's, for its callers
         self.total = 0  # failures of this instance, never reset
         self._clock = clock
 
@@ -137,7 +138,7 @@ class ErrorPolicy:
         """Whether a packet that raised goes on unchanged (fail-open)."""
         return self.on_error == "pass"
 
-    def failed(self, error: Exception, count: int = 1) -> None:
+    def failed(self, error: BaseException, count: int = 1) -> None:
         """``count`` packets raised ``error``: count them, and maybe log."""
         now = self._clock()
         self.last_error = describe(error)

@@ -33,7 +33,7 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Sized
+from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_CAPACITY",
     "PUSH_TIMEOUT",
     "WAKE",
+    "Batch",
     "Letter",
     "Mailbox",
     "MailboxStats",
@@ -66,6 +67,29 @@ class _Wake:
 
 
 WAKE = _Wake()
+
+
+class Batch:
+    """A data-lane message: packets (or datagrams) and when they were read from the kernel.
+
+    The readers stamp the time once per batch (monotonic seconds) and every stage passes it on
+    with what the batch became, so a stage sees when its packets arrived, not when it got to
+    them. A class with slots, not a dataclass: one is made per batch per hop."""
+
+    __slots__ = ("arrival", "items")
+
+    def __init__(self, items: tuple[Any, ...], arrival: float) -> None:
+        self.items = items
+        self.arrival = arrival
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.items)
+
+    def __repr__(self) -> str:
+        return f"Batch({len(self.items)} items, arrival={self.arrival:.3f})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +158,7 @@ class Mailbox:
 
     # -- the stage's side
 
-    def take(self) -> tuple[Any, ...] | Letter | None:
+    def take(self) -> Batch | Letter | None:
         """The next item for the stage: a control :class:`Letter` first, else the oldest data
         batch, else None, after which the next arrival sends a new :data:`WAKE`."""
         with self._lock:
@@ -148,7 +172,7 @@ class Mailbox:
                 self._depth -= len(batch)
                 if self._waiting:
                     self._room.notify_all()
-                return batch  # type: ignore[no-any-return]  # push() takes any Sized; stages give tuples
+                return batch  # type: ignore[no-any-return]  # push() takes any Sized; stages give Batch
             self._scheduled = False
             return None
 
@@ -218,7 +242,7 @@ class Mailbox:
     # -- senders' side: data
 
     def push(self, batch: Sized, *, block: bool = True, timeout: float = PUSH_TIMEOUT) -> bool:
-        """Queue a batch (a tuple of packets or datagrams). False if it was dropped.
+        """Queue a batch (a :class:`Batch` of packets or datagrams). False if it was dropped.
 
         With ``block`` the caller waits for room, up to ``timeout``; a batch larger than the
         whole capacity is let in once the lane is empty, so an oversized batch cannot wedge.
@@ -292,6 +316,11 @@ class Mailbox:
                 return True
             finally:
                 self._waiting -= 1
+
+    @property
+    def closed(self) -> bool:
+        """No incarnation will come (:meth:`close`)."""
+        return self._closed
 
     def empty(self) -> bool:
         with self._lock:

@@ -23,7 +23,14 @@ from typing import Any
 
 from loguru import logger
 
-__all__ = ["CONTENT_TYPE", "MetricsServer", "parse_listen_address", "render"]
+__all__ = [
+    "CONTENT_TYPE",
+    "MAX_EXTRA_METRICS",
+    "MetricsServer",
+    "extra_metric_name",
+    "parse_listen_address",
+    "render",
+]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PATH = "/metrics"
@@ -37,6 +44,41 @@ REPLY_DEADLINE = 5.0  # seconds to hand the whole reply to the kernel
 MAX_REQUEST_BYTES = 8192  # request line and headers together
 ACCEPT_PAUSE = 0.1  # seconds to wait before accepting again after accept() failed (out of fds)
 UP_HELP = "1 if the interface's daemon answered, 0 if it did not."
+MAX_EXTRA_METRICS = 64
+"""Figures of one stage's own (``stats_extra``) exported; the rest are in ``status --json``."""
+EXTRA_PREFIX = "wgactors_stage_extra_"
+# The keys of a stage's snapshot that have metrics of their own (or are not figures).
+STANDARD_KEYS = frozenset(
+    {
+        "name",
+        "packets_in",
+        "bytes_in",
+        "packets_out",
+        "bytes_out",
+        "drops",
+        "mailbox",
+        "failure",
+        "restarts",
+        "lost_in_crashes",
+        "unresponsive",
+        "offloads",
+    }
+)
+# Figures every custom stage has, with names and types of their own.
+_RUNNER_COUNTERS = (
+    ("replies", "wgactors_stage_replies_total", "Packets a stage sent back the other way."),
+    (
+        "consumed",
+        "wgactors_stage_consumed_packets_total",
+        "Packets a stage answered or absorbed (not drops).",
+    ),
+    (
+        "replacements",
+        "wgactors_stage_replacements_total",
+        "Fresh instances of a stage after an error (on_error=restart).",
+    ),
+)
+_RUNNER_KEYS = frozenset(key for key, _, _ in _RUNNER_COUNTERS)
 
 
 @dataclass
@@ -72,6 +114,34 @@ class _Families:
             for labels, value in family.samples:
                 body = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
                 yield f"{family.name}{{{body}}} {_number(value)}"
+
+
+def extra_metric_name(key: str) -> str:
+    """The metric of a stage's own figure ``key``: ``wgactors_stage_extra_`` and the key with
+    anything outside ``[a-z0-9_]`` made an underscore (Prometheus's name rules)."""
+    body = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in key.lower())
+    return EXTRA_PREFIX + body
+
+
+def _extra_samples(out: _Families, labels: dict[str, str], stage: dict[str, Any]) -> None:
+    for key, name, text in _RUNNER_COUNTERS:
+        out.add(name, "counter", text, labels, stage.get(key))
+    exported = 0
+    for key, value in sorted(stage.items()):
+        if key in STANDARD_KEYS or key in _RUNNER_KEYS or not isinstance(key, str):
+            continue
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue  # lists, tables and text stay in status --json
+        if exported >= MAX_EXTRA_METRICS:
+            break
+        exported += 1
+        out.add(
+            extra_metric_name(key),
+            "gauge",
+            f"A stage's own figure {key!r} (stats_extra; a count or a level).",
+            labels,
+            value,
+        )
 
 
 def _stage_samples(out: _Families, iface: str, stages: dict[str, Any]) -> None:
@@ -127,6 +197,7 @@ def _stage_samples(out: _Families, iface: str, stages: dict[str, Any]) -> None:
                 labels,
                 failure.get("stage_error_passed"),
             )
+        _extra_samples(out, labels, stage)
         box = stage.get("mailbox") or {}
         out.add(
             "wgactors_stage_mailbox_packets",

@@ -37,10 +37,11 @@ from .mailbox import DEFAULT_CAPACITY, Mailbox
 from .pipeline_file import StageEntry, same_entry
 from .placement import default_policy
 from .snapshot import ConfigCell, DeviceConfig
-from .stage import wiring
 from .stages import Decrypt, Encrypt, GetStats, Outlet, Ticker, TunReader, TunWriter, UdpIngress
 from .stages.base import BATCH_SIZE, Rewire
+from .stages.custom import start_stage
 from .stages.decrypt import Configure, GetDeviceState
+from .stages.ticker import TickTargets
 from .supervisor import (
     DEFAULT_BACKOFF,
     DEFAULT_BUDGET,
@@ -115,6 +116,7 @@ class Pipeline:
         self.mailboxes: dict[str, Mailbox] = {}
         self.order: list[str] = []
         self.supervisor: pykka.ActorRef[Supervisor] | None = None
+        self.tick_targets = TickTargets()
         self.escalated = threading.Event()
         self.escalation_reason = ""
 
@@ -185,7 +187,10 @@ class Pipeline:
             ChildSpec(
                 "ticker",
                 lambda box, sup: Ticker.start(
-                    box, decrypt, **self._supervision_args("ticker", sup)
+                    box,
+                    decrypt,
+                    stages=self.tick_targets,
+                    **self._supervision_args("ticker", sup),
                 ),
                 self._mailbox("ticker"),
             )
@@ -231,26 +236,30 @@ class Pipeline:
         back = Outlet(self.mailboxes["encrypt" if entry.path == "inbound" else "tun_writer"])
 
         def start(box: Mailbox, sup: Supervision) -> pykka.ActorRef[Any]:
-            fault = self._supervision_args(entry.name, sup)["fault"]
-            with wiring(
+            return start_stage(
+                entry.cls,
                 box,
                 out,
-                sup,
-                entry.name,
-                fault,
+                options=entry.options,
+                name=entry.name,
+                path=entry.path,
                 back=back,
-                routes=self.config.get,
                 on_error=entry.on_error,
-            ):
-                return entry.cls.start(**entry.options)
+                routes=self.config.get,
+                **self._supervision_args(entry.name, sup),
+            )
 
-        return ChildSpec(
-            entry.name, start, box, entry.restart, budget=entry.budget, on_error=entry.on_error
-        )
+        return ChildSpec(entry.name, start, box, entry.restart, budget=entry.budget)
+
+    def _publish_tick_targets(self) -> None:
+        """Tell the ticker which mailboxes are custom stages' (at start and after a reload)."""
+        names = [e.name for path in ("inbound", "outbound") for e in self.chains[path]]
+        self.tick_targets.publish(tuple(self.mailboxes[n] for n in names if n in self.mailboxes))
 
     def start(self) -> None:
         specs = self.specs()
         self.order = [s.name for s in specs]
+        self._publish_tick_targets()
         self.supervisor = Supervisor.start(
             specs,
             strategy=self.strategy,
@@ -276,6 +285,7 @@ class Pipeline:
             self.chains[path] = new
             if change:
                 changes.append(f"{path} {change}")
+        self._publish_tick_targets()
         self.order = self._supervisor_stats()["order"]
         return "; ".join(changes) or "stages unchanged"
 
@@ -423,7 +433,6 @@ class Pipeline:
             if entry is None:
                 entry = {"name": name, "unresponsive": True, "mailbox": asdict(box.stats())}
             entry["restarts"] = child.get("restarts", 0)
-            entry["replacements"] = child.get("replacements", 0)
             entry["lost_in_crashes"] = child.get("lost", 0)
             out.append(entry)
         return out

@@ -44,7 +44,7 @@ from loguru import logger
 
 from . import settings
 from .failure import ON_ERROR
-from .mailbox import DEFAULT_CAPACITY, Mailbox
+from .mailbox import DEFAULT_CAPACITY
 from .options import OptionError, check_options
 from .supervisor import Restart, RestartBudget
 
@@ -271,11 +271,8 @@ def _entry(path: str, kind: str, index: int, raw: dict[str, Any], base: Path | N
 
 def _construct(cls: type, options: dict[str, Any], fail: Callable[[str], Exception]) -> None:
     """Build the stage once, unstarted, so that its constructor judges the option values."""
-    from .stage import wiring
-
     try:
-        with wiring(Mailbox("check"), None):
-            cls(**options)
+        cls(**options)
     except (TypeError, ValueError) as e:  # the stage's own words about its options
         raise fail(f"bad options: {e}") from None
     except Exception as e:

@@ -27,15 +27,14 @@ from typing import Any, ClassVar, TypeVar
 from loguru import logger
 
 from .dataplane import DataPlaneSpec, DataPlaneTimeout
-from .failure import LOG_INTERVAL, ErrorCarry, describe
+from .failure import describe
 from .io.effects import Transmitter, TunDelivery
 from .io.udp_gso import GroReceiver
-from .mailbox import Mailbox
 from .packet import Packet
 from .pipeline_file import StageEntry, same_entry
 from .placement import ALL
+from .runner import Runner
 from .snapshot import ConfigCell, DeviceConfig
-from .stage import Stage, wiring
 from .stages.base import BATCH_SIZE
 from .stages.ticker import TICK_INTERVAL
 from .uapi import SetRequest
@@ -66,14 +65,14 @@ class SingleThreaded:
         now = time.monotonic()
         # What Stage.peer_for reads; republished after each `wg set`, as the decrypt stage does.
         self.config = ConfigCell(DeviceConfig(private_key, tuple(peers)))
-        # The same user stages, called inline: built unstarted, their hooks run by this loop.
+        # The same user stages, called inline through the same runner as the pipeline's: built
+        # unstarted, their hooks run by this loop.
         self.entries = {"inbound": list(inbound), "outbound": list(outbound)}
         self.inbound = [_build(e, self.config) for e in inbound]
         self.outbound = [_build(e, self.config) for e in outbound]
         self.escalation_reason = ""
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._start_warned: dict[str, float] = {}  # stage -> when a failed replacement was logged
         self.tunnel = Tunnel(private_key, peers, now=now)
         self.udp = udp
         self.tun = tun
@@ -191,25 +190,39 @@ class SingleThreaded:
         device = self.tunnel.device
         return device.private_key, tuple(device.peer_states())
 
-    def _carry_out(self, actions: Sequence[Action]) -> None:
+    def _carry_out(self, actions: Sequence[Action], arrival: float | None = None) -> None:
         """Send the datagrams, pass the delivered packets through the inbound stages to the
         TUN device, and send what those stages answered the peer."""
         delivered: list[Packet] = []
         self.transmitter.carry_out(actions, self.drops, delivered, [])
-        if not delivered:
-            return
+        if delivered:
+            self._inbound(delivered, arrival, 0)
+
+    def _inbound(self, packets: list[Packet], arrival: float | None, first: int) -> None:
+        """Packets through the inbound stages from ``first`` on, then to the TUN device; what
+        those stages answered goes to the peer."""
         replies: list[Packet] = []
-        for i in range(len(self.inbound)):
-            delivered = self._through("inbound", i, delivered, replies)
-        self._write([p.data for p in delivered])
+        for i in range(first, len(self.inbound)):
+            packets = self._through(self.inbound[i], packets, replies, arrival)
+        self._write([p.data for p in packets])
         if replies:  # an inbound stage's answers go to the peer; they yield only datagrams
             self._carry_out(self.tunnel.send_batch(replies, time.monotonic(), time.time()))
+
+    def _outbound(self, packets: list[Packet], arrival: float, first: int) -> None:
+        """Packets through the outbound stages from ``first`` on, then encrypted and sent;
+        what those stages answered goes to the local host."""
+        answers: list[Packet] = []
+        for i in range(first, len(self.outbound)):
+            packets = self._through(self.outbound[i], packets, answers, arrival)
+        if answers:  # an outbound stage's answers go to the local host
+            self._write([reply.data for reply in answers])
+        self._carry_out(self.tunnel.send_batch(packets, time.monotonic(), time.time()))
 
     def _write(self, datas: list[bytes]) -> None:
         self.delivery.write(datas, self.drops, self.counters)
 
     def run(self, stop: threading.Event) -> None:
-        started: list[Stage] = []
+        started: list[Runner] = []
         running = False
         try:
             for stage in self.inbound + self.outbound:
@@ -220,13 +233,13 @@ class SingleThreaded:
             self._loop(stop)
         finally:
             for stage in self.inbound + self.outbound if running else started:
-                _stop(stage)
+                stage.stop()
             self.reader.close()
             self.delivery.close()
 
-    def _start(self, stage: Stage) -> bool:
+    def _start(self, stage: Runner) -> bool:
         try:
-            stage.on_start()
+            stage.start()
         except Exception as e:
             self._escalate(f"stage {stage.name} failed in on_start: {describe(e)}")
             return False
@@ -238,44 +251,44 @@ class SingleThreaded:
             logger.error("giving up: {}", reason)
 
     def _through(
-        self, path: str, index: int, packets: Sequence[Packet], replies: list[Packet]
+        self,
+        runner: Runner,
+        packets: Sequence[Packet],
+        replies: list[Packet],
+        arrival: float | None,
     ) -> list[Packet]:
-        """One stage's work on a batch, inline, under the same failure policy as the pipeline
-        (:meth:`Stage.run_batch`); its replies are added to ``replies``."""
-        stage = (self.inbound if path == "inbound" else self.outbound)[index]
-        outcome = stage.run_batch(tuple(packets))
-        out = outcome.passed
-        stats = stage.stats
-        stats.packets_out += len(out)
-        stats.bytes_out += sum(len(p.data) for p in out)
-        if outcome.replies:
-            stage.count_replies(len(outcome.replies), 0)
-            replies.extend(outcome.replies)
-        if stage.replace_me:
-            self._replace(path, index, stage)
+        """One stage's work on a batch, inline, through the same runner as the pipeline's
+        (so the same verdicts and failure policy); its replies are added to ``replies``."""
+        out, answers = runner.run(tuple(packets), time.monotonic() if arrival is None else arrival)
+        runner.passed_on(len(out), sum(len(p.data) for p in out))
+        if answers:
+            runner.replied(len(answers), 0)
+            replies.extend(answers)
         return out
 
-    def _replace(self, path: str, index: int, stage: Stage) -> None:
-        """on_error="restart": a fresh instance at once, continuing the counters and the error
-        record. A packet must not be able to end the loop, so a fresh instance that cannot
-        start is logged and dropped, and the old one carries on (as with on_error="drop")."""
-        fresh = _build(self.entries[path][index], self.config, stage._handover())
-        try:
-            fresh.on_start()
-        except Exception as e:
-            now = time.monotonic()
-            if now - self._start_warned.get(stage.name, -LOG_INTERVAL) >= LOG_INTERVAL:
-                self._start_warned[stage.name] = now
-                logger.opt(exception=e).warning(
-                    "stage {}: a fresh instance failed in on_start ({!r}); the old one carries "
-                    "on (logged at most every {:g} s)",
-                    stage.name,
-                    e,
-                    LOG_INTERVAL,
-                )
-            return
-        _stop(stage)  # replace_me is still set: its unlogged errors went on in the carry
-        (self.inbound if path == "inbound" else self.outbound)[index] = fresh
+    def _tick(self, now: float) -> None:
+        """The custom stages' on_tick, where due, between batches; what a tick passes on
+        continues down its path from the next stage."""
+        for path in ("inbound", "outbound"):
+            chain = self.inbound if path == "inbound" else self.outbound
+            for i, runner in enumerate(chain):
+                out = runner.tick(now)
+                if out is None:
+                    continue
+                passed, replies = out
+                runner.passed_on(len(passed), sum(len(p.data) for p in passed))
+                if replies:
+                    runner.replied(len(replies), 0)
+                if path == "inbound":
+                    if replies:
+                        self._carry_out(self.tunnel.send_batch(replies, now, time.time()))
+                    if passed:
+                        self._inbound(passed, now, i + 1)
+                else:
+                    if replies:
+                        self._write([reply.data for reply in replies])
+                    if passed:
+                        self._outbound(passed, now, i + 1)
 
     def _swap_stages(self, inbound: Sequence[StageEntry], outbound: Sequence[StageEntry]) -> str:
         """Unchanged entries keep their instance and state, others get a started new one; what
@@ -285,7 +298,7 @@ class SingleThreaded:
             old = self.entries[path]
             live = self.inbound if path == "inbound" else self.outbound
             kept = {e.name: (e, s) for e, s in zip(old, live, strict=True)}
-            stages: list[Stage] = []
+            stages: list[Runner] = []
             words = []
             for entry in new:
                 previous = kept.pop(entry.name, None)
@@ -293,13 +306,13 @@ class SingleThreaded:
                     stages.append(previous[1])
                     continue
                 fresh = _build(entry, self.config)
-                fresh.on_start()  # a failure here leaves the old stages in place
+                fresh.start()  # a failure here leaves the old stages in place
                 stages.append(fresh)
                 if previous is not None:
-                    _stop(previous[1])
+                    previous[1].stop()
                 words.append(("~" if previous else "+") + entry.name)
             for _, gone in kept.values():
-                _stop(gone)
+                gone.stop()
                 words.append("-" + gone.name)
             self.entries[path] = new
             live[:] = stages
@@ -321,7 +334,7 @@ class SingleThreaded:
                 if fd == udp_fd:
                     batch = self.udp.read_batch(self.batch_size, self.drops, self.receiver)
                     self.counters["datagrams_in"] += len(batch)
-                    self._carry_out(tunnel.receive_batch(batch, now, wall))
+                    self._carry_out(tunnel.receive_batch(batch, now, wall), now)
                 elif fd == tun_fd:
                     too_big: list[Packet] = []
                     packets = self.tun.read_batch(
@@ -330,14 +343,10 @@ class SingleThreaded:
                     if too_big:
                         self._write([reply.data for reply in too_big])
                     self.counters["packets_in"] += len(packets)
-                    answers: list[Packet] = []
-                    for i in range(len(self.outbound)):
-                        packets = self._through("outbound", i, packets, answers)
-                    if answers:  # an outbound stage's answers go to the local host
-                        self._write([reply.data for reply in answers])
-                    self._carry_out(tunnel.send_batch(packets, now, wall))
+                    self._outbound(packets, now, 0)
             self._serve_requests()
             now = time.monotonic()
+            self._tick(now)
             if now >= next_tick:
                 next_tick = now + TICK_INTERVAL
                 self._carry_out(tunnel.update_timers(now, time.time()))
@@ -375,18 +384,12 @@ class SingleThreaded:
         return out
 
 
-def _build(entry: StageEntry, config: ConfigCell, carry: ErrorCarry | None = None) -> Stage:
-    """A stage called inline; ``carry`` continues a replaced instance's counters and errors."""
-    box = Mailbox(entry.name)
-    with wiring(
-        box, None, name=entry.name, routes=config.get, on_error=entry.on_error, carry=carry
-    ):
-        stage: Stage = entry.cls(**entry.options)
-    return stage
-
-
-def _stop(stage: Stage) -> None:
-    try:
-        stage.on_stop()
-    except Exception as e:
-        logger.opt(exception=e).debug("{} failed in on_stop", stage.name)
+def _build(entry: StageEntry, config: ConfigCell) -> Runner:
+    """The runner of a stage called inline (not started)."""
+    return Runner(
+        lambda: entry.cls(**entry.options),
+        entry.name,
+        path=entry.path,
+        on_error=entry.on_error,
+        routes=config.get,
+    )

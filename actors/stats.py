@@ -13,12 +13,15 @@ from typing import Any
 
 from .mailbox import MailboxStats
 
+__all__ = ["STAGE_ERROR_PASSED", "FailureReport", "StageSnapshot", "StageStats"]
+
 STAGE_ERROR_PASSED = "stage_error_passed"  # the count of packets passed on after an error
 
 
 @dataclass(frozen=True, slots=True)
 class FailureReport:
-    """How a stage's packet errors look now, for ``status``, metrics and systemd."""
+    """How a stage's packet errors look now, for ``status``, metrics and systemd (made by
+    :meth:`actors.failure.ErrorPolicy.report`)."""
 
     failing: bool  # an error in the last RATE_WINDOW seconds
     errors: int  # packets that raised, ever
@@ -40,9 +43,6 @@ class FailureReport:
             else round(self.last_error_seconds_ago, 1),
             "on_error": self.on_error,
         }
-
-
-__all__ = ["StageSnapshot", "StageStats"]
 
 
 @dataclass(slots=True)

@@ -17,16 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from .log import print_error
+from .metrics import STANDARD_KEYS
 from .metrics import render as render_prometheus
 from .uapi import DeviceStatus, UapiError, format_endpoint, parse_get
 from .uapi_server import SOCKET_DIR, STATS_OP, socket_path
 from .wireguard.crypto import public_key
 from .wireguard.keys import encode_key
 
-__all__ = ["cmd_status", "failing_lines", "query"]
+__all__ = ["cmd_status", "extra_lines", "failing_lines", "query"]
 
 TIMEOUT = 5.0  # seconds for each query to a daemon
 MAX_REPLY = 16 << 20  # bytes: a reply larger than this is refused
+MAX_TEXT = 60  # characters of a stage's own text figure shown by `status`
 
 
 def _request(path: Path, op: str) -> str:
@@ -130,12 +132,36 @@ def render(info: dict[str, Any]) -> str:
                 f"{box.get('high_water', 0):>7}{s.get('restarts', 0):>9}  {drops or '-'}"
             )
         lines += [f"  {line}" for line in failing_lines(stages)]
+        lines += [f"  {line}" for line in extra_lines(stages)]
         offloads = [s["offloads"] for s in stages.get("stages", []) if s.get("offloads")]
         if offloads:  # kernel offloads: on, off, or refused by the kernel (README)
             lines.append(f"  offloads: {','.join(offloads)}")
         if stages.get("cpus"):  # thread placement (actors.placement)
             lines.append(f"  cpus: {stages['cpus']}")
     return "\n".join(lines)
+
+
+def extra_lines(stages: dict[str, Any]) -> list[str]:
+    """One line per custom stage with its own figures (``replies``, ``consumed``, what its
+    ``stats_extra`` returns): numbers and short text as they are, a list or table as its
+    size (the whole of it is in ``--json``)."""
+    lines = []
+    for s in stages.get("stages", []):
+        if not isinstance(s.get("failure"), dict):  # only custom stages report a failure
+            continue
+        parts = []
+        for key, value in s.items():
+            if key in STANDARD_KEYS:
+                continue
+            if isinstance(value, bool | int | float):
+                parts.append(f"{key}={value}")
+            elif isinstance(value, str):
+                parts.append(f"{key}={value[:MAX_TEXT]}")
+            elif isinstance(value, list | dict):
+                parts.append(f"{key}=({len(value)} entries, see --json)")
+        if parts:
+            lines.append(f"{s.get('name', '?')}: {', '.join(parts)}")
+    return lines
 
 
 def failing_lines(stages: dict[str, Any]) -> list[str]:

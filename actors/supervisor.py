@@ -113,16 +113,13 @@ class Supervision:
     supervisor: pykka.ActorRef[Any]
     name: str
     incarnation: int
-    on_error: str = "drop"  # a custom stage's policy for exceptions from process
-    carry: ErrorCarry | None = None  # what the instance this one replaces hands on
+    carry: ErrorCarry | None = None  # what the incarnation before this one handed on
 
-    def report(
-        self, error: str, lost: int, *, replace: bool = False, carry: ErrorCarry | None = None
-    ) -> None:
+    def report(self, error: str, lost: int, *, carry: ErrorCarry | None = None) -> None:
         """Say why this incarnation is about to stop (sent before it stops, so the supervisor
-        has the reason when the exit notice comes)."""
+        has the reason when the exit notice comes), and what the next one continues from."""
         if self.supervisor.is_alive():
-            self.supervisor.tell(Failed(self.name, self.incarnation, error, lost, replace, carry))
+            self.supervisor.tell(Failed(self.name, self.incarnation, error, lost, carry))
 
 
 @dataclass(frozen=True)
@@ -135,7 +132,6 @@ class ChildSpec:
     restart: Restart = Restart.PERMANENT
     shutdown_timeout: float = SHUTDOWN_TIMEOUT
     budget: RestartBudget | None = None  # this child's own budget, instead of the shared one
-    on_error: str = "drop"  # custom stages: what a packet error does (actors.failure)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +142,7 @@ class Failed:
     incarnation: int
     error: str
     lost: int  # packets in the batch that raised; they are not retried
-    replace: bool = False  # on_error="restart": replace at once, outside budget and backoff
-    carry: ErrorCarry | None = None  # error record and counters, for the replacement
+    carry: ErrorCarry | None = None  # error record and counters, for the next incarnation
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +228,6 @@ class _Child:
     stopping: bool = False  # we stopped it on purpose: its exit is not a failure
     pending_restart: bool = False
     removed: bool = False
-    replacements: int = 0  # instances replaced after packet errors (on_error="restart")
     carry: ErrorCarry | None = None  # handed to the next incarnation
     restart_times: deque[float] = field(default_factory=deque)
 
@@ -289,9 +283,7 @@ class Supervisor(pykka.ThreadingActor):
         child.pending_restart = False
         child.started_at = time.monotonic()
         incarnation = child.incarnation
-        supervision = Supervision(
-            self.actor_ref, child.spec.name, incarnation, child.spec.on_error, child.carry
-        )
+        supervision = Supervision(self.actor_ref, child.spec.name, incarnation, child.carry)
         child.carry = None
         ref = child.spec.start(child.spec.mailbox, supervision)
         child.ref = ref
@@ -411,14 +403,7 @@ class Supervisor(pykka.ThreadingActor):
         error = failure.error if failure is not None else "stopped by itself"
         if failure is not None:
             child.lost += failure.lost
-        if failure is not None and failure.replace:
-            # A packet error in a stage that asked for fresh state: no budget, no backoff; the
-            # queued packets wait in the mailbox for the new instance (milliseconds).
-            child.replacements += 1
             child.carry = failure.carry
-            logger.debug("stage {}: replaced after a packet error", notice.name)
-            self._start_or_escalate(child)
-            return
         restart = child.spec.restart
         if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and failure is None):
             child.removed = True
@@ -516,7 +501,6 @@ class Supervisor(pykka.ThreadingActor):
             "children": {
                 name: {
                     "restarts": c.restarts,
-                    "replacements": c.replacements,
                     "incarnation": c.incarnation,
                     "lost": c.lost,
                     "last_error": c.last_error,

@@ -11,10 +11,12 @@ calls a stage (or a chain of them) the way the pipeline does, on the calling thr
         assert result.passed == []
         assert result.drops == {"dropped": 1}
 
-It keeps the live pipeline's semantics, because it runs the same code (:meth:`Stage.run_batch`):
+It keeps the live pipeline's semantics, because it runs the same code (:mod:`actors.runner`):
 
-- ``on_start`` is called before the first packet and ``on_stop`` at the end;
-- drops are counted by reason, per stage (:attr:`Result.stats`) and in total;
+- the stage gets its context before ``on_start``, which is called before the first packet;
+  ``on_stop`` is called at the end;
+- verdicts are counted the same way: drops by reason, per stage (:attr:`Result.stats`) and in
+  total, ``consumed`` apart;
 - replies (:meth:`Stage.reply`) come back in :attr:`Result.replies`, apart from the packets
   passed on, and do not go through the rest of the chain (they travel the other way);
 - an exception never ends the run: it costs the packet that raised (``stage_error``), or with
@@ -22,30 +24,54 @@ It keeps the live pipeline's semantics, because it runs the same code (:meth:`St
   "restart"`` the stage is also replaced by a fresh instance at once, counters kept, as the
   pipeline does; a stage's ``failure`` report in :attr:`Result.stats` says whether it is failing
   (see :mod:`actors.failure`);
-- :meth:`Stage.peer_for` answers from the ``routes`` given (prefix -> peer public key).
+- :meth:`Stage.peer_for` answers from the ``routes`` given (prefix -> peer public key);
+- time is a :class:`FakeClock` if you give one: each batch is stamped with its time
+  (:attr:`Stage.now`), and :meth:`StageRunner.advance` moves it on, calling ``on_tick`` at each
+  due interval on the way, in order, with the tick's exact time.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from .failure import ErrorCarry
-from .mailbox import Mailbox
+from .failure import ON_ERROR
 from .packet import Packet
+from .runner import Runner, StageOutput
 from .snapshot import ConfigCell, DeviceConfig
-from .stage import ON_ERROR, Stage, wiring
+from .stage import Stage
 from .stages.base import BATCH_SIZE
 from .wireguard.allowedips import parse_prefix
 from .wireguard.device import PeerConfig
 
-__all__ = ["Result", "StageRunner", "routes_config", "run"]
+__all__ = ["MAX_RESULT_ERRORS", "FakeClock", "Result", "StageRunner", "routes_config", "run"]
+
+MAX_RESULT_ERRORS = 1000
+"""Exceptions one :class:`Result` keeps (one per failing packet); later ones are counted in
+:attr:`Result.errors_dropped`."""
 
 StageSpec = type[Stage] | tuple[type[Stage], Mapping[str, Any]]
 """A stage to build: its class (no options) or ``(class, options)``."""
+
+
+class FakeClock:
+    """A clock that moves only when told: ``clock()`` is the time, in seconds."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = float(now)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the time on (no ticks: :meth:`StageRunner.advance` fires those)."""
+        if seconds < 0:
+            raise ValueError("a clock does not go back")
+        self.now += seconds
 
 
 @dataclass(slots=True)
@@ -58,14 +84,23 @@ class Result:
     """Packets the stages sent the other way, in order."""
     drops: Counter[str] = field(default_factory=Counter)
     """Drops of this run by reason, summed over the stages."""
-    errors: list[Exception] = field(default_factory=list)
-    """The exceptions the stages raised (each cost its packet)."""
+    errors: list[BaseException] = field(default_factory=list)
+    """The exceptions the stages raised, one per failing packet (a failing overridden
+    ``process_batch`` or ``on_tick``: one per call), at most :data:`MAX_RESULT_ERRORS`."""
+    errors_dropped: int = 0
+    """Exceptions beyond :data:`MAX_RESULT_ERRORS`, not kept."""
     restarts: int = 0
     """Stages replaced under ``on_error = "restart"``."""
     stage_error_passed: int = 0
     """Packets that raised and were passed on unchanged (``on_error = "pass"``)."""
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Each stage's snapshot after the run, by name, as `wgactors status` shows it."""
+
+    def _keep(self, error: BaseException) -> None:
+        if len(self.errors) < MAX_RESULT_ERRORS:
+            self.errors.append(error)
+        else:
+            self.errors_dropped += 1
 
 
 def routes_config(routes: Mapping[str, bytes]) -> DeviceConfig:
@@ -91,6 +126,8 @@ class StageRunner:
         routes: Mapping[str, bytes] | None = None,
         on_error: str = "drop",
         batch_size: int = BATCH_SIZE,
+        clock: Callable[[], float] | None = None,
+        path: str | None = None,
     ) -> None:
         if not stages:
             raise ValueError("give at least one stage")
@@ -98,32 +135,51 @@ class StageRunner:
             raise ValueError(f"on_error is one of {ON_ERROR}, not {on_error!r}")
         if not 1 <= batch_size <= BATCH_SIZE:
             raise ValueError(f"batch_size is 1..{BATCH_SIZE}")
+        if path not in (None, "inbound", "outbound"):
+            raise ValueError(f'path is "inbound", "outbound" or None, not {path!r}')
         self._specs = [(s, {}) if isinstance(s, type) else (s[0], dict(s[1])) for s in stages]
         self.config = ConfigCell(routes_config(routes or {}))
         self.on_error = on_error
         self.batch_size = batch_size
+        self.clock: Callable[[], float] = clock if clock is not None else time.monotonic
         self.names = _names([cls for cls, _ in self._specs])
-        self.stages: list[Stage] = [self._build(i) for i in range(len(self._specs))]
+        self._result: Result | None = None  # the result being filled (exceptions go there)
+        self.runners = [
+            self._runner(i, cls, options, path) for i, (cls, options) in enumerate(self._specs)
+        ]
         self._started = False
 
-    def _build(self, index: int, carry: ErrorCarry | None = None) -> Stage:
-        cls, options = self._specs[index]
+    def _runner(
+        self, index: int, cls: type[Stage], options: dict[str, Any], path: str | None
+    ) -> Runner:
         if not isinstance(cls, type) or not issubclass(cls, Stage):
             raise TypeError(f"{cls!r} is not a subclass of actors.Stage")
-        name = self.names[index]
-        box = Mailbox(name)
-        with wiring(
-            box, None, name=name, routes=self.config.get, on_error=self.on_error, carry=carry
-        ):
-            return cls(**options)
+        return Runner(
+            lambda: cls(**options),
+            self.names[index],
+            path=path,
+            on_error=self.on_error,
+            routes=self.config.get,
+            clock=self.clock,
+            on_exception=self._exception,
+        )
+
+    def _exception(self, error: BaseException) -> None:
+        if self._result is not None:
+            self._result._keep(error)
+
+    @property
+    def stages(self) -> list[Stage]:
+        """The stage instances now (a replaced one is gone from here)."""
+        return [r.stage for r in self.runners]
 
     def set_routes(self, routes: Mapping[str, bytes]) -> None:
         """Change what :meth:`Stage.peer_for` answers, as a `wg set` would."""
         self.config.publish(routes_config(routes))
 
     def __enter__(self) -> StageRunner:
-        for stage in self.stages:
-            stage.on_start()
+        for runner in self.runners:
+            runner.start()
         self._started = True
         return self
 
@@ -134,64 +190,107 @@ class StageRunner:
         tb: TracebackType | None,
     ) -> None:
         self._started = False
-        for stage in self.stages:
-            stage.on_stop()
+        for runner in self.runners:
+            runner.stop()
 
     def feed(self, packets: Iterable[Packet | bytes]) -> Result:
-        """Run ``packets`` through the chain in batches, as the pipeline would."""
+        """Run ``packets`` through the chain in batches, as the pipeline would, each batch
+        stamped with the clock's time; ticks that fell due first run before the first one."""
         if not self._started:
             raise RuntimeError("use the runner in a `with` block, so on_start has run")
-        batch: list[Packet] = []
-        before = [Counter(s.stats.drops) for s in self.stages]
-        result = Result()
-        for item in packets:
-            batch.append(item if isinstance(item, Packet) else Packet(item))
-            if len(batch) == self.batch_size:
-                self._one_batch(tuple(batch), result)
-                batch = []
-        if batch:
-            self._one_batch(tuple(batch), result)
-        for stage, earlier in zip(self.stages, before, strict=True):
-            result.drops.update(stage.stats.drops - earlier)
-        result.stats = self.stats()
+        with self._collect() as result:
+            self._ticks(self.clock(), result)
+            batch: list[Packet] = []
+            for item in packets:
+                batch.append(item if isinstance(item, Packet) else Packet(item))
+                if len(batch) == self.batch_size:
+                    self._through(0, tuple(batch), self.clock(), result)
+                    batch = []
+            if batch:
+                self._through(0, tuple(batch), self.clock(), result)
         return result
 
-    def _one_batch(self, batch: tuple[Packet, ...], result: Result) -> None:
+    def advance(self, seconds: float) -> Result:
+        """Move the fake clock on by ``seconds``, calling each stage's ``on_tick`` at every
+        interval that falls due on the way, at its exact time and in time order; what the
+        ticks pass on goes down the rest of the chain."""
+        clock = self.clock
+        if not isinstance(clock, FakeClock):
+            raise TypeError("advance() needs StageRunner(..., clock=FakeClock())")
+        if not self._started:
+            raise RuntimeError("use the runner in a `with` block, so on_start has run")
+        end = clock.now + seconds
+        with self._collect() as result:
+            while True:
+                due = [r.next_tick for r in self.runners if r.next_tick is not None]
+                if not due or min(due) > end:
+                    break
+                clock.now = max(clock.now, min(due))
+                self._ticks(clock.now, result)
+            clock.now = max(clock.now, end)
+        return result
+
+    def _collect(self) -> _Collecting:
+        return _Collecting(self)
+
+    def _ticks(self, now: float, result: Result) -> None:
+        for i, runner in enumerate(self.runners):
+            out = runner.tick(now)
+            if out is not None:
+                self._account(i, out, result, now)
+
+    def _through(self, first: int, batch: tuple[Packet, ...], now: float, result: Result) -> None:
         current = batch
-        for i in range(len(self.stages)):
-            stage = self.stages[i]
-            stats = stage.stats
-            outcome = stage.run_batch(current)
-            stats.packets_out += len(outcome.passed)
-            stats.bytes_out += sum(len(p.data) for p in outcome.passed)
-            if outcome.replies:
-                stage.count_replies(len(outcome.replies), 0)
-                result.replies.extend(outcome.replies)
-            if outcome.last_error is not None:
-                result.errors.append(outcome.last_error)
-                if stage.errors.passes:
-                    result.stage_error_passed += outcome.errors
-            if stage.replace_me:
-                self._restart(i)
-                result.restarts += 1
-            current = tuple(outcome.passed)
+        for i in range(first, len(self.runners)):
+            current = self._account(i, self.runners[i].run(current, now), result, None)
             if not current:
                 return
         result.passed.extend(current)
 
-    def _restart(self, index: int) -> None:
-        """on_error="restart": a fresh instance at once, continuing the counters and the error
-        record (the pipeline hands over the same immutable :class:`ErrorCarry`)."""
-        old = self.stages[index]
-        carry = old._handover()
-        old.on_stop()
-        fresh = self._build(index, carry)
-        fresh.on_start()
-        self.stages[index] = fresh
+    def _account(
+        self, index: int, output: StageOutput, result: Result, tick: float | None
+    ) -> tuple[Packet, ...]:
+        """Count what stage ``index`` passed on and replied; after a tick, send what it
+        passed on down the rest of the chain. Returns the packets passed on."""
+        runner = self.runners[index]
+        passed, replies = output
+        runner.passed_on(len(passed), sum(len(p.data) for p in passed))
+        if replies:
+            runner.replied(len(replies), 0)
+            result.replies.extend(replies)
+        if tick is not None and passed:
+            self._through(index + 1, tuple(passed), tick, result)
+            return ()
+        return tuple(passed)
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Each stage's snapshot now, by name."""
-        return {s.name: s.snapshot().as_dict() for s in self.stages}
+        return {r.name: r.snapshot().as_dict() for r in self.runners}
+
+
+class _Collecting:
+    """One call's result: drops and counts as differences of the runners' counters."""
+
+    def __init__(self, owner: StageRunner) -> None:
+        self.owner = owner
+        self.result = Result()
+
+    def __enter__(self) -> Result:
+        runners = self.owner.runners
+        self.drops = [Counter(r.stats.drops) for r in runners]
+        self.passed = [r.errors.passed for r in runners]
+        self.replaced = [r.stats.extra["replacements"] for r in runners]
+        self.owner._result = self.result
+        return self.result
+
+    def __exit__(self, *exc: object) -> None:
+        owner, result = self.owner, self.result
+        owner._result = None
+        for i, runner in enumerate(owner.runners):
+            result.drops.update(runner.stats.drops - self.drops[i])
+            result.stage_error_passed += runner.errors.passed - self.passed[i]
+            result.restarts += runner.stats.extra["replacements"] - self.replaced[i]
+        result.stats = owner.stats()
 
 
 def run(
@@ -200,6 +299,7 @@ def run(
     *,
     routes: Mapping[str, bytes] | None = None,
     on_error: str = "drop",
+    clock: Callable[[], float] | None = None,
     **options: Any,
 ) -> Result:
     """Start the stage(s), feed ``packets``, stop them, and return what happened. ``options``
@@ -213,7 +313,7 @@ def run(
         chain = list(stages)  # type: ignore[arg-type]  # neither form of one spec: a sequence
     if (options and len(chain) != 1) or (options and not isinstance(stages, type)):
         raise TypeError("keyword options are for one stage given by its class")
-    with StageRunner(*chain, routes=routes, on_error=on_error) as runner:
+    with StageRunner(*chain, routes=routes, on_error=on_error, clock=clock) as runner:
         return runner.feed(packets)
 
 

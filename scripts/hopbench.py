@@ -9,6 +9,11 @@ measured) ends in a sink. Two figures per batch size:
 - **one at a time**: the sender waits for each batch to reach the sink before sending the next;
   µs per batch per hop is the latency of a hop, wake-ups included.
 
+With ``--per-packet`` the pass-through stages implement ``process`` instead (a no-op stage as
+users write one), so the runner's loop over the packets is in the figure. ``--stage`` measures
+no hop at all: the ns per packet of the runner alone (:class:`actors.runner.Runner`) around a
+no-op ``process`` and a no-op ``process_batch``, and of stamping a batch with its arrival time.
+
 Context switches of the whole process (``/proc/self/task/*/status``) are counted per 1000
 packets. Each figure is the best of ``--rounds`` runs, since other load only adds time.
 Everything is bounded: a fixed number of batches and a deadline per case.
@@ -28,10 +33,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from actors.mailbox import Mailbox
+from actors.mailbox import Batch, Mailbox
 from actors.packet import Packet
-from actors.stage import Stage, wiring
+from actors.stage import Stage
 from actors.stages.base import Outlet
+from actors.stages.custom import start_stage
 
 __all__ = ["HopFigures", "measure"]
 
@@ -42,6 +48,11 @@ PACKET = Packet(bytes.fromhex("4500001c00004000401100007f0000017f000001") + byte
 class _Pass(Stage):
     def process_batch(self, batch: tuple[Packet, ...]) -> list[Packet]:
         return list(batch)
+
+
+class _PassEach(Stage):
+    def process(self, packet: Packet) -> Packet:
+        return packet
 
 
 _SINKS: list[_Sink] = []  # the sink instance, so the sender can read its counters
@@ -84,19 +95,17 @@ def _context_switches() -> int:
     return total
 
 
-def _chain(hops: int) -> tuple[list[object], Mailbox, _Sink]:
+def _chain(hops: int, per_packet: bool = False) -> tuple[list[object], Mailbox, _Sink]:
     """Start ``hops`` pass-through stages feeding a sink; (refs, first mailbox, sink)."""
     refs: list[object] = []
     sink_box = Mailbox("sink", 100_000)
-    with wiring(sink_box, None, name="sink"):
-        sink_ref = _Sink.start()
+    sink_ref = start_stage(_Sink, sink_box, None)
     refs.append(sink_ref)
     sink = _SINKS.pop()
     nxt = sink_box
     for i in range(hops - 1):
         box = Mailbox(f"hop{i}", 100_000)
-        with wiring(box, Outlet(nxt), name=f"hop{i}"):
-            refs.append(_Pass.start())
+        refs.append(start_stage(_PassEach if per_packet else _Pass, box, Outlet(nxt)))
         nxt = box
     return refs, nxt, sink
 
@@ -114,23 +123,27 @@ def _run(
         for i in range(count):
             sink.target = (i + 1) * len(batch)
             sink.done.clear()
-            first.push(batch)
+            first.push(Batch(batch, time.monotonic()))
             if not sink.done.wait(max(0.0, deadline - time.monotonic())):
                 raise TimeoutError("hop bench: the chain stalled")
     else:
         for _ in range(count):
-            first.push(batch)
+            first.push(Batch(batch, time.monotonic()))
         if not sink.done.wait(DEADLINE):
             raise TimeoutError("hop bench: the chain stalled")
     return time.perf_counter() - start, time.process_time() - cpu
 
 
 def measure(
-    hops: int = 4, batches: int = 2000, sizes: tuple[int, ...] = (1, 4, 64), rounds: int = 3
+    hops: int = 4,
+    batches: int = 2000,
+    sizes: tuple[int, ...] = (1, 4, 64),
+    rounds: int = 3,
+    per_packet: bool = False,
 ) -> list[HopFigures]:
     """Figures per batch size for a chain of ``hops`` mailboxes (the sender's push included),
     each the best of ``rounds`` runs."""
-    refs, first, sink = _chain(hops)
+    refs, first, sink = _chain(hops, per_packet)
     out = []
     try:
         for size in sizes:
@@ -160,6 +173,32 @@ def measure(
     return out
 
 
+def stage_costs(batches: int = 2000, rounds: int = 7) -> dict[str, float]:
+    """ns per packet, 64-packet batches, best of ``rounds``: the runner around a no-op
+    ``process`` and a no-op ``process_batch``, and a batch's arrival stamp."""
+    from actors.runner import Runner
+
+    batch = (PACKET,) * 64
+    out: dict[str, float] = {}
+    for label, cls in (("process", _PassEach), ("process_batch", _Pass)):
+        runner = Runner(cls, label)
+        best = float("inf")
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(batches):
+                runner.run(batch, 0.0)
+            best = min(best, time.perf_counter() - start)
+        out[f"runner_{label}_ns"] = best / (batches * len(batch)) * 1e9
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(batches):
+            Batch(batch, time.monotonic()).items  # noqa: B018  (the cost of making and reading one)
+        best = min(best, time.perf_counter() - start)
+    out["arrival_stamp_ns"] = best / (batches * len(batch)) * 1e9
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hops", type=int, default=4)
@@ -167,9 +206,19 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,4,64")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--per-packet", action="store_true", help="stages implement process")
+    parser.add_argument("--stage", action="store_true", help="the runner alone, ns per packet")
     args = parser.parse_args()
+    if args.stage:
+        costs = stage_costs(args.batches)
+        if args.json:
+            print(json.dumps(costs))
+        else:
+            for key, value in costs.items():
+                print(f"{key:>24} {value:8.1f}")
+        return
     sizes = tuple(int(s) for s in args.sizes.split(","))
-    figures = measure(args.hops, args.batches, sizes, args.rounds)
+    figures = measure(args.hops, args.batches, sizes, args.rounds, args.per_packet)
     if args.json:
         print(json.dumps([asdict(f) for f in figures]))
         return

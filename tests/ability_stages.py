@@ -7,12 +7,12 @@ import base64
 import ipaddress
 from typing import Any
 
-from actors import Packet, Stage, build
+from actors import CONSUMED, Packet, Stage, build
 
 
 class AnswerPings(Stage):
     """Answers echo requests to ``address`` from the peer ``peer`` (base64 public key) and
-    drops them, so the host never sees them; passes everything else."""
+    consumes them, so the host never sees them; passes everything else."""
 
     def __init__(self, address: str, peer: str) -> None:
         super().__init__()
@@ -22,7 +22,7 @@ class AnswerPings(Stage):
         self.strangers = 0
         self.routed_back = 0  # answers whose destination routes to the asking peer
 
-    def process(self, packet: Packet) -> Packet | None:
+    def process(self, packet: Packet) -> Packet | object:
         if packet.dst_bytes != self.address or packet.icmp_type not in (8, 128):
             return packet
         if packet.peer != self.peer:
@@ -35,7 +35,7 @@ class AnswerPings(Stage):
             self.routed_back += 1
         self.reply(reply)
         self.answered += 1
-        return None
+        return CONSUMED  # answered, not dropped
 
     def stats_extra(self) -> dict[str, Any]:
         return {
@@ -43,3 +43,19 @@ class AnswerPings(Stage):
             "pings_from_strangers": self.strangers,
             "pings_routed_back": self.routed_back,
         }
+
+
+class CountTicks(Stage):
+    """Passes everything; counts its ticks (every 0.1 s) and the packets it saw."""
+
+    tick_interval = 0.1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ticks = 0
+
+    def on_tick(self, now: float) -> None:
+        self.ticks += 1
+
+    def stats_extra(self) -> dict[str, Any]:
+        return {"ticks": self.ticks}

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 from actors import Packet, Stage
+from actors.stage import StageContext
 
 
 class DropUdpPort(Stage):
@@ -89,10 +89,10 @@ class PingBug(Stage):
 class FirstStartFails:
     """A mixin whose on_start fails in the first incarnation (a file not there yet)."""
 
-    supervision: Any
+    context: StageContext
 
     def on_start(self) -> None:
-        if self.supervision is not None and self.supervision.incarnation == 1:
+        if self.context.incarnation == 1:
             raise OSError("mixin on_start failed")
 
 

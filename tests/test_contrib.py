@@ -13,7 +13,7 @@ import struct
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -27,9 +27,10 @@ from actors.contrib.flowstats import MAX_FLOWS, MAX_TOP, FlowStats
 from actors.contrib.pcap import LINKTYPE_RAW, MAX_SNAPLEN, PCAP_MAGIC, PcapWriter
 from actors.mailbox import Mailbox
 from actors.pipeline_file import PipelineFileError, parse_pipeline
-from actors.stage import wiring
+from actors.runner import Runner
 from actors.stages.base import GetStats, Outlet
-from actors.supervisor import Supervision
+from actors.stages.custom import start_stage
+from actors.testing import run
 
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
 TSHARK = shutil.which("tshark")
@@ -151,12 +152,14 @@ def test_firewall_default_allow_with_deny_rules() -> None:
 
 
 def test_firewall_process_batch_drops_and_counts() -> None:
-    fw = Firewall(default="deny", rules=[{"action": "allow", "proto": "udp", "dport": 53}])
+    fw_rules = [{"action": "allow", "proto": "udp", "dport": 53}]
+    fw = Firewall(default="deny", rules=fw_rules)
     keep = udp("10.0.0.1", "10.0.0.2", 1000, 53)
     drop = udp("10.0.0.1", "10.0.0.2", 1000, 54)
     assert fw.process_batch((keep, drop, keep, drop, drop)) == [keep, keep]
-    assert fw.stats.drops["dropped"] == 3
     assert fw.stats_extra()["firewall_default"] == 3
+    result = run(Firewall, [keep, drop, keep, drop, drop], default="deny", rules=fw_rules)
+    assert result.passed == [keep, keep] and result.drops == {"dropped": 3}
 
 
 @pytest.mark.parametrize(
@@ -424,7 +427,6 @@ def test_flowstats_counts_per_flow_and_passes_packets_on() -> None:
         {"flow": "[fd00::1]:5353 -> [fd00::53]:53 udp", "packets": 2, "bytes": 2 * len(dns)},
         {"flow": "10.0.0.1 -> 10.0.0.9 icmp", "packets": 2, "bytes": 2 * len(ping)},
     ]
-    assert fs.stats.drops["dropped"] == 0
 
 
 def test_flowstats_direction_and_ports_make_distinct_flows() -> None:
@@ -588,9 +590,9 @@ def test_pcap_truncates_on_first_start_and_appends_after_a_restart(tmp_path: Pat
     first.on_start()
     first.process(udp("10.0.0.1", "10.0.0.2", 1, 2))
     # The supervisor's second incarnation of the stage keeps what the first captured.
-    supervision = Supervision(cast(Any, None), "pcap", 2)
-    with wiring(Mailbox("pcap"), None, supervision, "pcap"):
-        second = PcapWriter(path=str(path))
+    second_runner = Runner(lambda: PcapWriter(path=str(path)), "pcap", incarnation=2)
+    second = second_runner.stage
+    assert isinstance(second, PcapWriter)
     second.on_start()
     second.process(udp("10.0.0.1", "10.0.0.2", 3, 4))
     second.on_stop()
@@ -604,8 +606,7 @@ def test_pcap_in_a_running_actor(tmp_path: Path) -> None:
     """Started as an actor: on_start opens, batches are written and passed on, stop closes."""
     path = tmp_path / "live.pcap"
     inbox, downstream = Mailbox("pcap"), Mailbox("next")
-    with wiring(inbox, Outlet(downstream), None, "pcap"):
-        ref = PcapWriter.start(path=str(path))
+    ref = start_stage(PcapWriter, inbox, Outlet(downstream), options={"path": str(path)})
     try:
         packets = tuple(_sample_packets())
         assert inbox.push(packets)
@@ -613,7 +614,7 @@ def test_pcap_in_a_running_actor(tmp_path: Path) -> None:
         while downstream.empty() and time.monotonic() < deadline:
             time.sleep(0.01)
         assert not downstream.empty(), "the batch never reached the next stage"
-        assert downstream.take() == packets  # then ask: control would overtake data
+        assert tuple(downstream.take()) == packets  # type: ignore[arg-type]  # then ask
         snapshot = inbox.ask(GetStats(), timeout=10.0)
         assert dict(snapshot.extra)["pcap_packets"] == len(packets)
         assert snapshot.packets_out == len(packets)

@@ -22,8 +22,8 @@ from actors import Packet, Stage
 from actors.failure import LOG_INTERVAL, ON_ERROR, RATE_WINDOW, ErrorCarry, ErrorPolicy
 from actors.lab import wait_for
 from actors.mailbox import Mailbox
-from actors.stage import wiring
 from actors.stages.base import GetStats
+from actors.stages.custom import start_stage
 from actors.supervisor import (
     AddChild,
     Backoff,
@@ -167,10 +167,21 @@ def test_pass_with_an_overridden_process_batch_passes_the_batch() -> None:
 
 
 def test_an_exception_costs_only_the_packet_that_raised() -> None:
-    stage = FailEvery(every=25)
-    out = stage.process_batch((PACKET,) * 100)
-    assert len(out) == 96
-    assert stage.stats.drops["stage_error"] == 4
+    from actors.testing import run
+
+    result = run((FailEvery, {"every": 25}), [PACKET] * 100)
+    assert len(result.passed) == 96 and result.drops == {"stage_error": 4}
+    # one exception per failing packet, not one per batch
+    assert [str(e) for e in result.errors] == [
+        f"injected fault on packet {n}" for n in (25, 50, 75, 100)
+    ]
+
+
+def test_result_errors_are_bounded() -> None:
+    from actors.testing import MAX_RESULT_ERRORS, run
+
+    result = run((FailEvery, {"every": 1}), [PACKET] * (MAX_RESULT_ERRORS + 5))
+    assert len(result.errors) == MAX_RESULT_ERRORS and result.errors_dropped == 5
 
 
 def test_an_overridden_process_batch_costs_its_batch() -> None:
@@ -178,9 +189,11 @@ def test_an_overridden_process_batch_costs_its_batch() -> None:
         def process_batch(self, batch: tuple[Packet, ...]) -> list[Packet]:
             raise KeyError("bug")
 
-    stage = BatchBug()
-    assert stage.run_batch((PACKET,) * 7).passed == []
-    assert stage.stats.drops["stage_error"] == 7
+    from actors.testing import run
+
+    result = run(BatchBug, [PACKET] * 7)
+    assert result.passed == [] and result.drops == {"stage_error": 7}
+    assert len(result.errors) == 1  # one call raised
 
 
 def test_actors_testing_runs_the_same_policy_as_the_pipeline() -> None:
@@ -230,9 +243,7 @@ class Tree:
         self.box = Mailbox("fail")
         self.escalated = threading.Event()
         self.reasons: list[str] = []
-        self.spec = ChildSpec(
-            "fail", self._start(every), self.box, on_error=on_error, budget=budget
-        )
+        self.spec = ChildSpec("fail", self._start(every, on_error), self.box, budget=budget)
         self.sup = Supervisor.start(
             [ChildSpec("sink", self._sink_start, self.sink), self.spec],
             backoff=Backoff(base=0.01, factor=2.0, cap=0.5, jitter=0.0),
@@ -244,17 +255,25 @@ class Tree:
         self.escalated.set()
 
     def _sink_start(self, box: Mailbox, sup: Supervision) -> pykka.ActorRef[Any]:
-        with wiring(box, None, sup, "sink"):
-            return Stage.start()
+        return start_stage(Stage, box, None, supervision=sup)
 
-    def _start(self, every: int) -> Any:
+    def _start(self, every: int, on_error: str) -> Any:
         def start(box: Mailbox, sup: Supervision) -> pykka.ActorRef[Any]:
             from actors.stages.base import Outlet
 
-            with wiring(box, Outlet(self.sink), sup, "fail"):
-                return FailEvery.start(every=every)
+            return start_stage(
+                FailEvery,
+                box,
+                Outlet(self.sink),
+                options={"every": every},
+                supervision=sup,
+                on_error=on_error,
+            )
 
         return start
+
+    def replacements(self) -> int:
+        return int(dict(self.box.ask(GetStats(), WAIT).extra)["replacements"])
 
     def children(self) -> dict[str, Any]:
         return self.sup.ask(GetSupervisorStats(), timeout=WAIT)["children"]
@@ -286,7 +305,7 @@ def test_restart_replaces_the_instance_without_losing_queued_packets() -> None:
         for packet in batch:
             tree.box.push((packet,))
         # each instance fails on its 3rd packet and is replaced: 9 packets, 3 instances, 3 lost
-        wait_for(lambda: tree.children()["fail"]["replacements"] >= 3)
+        wait_for(lambda: tree.replacements() >= 3)
         wait_for(lambda: tree.sink.ask(GetStats(), WAIT).packets_in == 6)
         assert tree.children()["fail"]["restarts"] == 0  # not counted against the budget
         assert not tree.escalated.is_set()
@@ -325,9 +344,9 @@ def test_a_stage_that_raises_on_every_packet_never_escalates(on_error: str) -> N
         assert failure.failing and failure.errors == STEADY_ERRORS
         assert "injected fault" in failure.last_error
         child = tree.children()["fail"]
-        assert child["alive"] and child["restarts"] == 0
+        assert child["alive"] and child["restarts"] == 0 and child["incarnation"] == 1
         replaced = STEADY_ERRORS if on_error == "restart" else 0
-        assert child["replacements"] == replaced
+        assert tree.replacements() == replaced
     finally:
         tree.close()
 
@@ -337,7 +356,7 @@ def test_restart_keeps_the_counters() -> None:
     try:
         for i in range(9):
             tree.box.push((udp4("10.0.0.1", "10.0.0.2", dport=1000 + i),))
-        wait_for(lambda: tree.children()["fail"]["replacements"] >= 3)
+        wait_for(lambda: tree.replacements() >= 3)
         wait_for(lambda: errors_of(tree.box) == 3)
         snap = tree.box.ask(GetStats(), WAIT)
         assert snap.packets_in == 9 and snap.packets_out == 6
@@ -352,8 +371,7 @@ def test_on_start_failures_follow_budget_and_backoff() -> None:
     reasons: list[str] = []
 
     def start(b: Mailbox, sup: Supervision) -> pykka.ActorRef[Any]:
-        with wiring(b, None, sup, "nostart"):
-            return FailOnStart.start()
+        return start_stage(FailOnStart, b, None, supervision=sup)
 
     def escalate(reason: str) -> None:
         reasons.append(reason)
@@ -382,8 +400,7 @@ def test_children_can_be_added_replaced_and_removed_in_place() -> None:
         extra = Mailbox("extra")
 
         def start(box: Mailbox, sup: Supervision) -> pykka.ActorRef[Any]:
-            with wiring(box, None, sup, "extra"):
-                return Stage.start()
+            return start_stage(Stage, box, None, supervision=sup)
 
         assert tree.sup.ask(AddChild(ChildSpec("extra", start, extra), "sink"), timeout=WAIT)
         stats = tree.sup.ask(GetSupervisorStats(), timeout=WAIT)
@@ -511,12 +528,13 @@ def test_an_exception_whose_repr_raises_never_escalates(on_error: str) -> None:
     a crash loop and exit status 3."""
 
     class BombTree(Tree):
-        def _start(self, every: int) -> Any:
+        def _start(self, every: int, on_error: str) -> Any:
             def start(box: Mailbox, sup: Supervision) -> pykka.ActorRef[Any]:
                 from actors.stages.base import Outlet
 
-                with wiring(box, Outlet(self.sink), sup, "fail"):
-                    return ReprBomb.start()
+                return start_stage(
+                    ReprBomb, box, Outlet(self.sink), supervision=sup, on_error=on_error
+                )
 
             return start
 
@@ -538,3 +556,19 @@ def failures_of(box: Mailbox) -> int:
     except (pykka.Timeout, pykka.ActorDeadError):
         return -1
     return report.errors if report is not None else 0
+
+
+class ExitsOnUdp(Stage):
+    """Raises SystemExit on UDP (a stage calling sys.exit, or a library that does)."""
+
+    def process(self, packet: Packet) -> Packet:
+        if packet.protocol == 17:
+            raise SystemExit(3)
+        return packet
+
+
+def test_a_stage_raising_systemexit_costs_its_packet_not_the_daemon() -> None:
+    """Not an Exception, but a peer's packet must not end the data plane through it."""
+    result = run(ExitsOnUdp, [PACKET] * 3)
+    assert result.drops == Counter({"stage_error": 3})
+    assert [type(e) for e in result.errors] == [SystemExit] * 3

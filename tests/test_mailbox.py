@@ -8,7 +8,7 @@ import time
 import pykka
 import pytest
 
-from actors.mailbox import CONTROL_CAPACITY, WAKE, Letter, Mailbox
+from actors.mailbox import CONTROL_CAPACITY, WAKE, Batch, Letter, Mailbox
 from actors.stages.base import GetStats, Outlet, PipelineActor
 
 WAIT = 10.0  # seconds any wait in the tests added here may take before the test fails
@@ -147,14 +147,14 @@ class Recorder(PipelineActor):
         self.outlet = outlet
         self.fail_on = fail_on
 
-    def on_batch(self, batch: tuple) -> None:
-        for item in batch:
+    def on_batch(self, batch: Batch) -> None:
+        for item in batch.items:
             if item == self.fail_on:
                 raise RuntimeError("boom")
-        self.seen.extend(batch)
+        self.seen.extend(batch.items)
         self.stats.packets_in += len(batch)
         if self.outlet is not None:
-            self.emit(self.outlet, batch)
+            self.emit(self.outlet, batch.items, 0, batch.arrival)
 
     def on_control(self, message: object) -> object:
         if message == "seen":

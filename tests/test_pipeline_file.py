@@ -32,7 +32,7 @@ from actors.pipeline_file import (
 )
 from actors.single import SingleThreaded, _build
 from actors.snapshot import ConfigCell, DeviceConfig
-from actors.stage import wiring
+from actors.stages.custom import start_stage
 from actors.supervisor import ChildSpec, Supervision, Supervisor
 from actors.testing import run
 
@@ -95,11 +95,11 @@ def test_single_threaded_reload_keeps_the_other_paths_instance_and_counters() ->
     in_b, out_b = parse_pipeline(AFTER)
     plane = single_plane(in_a, out_a)
     kept = plane.outbound[0]
-    plane._through("outbound", 0, packets(5), [])
+    plane._through(plane.outbound[0], packets(5), [], None)
     summary = plane._swap_stages(in_b, out_b)
     assert summary == "inbound +failevery2 (now failevery -> failevery2)"
     assert plane.outbound[0] is kept
-    plane._through("outbound", 0, packets(3), [])
+    plane._through(plane.outbound[0], packets(3), [], None)
     snapshot = kept.snapshot().as_dict()
     assert (snapshot["name"], snapshot["packets_in"]) == ("failevery_out", 8)
 
@@ -142,8 +142,7 @@ class Sink(Stage):
 
 def sink_starter(name: str) -> Callable[[Mailbox, Supervision], Any]:
     def start(box: Mailbox, sup: Supervision) -> Any:
-        with wiring(box, None, sup, name):
-            return Sink.start()
+        return start_stage(Sink, box, None, name=name, supervision=sup)
 
     return start
 

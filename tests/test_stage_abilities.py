@@ -467,19 +467,33 @@ def readme_block(heading: str, index: int = 0) -> str:
     return section.split("```python", index + 1)[index + 1].split("```", 1)[0]
 
 
-def test_readme_actors_testing_example_passes(
+def readme_blocks(heading: str) -> list[str]:
+    section = (ROOT / "README.md").read_text().split(heading, 1)[1].split("\n## ", 1)[0]
+    return [part.split("```", 1)[0] for part in section.split("```python")[1:]]
+
+
+def test_readme_examples_of_what_a_stage_can_do_pass(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Every python block of "What a stage can do" runs as written, and its tests pass (one
+    per feature: testing, verdicts, the context, arrival time and ticks with a fake clock)."""
     (tmp_path / "myfilters.py").write_text(readme_block("## Write your own actor"))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "myfilters", raising=False)
-    code = readme_block("## What a stage can do")
-    namespace: dict[str, object] = {}
-    exec(compile(code, "README.md", "exec"), namespace)
-    tests = [f for name, f in namespace.items() if name.startswith("test_") and callable(f)]
-    assert tests
-    for test in tests:
-        test()
+    ran = []
+    for index, code in enumerate(readme_blocks("## What a stage can do")):
+        namespace: dict[str, object] = {"__name__": f"readme_block_{index}"}
+        exec(compile(code, f"README.md block {index}", "exec"), namespace)
+        for name, test in namespace.items():
+            if name.startswith("test_") and callable(test):
+                test()
+                ran.append(name)
+    assert {
+        "test_block_ports_drops_only_the_listed_ports",
+        "test_answered_pings_are_consumed_not_dropped",
+        "test_the_context_says_where_the_stage_runs",
+        "test_arrival_time_and_ticks_follow_the_fake_clock",
+    } <= set(ran), ran
 
 
 # --- the same abilities in a running actor (mailboxes, no root) ---------------------------
@@ -489,12 +503,11 @@ def test_a_running_stage_replies_through_its_way_back_and_survives_exceptions() 
     import time
 
     from actors.mailbox import Mailbox
-    from actors.stage import wiring
     from actors.stages.base import GetStats, Outlet
+    from actors.stages.custom import start_stage
 
     first, sink, back = Mailbox("first"), Mailbox("sink"), Mailbox("back")
-    with wiring(first, Outlet(sink), name="recorder", back=Outlet(back)):
-        ref = Recorder.start()
+    ref = start_stage(Recorder, first, Outlet(sink), name="recorder", back=Outlet(back))
     try:
         first.push((pkt(b"a"), pkt(b"ping"), pkt(b"boom"), pkt(b"b")))
         deadline = time.monotonic() + 5
@@ -510,14 +523,30 @@ def test_a_running_stage_replies_through_its_way_back_and_survives_exceptions() 
         ref.stop()
 
 
-def test_on_error_restart_hands_the_stage_to_its_supervisor_after_the_batch() -> None:
-    from actors.mailbox import Mailbox
-    from actors.stage import wiring
-    from actors.stages.base import Outlet
+def test_on_error_restart_replaces_the_instance_in_the_running_actor() -> None:
+    """The actor keeps running; its runner swaps in a fresh instance after the batch."""
+    import time
 
-    sink = Mailbox("sink")
-    with wiring(Mailbox("first"), Outlet(sink), name="recorder", on_error="restart"):
-        stage = Recorder()
-    stage.on_batch((pkt(b"a"), pkt(b"boom")))
-    assert stage.replace_me  # the supervisor replaces it once the batch is handled
-    assert [p.payload for p in sink.take()] == [b"a"]  # type: ignore[union-attr]
+    from actors.mailbox import Mailbox
+    from actors.stages.base import GetStats, Outlet
+    from actors.stages.custom import start_stage
+
+    first, sink = Mailbox("first"), Mailbox("sink")
+    ref = start_stage(Recorder, first, Outlet(sink), name="recorder", on_error="restart")
+    try:
+        first.push((pkt(b"a"), pkt(b"boom")))
+        first.push((pkt(b"b"),))
+        deadline = time.monotonic() + 5
+        seen: list[bytes | None] = []
+        while len(seen) < 2 and time.monotonic() < deadline:
+            item = sink.take()
+            if item is None:
+                time.sleep(0.005)
+                continue
+            seen += [p.payload for p in item]  # type: ignore[union-attr]
+        assert seen == [b"a", b"b"]
+        snap = ref.ask(GetStats(), timeout=5)
+        assert dict(snap.extra)["replacements"] == 1 and snap.packets_in == 3
+        assert ref.is_alive()
+    finally:
+        ref.stop()

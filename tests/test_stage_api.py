@@ -17,27 +17,28 @@ from wgsim import udp4
 from actors import Packet, Stage
 from actors.mailbox import Mailbox
 from actors.pipeline_file import PipelineFileError, parse_pipeline
-from actors.stage import wiring
 from actors.stages.base import GetStats, Outlet
+from actors.stages.custom import start_stage
 from actors.supervisor import Restart
+from actors.testing import run
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_process_returns_packet_none_or_several() -> None:
-    stage = DropUdpPort(port=53)
     keep = udp4("10.0.0.1", "10.0.0.2", dport=80)
     drop = udp4("10.0.0.1", "10.0.0.2", dport=53)
-    assert stage.process_batch((keep, drop, keep)) == [keep, keep]
-    assert stage.stats.drops["dropped"] == 1
-    assert Duplicate(times=3).process_batch((keep,)) == [keep, keep, keep]
+    result = run(DropUdpPort, [keep, drop, keep], port=53)
+    assert result.passed == [keep, keep] and result.drops == {"dropped": 1}
+    assert run(Duplicate, [keep], times=3).passed == [keep, keep, keep]
+    # called directly, outside any host, the default process_batch applies verdicts too
+    assert DropUdpPort(port=53).process_batch((keep, drop, keep)) == [keep, keep]
 
 
 def test_a_stage_that_returns_garbage_costs_that_packet() -> None:
-    stage = Broken()
-    assert stage.process_batch((udp4("10.0.0.1", "10.0.0.2"),)) == []
-    assert stage.stats.drops["stage_error"] == 1
-    assert "not a Packet" in stage._errors.last_error
+    result = run(Broken, [udp4("10.0.0.1", "10.0.0.2")])
+    assert result.passed == [] and result.drops == {"stage_error": 1}
+    assert "not a Packet" in str(result.errors[0])
 
 
 def test_default_stage_passes_packets_through() -> None:
@@ -47,8 +48,7 @@ def test_default_stage_passes_packets_through() -> None:
 
 def test_stage_in_a_chain_of_mailboxes() -> None:
     first, sink = Mailbox("first"), Mailbox("sink")
-    with wiring(first, Outlet(sink), name="dropper"):
-        ref = DropUdpPort.start(port=9)
+    ref = start_stage(DropUdpPort, first, Outlet(sink), options={"port": 9}, name="dropper")
     try:
         batch = tuple(udp4("10.0.0.1", "10.0.0.2", dport=p) for p in (9, 10, 9, 11))
         first.push(batch)
@@ -72,8 +72,7 @@ def test_a_slow_stage_backpressures_instead_of_dropping() -> None:
             return packet
 
     box, sink = Mailbox("slow", capacity=4), Mailbox("sink", capacity=10_000)
-    with wiring(box, Outlet(sink)):
-        ref = Slow.start()
+    ref = start_stage(Slow, box, Outlet(sink))
     try:
         start = time.monotonic()
         for _ in range(12):  # 12 packets through a 4-packet mailbox, 10 ms each
@@ -165,11 +164,18 @@ def test_pipeline_file_takes_each_on_error_choice(choice: str) -> None:
     assert default.on_error == "drop"  # fail-closed unless the entry says otherwise
 
 
-def test_an_on_start_from_a_mixin_is_guarded() -> None:
-    """The hook pykka calls is the guarded one, wherever in the MRO it is defined."""
+def test_stage_has_no_hidden_machinery() -> None:
+    """A Stage is a plain object: no actor base, no hook wrapping, no wiring by context
+    variables; its context comes from the runner, before on_start."""
+    import pykka
     from custom_stages import MixinStart
 
-    assert getattr(MixinStart.on_start, "__guarded__", False)
+    import actors.stage
+
+    assert not issubclass(Stage, pykka.Actor)
+    assert MixinStart.on_start is MixinStart.__mro__[1].__dict__["on_start"]  # the mixin's own
+    assert "__init_subclass__" not in Stage.__dict__
+    assert not hasattr(actors.stage, "wiring") and not hasattr(actors.stage, "_WIRING")
 
 
 def test_same_class_twice_gets_distinct_names() -> None:

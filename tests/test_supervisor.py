@@ -15,7 +15,7 @@ import pytest
 
 from actors.faults import Fault
 from actors.lab import wait_for
-from actors.mailbox import Mailbox
+from actors.mailbox import Batch, Mailbox
 from actors.stages.base import Outlet, PipelineActor
 from actors.supervisor import (
     Backoff,
@@ -42,8 +42,8 @@ class Worker(PipelineActor):
         super().__init__(mailbox, **kw)
         self.sink = Outlet(sink) if sink is not None else None
 
-    def on_batch(self, batch: tuple) -> None:
-        for item in batch:
+    def on_batch(self, batch: Batch) -> None:
+        for item in batch.items:
             if item == "crash":
                 raise RuntimeError("crash requested")
             if item == "quit":
@@ -52,7 +52,7 @@ class Worker(PipelineActor):
             if item == "hang":
                 time.sleep(5)
         if self.sink is not None:
-            self.emit(self.sink, tuple((self.name, i) for i in batch))
+            self.emit(self.sink, tuple((self.name, i) for i in batch.items), 0, batch.arrival)
 
 
 def drain(box: Mailbox, count: int) -> list[Any]:
@@ -376,13 +376,12 @@ def test_an_on_start_from_a_mixin_is_a_reported_failure(restart: Restart) -> Non
     reported, so even a transient child is restarted (an unreported exit is a normal one)."""
     from custom_stages import MixinStart
 
-    from actors.stage import wiring
+    from actors.stages.custom import start_stage
 
     box = Mailbox("mixin")
 
     def start(b: Mailbox, sup: Supervision) -> pykka.ActorRef[Any]:
-        with wiring(b, None, sup, "mixin"):
-            return MixinStart.start()
+        return start_stage(MixinStart, b, None, supervision=sup)
 
     sup = Supervisor.start([ChildSpec("mixin", start, box, restart)], backoff=FAST, budget=ROOMY)
     try:

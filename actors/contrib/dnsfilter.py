@@ -36,7 +36,7 @@ from typing import Any
 
 from .. import build
 from ..packet import PROTO_UDP, Packet
-from ..stage import Stage
+from ..stage import CONSUMED, Stage, Verdict
 
 __all__ = [
     "DNS_PORT",
@@ -213,7 +213,7 @@ class DnsFilter(Stage):
                 return False
             name = name[dot + 1 :]
 
-    def process(self, packet: Packet) -> Packet | None:
+    def process(self, packet: Packet) -> Verdict:
         if packet.protocol != PROTO_UDP or packet.dst_port != DNS_PORT:
             return packet
         message = packet.payload
@@ -232,7 +232,7 @@ class DnsFilter(Stage):
         answer = nxdomain(message, ident, flags, end)
         self.reply(build.udp(packet.dst_bytes, packet.src_bytes, DNS_PORT, sport, answer))
         self.answered += 1
-        return None
+        return CONSUMED  # answered: not a drop
 
     def stats_extra(self) -> dict[str, Any]:
         return {

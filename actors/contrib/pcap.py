@@ -89,7 +89,7 @@ class PcapWriter(Stage):
         self._file: IO[bytes] | None = None
 
     def on_start(self) -> None:
-        restarted = self.supervision is not None and self.supervision.incarnation > 1
+        restarted = self.context.incarnation > 1
         # Errors (missing directory, permissions) propagate: the supervisor reports them.
         self._file = open(self.path, "ab" if restarted else "wb")  # noqa: SIM115 (closed in on_stop)
         if self._file.tell() == 0:

@@ -2,7 +2,8 @@
 
 UDP ingress -> WireGuard decrypt -> (custom inbound) -> TUN writer
 TUN reader -> (custom outbound) -> WireGuard encrypt -> UDP
-plus a ticker that drives the protocol timers.
+plus a ticker that drives the protocol timers and custom stages' ``on_tick``; each custom stage
+runs in a :class:`~actors.stages.custom.StageActor`.
 """
 
 from .base import GetStats, Outlet, PipelineActor, Poll

@@ -12,26 +12,27 @@ Only pykka's public hooks are used (``on_start``, ``on_receive``, ``on_stop``; `
   itself (a reader's ``Poll``). On ``WAKE`` the stage drains its mailbox, control first, a
   bounded number of items per wake-up (:data:`WAKE_BUDGET`) so that ``stop`` gets its turn.
 - Every exception is caught here, never by pykka: the stage reports it to its supervisor and then
-  stops itself, so the report always arrives before the exit notice. That covers ``on_start``
-  too, which the ``on_start`` each subclass resolves to, its own or a mixin's, is wrapped for
-  (``__init_subclass__``); pykka would skip ``on_failure`` there.
+  stops itself, so the report always arrives before the exit notice. That covers starting too:
+  pykka's ``on_start`` and ``on_stop`` are this class's, and call the stages' ``setup`` and
+  ``teardown`` (pykka would skip ``on_failure`` for an ``on_start`` that raises).
+- Data arrives as :class:`~actors.mailbox.Batch` values: the items and the time the reader took
+  them from the kernel, which every stage passes on with what the batch became.
 """
 
 from __future__ import annotations
 
-import contextvars
 import ctypes
-import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Self, cast
+from typing import Any, cast
 
 import pykka
 from loguru import logger
 
-from ..failure import describe
+from ..failure import ErrorCarry, describe
 from ..faults import Fault
-from ..mailbox import WAKE, Letter, Mailbox
+from ..mailbox import WAKE, Batch, Letter, Mailbox
 from ..stats import StageSnapshot, StageStats
 from ..supervisor import Supervision
 
@@ -75,7 +76,7 @@ class Outlet:
     mailbox: Mailbox
     block: bool = True
 
-    def push(self, batch: tuple[Any, ...]) -> bool:
+    def push(self, batch: Batch) -> bool:
         return self.mailbox.push(batch, block=self.block)
 
 
@@ -100,84 +101,11 @@ def name_os_thread(name: str) -> None:
         pass
 
 
-def _guarded_start(hook: Callable[[Any], None]) -> Callable[[Any], None]:
-    """Wrap a stage's ``on_start``: the fault plan first, failures reported, and the mailbox
-    attached once the outermost ``on_start`` has returned."""
-
-    @functools.wraps(hook)
-    def on_start(self: PipelineActor) -> None:
-        if self._starting or not self._as_actor:  # super().on_start(), or a call in-process
-            hook(self)
-            return
-        self._starting = True
-        name_os_thread(f"wga:{self.name}")
-        try:
-            if self.fault is not None and self.fault.on_start:
-                raise InjectedFault(f"{self.name}: injected failure in on_start")
-            hook(self)
-        except Exception as e:
-            self._start_failed = True
-            self._crash(e, 0)
-            return
-        finally:
-            self._starting = False
-        self._mailbox.attach(self.actor_ref)
-
-    on_start.__guarded__ = True  # type: ignore[attr-defined]
-    return on_start
-
-
-def _guarded_stop(hook: Callable[[Any], None]) -> Callable[[Any], None]:
-    """Wrap a stage's ``on_stop``: skipped after a failed start (as pykka does), and an
-    exception in it is logged, not raised into pykka."""
-
-    @functools.wraps(hook)
-    def on_stop(self: PipelineActor) -> None:
-        if self._stopping or not self._as_actor:
-            hook(self)
-            return
-        self._stopping = True
-        self._mailbox.detach(self.actor_ref)
-        try:
-            if not self._start_failed:
-                hook(self)
-        except Exception as e:
-            logger.opt(exception=e).warning("stage {}: on_stop raised {!r}", self.name, e)
-        finally:
-            self._stopping = False
-
-    on_stop.__guarded__ = True  # type: ignore[attr-defined]
-    return on_stop
-
-
-# True while start() builds an instance: its hooks then run on an actor thread, and failures
-# there are reported instead of raised (a stage called in-process, e.g. by the single-threaded
-# loop or a unit test, raises as plain Python does).
-_AS_ACTOR: contextvars.ContextVar[bool] = contextvars.ContextVar("as_actor", default=False)
-
-
 class PipelineActor(pykka.ThreadingActor):
     """Base class of the built-in stages (and of the public :class:`actors.Stage`)."""
 
     # A stage stuck in a syscall must not keep the process alive after shutdown gave up on it.
     use_daemon_thread = True
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        # The hook pykka will call, wherever in the MRO it is defined: a mixin's on_start
-        # (class S(Mixin, Stage)) comes before the guarded one of PipelineActor.
-        for name, guard in (("on_start", _guarded_start), ("on_stop", _guarded_stop)):
-            hook = getattr(cls, name)
-            if not getattr(hook, "__guarded__", False):
-                setattr(cls, name, guard(hook))
-
-    @classmethod
-    def start(cls, *args: Any, **kwargs: Any) -> pykka.ActorRef[Self]:
-        token = _AS_ACTOR.set(True)
-        try:
-            return super().start(*args, **kwargs)
-        finally:
-            _AS_ACTOR.reset(token)
 
     def __init__(
         self,
@@ -188,7 +116,6 @@ class PipelineActor(pykka.ThreadingActor):
         fault: Fault | None = None,
     ) -> None:
         super().__init__()
-        self._as_actor = _AS_ACTOR.get()
         self._mailbox = mailbox
         self.name = name or mailbox.name
         self.stats = StageStats()
@@ -197,8 +124,6 @@ class PipelineActor(pykka.ThreadingActor):
         self._batches = 0
         self._in_flight = 0  # packets of the batch being processed: lost if it raises
         self._dead = False  # this incarnation failed and is stopping: serve nothing more
-        self._starting = False
-        self._stopping = False
         self._start_failed = False
 
     @property
@@ -206,10 +131,34 @@ class PipelineActor(pykka.ThreadingActor):
         return self._mailbox
 
     def on_start(self) -> None:
-        """Open what the stage needs (files, sockets); override. Failures are reported."""
+        # pykka's hook, final: the fault plan, then setup(); a failure is reported (pykka
+        # would skip on_failure here), and the mailbox is attached only once setup is done.
+        name_os_thread(f"wga:{self.name}")
+        try:
+            if self.fault is not None and self.fault.on_start:
+                raise InjectedFault(f"{self.name}: injected failure in on_start")
+            self.setup()
+        except Exception as e:
+            self._start_failed = True
+            self._crash(e, 0)
+            return
+        self._mailbox.attach(self.actor_ref)
 
     def on_stop(self) -> None:
-        """Close what ``on_start`` opened; override."""
+        # pykka's hook, final: teardown() unless the start failed; never raises into pykka.
+        self._mailbox.detach(self.actor_ref)
+        if self._start_failed:
+            return
+        try:
+            self.teardown()
+        except Exception as e:
+            logger.opt(exception=e).warning("stage {}: stopping raised {!r}", self.name, e)
+
+    def setup(self) -> None:
+        """Open what the stage needs (files, sockets); override. Failures are reported."""
+
+    def teardown(self) -> None:
+        """Close what ``setup`` opened; override."""
 
     # -- the hop: pykka delivers WAKE, the stage drains its mailbox
 
@@ -234,12 +183,14 @@ class PipelineActor(pykka.ThreadingActor):
             if item is None:
                 return
             try:
-                if type(item) is tuple:
-                    self.begin_batch(len(item))
+                if type(item) is Letter:
+                    self._answer(item)
+                else:
+                    if type(item) is not Batch:  # a bare tuple: stamped when taken
+                        item = Batch(cast(tuple[Any, ...], item), time.monotonic())
+                    self.begin_batch(len(item.items))
                     self.on_batch(item)
                     self._in_flight = 0
-                else:
-                    self._answer(cast(Letter, item))
             except Exception as e:
                 self._crash(e, self._in_flight)
                 return
@@ -293,8 +244,12 @@ class PipelineActor(pykka.ThreadingActor):
         # The supervisor logs the event in one line; the traceback is for -v.
         logger.opt(exception=error).debug("{} crashed", self.name)
         if self.supervision is not None:
-            self.supervision.report(describe(error), lost)
+            self.supervision.report(describe(error), lost, carry=self.handover())
         self.actor_ref.stop(block=False)
+
+    def handover(self) -> ErrorCarry | None:
+        """What the next incarnation continues from after a crash (custom stages: counters)."""
+        return None
 
     def begin_batch(self, size: int) -> None:
         """Note the batch about to be processed (its packets are lost if processing raises)
@@ -304,7 +259,7 @@ class PipelineActor(pykka.ThreadingActor):
         if self.fault is not None and self.fault.fails(self._batches):
             raise InjectedFault(f"{self.name}: injected failure on batch {self._batches}")
 
-    def on_batch(self, batch: tuple[Any, ...]) -> None:
+    def on_batch(self, batch: Batch) -> None:
         """Handle one batch from the data lane."""
         raise NotImplementedError
 
@@ -316,17 +271,14 @@ class PipelineActor(pykka.ThreadingActor):
     def snapshot(self) -> StageSnapshot:
         return self.stats.snapshot(self.name, self._mailbox.stats())
 
-    def emit(self, outlet: Outlet, batch: tuple[Any, ...], nbytes: int = 0) -> None:
-        """Pass a batch on; ``nbytes`` (its size, when the caller knows it) counts as bytes out
-        only if the next stage took it."""
-        if not batch:
-            return
-        if outlet.push(batch):
-            self.stats.packets_out += len(batch)
+    def emit(self, outlet: Outlet, items: tuple[Any, ...], nbytes: int, arrival: float) -> bool:
+        """Pass a batch on, with the time its packets arrived; ``nbytes`` (its size) counts as
+        bytes out only if the next stage took it. False if it was dropped (counted)."""
+        if not items:
+            return True
+        if outlet.push(Batch(items, arrival)):
+            self.stats.packets_out += len(items)
             self.stats.bytes_out += nbytes
-        else:
-            self.stats.drops["downstream_full"] += len(batch)
-
-
-for _hook, _guard in (("on_start", _guarded_start), ("on_stop", _guarded_stop)):
-    setattr(PipelineActor, _hook, _guard(getattr(PipelineActor, _hook)))
+            return True
+        self.stats.drops["downstream_full"] += len(items)
+        return False

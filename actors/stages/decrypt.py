@@ -17,7 +17,7 @@ from typing import Any
 from ..gcpause import gc_paused, settle_after
 from ..io.effects import Transmitter
 from ..io.udp import UdpSocket
-from ..mailbox import Mailbox
+from ..mailbox import Batch, Mailbox
 from ..packet import Packet
 from ..snapshot import ConfigCell, ConfigTracker
 from ..stats import StageSnapshot
@@ -91,7 +91,7 @@ class Decrypt(PipelineActor):
         self.transmitter = Transmitter(udp)
         self.tracker = ConfigTracker(config.get())
 
-    def on_start(self) -> None:
+    def setup(self) -> None:
         # A new incarnation starts from the configuration, with no sessions: the encrypt stage
         # must forget keys whose receive half died with the previous incarnation, and the next
         # packet it has to send starts a fresh handshake.
@@ -108,12 +108,14 @@ class Decrypt(PipelineActor):
             self._dispatch(actions)
         settle_after(len(current.peers))
 
-    def on_batch(self, batch: tuple[Any, ...]) -> None:
+    def on_batch(self, batch: Batch) -> None:
         assert self.device is not None
         stats = self.stats
-        stats.packets_in += len(batch)
-        stats.bytes_in += sum(map(len, map(_FIRST, batch)))
-        self._dispatch(self.device.receive_batch(batch, time.monotonic(), time.time()))
+        items = batch.items
+        stats.packets_in += len(items)
+        stats.bytes_in += sum(map(len, map(_FIRST, items)))
+        actions = self.device.receive_batch(items, time.monotonic(), time.time())
+        self._dispatch(actions, batch.arrival)
 
     def rewire(self, outlet: Outlet) -> None:
         self.outlet = outlet
@@ -141,7 +143,9 @@ class Decrypt(PipelineActor):
             return super().on_control(message)
         return None
 
-    def _dispatch(self, actions: list[Any]) -> None:
+    def _dispatch(self, actions: list[Any], arrival: float | None = None) -> None:
+        """Carry out ``actions``; packets delivered go on stamped with ``arrival`` (that of
+        the datagrams they came in, or now)."""
         delivered: list[Packet] = []
         events: list[Action] = []
         self.transmitter.carry_out(actions, self.stats.drops, delivered, events)
@@ -164,7 +168,12 @@ class Decrypt(PipelineActor):
         elif onward:
             self.encrypt.tell(DeviceActions(tuple(onward)))
         if delivered:
-            self.emit(self.outlet, tuple(delivered), sum(map(len, map(_DATA, delivered))))
+            self.emit(
+                self.outlet,
+                tuple(delivered),
+                sum(map(len, map(_DATA, delivered))),
+                time.monotonic() if arrival is None else arrival,
+            )
 
     def snapshot(self) -> StageSnapshot:
         drops = Counter(self.stats.drops)

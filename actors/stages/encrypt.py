@@ -14,7 +14,7 @@ from typing import Any
 
 from ..io.effects import Transmitter
 from ..io.udp import UdpSocket
-from ..mailbox import Mailbox
+from ..mailbox import Batch, Mailbox
 from ..snapshot import ConfigCell
 from ..stats import StageSnapshot
 from ..wireguard.actions import (
@@ -80,10 +80,11 @@ class Encrypt(PipelineActor):
         self.encryptor.handle(Routes(routes), now)
         self.decrypt.tell(Resync())
 
-    def on_batch(self, batch: tuple[Any, ...]) -> None:
-        self.stats.packets_in += len(batch)
-        self.stats.bytes_in += sum(map(len, map(_DATA, batch)))
-        self._dispatch(self.encryptor.send_batch(batch, time.monotonic()))
+    def on_batch(self, batch: Batch) -> None:
+        items = batch.items
+        self.stats.packets_in += len(items)
+        self.stats.bytes_in += sum(map(len, map(_DATA, items)))
+        self._dispatch(self.encryptor.send_batch(items, time.monotonic()))
 
     def on_control(self, message: Any) -> Any:
         if isinstance(message, _FROM_DEVICE):
@@ -99,7 +100,7 @@ class Encrypt(PipelineActor):
             return None
         return super().on_control(message)
 
-    def on_start(self) -> None:
+    def setup(self) -> None:
         self._sync_from_config()
 
     def _dispatch(self, actions: list[Any]) -> None:

@@ -10,6 +10,7 @@ device's txqueuelen, drops) instead of this process growing.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -41,13 +42,13 @@ class TunReader(PipelineActor):
         self.reader: AioReader | None = None
         self.offload: Counter[str] = Counter()  # GSO frames split, and what they held
 
-    def on_start(self) -> None:
+    def setup(self) -> None:
         # batched reads: a system call and a GIL hand-off per batch, not per packet (io.batching)
         self.reader = self.tun.make_reader()
         self.stats.extra["offloads"] = ",".join(f"{k}={v}" for k, v in self.tun.offloads.items())
         self.actor_ref.tell(Poll())
 
-    def on_stop(self) -> None:
+    def teardown(self) -> None:
         if self.reader is not None:
             self.reader.close()
 
@@ -67,13 +68,14 @@ class TunReader(PipelineActor):
         batch = self.tun.read_batch(
             self.reader.max_batch, self.stats.drops, too_big, self.reader, self.offload
         )
+        arrival = time.monotonic()  # once per read: what stages see as the packets' arrival
         if self.offload:
             self.stats.extra.update(self.offload)
         if too_big and self.icmp_outlet is not None:
             self.stats.extra["pmtu_replies"] = self.stats.extra.get("pmtu_replies", 0) + len(
                 too_big
             )
-            self.emit(self.icmp_outlet, tuple(too_big), sum(len(p.data) for p in too_big))
+            self.emit(self.icmp_outlet, tuple(too_big), sum(len(p.data) for p in too_big), arrival)
         # a TSO read may hold dozens of packets: messages stay batches of batch_size
         for start in range(0, len(batch), self.batch_size):
             chunk = tuple(batch[start : start + self.batch_size])
@@ -81,5 +83,5 @@ class TunReader(PipelineActor):
             self.stats.packets_in += len(chunk)
             size = sum(len(p.data) for p in chunk)
             self.stats.bytes_in += size
-            self.emit(self.outlet, chunk, size)
+            self.emit(self.outlet, chunk, size, arrival)
             self._in_flight = 0

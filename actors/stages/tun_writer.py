@@ -11,7 +11,7 @@ from typing import Any
 
 from ..io.effects import TunDelivery
 from ..io.tun import TunDevice
-from ..mailbox import Mailbox
+from ..mailbox import Batch, Mailbox
 from ..packet import Packet
 from .base import PipelineActor
 
@@ -24,18 +24,18 @@ class TunWriter(PipelineActor):
         self.tun = tun
         self.writer: TunDelivery | None = None
 
-    def on_start(self) -> None:
+    def setup(self) -> None:
         # One batch, one system call: see actors.io.batching for why this matters so much here.
         self.writer = TunDelivery(self.tun)
 
-    def on_stop(self) -> None:
+    def teardown(self) -> None:
         if self.writer is not None:
             self.writer.close()
 
-    def on_batch(self, batch: tuple[Any, ...]) -> None:
+    def on_batch(self, batch: Batch) -> None:
         assert self.writer is not None
         stats = self.stats
-        datas = [p.data if isinstance(p, Packet) else p for p in batch]
+        datas = [p.data if isinstance(p, Packet) else p for p in batch.items]
         stats.packets_in += len(datas)
         stats.bytes_in += sum(len(d) for d in datas)
         packets, nbytes = self.writer.write(datas, stats.drops, stats.extra)

@@ -6,6 +6,7 @@ which is where a UDP flood should be dropped: before any Python work is spent on
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ..io.mmsg import MmsgReceiver
@@ -32,7 +33,7 @@ class UdpIngress(PipelineActor):
         self.batch_size = batch_size
         self.receiver: MmsgReceiver | None = None
 
-    def on_start(self) -> None:
+    def setup(self) -> None:
         # batched reads: a system call and a GIL hand-off per batch, not per packet (io.batching)
         self.receiver = self.udp.make_receiver()  # with UDP GRO where the kernel has it
         self.stats.extra["offloads"] = ",".join(f"{k}={v}" for k, v in self.udp.offloads.items())
@@ -48,6 +49,7 @@ class UdpIngress(PipelineActor):
         if self.receiver is None:
             return
         batch = self.udp.read_batch(self.batch_size, self.stats.drops, self.receiver)
+        arrival = time.monotonic()  # once per read: what stages see as the packets' arrival
         # a GRO receive may hold a whole run: messages stay batches of batch_size
         for start in range(0, len(batch), self.batch_size):
             chunk = tuple(batch[start : start + self.batch_size])
@@ -55,7 +57,7 @@ class UdpIngress(PipelineActor):
             self.stats.packets_in += len(chunk)
             size = sum(len(d) for d, _ in chunk)
             self.stats.bytes_in += size
-            self.emit(self.outlet, chunk, size)
+            self.emit(self.outlet, chunk, size, arrival)
             self._in_flight = 0
         if isinstance(self.receiver, GroReceiver):
             self.stats.extra["udp_gro_receives"] = self.receiver.runs_received
