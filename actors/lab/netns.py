@@ -286,18 +286,8 @@ def entered(ns: Netns) -> Iterator[None]:
 def socket_in(ns: Netns, family: int, kind: int = socket.SOCK_DGRAM) -> socket.socket:
     """A socket that lives in ``ns``'s network stack, for use from this process.
 
-    A socket belongs to the namespace it was created in, so the calling thread enters ``ns``
-    (setns), creates the socket and returns to its own namespace before anything else runs.
+    A socket belongs to the namespace it was created in, so the calling thread enters ``ns``,
+    creates the socket and returns to its own namespace before anything else runs.
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    with (
-        open("/proc/thread-self/ns/net", "rb") as home,
-        open(f"/run/netns/{ns.name}", "rb") as there,
-    ):
-        if libc.setns(there.fileno(), _CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns into the test namespace failed")
-        try:
-            return socket.socket(family, kind)
-        finally:
-            if libc.setns(home.fileno(), _CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns back to the home namespace failed")
+    with entered(ns):
+        return socket.socket(family, kind)
