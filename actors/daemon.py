@@ -39,6 +39,7 @@ from . import sdnotify, settings
 from .config import InterfaceConfig
 from .control import Controller
 from .dataplane import DataPlane, DataPlaneSpec, DataPlaneTimeout
+from .failure import describe
 from .faults import Fault
 from .io import TunDevice, TunError, UdpSocket
 from .io.offloads import plan_from_env
@@ -312,7 +313,7 @@ class Daemon:
                 plane.start()
             except Exception as e:  # a bug of ours, or the system out of threads
                 logger.opt(exception=e).debug("the data plane did not start")
-                return self._setup_failed(f"cannot start the data plane: {e!r}", report)
+                return self._setup_failed(f"cannot start the data plane: {describe(e)}", report)
             try:
                 self._start_uapi(server)
             except OSError as e:  # the socket may be another daemon's: leave it alone

@@ -122,7 +122,7 @@ def test_stage_abilities_against_wireguard_go(netns_pair, tmp_path: Path, mode: 
     assert re.search(r"'pings_routed_back': 3\b", final), final  # Stage.peer_for, live
     assert re.search(r"'dns_blocked': 3, 'dns_malformed': 0, 'dns_seen': 4\b", final), final
     # answered packets are consumed, not dropped (issue 23 item 1)
-    for name, answered in (("answerpings", 3), ("dnsfilter", 3)):
+    for name, answered in (("answerpings", 3), ("dnsfilter_out", 3)):
         entry = re.search(rf"'name': '{name}'.*?'drops': (\{{[^}}]*\}}).*?'consumed': (\d+)", final)
         assert entry and entry.group(1) == "{}" and int(entry.group(2)) == answered, final
     for name in ("fw_in", "fw_out"):
