@@ -138,8 +138,9 @@ class ErrorPolicy:
         """Whether a packet that raised goes on unchanged (fail-open)."""
         return self.on_error == "pass"
 
-    def failed(self, error: BaseException, count: int = 1) -> None:
-        """``count`` packets raised ``error``: count them, and maybe log."""
+    def failed(self, error: BaseException, count: int = 1, *, hook: str = "process") -> None:
+        """``count`` packets raised ``error`` (or ``hook`` did, with no packet at stake):
+        count them, and maybe log."""
         now = self._clock()
         self.last_error = describe(error)
         self.last_error_at = now
@@ -159,11 +160,16 @@ class ErrorPolicy:
                 del recent[0]
         if self.logged_at is None:
             logger.warning(
-                "stage {}: process raised {}; {} (on_error={}); further errors are logged at "
+                "stage {}: {} raised {}; {} (on_error={}); further errors are logged at "
                 "most every {:g} s\n{}",
                 self.name,
+                hook,
                 self.last_error,
-                "packet passed on unchanged" if self.passes else "packet dropped",
+                "no packet was at stake"
+                if hook != "process"
+                else "packet passed on unchanged"
+                if self.passes
+                else "packet dropped",
                 self.on_error,
                 LOG_INTERVAL,
                 _traceback(error),

@@ -126,17 +126,20 @@ def extra_metric_name(key: str) -> str:
 def _extra_samples(out: _Families, labels: dict[str, str], stage: dict[str, Any]) -> None:
     for key, name, text in _RUNNER_COUNTERS:
         out.add(name, "counter", text, labels, stage.get(key))
-    exported = 0
+    exported: set[str] = set()
     for key, value in sorted(stage.items()):
         if key in STANDARD_KEYS or key in _RUNNER_KEYS or not isinstance(key, str):
             continue
         if not isinstance(value, int | float) or isinstance(value, bool):
             continue  # lists, tables and text stay in status --json
-        if exported >= MAX_EXTRA_METRICS:
+        if len(exported) >= MAX_EXTRA_METRICS:
             break
-        exported += 1
+        name = extra_metric_name(key)
+        if name in exported:  # "a-b" and "a_b" clean up alike: one series, or none is valid
+            continue
+        exported.add(name)
         out.add(
-            extra_metric_name(key),
+            name,
             "gauge",
             f"A stage's own figure {key!r} (stats_extra; a count or a level).",
             labels,

@@ -252,8 +252,14 @@ class Pipeline:
         return ChildSpec(entry.name, start, box, entry.restart, budget=entry.budget)
 
     def _publish_tick_targets(self) -> None:
-        """Tell the ticker which mailboxes are custom stages' (at start and after a reload)."""
-        names = [e.name for path in ("inbound", "outbound") for e in self.chains[path]]
+        """Tell the ticker which mailboxes are those of custom stages that tick (at start and
+        after a reload); the others get no ticks at all."""
+        names = [
+            e.name
+            for path in ("inbound", "outbound")
+            for e in self.chains[path]
+            if getattr(e.cls, "tick_interval", None) is not None
+        ]
         self.tick_targets.publish(tuple(self.mailboxes[n] for n in names if n in self.mailboxes))
 
     def start(self) -> None:
@@ -280,12 +286,14 @@ class Pipeline:
         """Swap the custom stages for these (already validated) entries; what changed, in one
         line. Called from one thread at a time (the daemon's reload)."""
         changes = []
-        for path, new in (("inbound", tuple(inbound)), ("outbound", tuple(outbound))):
-            change = self._reload_path(path, new)
-            self.chains[path] = new
-            if change:
-                changes.append(f"{path} {change}")
-        self._publish_tick_targets()
+        try:
+            for path, new in (("inbound", tuple(inbound)), ("outbound", tuple(outbound))):
+                change = self._reload_path(path, new)
+                self.chains[path] = new
+                if change:
+                    changes.append(f"{path} {change}")
+        finally:  # a reload that failed part-way still ticks what now runs
+            self._publish_tick_targets()
         self.order = self._supervisor_stats()["order"]
         return "; ".join(changes) or "stages unchanged"
 

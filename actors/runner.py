@@ -43,6 +43,14 @@ __all__ = [
 ]
 
 MAX_REPLIES_PER_BATCH = 256
+MAX_DROP_REASONS = 64  # distinct Drop reasons counted per stage; the rest as DROP_OTHER
+DROP_OTHER = "drop_other"
+MAX_OWN_FIGURES = 64  # stats_extra figures shown per stage
+# What a stage's own figure may not be called (status, metrics and the JSON read these); such
+# a figure is shown as stage_NAME instead.
+RESERVED_FIGURES = frozenset(
+    {"name", "packets_in", "bytes_in", "packets_out", "bytes_out", "drops", "mailbox", "failure"}
+)
 """Replies a stage may queue while handling one batch (or one tick); more are dropped and
 counted as ``reply_overflow``."""
 STAGE_ERROR = "stage_error"
@@ -157,7 +165,7 @@ class Runner:
                 passed = self._run_each(batch)
             else:
                 try:
-                    passed = list(self.stage.process_batch(batch))
+                    passed = self._packets(self.stage.process_batch(batch), "process_batch")
                 except BaseException as e:  # an overridden process_batch: the batch is what raised
                     passed = list(batch) if self._failed(e, len(batch)) else []
         finally:
@@ -181,7 +189,11 @@ class Runner:
                 elif verdict is CONSUMED:
                     consumed += 1
                 elif type(verdict) is Drop:
-                    drops[verdict.reason] += 1
+                    reason = verdict.reason
+                    if reason in drops or len(drops) < MAX_DROP_REASONS:
+                        drops[reason] += 1
+                    else:  # a stage making reasons from packets must not grow this
+                        drops[DROP_OTHER] += 1
                 else:
                     out.extend(self._packets(verdict, "process"))
             except BaseException as e:  # SystemExit too: a peer's packet must not end anything
@@ -251,9 +263,17 @@ class Runner:
             if result is not None:
                 passed = self._packets(result, "on_tick")
         except BaseException as e:
-            self._failed(e, 0)
+            self._raised = True
+            self.errors.failed(e, 1, hook="on_tick")  # an error, but no packet was lost
+            if self.on_exception is not None:
+                self.on_exception(e)
         finally:
             self._now = None
+        # An on_tick that took longer than the interval: a whole interval for packets before
+        # the next, so that ticks (served before data) cannot starve the path.
+        end = self.clock()
+        if end > self.next_tick:
+            self.next_tick = end + interval
         return passed, self._after()
 
     def _current_time(self) -> float:
@@ -294,14 +314,25 @@ class Runner:
             self.stats.drops["reply_dropped"] += refused
 
     def snapshot(self, mailbox: MailboxStats | None = None) -> StageSnapshot:
-        extra = self.stats.extra
+        """The counters, with the stage's own figures beside them: never merged into the
+        runner's counters, and never in place of a field status and metrics rely on."""
+        counters = self.stats.extra
         try:
-            mine = self.stage.stats_extra()
-            if mine:
-                extra.update(mine)
+            mine = dict(self.stage.stats_extra() or {})
         except Exception as e:  # status must not fail because of a stage's figures
-            extra["stats_extra_error"] = describe(e)
-        return self.stats.snapshot(self.name, mailbox, self.errors.report())
+            mine = {"stats_extra_error": describe(e)}
+        own = {
+            (f"stage_{key}" if key in RESERVED_FIGURES or key in counters else key): value
+            for key, value in list(mine.items())[:MAX_OWN_FIGURES]
+            if isinstance(key, str)
+        }
+        saved = dict(counters)
+        counters.update(own)
+        try:
+            return self.stats.snapshot(self.name, mailbox, self.errors.report())
+        finally:
+            counters.clear()
+            counters.update(saved)
 
     # -- on_error = "restart"
 
@@ -310,9 +341,13 @@ class Runner:
         kept. A packet must not be able to end anything, so a fresh instance that cannot be
         built or started is logged (rate-limited) and the old one carries on."""
         old = self.stage
+        # The old instance stops first: what it holds (a port, a file, a lock) is free for the
+        # fresh one, as when the supervisor restarts a stage.
+        _stop(old, self.name)
         self.incarnation += 1
         try:
             fresh = self._build()
+            interval = _interval(fresh)
             fresh.on_start()
         except BaseException as e:
             self.incarnation -= 1
@@ -326,10 +361,14 @@ class Runner:
                     describe(e),
                     LOG_INTERVAL,
                 )
+            try:  # the old one takes back what it released
+                old.on_start()
+            except BaseException as again:
+                logger.opt(exception=again).debug("stage {}: restarting the old one", self.name)
             return
-        _stop(old, self.name)
         self.stage = fresh
-        self.interval = _interval(fresh)
+        self.interval = interval
+        self.next_tick = None if interval is None else self.clock() + interval
         self._per_packet = type(fresh).process_batch is Stage.process_batch
         self.stats.extra["replacements"] += 1
         logger.debug("stage {}: replaced after an error", self.name)

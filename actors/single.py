@@ -292,31 +292,47 @@ class SingleThreaded:
 
     def _swap_stages(self, inbound: Sequence[StageEntry], outbound: Sequence[StageEntry]) -> str:
         """Unchanged entries keep their instance and state, others get a started new one; what
-        changed, in one line. Runs on the loop's thread."""
+        changed, in one line. Runs on the loop's thread. All or nothing: every new instance of
+        both paths starts before any old one stops, and if one cannot start, those started are
+        stopped again and the running stages stay as they were."""
+        plans: list[tuple[str, list[StageEntry], list[Runner], list[str], list[Runner]]] = []
+        started: list[Runner] = []
+        try:
+            for path, new in (("inbound", list(inbound)), ("outbound", list(outbound))):
+                old = self.entries[path]
+                live = self.inbound if path == "inbound" else self.outbound
+                kept = {e.name: (e, s) for e, s in zip(old, live, strict=True)}
+                stages: list[Runner] = []
+                words: list[str] = []
+                retired: list[Runner] = []
+                for entry in new:
+                    previous = kept.pop(entry.name, None)
+                    if previous is not None and same_entry(previous[0], entry):
+                        stages.append(previous[1])
+                        continue
+                    fresh = _build(entry, self.config)
+                    fresh.start()
+                    started.append(fresh)
+                    stages.append(fresh)
+                    if previous is not None:
+                        retired.append(previous[1])
+                    words.append(("~" if previous else "+") + entry.name)
+                for _, gone in kept.values():
+                    retired.append(gone)
+                    words.append("-" + gone.name)
+                plans.append((path, new, stages, words, retired))
+        except BaseException:
+            for runner in started:
+                runner.stop()
+            raise
         changes = []
-        for path, new in (("inbound", list(inbound)), ("outbound", list(outbound))):
-            old = self.entries[path]
-            live = self.inbound if path == "inbound" else self.outbound
-            kept = {e.name: (e, s) for e, s in zip(old, live, strict=True)}
-            stages: list[Runner] = []
-            words = []
-            for entry in new:
-                previous = kept.pop(entry.name, None)
-                if previous is not None and same_entry(previous[0], entry):
-                    stages.append(previous[1])
-                    continue
-                fresh = _build(entry, self.config)
-                fresh.start()  # a failure here leaves the old stages in place
-                stages.append(fresh)
-                if previous is not None:
-                    previous[1].stop()
-                words.append(("~" if previous else "+") + entry.name)
-            for _, gone in kept.values():
-                gone.stop()
-                words.append("-" + gone.name)
+        for path, new, stages, words, retired in plans:
+            old_names = [e.name for e in self.entries[path]]
+            for runner in retired:
+                runner.stop()
             self.entries[path] = new
-            live[:] = stages
-            if words or [e.name for e in old] != [e.name for e in new]:
+            (self.inbound if path == "inbound" else self.outbound)[:] = stages
+            if words or old_names != [e.name for e in new]:
                 now = " -> ".join(e.name for e in new) or "none"
                 changes.append(f"{path} {' '.join(words)} (now {now})")
         return "; ".join(changes) or "stages unchanged"

@@ -62,6 +62,7 @@ MIN_TICK_INTERVAL = 0.05
 """The shortest ``tick_interval`` a stage may declare (seconds): the pipeline's clock
 resolution (:data:`actors.stages.ticker.TICK_INTERVAL`)."""
 MAX_DROP_REASON = 64
+_REASON_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 """Characters of a :class:`Drop` reason: it becomes a counter name and a Prometheus label."""
 
 
@@ -72,8 +73,15 @@ class Drop:
     reason: str
 
     def __post_init__(self) -> None:
-        if not isinstance(self.reason, str) or not 0 < len(self.reason) <= MAX_DROP_REASON:
-            raise ValueError(f"a drop reason is a string of 1..{MAX_DROP_REASON} characters")
+        if (
+            not isinstance(self.reason, str)
+            or not 0 < len(self.reason) <= MAX_DROP_REASON
+            or not _REASON_CHARS.issuperset(self.reason)
+        ):
+            raise ValueError(
+                f"a drop reason is 1..{MAX_DROP_REASON} letters, digits, '_', '.' or '-' "
+                "(a constant: it names a counter and a metric label)"
+            )
 
 
 class _Consumed:

@@ -60,9 +60,12 @@ class StageActor(PipelineActor):
 
     def on_control(self, message: Any) -> Any:
         if isinstance(message, StageTick):
-            out = self.runner.tick(message.now)
+            # The time the tick runs, not the ticker's: ticks queued behind a slow batch or a
+            # slow on_tick are then not due, and cost a comparison each.
+            now = self.runner.clock()
+            out = self.runner.tick(now)
             if out is not None:
-                self._send(out, message.now)
+                self._send(out, now)
             return None
         return super().on_control(message)
 
