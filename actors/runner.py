@@ -326,13 +326,7 @@ class Runner:
             for key, value in list(mine.items())[:MAX_OWN_FIGURES]
             if isinstance(key, str)
         }
-        saved = dict(counters)
-        counters.update(own)
-        try:
-            return self.stats.snapshot(self.name, mailbox, self.errors.report())
-        finally:
-            counters.clear()
-            counters.update(saved)
+        return self.stats.snapshot(self.name, mailbox, self.errors.report(), more=own)
 
     # -- on_error = "restart"
 

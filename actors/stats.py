@@ -8,6 +8,7 @@ custom stage's packet errors (failing or not, the rate, the last error) from its
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,17 +56,31 @@ class StageStats:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def snapshot(
-        self, name: str, mailbox: MailboxStats | None, failure: FailureReport | None = None
+        self,
+        name: str,
+        mailbox: MailboxStats | None,
+        failure: FailureReport | None = None,
+        *,
+        more_drops: Mapping[str, int] | None = None,
+        more: Mapping[str, Any] | None = None,
     ) -> StageSnapshot:
+        """An immutable copy; ``more_drops`` and ``more`` are figures the stage does not own
+        itself (its core's drop counts, a stage's own figures), shown beside its counters and
+        never merged into them."""
+        drops: Mapping[str, int] = self.drops
+        if more_drops:
+            drops = Counter(self.drops)
+            drops.update(more_drops)
+        extra = self.extra if not more else {**self.extra, **more}
         return StageSnapshot(
             name,
             self.packets_in,
             self.bytes_in,
             self.packets_out,
             self.bytes_out,
-            tuple(sorted(self.drops.items())),
+            tuple(sorted(drops.items())),
             mailbox,
-            tuple(sorted(self.extra.items())),
+            tuple(sorted(extra.items())),
             failure,
         )
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -269,7 +269,15 @@ class PipelineActor(pykka.ThreadingActor):
         return None
 
     def snapshot(self) -> StageSnapshot:
-        return self.stats.snapshot(self.name, self._mailbox.stats())
+        more_drops, more = self.figures_beside()
+        return self.stats.snapshot(
+            self.name, self._mailbox.stats(), more_drops=more_drops, more=more
+        )
+
+    def figures_beside(self) -> tuple[Mapping[str, int] | None, Mapping[str, Any] | None]:
+        """Drop counts and figures the stage shows but does not count itself (its part of the
+        protocol core's, say): read for each snapshot, never merged into its counters."""
+        return None, None
 
     def emit(self, outlet: Outlet, items: tuple[Any, ...], nbytes: int, arrival: float) -> bool:
         """Pass a batch on, with the time its packets arrived; ``nbytes`` (its size) counts as

@@ -9,7 +9,7 @@ endpoints and routes through that stage's control lane, as immutable values.
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from typing import Any
@@ -20,7 +20,6 @@ from ..io.udp import UdpSocket
 from ..mailbox import Batch, Mailbox
 from ..packet import Packet
 from ..snapshot import ConfigCell, ConfigTracker
-from ..stats import StageSnapshot
 from ..uapi import SetRequest
 from ..wireguard.actions import (
     Action,
@@ -175,14 +174,8 @@ class Decrypt(PipelineActor):
                 time.monotonic() if arrival is None else arrival,
             )
 
-    def snapshot(self) -> StageSnapshot:
-        drops = Counter(self.stats.drops)
-        if self.device is not None:
-            drops.update(self.device.drops)
-            self.stats.extra["events"] = dict(self.device.events)
-        saved = self.stats.drops
-        self.stats.drops = drops
-        try:
-            return super().snapshot()
-        finally:
-            self.stats.drops = saved
+    def figures_beside(self) -> tuple[Mapping[str, int] | None, Mapping[str, Any] | None]:
+        device = self.device
+        if device is None:
+            return None, None
+        return device.drops, {"events": dict(device.events)}

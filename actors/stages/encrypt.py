@@ -8,7 +8,7 @@ it needs, go back the same way.
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections.abc import Mapping
 from operator import attrgetter
 from typing import Any
 
@@ -16,7 +16,6 @@ from ..io.effects import Transmitter
 from ..io.udp import UdpSocket
 from ..mailbox import Batch, Mailbox
 from ..snapshot import ConfigCell
-from ..stats import StageSnapshot
 from ..wireguard.actions import (
     Action,
     HandshakeWanted,
@@ -119,11 +118,5 @@ class Encrypt(PipelineActor):
                 if isinstance(event, HandshakeWanted | Sent):
                     self.decrypt.tell(event)
 
-    def snapshot(self) -> StageSnapshot:
-        self.stats.extra.update(self.transmitter.offload_counts())
-        saved = self.stats.drops
-        self.stats.drops = saved + Counter(self.encryptor.drops)
-        try:
-            return super().snapshot()
-        finally:
-            self.stats.drops = saved
+    def figures_beside(self) -> tuple[Mapping[str, int] | None, Mapping[str, Any] | None]:
+        return self.encryptor.drops, self.transmitter.offload_counts()
