@@ -1,9 +1,10 @@
 """The command line.
 
-    wgactors [-f|--foreground] [-v|-q] [--metrics ADDR:PORT] IFACE
+    wgactors [-f|--foreground] [-v|-q] [--metrics ADDR:PORT] [--workers N|auto] IFACE
         the wireguard-go drop-in: create IFACE, serve /var/run/wireguard/IFACE.sock for `wg`,
         and (without -f) return once the socket is up, running on in the background
-    wgactors up CONF [--single-threaded] [--pipeline FILE] [--metrics ADDR:PORT] [-v|-q]
+    wgactors up CONF [--single-threaded | --workers N|auto] [--pipeline FILE]
+                     [--metrics ADDR:PORT] [-v|-q]
         run a tunnel from a wg-quick file, in the foreground
     wgactors status [IFACE] [--json | --prometheus]
         what `wg show` shows, plus each stage's counters
@@ -40,7 +41,7 @@ from .daemon import EXIT_ESCALATED, EXIT_OK, EXIT_SETUP, Daemon, TunnelSpec, dae
 from .faults import parse_faults
 from .log import print_error, setup_logging
 from .metrics import parse_listen_address
-from .modes import ACTORS, SINGLE_THREADED
+from .modes import ACTORS, SINGLE_THREADED, parse_workers
 from .pipeline_file import PIPELINE_ENV, StageEntry, describe, dropin_pipeline, load_pipeline
 from .resolver import Retrying, retries_from_env
 
@@ -49,7 +50,7 @@ __all__ = ["EXIT_CONFIG", "EXIT_ESCALATED", "EXIT_OK", "EXIT_SETUP", "main"]
 EXIT_CONFIG = 2
 SINGLE_THREADED_ENV = settings.SINGLE_THREADED.name  # the drop-in mode's --single-threaded
 _IFACE = re.compile(r"^[a-zA-Z0-9_=+.-]{1,15}$")
-DAEMON_USAGE = "wgactors [-f] [-v|-q] [--metrics ADDR:PORT] IFACE"
+DAEMON_USAGE = "wgactors [-f] [-v|-q] [--metrics ADDR:PORT] [--workers N|auto] IFACE"
 DAEMON_HELP = (
     "the wireguard-go drop-in (what wg-quick runs): create IFACE and serve its UAPI socket for "
     "wg; without -f, return once the socket is up and run on in the background"
@@ -86,6 +87,32 @@ def _metrics_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _workers(text: str) -> int:
+    try:
+        return parse_workers(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _workers_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers",
+        metavar="N|auto",
+        type=_workers,
+        help="worker processes, each a whole pipeline for a share of the peers; auto: one per "
+        f"CPU (default: ${settings.WORKERS.name}, else 1)",
+    )
+
+
+def _worker_count(args: argparse.Namespace) -> int:
+    """The command line's count, else the environment's; ValueError if that is bad."""
+    if args.workers is not None:
+        count: int = args.workers
+        return count
+    text = settings.get(settings.WORKERS)
+    return parse_workers(text) if text else 1
+
+
 def _version(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"wgactors {__version__}")
 
@@ -110,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run a tunnel from a wg-quick configuration file")
     up.add_argument("config", metavar="CONF", help="wg-quick file; the interface is named after it")
     up.add_argument("--single-threaded", action="store_true", help="run all stages in one loop")
+    _workers_option(up)
     up.add_argument(
         "--pipeline", metavar="FILE", help=f"custom stages (TOML); default: ${PIPELINE_ENV}"
     )
@@ -159,6 +187,7 @@ def build_daemon_parser() -> argparse.ArgumentParser:
     parser.add_argument("-f", "--foreground", action="store_true", help="do not daemonize")
     parser.add_argument("interface", metavar="IFACE", help="the interface to create")
     _metrics_option(parser)
+    _workers_option(parser)
     _verbosity(parser)
     return parser
 
@@ -227,12 +256,22 @@ def cmd_check(path: str) -> int:
     return EXIT_OK
 
 
+def _check_mode(single_threaded: bool, workers: int) -> None:
+    if single_threaded and workers > 1:
+        raise ValueError(
+            "the single-threaded loop runs in one process: it does not take --workers "
+            f"{workers} (each worker runs the actor pipeline)"
+        )
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     setup_logging(args.verbose - args.quiet)
     try:
         config = load_config(args.config, resolve=Retrying(retries_from_env()))
         faults = parse_faults()
         inbound, outbound = _load_stages(args.pipeline)
+        workers = _worker_count(args)
+        _check_mode(args.single_threaded, workers)
     except ResolveError as e:  # the file may be right: a set-up failure, so systemd retries
         print_error(str(e))
         return EXIT_SETUP
@@ -263,6 +302,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     daemon = Daemon(
         spec,
         mode=SINGLE_THREADED if args.single_threaded else ACTORS,
+        workers=workers,
         faults=faults,
         inbound=inbound,
         outbound=outbound,
@@ -283,6 +323,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         faults = parse_faults()
         pipeline_path = dropin_pipeline(name, os.environ)
         inbound, outbound = _load_stages(pipeline_path)
+        workers = _worker_count(args)
+        single = settings.is_set(settings.SINGLE_THREADED)
+        _check_mode(single, workers)
     except ValueError as e:
         print_error(str(e))
         return EXIT_CONFIG
@@ -292,7 +335,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     spec = TunnelSpec(name, None, configure_interface=False)
     daemon = Daemon(
         spec,
-        mode=SINGLE_THREADED if settings.is_set(settings.SINGLE_THREADED) else ACTORS,
+        mode=SINGLE_THREADED if single else ACTORS,
+        workers=workers,
         faults=faults,
         inbound=inbound,
         outbound=outbound,

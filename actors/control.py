@@ -15,8 +15,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 
-from .dataplane import DataPlane, DataPlaneTimeout
-from .io.udp import UdpSocket
+from .dataplane import DataPlane, DataPlaneTimeout, ListenSocket
 from .placement import KERNEL_PLACEMENT
 from .uapi import EADDRINUSE, EIO, DeviceStatus, PeerStatus, SetRequest, UapiError, format_get_parts
 from .wireguard.constants import MAX_PEERS
@@ -38,7 +37,7 @@ _GET_TIMEOUT = ASK_TIMEOUT + ASK_TIME_PER_PEER * MAX_PEERS
 
 
 def _status(
-    private_key: bytes | None, peers: tuple[PeerState, ...], udp: UdpSocket
+    private_key: bytes | None, peers: tuple[PeerState, ...], udp: ListenSocket
 ) -> Iterator[str]:
     """The reply in parts, each peer's made only when it is sent (a hub's is tens of MB)."""
     return format_get_parts(
@@ -67,9 +66,9 @@ class Controller:
     """Answers `wg` for one data plane: reads and changes go to whoever owns the device state
     (:class:`actors.dataplane.DataPlane`), the socket's own options are set here."""
 
-    def __init__(self, plane: DataPlane, udp: UdpSocket) -> None:
+    def __init__(self, plane: DataPlane) -> None:
         self.plane = plane
-        self.udp = udp
+        self.udp = plane.sockets
         self._lock = threading.Lock()
         # Where the threads run (actors.placement), for `status`; the daemon sets it.
         self.placement: Callable[[], str] = lambda: KERNEL_PLACEMENT
@@ -103,9 +102,12 @@ class Controller:
             stages = self.plane.stats()
         except DataPlaneTimeout as e:
             raise UapiError(EIO, str(e)) from None
-        return json.dumps(
-            {"mode": self.plane.mode, "cpus": self.placement(), "stages": stages}, default=str
-        )
+        report: dict[str, object] = {"mode": self.plane.mode, "cpus": self.placement()}
+        report["stages"] = stages
+        workers = self.plane.breakdown()
+        if workers:
+            report["workers"] = workers
+        return json.dumps(report, default=str)
 
     def _socket_options(self, request: SetRequest) -> None:
         if request.listen_port is not None:

@@ -43,11 +43,13 @@ from .failure import describe
 from .faults import Fault
 from .io import TunDevice, TunError, UdpSocket
 from .io.offloads import plan_from_env
+from .io.steering import open_group
+from .io.tun import open_queues
 from .log import print_error
 from .metrics import MetricsServer
-from .modes import ACTORS, MODES, make_data_plane
+from .modes import ACTORS, MODES, WORKERS, make_data_plane
 from .pipeline_file import StageEntry
-from .placement import Placement
+from .placement import ALL, Placement
 from .reload import Reloader
 from .uapi_server import UapiServer
 from .wireguard.device import PeerConfig
@@ -102,6 +104,7 @@ class Daemon:
         spec: TunnelSpec,
         *,
         mode: str = ACTORS,
+        workers: int = 1,
         faults: dict[str, Fault] | None = None,
         inbound: Sequence[StageEntry] = (),
         outbound: Sequence[StageEntry] = (),
@@ -120,7 +123,11 @@ class Daemon:
         self.reloader: Reloader | None = None
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
-        self.mode = mode
+        if workers > 1 and mode != ACTORS:
+            raise ValueError(f"{workers} workers run the actor pipeline, not {mode!r}")
+        # one worker is the pipeline itself; more are worker processes (actors.workers)
+        self.workers = workers
+        self.mode = WORKERS if workers > 1 else mode
         self.faults = faults or {}
         self.inbound = inbound
         self.outbound = outbound
@@ -250,29 +257,39 @@ class Daemon:
         if problem is not None:
             return self._setup_failed(f"{settings.CPUS.name}: {problem}", report)
         try:
-            udp = UdpSocket(spec.listen_port, fwmark=spec.fwmark, offloads=offloads)
+            group = open_group(
+                spec.listen_port, self.workers, fwmark=spec.fwmark, offloads=offloads
+            )
         except OSError as e:
             reason = f"cannot open UDP port {spec.listen_port}: {e.strerror or e}"
             return self._setup_failed(reason, report)
         try:
-            tun = TunDevice(spec.name, mtu=spec.mtu, offloads=offloads)
+            queues = open_queues(spec.name, self.workers, mtu=spec.mtu, offloads=offloads)
+            tun = queues[0]
             if spec.configure_interface:
                 routes = [n for p in spec.peers for n in p.allowed_ips if n.prefixlen > 0]
                 tun.configure(spec.addresses, routes)
             else:
                 tun.configure((), (), up=False)
         except TunError as e:
-            udp.close()
+            _close_all(group)
             return self._setup_failed(str(e), report)
         try:
-            return self._serve(udp, tun, report)
+            return self._serve(group, queues, report)
         finally:
-            tun.close()  # the kernel removes the non-persistent interface here (idempotent)
-            udp.close()
+            _close_all(queues)  # the kernel removes the non-persistent interface here
+            _close_all(group)
             logger.info("{} down", spec.name)
 
-    def _serve(self, udp: UdpSocket, tun: TunDevice, report: Callable[[str | None], None]) -> int:
+    def _serve(
+        self,
+        group: list[UdpSocket],
+        queues: list[TunDevice],
+        report: Callable[[str | None], None],
+    ) -> int:
         spec = self.spec
+        udp, tun = group[0], queues[0]
+        cpus = settings.get(settings.CPUS) or ""
         try:
             plane = make_data_plane(
                 self.mode,
@@ -284,22 +301,30 @@ class Daemon:
                     inbound=tuple(self.inbound),
                     outbound=tuple(self.outbound),
                     faults=self.faults,
+                    udp_group=tuple(group) if len(group) > 1 else (),
+                    tun_queues=tuple(queues) if len(queues) > 1 else (),
+                    placement=cpus,
                 ),
             )
         except OSError as e:  # e.g. the kernel refused an AIO context (fs.aio-max-nr)
             return self._setup_failed(f"cannot set up the data plane: {e.strerror or e}", report)
         self._tune_interpreter(plane.switch_interval)
-        cpus = settings.get(settings.CPUS) or ""
-        self.placement = Placement(cpus, default=plane.default_placement())
-        controller = Controller(plane, udp)
-        controller.placement = lambda: self.placement.description
+        # A data plane of processes places each of them itself; this one stays unconfined, so
+        # that the processes it starts inherit no confinement.
+        self.placement = Placement(
+            ALL if plane.places_itself else cpus, default=plane.default_placement()
+        )
+        controller = Controller(plane)
+        controller.placement = (
+            (lambda: "per worker") if plane.places_itself else (lambda: self.placement.description)
+        )
         self.reloader = Reloader(
             swap=plane.reload,
             controller=controller,
             pipeline_path=self.pipeline_path,
             config_path=self.config_path,
             current=self.config,
-            port=lambda: udp.port,
+            port=lambda: plane.sockets.port,
         )
         self.reloader.before = self._reloading
         self.reloader.after = self._reloaded
@@ -326,12 +351,13 @@ class Daemon:
                 reason = f"cannot serve metrics on {host or '*'}:{port}: {e.strerror or e}"
                 return self._setup_failed(reason, report)
             logger.info(
-                "{} up: UDP port {}, {} peer(s), {}, {} mode, UAPI {}",
+                "{} up: UDP port {}, {} peer(s), {}, {} mode{}, UAPI {}",
                 spec.name,
                 udp.port,
                 len(spec.peers),
                 tun.mtu_text(),
                 plane.mode,
+                f" ({self.workers} worker processes)" if self.workers > 1 else "",
                 server.path,
             )
             watcher = threading.Thread(
@@ -360,8 +386,8 @@ class Daemon:
             self.placement.stop()
             # The port and the interface go before the UAPI socket does: whoever waits for the
             # socket to vanish (wg-quick down, then up again) finds both free.
-            udp.close()
-            tun.close()
+            _close_all(group)
+            _close_all(queues)
             if metrics_stop is not None:
                 metrics_stop.join(max(0.0, deadline - SOCKET_RESERVE - time.monotonic()))
             if serving:
@@ -475,6 +501,11 @@ class Daemon:
         if not self.stop.is_set():
             logger.info("{} was deleted: shutting down", self.spec.name)
             self.request_stop()
+
+
+def _close_all(objects: Sequence[UdpSocket | TunDevice]) -> None:
+    for item in objects:
+        item.close()
 
 
 def _in_background(step: Callable[[], None]) -> threading.Thread:

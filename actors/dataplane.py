@@ -25,7 +25,7 @@ from .pipeline_file import StageEntry
 from .uapi import SetRequest
 from .wireguard.device import PeerConfig, PeerState
 
-__all__ = ["DataPlane", "DataPlaneSpec", "DataPlaneTimeout"]
+__all__ = ["DataPlane", "DataPlaneSpec", "DataPlaneTimeout", "ListenSocket"]
 
 
 class DataPlaneTimeout(TimeoutError):
@@ -46,6 +46,25 @@ class DataPlaneSpec:
     outbound: tuple[StageEntry, ...] = ()
     # test-only fault injection by stage name (actors.faults); ignored where stages are inline
     faults: Mapping[str, Fault] = field(default_factory=dict)
+    # Worker processes: every member of the port's reuseport group and every queue of the
+    # interface, in worker order (``udp`` and ``tun`` are the first of each); empty otherwise.
+    udp_group: tuple[UdpSocket, ...] = ()
+    tun_queues: tuple[TunDevice, ...] = ()
+    placement: str = ""  # WGACTORS_CPUS, for a data plane that places its own processes
+
+
+class ListenSocket(Protocol):
+    """The listen port as the UAPI controller changes it (one socket, or a whole group)."""
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def fwmark(self) -> int: ...
+
+    def rebind(self, port: int) -> None: ...
+
+    def set_mark(self, fwmark: int) -> None: ...
 
 
 class DataPlane(Protocol):
@@ -58,6 +77,9 @@ class DataPlane(Protocol):
     mode: ClassVar[str]  # how `status` names it
     # The interpreter's thread switch interval it wants (None: leave the interpreter's default).
     switch_interval: ClassVar[float | None]
+    # Whether it places its own threads (worker processes each place theirs): then the daemon
+    # leaves its own process where the kernel puts it, and workers inherit no confinement.
+    places_itself: ClassVar[bool]
 
     def default_placement(self) -> str:
         """The CPU placement that suits it when WGACTORS_CPUS is unset (actors.placement),
@@ -87,3 +109,10 @@ class DataPlane(Protocol):
 
     def stats(self) -> list[dict[str, Any]]:
         """A snapshot of the counters, one entry per stage (or loop), for `status`."""
+
+    def breakdown(self) -> list[dict[str, Any]]:
+        """Per worker process, what the last :meth:`stats` found (empty: one process)."""
+
+    @property
+    def sockets(self) -> ListenSocket:
+        """The listen port's options, as `wg set listen-port` and `fwmark` change them."""

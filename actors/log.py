@@ -22,6 +22,7 @@ from . import settings
 
 __all__ = [
     "LOG_LEVEL_ENV",
+    "current_level",
     "journal_priority",
     "print_error",
     "resolve_level",
@@ -56,6 +57,14 @@ class _ToLoguru(logging.Handler):
         except ValueError:
             level = record.levelno
         logger.opt(exception=record.exc_info, depth=6).log(level, record.getMessage())
+
+
+_level = "INFO"  # what setup_logging chose, for the processes this one starts
+
+
+def current_level() -> str:
+    """The level this process logs at (set once, by :func:`setup_logging`)."""
+    return _level
 
 
 def resolve_level(verbosity: int = 0) -> str:
@@ -100,10 +109,13 @@ def print_error(message: str, stream: TextIO | None = None) -> None:
     print(f"{prefix}wgactors: {message}", file=out, flush=True)
 
 
-def setup_logging(verbosity: int = 0, *, name: str = "wgactors") -> str:
+def setup_logging(verbosity: int = 0, *, name: str = "wgactors", level: str | None = None) -> str:
     """Configure logging once for the process; returns the level chosen. ``name`` (the
-    interface, once known) starts every line."""
-    level = resolve_level(verbosity)
+    interface, once known) starts every line; ``level`` overrides the choice (a worker process
+    takes its parent's)."""
+    global _level
+    level = level or resolve_level(verbosity)
+    _level = level
     label = name.replace("{", "{{").replace("}", "}}")
     logger.remove()
     if level != SILENT:

@@ -33,6 +33,7 @@ from loguru import logger
 
 from .dataplane import DataPlaneSpec, DataPlaneTimeout
 from .faults import Fault
+from .io.udp import UdpSocket
 from .mailbox import DEFAULT_CAPACITY, Mailbox
 from .pipeline_file import StageEntry, same_entry
 from .placement import default_policy
@@ -61,6 +62,8 @@ from .supervisor import (
 )
 from .uapi import SetRequest
 from .wireguard.device import PeerState
+from .wireguard.sharding import PeerDirectory
+from .workers.shard import SetDirectory, Shard
 
 __all__ = ["DRAIN_TIMEOUT", "GIL_SWITCH_INTERVAL", "READERS", "Pipeline", "ReloadError"]
 
@@ -87,6 +90,7 @@ class Pipeline:
 
     mode: ClassVar[str] = "actors"
     switch_interval: ClassVar[float | None] = GIL_SWITCH_INTERVAL
+    places_itself: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -97,7 +101,10 @@ class Pipeline:
         strategy: Strategy = Strategy.ONE_FOR_ONE,
         budget: RestartBudget = DEFAULT_BUDGET,
         backoff: Backoff = DEFAULT_BACKOFF,
+        shard: Shard | None = None,
     ) -> None:
+        """``shard``: this pipeline is one worker process of several (:mod:`actors.workers`)."""
+        self.shard = shard
         # The start-up configuration only seeds the cell; from then on the decrypt stage owns
         # the device and publishes each change there.
         self.config = ConfigCell(DeviceConfig(spec.private_key, spec.peers))
@@ -161,7 +168,12 @@ class Pipeline:
             ChildSpec(
                 "encrypt",
                 lambda box, sup: Encrypt.start(
-                    box, self.udp, decrypt, self.config, **self._supervision_args("encrypt", sup)
+                    box,
+                    self.udp,
+                    decrypt,
+                    self.config,
+                    sharded=self.shard is not None,
+                    **self._supervision_args("encrypt", sup),
                 ),
                 encrypt,
             )
@@ -206,14 +218,23 @@ class Pipeline:
             def start(box: Mailbox, sup: Supervision) -> pykka.ActorRef[Any]:
                 encrypt = self.mailboxes["encrypt"]
                 kw = self._supervision_args(name, sup)
-                return Decrypt.start(box, self.udp, out, encrypt, self.config, **kw)
+                return Decrypt.start(
+                    box, self.udp, out, encrypt, self.config, shard=self.shard, **kw
+                )
 
         else:
             icmp = Outlet(self.mailboxes["tun_writer"], block=False)  # too-big: never wait
 
             def start(box: Mailbox, sup: Supervision) -> pykka.ActorRef[Any]:
                 return TunReader.start(
-                    box, self.tun, out, self.batch_size, icmp, **self._supervision_args(name, sup)
+                    box,
+                    self.tun,
+                    out,
+                    self.batch_size,
+                    icmp,
+                    shard=self.shard,
+                    decrypt=self.mailboxes["decrypt"],
+                    **self._supervision_args(name, sup),
                 )
 
         return ChildSpec(name, start, self.mailboxes[name])
@@ -445,6 +466,13 @@ class Pipeline:
             out.append(entry)
         return out
 
+    @property
+    def sockets(self) -> UdpSocket:
+        return self.udp
+
+    def breakdown(self) -> list[dict[str, Any]]:
+        return []
+
     def default_placement(self) -> str:
         return default_policy()
 
@@ -471,3 +499,10 @@ class Pipeline:
 
     def configure(self, request: SetRequest, timeout: float) -> None:
         self._ask_device(Configure(request), timeout)
+
+    def set_directory(self, directory: PeerDirectory | None, timeout: float) -> None:
+        """A worker's new directory: the TUN reader routes by it from its next batch, the
+        device (and through it the encrypt stage) once the decrypt stage has taken it."""
+        assert self.shard is not None, "only a worker has a directory"
+        self.shard.directory.publish(directory)
+        self._ask_device(SetDirectory(directory), timeout)

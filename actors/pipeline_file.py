@@ -95,6 +95,8 @@ class StageEntry:
     budget: RestartBudget | None = None
     capacity: int = DEFAULT_CAPACITY
     on_error: str = ON_ERROR[0]
+    # where relative ``use`` paths start: a worker process resolves ``use`` again from here
+    base: Path | None = None
 
 
 def load_pipeline(path: str | os.PathLike[str]) -> tuple[list[StageEntry], list[StageEntry]]:
@@ -265,7 +267,7 @@ def _entry(path: str, kind: str, index: int, raw: dict[str, Any], base: Path | N
     if stale:
         logger.warning("{}: {}: {}", path, label, stale)
     name = explicit if explicit is not None else class_name.lower()
-    entry = StageEntry(kind, name, use, cls, options, restart, budget, capacity, on_error)
+    entry = StageEntry(kind, name, use, cls, options, restart, budget, capacity, on_error, base)
     return _Draft(entry, label, explicit)
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "TEST_HOOKS",
     "TEST_UNBATCHED",
     "WG_LOG_LEVEL",
+    "WORKERS",
     "Setting",
     "get",
     "is_set",
@@ -77,6 +78,13 @@ SWITCH_INTERVAL = Setting(
     "WGACTORS_SWITCH_INTERVAL",
     "0.0002",
     "seconds: the interpreter's GIL switch interval in actors mode (see `actors/io/batching.py`)",
+)
+WORKERS = Setting(
+    "WGACTORS_WORKERS",
+    "1",
+    "worker processes, each a whole pipeline for its share of the peers, when `--workers` is "
+    "not given (the drop-in mode's only way): a number, or `auto` for one per CPU the process "
+    "may use (see the README's Worker processes)",
 )
 CPUS = Setting(
     "WGACTORS_CPUS",
@@ -151,6 +159,7 @@ SETTINGS: tuple[Setting, ...] = (
     LOG_FILE,
     PIPELINE,
     SINGLE_THREADED,
+    WORKERS,
     CPUS,
     SWITCH_INTERVAL,
     FOREGROUND,

@@ -29,6 +29,7 @@ from loguru import logger
 from .dataplane import DataPlaneSpec, DataPlaneTimeout
 from .failure import describe
 from .io.effects import Transmitter, TunDelivery
+from .io.udp import UdpSocket
 from .io.udp_gso import GroReceiver
 from .packet import Packet
 from .pipeline_file import StageEntry, same_entry
@@ -58,6 +59,7 @@ class SingleThreaded:
 
     mode: ClassVar[str] = "single-threaded"
     switch_interval: ClassVar[float | None] = None
+    places_itself: ClassVar[bool] = False
 
     def __init__(self, spec: DataPlaneSpec, *, batch_size: int = BATCH_SIZE) -> None:
         private_key, peers, udp, tun = spec.private_key, spec.peers, spec.udp, spec.tun
@@ -90,6 +92,13 @@ class SingleThreaded:
         )
 
     # -- the DataPlane protocol
+
+    @property
+    def sockets(self) -> UdpSocket:
+        return self.udp
+
+    def breakdown(self) -> list[dict[str, Any]]:
+        return []
 
     def default_placement(self) -> str:
         return ALL  # one busy thread has no neighbour to share a cache with: the kernel places it

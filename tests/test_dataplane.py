@@ -7,19 +7,51 @@ import inspect
 import pytest
 
 from actors.dataplane import DataPlane
-from actors.modes import ACTORS, MODES, SINGLE_THREADED, make_data_plane
+from actors.modes import ACTORS, MODES, SINGLE_THREADED, WORKERS, make_data_plane, parse_workers
 from actors.pipeline import Pipeline
 from actors.single import SingleThreaded
+from actors.workers.pool import WorkerPool
 
-PROTOCOL_METHODS = ("start", "stop", "failure", "reload", "device_state", "configure", "stats")
+PROTOCOL_METHODS = (
+    "start",
+    "stop",
+    "failure",
+    "reload",
+    "device_state",
+    "configure",
+    "stats",
+    "breakdown",
+    "default_placement",
+)
+IMPLEMENTATIONS = [Pipeline, SingleThreaded, WorkerPool]
 
 
 def test_every_mode_is_built_by_the_factory_and_names_itself() -> None:
-    assert dict(MODES) == {ACTORS: Pipeline, SINGLE_THREADED: SingleThreaded}
-    assert (Pipeline.mode, SingleThreaded.mode) == ("actors", "single-threaded")
+    assert dict(MODES) == {ACTORS: Pipeline, SINGLE_THREADED: SingleThreaded, WORKERS: WorkerPool}
+    assert (Pipeline.mode, SingleThreaded.mode, WorkerPool.mode) == (
+        "actors",
+        "single-threaded",
+        "workers",
+    )
 
 
-@pytest.mark.parametrize("cls", [Pipeline, SingleThreaded])
+@pytest.mark.parametrize("cls", IMPLEMENTATIONS)
+def test_each_implementation_declares_the_protocols_attributes(cls: type) -> None:
+    for name in ("mode", "switch_interval", "places_itself", "sockets"):
+        assert hasattr(cls, name), name
+
+
+def test_workers_is_a_count_or_auto() -> None:
+    import os
+
+    assert parse_workers("3") == 3
+    assert parse_workers(" AUTO ") == len(os.sched_getaffinity(0))
+    for bad in ("0", "257", "two", "", "-1"):
+        with pytest.raises(ValueError, match="workers must be"):
+            parse_workers(bad)
+
+
+@pytest.mark.parametrize("cls", IMPLEMENTATIONS)
 def test_each_implementation_has_the_protocols_methods_with_its_signatures(cls: type) -> None:
     for name in PROTOCOL_METHODS:
         want = inspect.signature(getattr(DataPlane, name))
@@ -30,7 +62,7 @@ def test_each_implementation_has_the_protocols_methods_with_its_signatures(cls: 
         assert all(p.default is not p.empty for p in extra), name
 
 
-@pytest.mark.parametrize("cls", [Pipeline, SingleThreaded])
+@pytest.mark.parametrize("cls", IMPLEMENTATIONS)
 def test_each_implementation_is_built_from_the_spec_alone(cls: type) -> None:
     params = list(inspect.signature(cls).parameters.values())
     assert params[0].name == "spec"
@@ -38,8 +70,8 @@ def test_each_implementation_is_built_from_the_spec_alone(cls: type) -> None:
 
 
 def test_an_unknown_mode_is_refused_with_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="expected one of actors, single-threaded"):
-        make_data_plane("workers", None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="expected one of actors, single-threaded, workers"):
+        make_data_plane("threads", None)  # type: ignore[arg-type]
 
 
 def test_no_spec_shows_its_private_key_however_it_is_printed() -> None:

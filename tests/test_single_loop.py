@@ -102,6 +102,12 @@ class _SilentPlane:
 
     mode = "silent"
 
+    def __init__(self, udp: UdpSocket) -> None:
+        self.sockets = udp
+
+    def breakdown(self) -> list[dict[str, Any]]:
+        return []
+
     def device_state(self, timeout: float) -> Any:
         raise DataPlaneTimeout("the owner did not answer")
 
@@ -115,7 +121,7 @@ class _SilentPlane:
 def test_the_controller_turns_an_unanswered_request_into_eio() -> None:
     udp = UdpSocket(0)
     try:
-        controller = Controller(_SilentPlane(), udp)  # type: ignore[arg-type]
+        controller = Controller(_SilentPlane(udp))  # type: ignore[arg-type]
         for request in (controller.get, controller.state, controller.stats):
             with pytest.raises(UapiError) as failed:
                 request()

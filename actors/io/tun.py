@@ -226,6 +226,28 @@ class TunDevice:
         queue._start(fd, self.mtu)
         return queue
 
+    @classmethod
+    def adopt(
+        cls,
+        fd: int,
+        name: str,
+        *,
+        vnet_hdr: bool,
+        offloads: dict[str, str],
+        mtu: int = MAX_PACKET_SIZE,
+        multi_queue: bool = True,
+    ) -> TunDevice:
+        """A queue another process opened and passed on (a worker process's own queue):
+        ``vnet_hdr`` and ``offloads`` are what the opener got, since both belong to the
+        interface and cannot be asked for twice."""
+        queue = cls.__new__(cls)
+        queue.name = name
+        queue.offloads = dict(offloads)
+        queue.vnet_hdr = vnet_hdr
+        queue.multi_queue = multi_queue
+        queue._start(fd, mtu)
+        return queue
+
     def detach(self) -> None:
         """Take this queue out of the kernel's choice: the host's packets go to the other
         queues (or, with none attached, are dropped), reads get nothing, and the open

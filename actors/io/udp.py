@@ -92,6 +92,35 @@ class UdpSocket:
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
 
+    @classmethod
+    def adopt(
+        cls, fd: int, *, offloads: dict[str, str], fwmark: int = 0, reuseport: bool = True
+    ) -> UdpSocket:
+        """A socket another process bound and passed on (a worker process's member of the
+        group): its options are set already; ``offloads`` says what the binder got."""
+        self = cls.__new__(cls)
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        self.sock = sock
+        self.dual_stack = sock.family == socket.AF_INET6
+        self.reuseport = reuseport
+        self.fwmark = fwmark
+        self.offloads = dict(offloads)
+        self._plan = OffloadPlan(wanted=frozenset(n for n, v in offloads.items() if v == "on"))
+        self.port = sock.getsockname()[1]
+        self._poll = select.poll()
+        self._poll.register(sock.fileno(), select.POLLIN)
+        return self
+
+    def adopt_rebound(self, fd: int, port: int) -> None:
+        """Take the socket ``fd`` (the binder's, moved to ``port`` by
+        :meth:`rebind`) in place of ours, on our descriptor number, and close ``fd``."""
+        try:
+            os.dup2(fd, self.sock.fileno())
+        finally:
+            os.close(fd)
+        self.port = port
+
     def _set_offloads(self, sock: socket.socket, *, report: bool) -> None:
         """UDP_SEGMENT needs no switch, only a kernel that knows it (4.18+): probed here. GRO
         is a socket option, set again on every new socket (rebind)."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..gcpause import gc_paused, settle_after
 from ..io.effects import Transmitter
+from ..io.handover import HandOverSender
 from ..io.udp import UdpSocket
 from ..mailbox import Batch, Mailbox
 from ..packet import Packet
@@ -23,6 +24,7 @@ from ..snapshot import ConfigCell, ConfigTracker
 from ..uapi import SetRequest
 from ..wireguard.actions import (
     Action,
+    HandOverDatagram,
     HandshakeWanted,
     PeerEndpoint,
     PeerRemoved,
@@ -32,6 +34,7 @@ from ..wireguard.actions import (
 from ..wireguard.allowedips import RouteChanges
 from ..wireguard.apply import apply_set
 from ..wireguard.device import Device
+from ..workers.shard import HandedOver, SetDirectory, Shard
 from .base import Outlet, PipelineActor
 from .ticker import Tick
 
@@ -78,6 +81,7 @@ class Decrypt(PipelineActor):
         outlet: Outlet,
         encrypt: Mailbox,
         config: ConfigCell,
+        shard: Shard | None = None,
         **supervised: Any,
     ) -> None:
         super().__init__(mailbox, **supervised)
@@ -85,21 +89,27 @@ class Decrypt(PipelineActor):
         self.outlet = outlet
         self.encrypt = encrypt
         self.config = config
+        self.shard = shard
         self.device: Device | None = None
         # Handshake replies and cookie replies leave from here, batched like the data path.
         self.transmitter = Transmitter(udp)
         self.tracker = ConfigTracker(config.get())
+        # initiations from peers another worker owns go there (worker processes only)
+        self.doors = HandOverSender(shard.doors) if shard is not None else None
 
     def setup(self) -> None:
         # A new incarnation starts from the configuration, with no sessions: the encrypt stage
         # must forget keys whose receive half died with the previous incarnation, and the next
         # packet it has to send starts a fresh handshake.
         current = self.config.get()
-        device = Device(current.private_key)
+        shard = self.shard
+        device = Device(current.private_key, shard=shard.number if shard else (0, 1))
         self.device = device
         self.tracker = ConfigTracker(current)
         now = time.monotonic()
         actions: list[Action] = []
+        if shard is not None:
+            actions += device.set_directory(shard.directory.get())
         with gc_paused():
             for peer in current.peers:
                 actions += device.add_peer(peer, now)
@@ -127,6 +137,13 @@ class Decrypt(PipelineActor):
             self._dispatch(device.update_timers(now, wall))
         elif isinstance(message, HandshakeWanted | Sent):
             self._dispatch(device.handle(message, now, wall))
+        elif isinstance(message, HandedOver):
+            self.stats.extra["handed_over_in"] = self.stats.extra.get("handed_over_in", 0) + len(
+                message.datagrams
+            )
+            self._dispatch(device.receive_handed_over(message.datagrams, now, wall))
+        elif isinstance(message, SetDirectory):
+            self._dispatch(device.set_directory(message.directory))
         elif isinstance(message, Configure):
             # The peers this request names; those it removes or robs of a prefix, and those
             # a new private key drops, are marked by the actions that say so (_dispatch).
@@ -151,13 +168,18 @@ class Decrypt(PipelineActor):
         onward: list[Action] = []
         routes: list[Any] = []
         for action in events:
-            if isinstance(action, RouteChanges):
+            if isinstance(action, HandOverDatagram):
+                assert self.doors is not None  # only a sharded device hands over
+                self.doors.datagram(action.worker, action.data, action.source)
+            elif isinstance(action, RouteChanges):
                 self.tracker.mark(action.owners())
                 routes += action.entries
             else:
                 if isinstance(action, PeerEndpoint | PeerRemoved):
                     self.tracker.mark((action.peer,))
                 onward.append(action)
+        if self.doors is not None:
+            self._flush_handover(self.doors)
         if routes:
             # One value for all the batch's route changes, in their order. The encrypt stage
             # applies a batch whole, between packets, so where it goes in the batch is moot.
@@ -173,6 +195,15 @@ class Decrypt(PipelineActor):
                 sum(map(len, map(_DATA, delivered))),
                 time.monotonic() if arrival is None else arrival,
             )
+
+    def _flush_handover(self, sender: HandOverSender) -> None:
+        handed = sender.flush()
+        if handed:
+            extra = self.stats.extra
+            extra["handed_over_out"] = extra.get("handed_over_out", 0) + handed
+        if sender.drops:
+            self.stats.drops.update(sender.drops)
+            sender.drops.clear()
 
     def figures_beside(self) -> tuple[Mapping[str, int] | None, Mapping[str, Any] | None]:
         device = self.device

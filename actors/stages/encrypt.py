@@ -18,6 +18,7 @@ from ..mailbox import Batch, Mailbox
 from ..snapshot import ConfigCell
 from ..wireguard.actions import (
     Action,
+    DirectoryUpdate,
     HandshakeWanted,
     PeerEndpoint,
     PeerRemoved,
@@ -38,6 +39,7 @@ __all__ = ["Encrypt"]
 
 _DATA = attrgetter("data")
 _FROM_DEVICE = (
+    DirectoryUpdate,
     SendKeysUpdate,
     PeerEndpoint,
     SendKeepalive,
@@ -56,12 +58,17 @@ class Encrypt(PipelineActor):
         udp: UdpSocket,
         decrypt: Mailbox,
         config: ConfigCell,
+        sharded: bool = False,
         **supervised: Any,
     ) -> None:
         super().__init__(mailbox, **supervised)
         self.udp = udp
         self.decrypt = decrypt
         self.config = config
+        # One of several workers: the TUN reader has handed on what other workers own, so
+        # what still reaches here for one of their peers (a stage's own packet, a directory
+        # that changed meanwhile) is dropped and counted, never handed on a second time.
+        self.sharded = sharded
         self.encryptor = Encryptor()
         self.transmitter = Transmitter(udp)  # used by this stage's thread only
 
@@ -83,7 +90,7 @@ class Encrypt(PipelineActor):
         items = batch.items
         self.stats.packets_in += len(items)
         self.stats.bytes_in += sum(map(len, map(_DATA, items)))
-        self._dispatch(self.encryptor.send_batch(items, time.monotonic()))
+        self._dispatch(self.encryptor.send_batch(items, time.monotonic(), handed_over=self.sharded))
 
     def on_control(self, message: Any) -> Any:
         if isinstance(message, _FROM_DEVICE):

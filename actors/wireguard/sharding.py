@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
+from typing import Any
 
 from .allowedips import AllowedIPs, Network
 
@@ -75,6 +76,10 @@ class PeerDirectory:
         self._owners: Mapping[bytes, int] = MappingProxyType(owners)
         self._routes = routes  # never changed after this point
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Crosses to a worker process as its owners and its routes (the table is rebuilt)."""
+        return (_rebuild, (self.workers, dict(self._owners), tuple(self._routes.items())))
+
     def owner(self, key: bytes) -> int | None:
         """The worker that owns peer ``key``; None if no worker does."""
         return self._owners.get(key)
@@ -89,3 +94,15 @@ class PeerDirectory:
 
     def __len__(self) -> int:
         return len(self._owners)
+
+
+def _rebuild(
+    workers: int, owners: dict[bytes, int], routes: tuple[tuple[Network, bytes], ...]
+) -> PeerDirectory:
+    directory = PeerDirectory(workers, ())
+    table: AllowedIPs[bytes] = AllowedIPs(index=False)
+    for prefix, key in routes:
+        table.insert(prefix, key)
+    directory._owners = MappingProxyType(owners)
+    directory._routes = table
+    return directory

@@ -1,0 +1,251 @@
+"""One worker process: the whole actor pipeline, for the peers this worker owns.
+
+Started by the pool (:mod:`.pool`) as ``python -m actors.workers.worker FD``, never by hand:
+FD is its end of the control channel, and every other descriptor it uses (its TUN queue, its
+member of the UDP group, its hand-over inbox, the others' doors) is inherited with the number
+its :class:`~.messages.WorkerSpec` gives. It builds today's pipeline on them with a
+:class:`~.shard.Shard`, says :class:`~.messages.Ready`, and serves the parent's requests until
+told to stop, or until the channel closes (the parent is gone, however it ended): either way it
+stops its stages within :data:`STOP_SECONDS` and exits.
+
+Its own failure (a built-in stage's restart budget spent) ends the process with status 3; the
+parent sees the death and restarts it, within the pool's budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+from loguru import logger
+
+from ..dataplane import DataPlaneSpec, DataPlaneTimeout
+from ..failure import describe
+from ..io.tun import TunDevice
+from ..io.udp import UdpSocket
+from ..log import setup_logging
+from ..pipeline import Pipeline
+from ..placement import Placement
+from ..uapi import UapiError
+from ..wireguard.actions import HandshakeWanted
+from ..wireguard.peer import DeviceError
+from .channel import Channel, ChannelClosed
+from .messages import (
+    Configure,
+    Failed,
+    GetState,
+    GetStats,
+    Ready,
+    Rebind,
+    Reload,
+    Reply,
+    Request,
+    SetDirectory,
+    Stop,
+    WorkerSpec,
+)
+from .shard import DirectoryCell, Shard
+
+__all__ = ["EXIT_FAILED", "main"]
+
+EXIT_FAILED = 3  # the pipeline failed for good
+MAX_REQUESTS = 4  # requests served at once; the parent asks a few at a time at most
+STOP_SECONDS = 1.0  # seconds to stop in when the parent is gone
+FAILURE_POLL = 0.1  # seconds between looks at the pipeline's health
+
+
+class Worker:
+    """The worker's main thread: builds the pipeline, then serves the control channel."""
+
+    def __init__(self, spec: WorkerSpec, control: Channel) -> None:
+        self.spec = spec
+        self.control = control
+        self.slots = threading.BoundedSemaphore(MAX_REQUESTS)
+        self.stopping = threading.Event()
+        udp = UdpSocket.adopt(
+            spec.udp_fd,
+            offloads=dict(spec.udp_offloads),
+            fwmark=spec.fwmark,
+            reuseport=spec.workers > 1,
+        )
+        tun = TunDevice.adopt(
+            spec.tun_fd,
+            spec.interface,
+            vnet_hdr=spec.tun_vnet_hdr,
+            offloads=dict(spec.tun_offloads),
+            mtu=spec.mtu,
+            multi_queue=spec.workers > 1,
+        )
+        self.udp = udp
+        shard = Shard(
+            spec.worker,
+            spec.workers,
+            socket.socket(fileno=spec.inbox_fd),
+            tuple(socket.socket(fileno=fd) for fd in spec.door_fds),
+            DirectoryCell(spec.directory),
+        )
+        self.pipeline = Pipeline(
+            DataPlaneSpec(
+                private_key=spec.private_key,
+                peers=spec.peers,
+                udp=udp,
+                tun=tun,
+                inbound=tuple(s.entry() for s in spec.inbound),
+                outbound=tuple(s.entry() for s in spec.outbound),
+                faults=dict(spec.faults),
+            ),
+            shard=shard,
+        )
+        self.placement = Placement(
+            spec.cpus, default=self.pipeline.default_placement()
+        )  # WORKERPLACE
+
+    def run(self) -> int:
+        spec = self.spec
+        if spec.switch_interval is not None:
+            sys.setswitchinterval(spec.switch_interval)
+        self.placement.start()  # before any stage thread: they inherit it
+        self.pipeline.start()
+        if spec.restarted:
+            # Our peers' sessions died with the previous process: start new ones now rather
+            # than when traffic next needs them (their side may keep sending on the old ones).
+            decrypt = self.pipeline.mailboxes["decrypt"]
+            for peer in spec.peers:
+                if peer.endpoint is not None:
+                    decrypt.tell(HandshakeWanted(peer.public_key))
+        threading.Thread(target=self._watch, name="wga:health", daemon=True).start()
+        self.control.send(Ready(os.getpid(), self.placement.description))
+        logger.debug("worker {} of {} up: {} peer(s)", spec.worker, spec.workers, len(spec.peers))
+        return self._serve()
+
+    def _serve(self) -> int:
+        while True:
+            try:
+                message, fds = self.control.receive()
+            except ChannelClosed:
+                logger.debug("control channel closed: stopping")
+                return self._stop(STOP_SECONDS)
+            if not isinstance(message, Request):
+                _close(fds)
+                continue
+            if isinstance(message.body, Stop):
+                status = self._stop(message.body.seconds)
+                self._reply(Reply(message.number, None))
+                return status
+            if not self.slots.acquire(blocking=False):
+                _close(fds)
+                self._reply(Reply(message.number, failed=Failed("error", "worker busy")))
+                continue
+            threading.Thread(
+                target=self._answer, args=(message, fds), name="wga:request", daemon=True
+            ).start()
+
+    def _answer(self, request: Request, fds: list[int]) -> None:
+        try:
+            reply = Reply(request.number, self._carry_out(request.body, fds, request.timeout))
+        except DataPlaneTimeout as e:
+            reply = Reply(request.number, failed=Failed("timeout", str(e)))
+        except UapiError as e:
+            reply = Reply(request.number, failed=Failed("uapi", e.message, e.errno))
+        except DeviceError as e:
+            reply = Reply(request.number, failed=Failed("device", str(e)))
+        except Exception as e:
+            logger.opt(exception=e).debug("request {} failed", type(request.body).__name__)
+            reply = Reply(request.number, failed=Failed("error", describe(e)))
+        finally:
+            self.slots.release()
+        self._reply(reply)
+
+    def _carry_out(self, body: Any, fds: list[int], timeout: float) -> Any:
+        pipeline = self.pipeline
+        if isinstance(body, GetState):
+            return pipeline.device_state(timeout)
+        if isinstance(body, Configure):
+            pipeline.configure(body.request, timeout)
+            return None
+        if isinstance(body, SetDirectory):
+            pipeline.set_directory(body.directory, timeout)
+            return None
+        if isinstance(body, GetStats):
+            return pipeline.stats()
+        if isinstance(body, Reload):
+            return pipeline.reload(
+                [s.entry() for s in body.inbound], [s.entry() for s in body.outbound]
+            )
+        if isinstance(body, Rebind):
+            if len(fds) != 1:
+                _close(fds)
+                raise ValueError("a rebind comes with one socket")
+            self.udp.adopt_rebound(fds[0], body.port)
+            return None
+        _close(fds)
+        raise TypeError(f"unknown request {type(body).__name__}")
+
+    def _reply(self, reply: Reply) -> None:
+        try:
+            self.control.send(reply)
+        except ChannelClosed:
+            pass  # the parent is gone; the main thread sees it too
+        except Exception as e:  # an answer that cannot travel: say so instead
+            failed = Failed("error", f"answer not sendable: {type(e).__name__}")
+            with contextlib.suppress(ChannelClosed):
+                self.control.send(Reply(reply.number, failed=failed))
+
+    def _watch(self) -> None:
+        while not self.stopping.wait(FAILURE_POLL):
+            failure = self.pipeline.failure()
+            if failure is not None:
+                logger.error("worker {} failed: {}", self.spec.worker, failure)
+                self._stop(STOP_SECONDS)
+                os._exit(EXIT_FAILED)
+
+    def _stop(self, seconds: float) -> int:
+        self.stopping.set()
+        self.pipeline.stop(time.monotonic() + seconds)
+        self.placement.stop()
+        return 0
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or not args[0].isdigit():
+        print(
+            "actors.workers.worker is started by wgactors --workers, not by hand", file=sys.stderr
+        )
+        return 2
+    # A Ctrl-C at a terminal reaches the whole foreground group: the parent stops us itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    control = Channel(socket.socket(fileno=int(args[0])))
+    try:
+        spec, fds = control.receive()
+    except ChannelClosed:
+        return 1
+    _close(fds)
+    if not isinstance(spec, WorkerSpec):
+        return 2
+    setup_logging(name=f"{spec.interface}/{spec.worker}", level=spec.log_level)
+    try:
+        worker = Worker(spec, control)
+        status = worker.run()
+    except Exception as e:
+        logger.opt(exception=e).debug("worker {} did not start", spec.worker)
+        logger.error("worker {} did not start: {}", spec.worker, describe(e))
+        status = EXIT_FAILED
+    sys.stderr.flush()
+    os._exit(status)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
