@@ -269,7 +269,61 @@ def render(infos: Sequence[dict[str, Any]], unreachable: Sequence[str] = ()) -> 
         stages = info.get("stages")
         if isinstance(stages, dict):
             _stage_samples(out, iface, stages)
+            _worker_samples(out, iface, stages)
     return "\n".join(out.lines()) + "\n"
+
+
+def _worker_samples(out: _Families, iface: str, stages: dict[str, Any]) -> None:
+    """Worker processes: the stage families above are their sums (what a single daemon
+    reports); these break them down by worker, under names of their own, so that summing a
+    family never counts a packet twice."""
+    for w in stages.get("workers") or []:
+        labels = {"interface": iface, "worker": str(w.get("worker"))}
+        out.add(
+            "wgactors_worker_up",
+            "gauge",
+            "1 while a worker process runs, 0 while it is being restarted.",
+            labels,
+            1 if w.get("alive") else 0,
+        )
+        out.add("wgactors_worker_peers", "gauge", "Peers a worker owns.", labels, w.get("peers"))
+        out.add(
+            "wgactors_worker_restarts_total",
+            "counter",
+            "Times a worker process was restarted after it died.",
+            labels,
+            w.get("restarts"),
+        )
+        out.add(
+            "wgactors_worker_cpu_seconds_total",
+            "counter",
+            "CPU time of a worker process (all its threads).",
+            labels,
+            w.get("cpu_seconds"),
+        )
+        for stage in w.get("stages") or []:
+            stage_labels = {**labels, "stage": str(stage.get("name", "?"))}
+            for key, name, text in (
+                (
+                    "packets_in",
+                    "wgactors_worker_stage_received_packets_total",
+                    "Packets a stage of one worker took in.",
+                ),
+                (
+                    "packets_out",
+                    "wgactors_worker_stage_sent_packets_total",
+                    "Packets a stage of one worker passed on.",
+                ),
+            ):
+                out.add(name, "counter", text, stage_labels, stage.get(key))
+            drops = sum((stage.get("drops") or {}).values())
+            out.add(
+                "wgactors_worker_stage_dropped_packets_total",
+                "counter",
+                "Packets a stage of one worker dropped, all reasons.",
+                stage_labels,
+                drops,
+            )
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:

@@ -138,7 +138,29 @@ def render(info: dict[str, Any]) -> str:
             lines.append(f"  offloads: {','.join(offloads)}")
         if stages.get("cpus"):  # thread placement (actors.placement)
             lines.append(f"  cpus: {stages['cpus']}")
+        lines += worker_lines(stages)
     return "\n".join(lines)
+
+
+def worker_lines(stages: dict[str, Any]) -> list[str]:
+    """Worker processes (actors.workers): one line each; the stages above are their sums."""
+    workers = stages.get("workers") or []
+    if not workers:
+        return []
+    lines = ["", f"workers ({len(workers)}; the stages above are their sums):"]
+    for w in workers:
+        by_name = {s.get("name"): s for s in w.get("stages") or []}
+        received = (by_name.get("decrypt") or {}).get("packets_in", 0)
+        read = (by_name.get("tun_reader") or {}).get("packets_in", 0)
+        cpu = w.get("cpu_seconds")
+        state = "" if w.get("alive") else " (restarting)"
+        lines.append(
+            f"  worker {w.get('worker')}: pid {w.get('pid')}{state}, {w.get('peers', 0)} peer(s), "
+            f"{received} datagrams in, {read} packets from the host, "
+            f"CPU {cpu if cpu is None else f'{cpu:.2f} s'}, restarts {w.get('restarts', 0)}, "
+            f"cpus {w.get('cpus') or '?'}"
+        )
+    return lines
 
 
 def extra_lines(stages: dict[str, Any]) -> list[str]:

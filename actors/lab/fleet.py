@@ -18,7 +18,7 @@ from .netns import Netns
 from .wgactors import write_conf
 from .wireguard_go import WgPeer, WireguardGo
 
-__all__ = ["FLEET_PORT", "Fleet", "FleetPeer", "fleet", "fleet_peer"]
+__all__ = ["FLEET_PORT", "Fleet", "FleetPeer", "fleet", "fleet_peer", "source_routes"]
 
 FLEET_PORT = 51900
 MAX_FLEET = 200  # peers: the third byte of the tunnel addresses
@@ -104,3 +104,11 @@ def fleet(
         ],
     )
     return Fleet(peers, conf, our_private, our_public)
+
+
+def source_routes(ns: Netns, iface: str, peers: Sequence[FleetPeer]) -> None:
+    """Make our host speak to each peer from our address toward it: the routes the daemon
+    installs name no source, so the host would pick the interface's first address for all of
+    them, which the other peers do not allow."""
+    for peer in peers:
+        ns.ip("route", "replace", f"{peer.theirs}/32", "dev", iface, "src", peer.ours)

@@ -209,4 +209,5 @@ class Decrypt(PipelineActor):
         device = self.device
         if device is None:
             return None, None
-        return device.drops, {"events": dict(device.events)}
+        # "peers": how many this device holds (a worker's share of the interface's)
+        return device.drops, {"events": dict(device.events), "peers": len(device.peer_map)}
