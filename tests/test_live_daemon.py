@@ -336,9 +336,10 @@ def test_compact_placement_keeps_every_thread_on_one_cpu(
     netns_pair, tmp_path: Path, mode: str
 ) -> None:
     """Every thread of the daemon, stages included, on one CPU it may use and under SCHED_BATCH,
-    and the tunnel works as before: by default in actors mode, asked for (WGACTORS_CPUS=compact)
-    in the single-threaded one; and WGACTORS_CPUS=all leaves the threads where the kernel puts
-    them."""
+    but for the placement's watcher, which keeps every CPU the process may use (where a change
+    to them shows), and the tunnel works as before: by default in actors mode, asked for
+    (WGACTORS_CPUS=compact) in the single-threaded one; and WGACTORS_CPUS=all leaves the
+    threads where the kernel puts them."""
     wggo, conf = wireguard_go_pair(netns_pair, tmp_path, "wgc0")
     extra = ("--single-threaded",) if mode == "single" else ()
     env = {"WGACTORS_CPUS": "compact"} if mode == "single" else {}
@@ -351,6 +352,9 @@ def test_compact_placement_keeps_every_thread_on_one_cpu(
             for _ in range(PLACEMENT_LOOKS):
                 status = netns_pair.a.run(str(LAUNCHER), "status", "wgc0", timeout=30).stdout
                 allowed = _allowed_cpus_of_threads(pid)
+                watchers = [t for t in allowed if _comm(pid, t) == "wga:placement"]
+                assert len(watchers) == 1, {t: _comm(pid, t) for t in allowed}
+                kept = allowed.pop(watchers[0])
                 said = re.search(r"^  cpus: compact \(CPU (\d+)\)$", status, re.MULTILINE)
                 if said and set(allowed.values()) == {said.group(1)}:
                     break
@@ -358,7 +362,8 @@ def test_compact_placement_keeps_every_thread_on_one_cpu(
             cpu = said.group(1)
             assert set(allowed.values()) == {cpu}, allowed
             assert int(cpu) in os.sched_getaffinity(0), cpu
-            names = {Path(f"/proc/{pid}/task/{t}/comm").read_text().strip() for t in allowed}
+            assert kept == _cpu_list_of(os.sched_getaffinity(0)), kept
+            names = {_comm(pid, t) for t in allowed}
             if mode == "actors":
                 assert {"wga:decrypt", "wga:encrypt", "wga:tun_writer"} <= names, names
             policies = {os.sched_getscheduler(int(t)) for t in allowed}
@@ -376,6 +381,25 @@ def test_compact_placement_keeps_every_thread_on_one_cpu(
                 assert "  cpus: all CPUs, placed by the kernel" in status, status
     finally:
         wggo.stop()
+
+
+def _comm(pid: int, tid: str) -> str:
+    """A thread's kernel name; empty for one that has ended."""
+    try:
+        return Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _cpu_list_of(cpus: set[int]) -> str:
+    """As the kernel writes a CPU set in ``Cpus_allowed_list`` (``0-3,6``)."""
+    runs: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if runs and cpu == runs[-1][-1] + 1:
+            runs[-1].append(cpu)
+        else:
+            runs.append([cpu])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
 
 
 def _python_pid(daemon: Wgactors) -> int:
