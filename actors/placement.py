@@ -44,10 +44,10 @@ confines: the watcher (``wga:placement``), created before anything is confined a
 an affinity of its own. The kernel rewrites the affinity of every thread of a cgroup when its
 cpuset changes (v1 and v2 alike; since Linux 6.2 intersected with the mask the thread asked for,
 and the watcher asked for none, so it follows growth as well as shrinking), and ``taskset -a``
-sets it like any other thread's. Reading ``cpuset.cpus.effective`` instead would miss
-``taskset`` and the cgroup v1 layout; the watcher's own affinity covers both with one system
-call. (Plain ``taskset -p PID`` sets the main thread alone, and is overridden like any change to
-a confined thread.)
+sets it like any other thread's. Reading the cgroup's ``cpuset.cpus.effective`` instead would
+take finding the cgroup in two layouts (v1, v2) and still miss ``taskset``; the watcher's own
+affinity covers both with one system call. (Plain ``taskset -p PID`` sets the main thread
+alone, and is overridden like any change to a confined thread.)
 
 The choice of a CPU is a pure function of two readings of ``/proc/stat`` (:func:`pick_cpu`),
 the choices for workers and policies are pure too (:func:`worker_cpu`, :func:`listed_cpus`,

@@ -277,7 +277,11 @@ def test_confine_own_sets_the_daemons_threads_and_new_threads_inherit(
     stage = threads.start("stage", lambda: name_os_thread("wga:stage"))
     user = threads.start("user")
     confine_own({low})
-    assert (_affinity(0), _affinity(stage), _affinity(user)) == ({low}, {low}, {high})
+    assert (_affinity(0), _affinity(stage), _affinity(user)) == (
+        frozenset({low}),
+        frozenset({low}),
+        frozenset({high}),
+    )
     seen: list[set[int]] = []
     newer = threading.Thread(target=lambda: seen.append(os.sched_getaffinity(0)))
     newer.start()
@@ -450,7 +454,7 @@ def test_a_step_moves_the_threads_to_an_idler_cpu(
     assert (placement.cpu, placement.moves, confined) == (1, 1, [{1}, {1}])
     # the CPU taken away, and no readings to judge by: the first one left
     assert placement.step({0}, {}, {}, own_busy=0)
-    assert (placement.cpu, placement.allowed, confined[-1]) == (0, {0}, {0})
+    assert (placement.cpu, placement.allowed, confined[-1]) == (0, frozenset({0}), {0})
 
 
 def test_a_worker_never_moves_onto_a_siblings_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
