@@ -76,6 +76,7 @@ __all__ = [
     "MOVE_MARGIN",
     "OWN_PREFIX",
     "REBALANCE_INTERVAL",
+    "WATCHER_NAME",
     "CpuTimes",
     "Placement",
     "batch_policy_for",
