@@ -159,7 +159,7 @@ class Daemon:
         for signum in (*STOP_SIGNALS, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
         threading.Thread(
-            target=self._guard, args=(read_end,), name="stopguard", daemon=True
+            target=self._guard, args=(read_end,), name="wga:stopguard", daemon=True
         ).start()
 
     def _guard(self, fd: int) -> None:
@@ -361,7 +361,7 @@ class Daemon:
                 server.path,
             )
             watcher = threading.Thread(
-                target=self._watch_interface, args=(tun,), name="ifwatch", daemon=True
+                target=self._watch_interface, args=(tun,), name="wga:ifwatch", daemon=True
             )
             watcher.start()
             report(None)
@@ -370,7 +370,7 @@ class Daemon:
             self.health = sdnotify.FailingStages(up, controller.stats)
             # On a thread of its own: a stuck stage makes a look at the stats slow, and must not
             # delay noticing that the interface went, or a signal.
-            threading.Thread(target=self._watch_health, name="health", daemon=True).start()
+            threading.Thread(target=self._watch_health, name="wga:health", daemon=True).start()
             self._watch(plane)
             if self._stop_signal is not None:
                 logger.info("{} received: shutting down", self._stop_signal)
@@ -510,7 +510,7 @@ def _close_all(objects: Sequence[UdpSocket | TunDevice]) -> None:
 
 def _in_background(step: Callable[[], None]) -> threading.Thread:
     """Run a teardown step on a daemon thread of its own, for the caller to wait for (or not)."""
-    thread = threading.Thread(target=step, name="teardown", daemon=True)
+    thread = threading.Thread(target=step, name="wga:teardown", daemon=True)
     thread.start()
     return thread
 

@@ -3,66 +3,103 @@
 CPython runs Python code on one CPU at a time. The stages' threads take turns with the GIL, and
 when the kernel spreads them over several CPUs, every turn moves the GIL, the packets' objects
 and their reference counts from one CPU's cache to another's, after a cross-CPU wake-up. On a
-machine whose CPUs are busy with other work too, that is paid on every hop. Confining every
-thread of the daemon to one CPU keeps all of it in one cache; what it gives up is running the
+machine whose CPUs are busy with other work too, that is paid on every hop. Confining the
+daemon's threads to one CPU keeps all of it in one cache; what it gives up is running the
 kernel's half of a system call (a ``sendmmsg``, a TUN write) on another CPU while Python goes
 on, which pays only when a spare CPU exists. Measured figures are in the README
 (Performance, CPU placement).
 
 Within that CPU, a stage woken by a neighbour would by default preempt the neighbour at once,
 find the GIL still held, and sleep again: three thread switches for one hand-off. Compact mode
-therefore also runs the threads under ``SCHED_BATCH``, the Linux policy without wake-up
-preemption (no privilege needed), so a woken stage waits for the running one to block, which is
-when the GIL is free anyway.
+therefore also moves the threads from the normal policy to ``SCHED_BATCH``, the Linux policy
+without wake-up preemption (no privilege needed), so a woken stage waits for the running one to
+block, which is when the GIL is free anyway. A thread under any other policy (real-time, idle,
+deadline: an administrator's choice) keeps it.
 
 So placement is a choice, ``WGACTORS_CPUS``:
 
-- ``compact`` (the default in actors mode): all threads on one CPU of those the process may use,
+- ``compact`` (the default in actors mode): the threads on one CPU of those the process may use,
   the one least busy with other work, looked at again every :data:`REBALANCE_INTERVAL` and moved
-  when another CPU is idler by :data:`MOVE_MARGIN`, under ``SCHED_BATCH``;
+  when another CPU is idler by :data:`MOVE_MARGIN`, under ``SCHED_BATCH``. One worker of several
+  (``worker=(i, n)``) instead takes the i-th allowed CPU, so that workers never share one;
 - ``all``: the kernel places the threads on any CPU the process may use. The default of the
   single-threaded mode, whose one busy thread has no neighbour to share a cache with, and of an
   interpreter without a GIL, where the threads really run in parallel;
-- a CPU list (``1``, ``0,2-3``): all threads on those CPUs, as ``taskset -c`` would.
+- a CPU list (``1``, ``0,2-3``): the threads on those CPUs, as ``taskset -c`` would; one worker
+  of several takes one of them.
 
-New threads inherit their creator's affinity and policy, so stages started (or restarted) later
-follow. The choice of a CPU is a pure function of two readings of ``/proc/stat`` (:func:`pick_cpu`);
-only :class:`Placement` touches the system.
+**Which threads.** Only the daemon's own: the main thread and the Python threads whose name
+starts with :data:`OWN_PREFIX` (the stages name theirs in ``on_start``; the daemon's helpers
+are created with such names). A thread that a custom stage starts itself inherits its creator's
+affinity and policy once, at creation (the kernel's rule), but placement never sets them again.
+The mark is the Python name, not the kernel's (``comm``): the kernel copies ``comm`` into every
+thread a thread creates, so a stage's own threads carry the stage's ``comm`` and would pass for
+the stage. Python names a new thread ``Thread-N`` whoever creates it. The set is read afresh
+from :func:`threading.enumerate` on each pass: nothing to keep in step.
+
+**Which CPUs.** What the process may use changes under it: a cgroup's cpuset shrinks or grows,
+an administrator runs ``taskset -a -p``, a CPU goes offline. The affinity of a confined thread
+says only where placement put it, so the truth is read from the one thread placement never
+confines: the watcher (``wga:placement``), created before anything is confined and never given
+an affinity of its own. The kernel rewrites the affinity of every thread of a cgroup when its
+cpuset changes (v1 and v2 alike; since Linux 6.2 intersected with the mask the thread asked for,
+and the watcher asked for none, so it follows growth as well as shrinking), and ``taskset -a``
+sets it like any other thread's. Reading the cgroup's ``cpuset.cpus.effective`` instead would
+take finding the cgroup in two layouts (v1, v2) and still miss ``taskset``; the watcher's own
+affinity covers both with one system call. (Plain ``taskset -p PID`` sets the main thread
+alone, and is overridden like any change to a confined thread.)
+
+The choice of a CPU is a pure function of two readings of ``/proc/stat`` (:func:`pick_cpu`),
+the choices for workers and policies are pure too (:func:`worker_cpu`, :func:`listed_cpus`,
+:func:`batch_policy_for`, :func:`own_threads`); only :class:`Placement` touches the system.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
+
+from .stages.base import name_os_thread
 
 __all__ = [
     "ALL",
     "COMPACT",
     "KERNEL_PLACEMENT",
     "MOVE_MARGIN",
+    "OWN_PREFIX",
     "REBALANCE_INTERVAL",
+    "WATCHER_NAME",
     "CpuTimes",
     "Placement",
+    "batch_policy_for",
+    "confine_own",
     "default_policy",
+    "listed_cpus",
+    "own_threads",
     "parse_cpu_list",
     "parse_proc_stat",
     "pick_cpu",
     "set_batch_policy",
+    "worker_cpu",
 ]
 
 COMPACT = "compact"
 ALL = "all"
 KERNEL_PLACEMENT = "all CPUs, placed by the kernel"  # how `status` shows ALL
+OWN_PREFIX = "wga:"  # the start of the Python name of every thread the daemon starts
+WATCHER_NAME = "wga:placement"  # the thread that re-places the others and is never confined
 REBALANCE_INTERVAL = 2.0  # seconds between looks at the CPUs' load in compact mode
 MOVE_MARGIN = 0.25  # share of a CPU by which another must be idler before the threads move
 MAX_CPU_INDEX = 4095  # the largest CPU number a list may name (the kernel's NR_CPUS bound)
+SINGLE = (0, 1)  # the worker of a daemon that has one
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +176,55 @@ def pick_cpu(
     return best if loads[current] - loads[best] > margin else current
 
 
+def worker_cpu(cpus: Iterable[int], worker: tuple[int, int]) -> int | None:
+    """Worker ``i`` of ``n``: the i-th of ``cpus`` in order, wrapping when there are more
+    workers than CPUs, so that workers share a CPU only then. None for no CPUs."""
+    pool = sorted(cpus)
+    return pool[worker[0] % len(pool)] if pool else None
+
+
+def listed_cpus(
+    wanted: Iterable[int], allowed: Iterable[int], worker: tuple[int, int]
+) -> frozenset[int]:
+    """A CPU list's share for ``worker``: the listed CPUs the process may use, all of them for
+    the only worker, one of them (:func:`worker_cpu`) for one of several. Empty if none of them
+    may be used."""
+    usable = frozenset(wanted) & frozenset(allowed)
+    if worker[1] <= 1:
+        return usable
+    cpu = worker_cpu(usable, worker)
+    return frozenset() if cpu is None else frozenset({cpu})
+
+
+def batch_policy_for(policy: int) -> int | None:
+    """The policy to give a thread now under ``policy`` (as ``sched_getscheduler`` returns it):
+    ``SCHED_BATCH`` for the normal policy, with its reset-on-fork flag kept; None (leave it) for
+    any other, because real-time, idle or deadline scheduling, or a batch policy, was someone's
+    choice and batch would be a change of it (for real-time, a demotion)."""
+    reset = getattr(os, "SCHED_RESET_ON_FORK", 0)
+    batch = getattr(os, "SCHED_BATCH", None)
+    if batch is None or policy & ~reset != os.SCHED_OTHER:
+        return None
+    return int(batch | (policy & reset))
+
+
+def own_threads(threads: Iterable[tuple[int | None, str]], main: int | None) -> frozenset[int]:
+    """The thread ids among ``threads`` (thread id, Python name) that are the daemon's: its
+    ``main`` thread and those named with :data:`OWN_PREFIX`. A thread not yet started has no
+    id and is left out (it will inherit its creator's placement)."""
+    tids = {tid for tid, name in threads if tid is not None and name.startswith(OWN_PREFIX)}
+    if main is not None:
+        tids.add(main)
+    return frozenset(tids)
+
+
+def _own_threads() -> dict[int, str]:
+    """This process's own threads now, by thread id, with their Python names."""
+    threads = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    main = threading.main_thread().native_id
+    return {tid: threads.get(tid, "main") for tid in own_threads(threads.items(), main)}
+
+
 def default_policy() -> str:
     """For threads that hand work to each other: ``compact`` where a GIL serialises them,
     ``all`` where the interpreter has none. (A data plane of one busy thread asks for ``all``
@@ -148,15 +234,24 @@ def default_policy() -> str:
 
 
 class Placement:
-    """Applies a ``WGACTORS_CPUS`` value (empty: :func:`default_policy`) to this process;
-    :meth:`start` once before the stages start, :meth:`stop` at shutdown."""
+    """Applies a ``WGACTORS_CPUS`` value (empty: :func:`default_policy`) to the daemon's threads
+    in this process; :meth:`start` once, from the main thread, before the stages start (they
+    inherit its placement), :meth:`stop` at shutdown."""
 
-    def __init__(self, spec: str, *, default: str | None = None) -> None:
+    def __init__(
+        self, spec: str, *, default: str | None = None, worker: tuple[int, int] = SINGLE
+    ) -> None:
         """``default`` is the data plane's own choice when ``spec`` is empty (None: the choice
-        of :func:`default_policy` for a pipeline of threads)."""
+        of :func:`default_policy` for a pipeline of threads). ``worker`` is (this worker, of
+        how many), counted from 0: with several, each takes a CPU of its own."""
+        index, count = worker
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(f"worker {index} of {count}: expected 0 <= worker < count")
         self.spec = spec.strip() or default or default_policy()
+        self.worker = (index, count)
         self.cpu: int | None = None  # compact mode: where the threads are now
         self.applied: frozenset[int] = frozenset()  # a CPU list's CPUs, as the kernel took them
+        self.allowed: frozenset[int] = frozenset()  # the CPUs the process may use, last seen
         self.moves = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -180,55 +275,75 @@ class Placement:
     def description(self) -> str:
         if self.spec == ALL:
             return KERNEL_PLACEMENT
+        index, count = self.worker
+        of = f", worker {index} of {count}" if count > 1 else ""
         if self.spec == COMPACT:
-            return f"compact (CPU {self.cpu})"
-        return f"CPUs {_cpu_list(self.applied)}"
+            return f"compact (CPU {self.cpu}{of})"
+        return f"CPUs {_cpu_list(self.applied)}" + (f" (worker {index} of {count})" if of else "")
 
     def start(self) -> None:
         """Apply the placement. Never raises: a system that refuses it (a cpuset changed under
         us, no /proc, a kernel without affinity) leaves the kernel in charge, with one warning."""
         if self.spec == ALL:
             return
-        allowed: set[int] | None = None
+        allowed: frozenset[int] | None = None
+        batch = 0
         try:
-            allowed = os.sched_getaffinity(0)
-            if self.spec != COMPACT:
-                confine(parse_cpu_list(self.spec) & allowed)
-                self.applied = frozenset(os.sched_getaffinity(0))
-                logger.info("threads confined to CPUs {}", _cpu_list(self.applied))
-                return
-            # With no history yet, the CPU the main thread runs on now is as good as any.
-            cpu = _current_cpu(allowed)
-            confine({cpu})
-            self.cpu = cpu
-            batch = set_batch_policy()
-            before = read_cpu_times()
-            thread = threading.Thread(
-                target=self._rebalance, args=(allowed, before), name="wga:placement", daemon=True
-            )
-            thread.start()
-        except (OSError, RuntimeError) as e:
+            allowed = frozenset(os.sched_getaffinity(0))
+            self.allowed = allowed
+            if self.spec == COMPACT:
+                cpu = (
+                    _current_cpu(allowed)  # with no history yet, as good as any
+                    if self.worker[1] == 1
+                    else worker_cpu(allowed, self.worker)
+                )
+                target = frozenset() if cpu is None else frozenset({cpu})
+            else:
+                target = listed_cpus(parse_cpu_list(self.spec), allowed, self.worker)
+            if not target:
+                raise OSError(errno.EINVAL, f"none of CPUs {self.spec} may be used")
+            # The watcher first, so that it keeps the whole set (see the module's docstring).
+            self._thread = threading.Thread(target=self._watch, name=WATCHER_NAME, daemon=True)
+            self._thread.start()
+            confine_own(target, spare=self._thread.native_id)
+            if self.spec == COMPACT:
+                self.cpu = min(target)
+                batch = set_batch_policy()
+            else:
+                self.applied = target
+        except (OSError, RuntimeError, ValueError) as e:
             logger.warning(
                 "{}: cannot confine the threads ({}); the kernel places them", self.spec, e
             )
-            self.spec, self.cpu = ALL, None
+            self._stop.set()
+            self.spec, self.cpu, self._thread = ALL, None, None
             if allowed is not None:  # undo a partial confinement
                 with contextlib.suppress(OSError):
-                    confine(allowed)
+                    confine_own(allowed)
             return
-        self._thread = thread
-        logger.info(
-            "threads confined to CPU {} (compact; re-chosen as load moves{})",
-            self.cpu,
-            ", SCHED_BATCH" if batch else "",
-        )
+        if self.spec == COMPACT:
+            logger.info(
+                "threads confined to CPU {} (compact{}{})",
+                self.cpu,
+                f", worker {self.worker[0]} of {self.worker[1]}"
+                if self.worker[1] > 1
+                else "; re-chosen as load moves",
+                f", {batch} under SCHED_BATCH" if batch else "",
+            )
+        else:
+            logger.info("threads confined to CPUs {}", _cpu_list(self.applied))
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _rebalance(self, allowed: frozenset[int] | set[int], before: dict[int, CpuTimes]) -> None:
-        own_before = own_cpu_jiffies()
+    def _watch(self) -> None:
+        name_os_thread(WATCHER_NAME)
+        before, own_before = read_cpu_times(), own_cpu_jiffies()
         while not self._stop.wait(REBALANCE_INTERVAL):
+            try:
+                allowed = os.sched_getaffinity(0)
+            except OSError:
+                continue
             after, own_after = read_cpu_times(), own_cpu_jiffies()
             self.step(allowed, before, after, own_after - own_before)
             before, own_before = after, own_after
@@ -240,54 +355,100 @@ class Placement:
         after: Mapping[int, CpuTimes],
         own_busy: int,
     ) -> bool:
-        """One look at the CPUs (compact mode): move every thread if another CPU is idler by
-        the margin. True if they moved."""
-        chosen = pick_cpu(allowed, before, after, self.cpu, own_busy)
-        if chosen is None or chosen == self.cpu:
-            # Again each time: a thread started during the last pass, or a cpuset change,
-            # may have left some thread elsewhere.
-            with contextlib.suppress(OSError):
-                confine({self.cpu} if self.cpu is not None else allowed)
+        """One look, with the CPUs the process may use now: re-derive where the daemon's
+        threads belong (in compact mode with one worker, move them if another CPU is idler by
+        the margin) and put them there. True if that changed."""
+        allowed = frozenset(allowed)
+        if allowed != self.allowed:
+            logger.info(
+                "the process may now use CPUs {} (was {})",
+                _cpu_list(allowed),
+                _cpu_list(self.allowed),
+            )
+            self.allowed = allowed
+        if self.spec == COMPACT:
+            return self._step_compact(allowed, before, after, own_busy)
+        target = listed_cpus(parse_cpu_list(self.spec), allowed, self.worker) or allowed
+        try:
+            confine_own(target, spare=self._spare())
+        except OSError as e:
+            logger.debug("placement: cannot confine to CPUs {} ({})", _cpu_list(target), e)
+            return False
+        if target == self.applied:
+            return False
+        logger.info("threads confined to CPUs {}", _cpu_list(target))
+        self.applied = target
+        self.moves += 1
+        return True
+
+    def _step_compact(
+        self,
+        allowed: frozenset[int],
+        before: Mapping[int, CpuTimes],
+        after: Mapping[int, CpuTimes],
+        own_busy: int,
+    ) -> bool:
+        if self.worker[1] > 1:  # a CPU of its own: no moving onto a sibling's
+            chosen = worker_cpu(allowed, self.worker)
+        else:
+            chosen = pick_cpu(allowed, before, after, self.cpu, own_busy)
+            if chosen is None:  # no readings: stay, unless the CPU was taken away
+                chosen = self.cpu if self.cpu in allowed else worker_cpu(allowed, SINGLE)
+        if chosen is None:
             return False
         try:
-            confine({chosen})
+            # Again each time: a thread started during the last pass, a cpuset change, or a
+            # `taskset -a` may have left one of ours elsewhere.
+            confine_own({chosen}, spare=self._spare())
         except OSError as e:  # e.g. the cpuset lost that CPU: stay, look again next time
             logger.debug("compact placement: cannot move to CPU {} ({})", chosen, e)
             return False
-        logger.debug("compact placement: CPU {} -> {} (less other work)", self.cpu, chosen)
+        if chosen == self.cpu:
+            return False
+        logger.debug("compact placement: CPU {} -> {}", self.cpu, chosen)
         self.cpu = chosen
         self.moves += 1
         return True
 
+    def _spare(self) -> int | None:
+        return None if self._thread is None else self._thread.native_id
 
-def confine(cpus: Iterable[int]) -> None:
-    """Set the affinity of every thread of this process (and so of threads they create)."""
+
+def confine_own(cpus: Iterable[int], *, spare: int | None = None) -> int:
+    """Set the affinity of the daemon's own threads (:func:`own_threads`), but for ``spare``,
+    and so of the threads they create from now on. Returns how many were set. A thread that
+    ended meanwhile is skipped; any other refusal (``EINVAL``: none of ``cpus`` may be used)
+    raises OSError."""
     cpus = set(cpus)
-    os.sched_setaffinity(0, cpus)
-    _each_thread(lambda tid: os.sched_setaffinity(tid, cpus))
+    count = 0
+    for tid in _own_threads():
+        if tid == spare:
+            continue
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except ProcessLookupError:
+            continue
+        count += 1
+    return count
 
 
-def _each_thread(apply: Callable[[int], object]) -> None:
-    """``apply`` to each thread id of this process; a thread that ends meanwhile is skipped.
-    OSError if the threads cannot be listed (no /proc)."""
-    for task in Path("/proc/self/task").iterdir():
-        with contextlib.suppress(OSError, ValueError):
-            apply(int(task.name))
-
-
-def set_batch_policy() -> bool:
-    """Put every thread of this process (and so the threads they create) under ``SCHED_BATCH``.
-    False where the system does not have it or refuses it: placement works without it."""
-    policy = getattr(os, "SCHED_BATCH", None)
-    if policy is None:
-        return False
-    try:
-        os.sched_setscheduler(0, policy, os.sched_param(0))
-    except OSError:
-        return False
-    with contextlib.suppress(OSError):
-        _each_thread(lambda tid: os.sched_setscheduler(tid, policy, os.sched_param(0)))
-    return True
+def set_batch_policy() -> int:
+    """Move the daemon's own threads that run under the normal policy to ``SCHED_BATCH``
+    (:func:`batch_policy_for`), and so the threads they create from now on. Returns how many
+    moved: 0 where the system does not have the policy or refuses it, which placement does
+    without."""
+    moved = 0
+    for tid, name in _own_threads().items():
+        try:
+            policy = batch_policy_for(os.sched_getscheduler(tid))
+            if policy is None:
+                logger.debug("thread {} keeps its scheduling policy", name)
+                continue
+            os.sched_setscheduler(tid, policy, os.sched_param(0))
+        except OSError:
+            continue
+        moved += 1
+    return moved
 
 
 def read_cpu_times() -> dict[int, CpuTimes]:

@@ -270,6 +270,7 @@ class Supervisor(pykka.ThreadingActor):
     # -- lifecycle
 
     def on_start(self) -> None:
+        threading.current_thread().name = "wga:supervisor"  # one of the daemon's (placement)
         for name in self._order:
             self._start_child(self._children[name])
 
@@ -295,7 +296,7 @@ class Supervisor(pykka.ThreadingActor):
             if me.is_alive():
                 me.tell(Exited(name, incarnation))
 
-        threading.Thread(target=watch, name=f"watch-{name}-{incarnation}", daemon=True).start()
+        threading.Thread(target=watch, name=f"wga:watch-{name}-{incarnation}", daemon=True).start()
 
     def _stop_child(
         self, child: _Child, timeout: float | None = None, deadline: float | None = None

@@ -198,8 +198,8 @@ class UapiServer:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._set_accepting(True)
         self._threads = [
-            threading.Thread(target=self._loop, name="uapi", daemon=True),
-            threading.Thread(target=self._work, name="uapi-control", daemon=True),
+            threading.Thread(target=self._loop, name="wga:uapi", daemon=True),
+            threading.Thread(target=self._work, name="wga:uapi-control", daemon=True),
         ]
         for thread in self._threads:
             thread.start()

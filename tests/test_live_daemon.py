@@ -105,7 +105,7 @@ class NotifyListener:
         self.sock.close()
 
 
-def test_notify_socket_and_prometheus_metrics(netns_pair, tmp_path: Path) -> None:
+def test_notify_socket_and_prometheus_metrics(netns_pair: Any, tmp_path: Path) -> None:
     listener = NotifyListener(tmp_path / "notify")
     wggo, conf = wireguard_go_pair(netns_pair, tmp_path, "wgn0")
     env = {"NOTIFY_SOCKET": str(listener.path)}
@@ -158,7 +158,7 @@ def traffic_both_ways(netns_pair: Any, daemon: Wgactors) -> str:
     return daemon.log()
 
 
-def test_wg_quick_file_with_mtu_1420_carries_traffic(netns_pair, tmp_path: Path) -> None:
+def test_wg_quick_file_with_mtu_1420_carries_traffic(netns_pair: Any, tmp_path: Path) -> None:
     """wg-quick's usual MTU works as the file says: one warning, the interface at 1280. The
     peer's AllowedIPs also covers our own Address's prefix, whose route the kernel added: that
     is not a clash."""
@@ -187,7 +187,7 @@ def conf_without_peer_process(tmp_path: Path, iface: str, allowed_ips: str) -> P
     )
 
 
-def test_route_clash_fails_clearly(netns_pair, tmp_path: Path) -> None:
+def test_route_clash_fails_clearly(netns_pair: Any, tmp_path: Path) -> None:
     """As wg-quick: routes are added, and a prefix someone else routes is not taken over."""
     lan = "10.98.0.0/24"
     netns_pair.a.ip("route", "add", lan, "dev", netns_pair.veth_a)
@@ -216,7 +216,7 @@ def netns_etc(ns: Netns) -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def test_endpoint_name_that_resolves_late(netns_pair, tmp_path: Path) -> None:
+def test_endpoint_name_that_resolves_late(netns_pair: Any, tmp_path: Path) -> None:
     name = "wgpeer.test"
     with netns_etc(netns_pair.a) as etc:
         wggo, conf = wireguard_go_pair(
@@ -249,7 +249,7 @@ def test_endpoint_name_that_resolves_late(netns_pair, tmp_path: Path) -> None:
             wggo.stop()
 
 
-def test_forced_unbatched_fallback_carries_traffic(netns_pair, tmp_path: Path) -> None:
+def test_forced_unbatched_fallback_carries_traffic(netns_pair: Any, tmp_path: Path) -> None:
     """The path an architecture without an AIO table takes, forced through the test hook."""
     wggo, conf = wireguard_go_pair(netns_pair, tmp_path, "wgu0")
     try:
@@ -260,7 +260,9 @@ def test_forced_unbatched_fallback_carries_traffic(netns_pair, tmp_path: Path) -
         wggo.stop()
 
 
-def test_background_daemon_logs_to_stderr_in_journal_format(netns_pair, tmp_path: Path) -> None:
+def test_background_daemon_logs_to_stderr_in_journal_format(
+    netns_pair: Any, tmp_path: Path
+) -> None:
     """`wgactors IFACE` forks; its logs keep going to the stderr it was given (here a file
     posing as the journal's stream), with <N> priorities and no timestamps."""
     stderr_path = tmp_path / "journal.txt"
@@ -299,7 +301,7 @@ def test_background_daemon_logs_to_stderr_in_journal_format(netns_pair, tmp_path
     assert all(re.match(r"<[0-7]>wgj0: ", line) for line in lines), lines
 
 
-def test_notify_in_single_threaded_mode(netns_pair, tmp_path: Path) -> None:
+def test_notify_in_single_threaded_mode(netns_pair: Any, tmp_path: Path) -> None:
     """The single loop runs on a thread of its own, as every data plane; SIGHUP is answered and
     STOPPING sent."""
     listener = NotifyListener(tmp_path / "notify")
@@ -333,12 +335,13 @@ def _allowed_cpus_of_threads(pid: int) -> dict[str, str]:
 
 @pytest.mark.parametrize("mode", ["actors", "single"])
 def test_compact_placement_keeps_every_thread_on_one_cpu(
-    netns_pair, tmp_path: Path, mode: str
+    netns_pair: Any, tmp_path: Path, mode: str
 ) -> None:
     """Every thread of the daemon, stages included, on one CPU it may use and under SCHED_BATCH,
-    and the tunnel works as before: by default in actors mode, asked for (WGACTORS_CPUS=compact)
-    in the single-threaded one; and WGACTORS_CPUS=all leaves the threads where the kernel puts
-    them."""
+    but for the placement's watcher, which keeps every CPU the process may use (where a change
+    to them shows), and the tunnel works as before: by default in actors mode, asked for
+    (WGACTORS_CPUS=compact) in the single-threaded one; and WGACTORS_CPUS=all leaves the
+    threads where the kernel puts them."""
     wggo, conf = wireguard_go_pair(netns_pair, tmp_path, "wgc0")
     extra = ("--single-threaded",) if mode == "single" else ()
     env = {"WGACTORS_CPUS": "compact"} if mode == "single" else {}
@@ -351,6 +354,9 @@ def test_compact_placement_keeps_every_thread_on_one_cpu(
             for _ in range(PLACEMENT_LOOKS):
                 status = netns_pair.a.run(str(LAUNCHER), "status", "wgc0", timeout=30).stdout
                 allowed = _allowed_cpus_of_threads(pid)
+                watchers = [t for t in allowed if _comm(pid, t) == "wga:placement"]
+                assert len(watchers) == 1, {t: _comm(pid, t) for t in allowed}
+                kept = allowed.pop(watchers[0])
                 said = re.search(r"^  cpus: compact \(CPU (\d+)\)$", status, re.MULTILINE)
                 if said and set(allowed.values()) == {said.group(1)}:
                     break
@@ -358,7 +364,8 @@ def test_compact_placement_keeps_every_thread_on_one_cpu(
             cpu = said.group(1)
             assert set(allowed.values()) == {cpu}, allowed
             assert int(cpu) in os.sched_getaffinity(0), cpu
-            names = {Path(f"/proc/{pid}/task/{t}/comm").read_text().strip() for t in allowed}
+            assert kept == _cpu_list_of(os.sched_getaffinity(0)), kept
+            names = {_comm(pid, t) for t in allowed}
             if mode == "actors":
                 assert {"wga:decrypt", "wga:encrypt", "wga:tun_writer"} <= names, names
             policies = {os.sched_getscheduler(int(t)) for t in allowed}
@@ -378,6 +385,25 @@ def test_compact_placement_keeps_every_thread_on_one_cpu(
         wggo.stop()
 
 
+def _comm(pid: int, tid: str) -> str:
+    """A thread's kernel name; empty for one that has ended."""
+    try:
+        return Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _cpu_list_of(cpus: set[int]) -> str:
+    """As the kernel writes a CPU set in ``Cpus_allowed_list`` (``0-3,6``)."""
+    runs: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if runs and cpu == runs[-1][-1] + 1:
+            runs[-1].append(cpu)
+        else:
+            runs.append([cpu])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+
+
 def _python_pid(daemon: Wgactors) -> int:
     assert daemon.proc is not None
     pid = find_process(daemon.proc.pid, is_wgactors_python)
@@ -385,7 +411,9 @@ def _python_pid(daemon: Wgactors) -> int:
     return pid
 
 
-def test_a_bad_cpu_list_is_refused_before_anything_is_set_up(netns_pair, tmp_path: Path) -> None:
+def test_a_bad_cpu_list_is_refused_before_anything_is_set_up(
+    netns_pair: Any, tmp_path: Path
+) -> None:
     conf = conf_without_peer_process(tmp_path, "wgc1", "10.97.0.0/24")
     for value, says in (("fast", "'fast' is not a CPU list"), ("4000", "none of CPUs 4000")):
         result = netns_pair.a.run(

@@ -22,6 +22,7 @@ Only pykka's public hooks are used (``on_start``, ``on_receive``, ``on_stop``; `
 from __future__ import annotations
 
 import ctypes
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -93,7 +94,10 @@ _TASK_COMM_LEN = 15  # bytes of a thread name the kernel keeps (16 with the NUL)
 
 def name_os_thread(name: str) -> None:
     """Give the calling thread a kernel-visible name, so that ``top -H``, ``ps -L`` and
-    /proc/PID/task/*/comm show which stage a thread is. Best effort: never raises."""
+    /proc/PID/task/*/comm show which stage a thread is, and the same Python name, which is
+    what marks it as one of the daemon's for CPU placement (:mod:`actors.placement`). Best
+    effort: never raises."""
+    threading.current_thread().name = name
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_NAME, name.encode()[:_TASK_COMM_LEN], 0, 0, 0)
