@@ -77,6 +77,30 @@ def is_wireguard_go(_pid: int, argv: list[str]) -> bool:
     return bool(argv) and os.path.basename(argv[0]) == "wireguard-go"
 
 
+def runs_binary(binary: str) -> Callable[[int, list[str]], bool]:
+    """A :func:`find_process` match for a process started as ``binary`` (a path, or a name
+    looked up on PATH): any build of wireguard-go, whatever its file is called."""
+    name = os.path.basename(binary)
+
+    def match(_pid: int, argv: list[str]) -> bool:
+        return bool(argv) and (argv[0] == binary or os.path.basename(argv[0]) == name)
+
+    return match
+
+
+def children(pid: int) -> list[int]:
+    """The process's child processes now (a daemon's workers), from every thread's list."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    out: list[int] = []
+    for tid in tids:
+        text = read_text(f"/proc/{pid}/task/{tid}/children") or ""
+        out += [int(tok) for tok in text.split() if tok.isdigit()]
+    return sorted(set(out))
+
+
 def cpu_seconds(pid: int) -> float | None:
     """utime + stime of the whole process (all its threads), in seconds."""
     fields = _stat_fields(pid)
