@@ -202,7 +202,7 @@ def bench_main(
     if args.peers:
         return _hub(lab, args, started)
     if args.hub_load:
-        return _hubload(lab, args, started)
+        return _hubload(lab, args, started, pin)
     bench = Bench(lab, Keys.fresh(), args.seconds, pin, args.baseline)
     if args.baseline is not None:
         print(f"bench: the @base cases run wgactors from {args.baseline}", flush=True)
@@ -271,7 +271,7 @@ def _hub(lab: Lab, args: argparse.Namespace, started: float) -> int:
     return 0 if not errors else 1
 
 
-def hub_load_settings(args: argparse.Namespace) -> hubload.HubLoad:
+def hub_load_settings(args: argparse.Namespace, pin: Pinning | None = None) -> hubload.HubLoad:
     return hubload.HubLoad(
         peers=args.hub_load,
         per_peer=args.hub_packets,
@@ -279,11 +279,13 @@ def hub_load_settings(args: argparse.Namespace) -> hubload.HubLoad:
         seconds=args.seconds,
         rounds=args.rounds,
         workers=tuple(args.workers) if args.workers else (None,),
+        daemon_cpus=pin.ours if pin else None,
+        generator_cpus=pin.peer if pin else None,
     )
 
 
-def _hubload(lab: Lab, args: argparse.Namespace, started: float) -> int:
-    report, errors = hubload.main_hubload(lab, hub_load_settings(args))
+def _hubload(lab: Lab, args: argparse.Namespace, started: float, pin: Pinning) -> int:
+    report, errors = hubload.main_hubload(lab, hub_load_settings(args, pin))
     if args.json:
         report["namespaces"] = [lab.ns_a, lab.ns_b]
         Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")

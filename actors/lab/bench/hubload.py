@@ -7,14 +7,16 @@ datagrams encrypted ahead; then the inbound load (b -> daemon -> a's host) and t
 load (a's host -> daemon -> b), each bounded by the packets encrypted ahead and by
 ``--seconds``. Around each load the daemon's CPU time and context switches are read: the
 parent process's, and each child process's (the workers) apart. Delivered packets come from
-the kernel's counters (the daemon's TUN rx; b's underlay veth rx).
+the kernel's counters (the daemon's TUN rx; the UDP datagrams that reached b's sockets).
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import socket
 import statistics
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -72,6 +74,8 @@ class HubLoad:
     seconds: int
     rounds: int
     workers: tuple[str | None, ...] = (None,)  # None: no --workers flag
+    daemon_cpus: str | None = None  # --pin: the daemon's CPUs (taskset), the generator's
+    generator_cpus: str | None = None
 
     def key(self, workers: str | None) -> str:
         return DEFAULT_CASE if workers is None else f"{WORKERS_PREFIX}{workers}"
@@ -145,6 +149,13 @@ def record_phase(
     }
 
 
+def udp_arrived(counters: NetCounters) -> int:
+    """UDP datagrams that reached a socket in the namespace, taken or dropped for a full
+    receive buffer: each datagram once, also when it crossed the veth inside a GSO packet."""
+    udp = counters.udp()
+    return udp.get("InDatagrams", 0) + udp.get("RcvbufErrors", 0)
+
+
 def _find_pid(daemon: Wgactors) -> int:
     assert daemon.proc is not None
     deadline = time.monotonic() + PROC_FIND_TIMEOUT
@@ -167,7 +178,15 @@ def run_case(lab: Lab, load: HubLoad, workers: str | None, round_no: int, serial
         with HubPeers(lab.b, load.peers, UNDERLAY_B, (UNDERLAY_A, WG_PORT)) as peers:
             conf = hub_conf(lab.tmp, iface, private, WG_PORT, peers.publics)
             args = () if workers is None else ("--workers", workers)
-            daemon = Wgactors(lab.a, conf, *args, verbose=False, log_dir=lab.tmp, plain=True)
+            daemon = Wgactors(
+                lab.a,
+                conf,
+                *args,
+                verbose=False,
+                log_dir=lab.tmp,
+                plain=True,
+                cpus=load.daemon_cpus,
+            )
             daemon.start()
             pid = _find_pid(daemon)
             result.extra["pid"] = pid
@@ -175,7 +194,6 @@ def run_case(lab: Lab, load: HubLoad, workers: str | None, round_no: int, serial
             result.extra["encrypted_ahead"] = peers.encrypt_ahead(load.per_peer, load.size)
             in_a, in_b = NetCounters(lab.a), NetCounters(lab.b)
             counters += [in_a, in_b]
-            veth_b = f"{lab.prefix}{lab.tag}vb"
 
             before = ProcSnapshot.read(pid)
             inbound = run_phase(
@@ -194,7 +212,7 @@ def run_case(lab: Lab, load: HubLoad, workers: str | None, round_no: int, serial
             middle = ProcSnapshot.read(pid)
             outbound = run_phase(
                 bursts,
-                lambda: in_b.link(veth_b)["rx_packets"],
+                lambda: udp_arrived(in_b),
                 lambda: in_a.link(iface)["tx_dropped"],
                 load.seconds,
             )
@@ -225,6 +243,9 @@ def run_case(lab: Lab, load: HubLoad, workers: str | None, round_no: int, serial
 
 def run_rounds(lab: Lab, load: HubLoad) -> dict[str, list[RunResult]]:
     """Every case once per round, round-robin, printing each run's figures as it ends."""
+    if load.generator_cpus:
+        cpus = {int(c) for c in load.generator_cpus.split(",")}
+        os.sched_setaffinity(threading.get_native_id(), cpus)  # this thread sends the load
     runs: dict[str, list[RunResult]] = {k: [] for k in load.cases}
     serial = 0
     for round_no in range(1, load.rounds + 1):
@@ -354,10 +375,10 @@ def print_report(
                 )
         print_rows(rows)
     print(
-        "\n(delivered: inbound = rx packets of the daemon's TUN interface, outbound = rx packets"
-        "\n of b's underlay veth; Mbit/s of inner IP bytes; CPU = utime+stime of the daemon's"
-        "\n process and of each child process over the load's wall time; the generator's CPU is"
-        "\n its sending thread's)"
+        "\n(delivered: inbound = rx packets of the daemon's TUN interface, outbound = UDP"
+        "\n datagrams that reached b's sockets; Mbit/s of inner IP bytes; CPU = utime+stime"
+        "\n of the daemon's process and of each child process over the load's wall time;"
+        "\n the generator's CPU is its sending thread's, the kernel's work on the way included)"
     )
     if targets:
         print("\nTargets")
