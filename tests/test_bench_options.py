@@ -210,3 +210,9 @@ def test_children_of_a_process_are_listed() -> None:
     finally:
         os.waitpid(pid, 0)
     assert procfs.children(2**22 + 12345) == []
+
+
+def test_run_seconds_reads_every_thread() -> None:
+    seconds = procfs.run_seconds(os.getpid())
+    assert seconds is not None and seconds > 0
+    assert procfs.run_seconds(2**22 + 12345) is None

@@ -112,6 +112,22 @@ def cpu_seconds(pid: int) -> float | None:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def run_seconds(pid: int) -> float | None:
+    """Time on a CPU of the process's threads now, summed, in seconds: nanosecond-exact
+    (``/proc/PID/task/TID/schedstat``), where utime + stime moves in whole clock ticks and
+    rounds a short load to nothing. A thread that has exited takes its time with it."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    total = 0
+    for tid in tids:
+        text = read_text(f"/proc/{pid}/task/{tid}/schedstat")
+        if text and text.split()[0].isdigit():
+            total += int(text.split()[0])
+    return total / 1e9
+
+
 def peak_rss_mb(pid: int) -> float | None:
     status = read_text(f"/proc/{pid}/status")
     if status and (m := re.search(r"^VmHWM:\s+(\d+)\s+kB", status, re.M)):
