@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from actors.lab import procfs
-from actors.lab.bench import cases, cli, hubload
+from actors.lab.bench import cases, cli, hubload, stats
 from actors.lab.bench.measure import RunResult
 from actors.lab.loadgen import (
     DAEMON_ADDRESS,
@@ -23,6 +23,7 @@ from actors.lab.loadgen import (
     sockaddr_in,
 )
 from actors.lab.pair import Lab
+from actors.lab.traffic import tcp_retransmits
 from actors.lab.wireguard_go import DEFAULT_BINARY
 from actors.packet import Packet
 
@@ -216,3 +217,32 @@ def test_run_seconds_reads_every_thread() -> None:
     seconds = procfs.run_seconds(os.getpid())
     assert seconds is not None and seconds > 0
     assert procfs.run_seconds(2**22 + 12345) is None
+
+
+def _tcp(updown: float, retrans: float) -> dict[str, dict[str, float]]:
+    run = RunResult("x", 1)
+    run.metrics.update({"tcp_sum_mbps": updown, "tcp_retrans": retrans})
+    return stats.summarize([run])
+
+
+@pytest.mark.parametrize(
+    ("two", "status"),
+    [((980.0, 10.0), "PASS"), ((900.0, 10.0), "MISS"), ((1000.0, 11.0), "MISS")],
+)
+def test_tcp_target_two_workers_against_one(two: tuple[float, float], status: str) -> None:
+    summary = {"wgactors-w1": _tcp(1000.0, 10.0), "wgactors-w2": _tcp(*two)}
+    ratios = stats.compute_ratios(summary)
+    assert ratios["workers_vs_first"]["first"] == "wgactors-w1"
+    row = ratios["workers_vs_first"]["cases"]["wgactors-w2"]
+    assert row["updown"] == pytest.approx(two[0] / 1000.0)
+    targets = stats.check_targets(ratios, summary)
+    assert [t["status"] for t in targets if "2 workers" in t["target"]] == [status]
+    # without both worker counts the bench checks its four targets, as before
+    alone = {"wgactors": _tcp(1000.0, 10.0)}
+    assert len(stats.check_targets(stats.compute_ratios(alone), alone)) == 4
+
+
+def test_retransmissions_come_from_the_sender() -> None:
+    assert tcp_retransmits({"end": {"sum_sent": {"retransmits": 7}}}) == 7
+    assert tcp_retransmits({"end": {"sum_sent": {}}}) is None
+    assert tcp_retransmits({}) is None

@@ -81,6 +81,13 @@ def print_ratios(ratios: dict[str, Any]) -> None:
         "actors / single-threaded (TCP up+down): "
         + fmt(ratios.get("actors_vs_single_updown"), "{:.2f}x")
     )
+    workers = ratios.get("workers_vs_first", {})
+    for case, row in workers.get("cases", {}).items():
+        first = workers["first"]
+        print(
+            f"{case} / {first}: TCP up+down {fmt(row['updown'], '{:.2f}x')}, "
+            f"retransmissions {fmt(row['retrans'], '{:.2f}x')}"
+        )
     if "actors_vs_single_updown_spread" in ratios:
         print(
             "actors / single-threaded, both placed by the kernel (TCP up+down): "
