@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from actors.lab.loadgen import (
     DAEMON_ADDRESS,
     MAX_PEERS,
     SINK_PORT,
+    PhaseResult,
     inner_udp,
     peer_address,
     sockaddr_in,
@@ -246,3 +250,31 @@ def test_retransmissions_come_from_the_sender() -> None:
     assert tcp_retransmits({"end": {"sum_sent": {"retransmits": 7}}}) == 7
     assert tcp_retransmits({"end": {"sum_sent": {}}}) is None
     assert tcp_retransmits({}) is None
+
+
+def test_hub_load_counts_each_child_process_apart() -> None:
+    """The workers-to-be: a child process's CPU is counted apart from its parent's."""
+    before = hubload.ProcSnapshot.read(os.getpid())
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfor _ in range(2_000_000): pass\ntime.sleep(30)"]
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while (procfs.run_seconds(child.pid) or 0) < 0.01 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        after = hubload.ProcSnapshot.read(os.getpid())
+    finally:
+        child.kill()
+        child.wait(5)
+    assert child.pid in after.children and child.pid not in before.children
+    phase = PhaseResult(sent=100, delivered=100, seconds=1.0, generator_cpu_s=0.001)
+    result = RunResult("wgactors-w2", 1)
+    hubload.record_phase(result, "in", phase, before, after, 200)
+    assert result.extra["in_workers"] >= 1
+    assert result.metrics["in_workers_cpu_pct"] > 0
+    (key,) = [k for k in result.extra["in_worker_cpu_pct"] if k.startswith(f"{child.pid} ")]
+    assert result.extra["in_worker_cpu_pct"][key] > 0
+    assert result.metrics["in_cpu_pct"] == pytest.approx(
+        result.metrics["in_parent_cpu_pct"] + result.metrics["in_workers_cpu_pct"]
+    )
+    assert "child processes" in hubload.per_process(result, "in")

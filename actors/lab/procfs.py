@@ -101,6 +101,19 @@ def children(pid: int) -> list[int]:
     return sorted(set(out))
 
 
+def descendants(pid: int) -> list[int]:
+    """Children, their children and so on (at most MAX_TREE_WALK): a daemon's workers also
+    when a helper process (a fork server) is their parent."""
+    out: list[int] = []
+    queue = children(pid)
+    while queue and len(out) < MAX_TREE_WALK:
+        child = queue.pop(0)
+        if child not in out:
+            out.append(child)
+            queue += children(child)
+    return out
+
+
 def cpu_seconds(pid: int) -> float | None:
     """utime + stime of the whole process (all its threads), in seconds."""
     fields = _stat_fields(pid)

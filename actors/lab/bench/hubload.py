@@ -39,11 +39,12 @@ from ..loadgen import (
 from ..netns import socket_in
 from ..pair import UNDERLAY_A, UNDERLAY_B, WG_PORT, Lab
 from ..procfs import (
-    children,
     context_switches,
     cpu_seconds,
+    descendants,
     find_process,
     is_wgactors_python,
+    read_text,
     run_seconds,
 )
 from ..table import print_rows
@@ -96,7 +97,8 @@ class HubLoad:
 
 @dataclass(frozen=True)
 class ProcSnapshot:
-    """The daemon's CPU seconds and context switches at one moment, parent and children."""
+    """The daemon's CPU seconds and context switches at one moment: its own process's, and
+    each of its descendant processes' (the workers) by PID."""
 
     t: float
     parent: tuple[float, int]
@@ -108,7 +110,7 @@ class ProcSnapshot:
             cpu = run_seconds(p)
             return cpu if cpu is not None else cpu_seconds(p) or 0.0, context_switches(p) or 0
 
-        kids = {c: one(c) for c in children(pid)}
+        kids = {c: one(c) for c in descendants(pid)}
         return cls(time.monotonic(), one(pid), kids)
 
 
@@ -138,7 +140,10 @@ def record_phase(
         m[f"{prefix}_cpu_pct"] = 100 * total_cpu / wall
         m[f"{prefix}_parent_cpu_pct"] = 100 * parent_cpu / wall
         m[f"{prefix}_workers_cpu_pct"] = 100 * sum(worker_cpu.values()) / wall
-        x[f"{prefix}_worker_cpu_pct"] = {str(p): 100 * c / wall for p, c in worker_cpu.items()}
+        x[f"{prefix}_worker_cpu_pct"] = {
+            f"{p} {(read_text(f'/proc/{p}/comm') or '?').strip()}": 100 * c / wall
+            for p, c in worker_cpu.items()
+        }
     if phase.delivered:
         m[f"{prefix}_cpu_us_per_pkt"] = 1e6 * total_cpu / phase.delivered
         m[f"{prefix}_ctx_per_kpkt"] = 1000 * switches / phase.delivered
@@ -266,16 +271,27 @@ def run_rounds(lab: Lab, load: HubLoad) -> dict[str, list[RunResult]]:
             r = run_case(lab, load, workers, round_no, serial)
             runs[key].append(r)
             m = r.metrics
-            shown = ", ".join(
-                f"{d} {m[f'{d}_pps']:.0f} pkt/s at {m.get(f'{d}_cpu_pct', 0):.0f}% CPU"
-                f" ({r.extra.get(f'{d}_workers', 0)} child processes)"
-                for d, _ in DIRECTIONS
-                if f"{d}_pps" in m
-            )
-            print(f"         {shown or 'no figures'}", flush=True)
+            for d, _ in DIRECTIONS:
+                if f"{d}_pps" in m:
+                    print(
+                        f"         {d}: {m[f'{d}_pps']:.0f} pkt/s, {per_process(r, d)}", flush=True
+                    )
+            if not m:
+                print("         no figures", flush=True)
             for e in r.errors:
                 print(f"         FAILED: {e}", flush=True)
     return runs
+
+
+def per_process(run: RunResult, direction: str) -> str:
+    """The daemon's CPU in one direction of one run: the parent's, then each child's."""
+    m = run.metrics
+    parent = m.get(f"{direction}_parent_cpu_pct")
+    if parent is None:
+        return "CPU not measured"
+    each = run.extra.get(f"{direction}_worker_cpu_pct", {})
+    kids = " + ".join(f"{v:.0f}" for _, v in sorted(each.items()))
+    return f"CPU % parent {parent:.0f}" + (f", child processes {kids}" if kids else "")
 
 
 def summarize(runs: Sequence[RunResult]) -> dict[str, dict[str, float]]:
@@ -343,6 +359,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def print_report(
     load: HubLoad,
+    runs: dict[str, list[RunResult]],
     summary: dict[str, dict[str, dict[str, float]]],
     comparison: dict[str, dict[str, Any]],
     targets: list[dict[str, Any]],
@@ -390,6 +407,11 @@ def print_report(
         "\n the daemon's threads, its own and each child process's, over the load's wall time;"
         "\n the generator's CPU is its sending thread's, the kernel's work on the way included)"
     )
+    print("\nCPU % of one core, by round: the parent process, then each child process")
+    for case in cases:
+        for r in runs[case]:
+            shown = "; ".join(f"{d} {per_process(r, d)}" for d, _ in DIRECTIONS)
+            print(f"  {case}, round {r.round}: {shown}")
     if targets:
         print("\nTargets")
         for t in targets:
@@ -429,7 +451,7 @@ def main_hubload(lab: Lab, load: HubLoad) -> tuple[dict[str, Any], list[str]]:
     summary = {c: summarize(runs[c]) for c in load.cases}
     comparison = compare(summary)
     targets = check_targets(summary)
-    print_report(load, summary, comparison, targets)
+    print_report(load, runs, summary, comparison, targets)
     for case, case_runs in runs.items():
         for r in case_runs:
             for name, text in r.extra.get("log_tails", {}).items():
