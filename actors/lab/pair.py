@@ -24,9 +24,9 @@ from pathlib import Path
 
 from .keys import gen_keypair
 from .netns import Netns, missing_tools, veth_pair
-from .procfs import find_process, is_wgactors_python, is_wireguard_go
+from .procfs import find_process, is_wgactors_python, runs_binary
 from .wgactors import Wgactors, write_conf
-from .wireguard_go import WgPeer, WireguardGo
+from .wireguard_go import DEFAULT_BINARY, WgPeer, WireguardGo
 
 UNDERLAY_A, UNDERLAY_B = "10.88.0.1", "10.88.0.2"
 PLAIN_A, PLAIN_B = "10.89.0.1", "10.89.0.2"
@@ -78,8 +78,9 @@ class Tunnel:
         proc = self.a_end.proc
         if proc is None:
             return None
-        match = is_wgactors_python if self.is_wgactors else is_wireguard_go
-        return find_process(proc.pid, match)
+        if isinstance(self.a_end, Wgactors):
+            return find_process(proc.pid, is_wgactors_python)
+        return find_process(proc.pid, runs_binary(self.a_end.binary))
 
     def a_alive(self) -> bool:
         proc = self.a_end.proc
@@ -98,11 +99,13 @@ class Lab:
     """The two namespaces and what runs in them; :meth:`close` removes all of it.
 
     ``prefix`` (at most 4 characters) names everything: the demo uses ``wgd``, the bench
-    ``wgb``. Closing is bounded in time and never raises.
+    ``wgb``. ``wireguard_go`` is the program every wireguard-go end runs (the peer in b, and
+    the reference in a). Closing is bounded in time and never raises.
     """
 
-    def __init__(self, prefix: str = "wgd") -> None:
+    def __init__(self, prefix: str = "wgd", wireguard_go: str = DEFAULT_BINARY) -> None:
         self.prefix = prefix
+        self.wireguard_go = wireguard_go
         self.tag = secrets.token_hex(2)
         self.a = Netns(f"{prefix}-{self.tag}-a")
         self.b = Netns(f"{prefix}-{self.tag}-b")
@@ -201,8 +204,8 @@ class Lab:
         a_end.start()
         return tunnel
 
-    @staticmethod
     def _wireguard_go(
+        self,
         ns: Netns,
         private: str,
         tunnel: str,
@@ -223,6 +226,7 @@ class Lab:
             mtu=MTU,
             log_level="verbose",
             cpus=cpus,
+            binary=self.wireguard_go,
         )
 
     def stop_tunnel(self, tunnel: Tunnel) -> int | None:

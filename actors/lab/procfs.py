@@ -77,6 +77,43 @@ def is_wireguard_go(_pid: int, argv: list[str]) -> bool:
     return bool(argv) and os.path.basename(argv[0]) == "wireguard-go"
 
 
+def runs_binary(binary: str) -> Callable[[int, list[str]], bool]:
+    """A :func:`find_process` match for a process started as ``binary`` (a path, or a name
+    looked up on PATH): any build of wireguard-go, whatever its file is called."""
+    name = os.path.basename(binary)
+
+    def match(_pid: int, argv: list[str]) -> bool:
+        return bool(argv) and (argv[0] == binary or os.path.basename(argv[0]) == name)
+
+    return match
+
+
+def children(pid: int) -> list[int]:
+    """The process's child processes now (a daemon's workers), from every thread's list."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    out: list[int] = []
+    for tid in tids:
+        text = read_text(f"/proc/{pid}/task/{tid}/children") or ""
+        out += [int(tok) for tok in text.split() if tok.isdigit()]
+    return sorted(set(out))
+
+
+def descendants(pid: int) -> list[int]:
+    """Children, their children and so on (at most MAX_TREE_WALK): a daemon's workers also
+    when a helper process (a fork server) is their parent."""
+    out: list[int] = []
+    queue = children(pid)
+    while queue and len(out) < MAX_TREE_WALK:
+        child = queue.pop(0)
+        if child not in out:
+            out.append(child)
+            queue += children(child)
+    return out
+
+
 def cpu_seconds(pid: int) -> float | None:
     """utime + stime of the whole process (all its threads), in seconds."""
     fields = _stat_fields(pid)
@@ -86,6 +123,22 @@ def cpu_seconds(pid: int) -> float | None:
     except (AssertionError, IndexError, ValueError):
         return None
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def run_seconds(pid: int) -> float | None:
+    """Time on a CPU of the process's threads now, summed, in seconds: nanosecond-exact
+    (``/proc/PID/task/TID/schedstat``), where utime + stime moves in whole clock ticks and
+    rounds a short load to nothing. A thread that has exited takes its time with it."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    total = 0
+    for tid in tids:
+        text = read_text(f"/proc/{pid}/task/{tid}/schedstat")
+        if text and text.split()[0].isdigit():
+            total += int(text.split()[0])
+    return total / 1e9
 
 
 def peak_rss_mb(pid: int) -> float | None:

@@ -182,6 +182,15 @@ def tcp_mbps(report: dict[str, Any]) -> float:
     return bps / 1e6
 
 
+def tcp_retransmits(report: dict[str, Any]) -> int | None:
+    """The sender's TCP retransmissions over a report (None when iperf3 gave none: the
+    sender's count is Linux-only, and in reverse mode comes from the server)."""
+    try:
+        return int(report["end"]["sum_sent"]["retransmits"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def udp_received_pps(report: dict[str, Any]) -> tuple[float, float]:
     """(received, sent) packets per second of a UDP test, from the receiver's figures."""
     end = report.get("end", {})

@@ -21,6 +21,7 @@ from .netns import NAME_MAX, Netns
 WG_SOCKET_DIR = Path("/var/run/wireguard")
 START_TIMEOUT_S = 5.0  # seconds for wireguard-go to create its UAPI socket
 HANDSHAKE_POLL_S = 0.1
+DEFAULT_BINARY = "wireguard-go"  # the one on PATH (Debian's package)
 
 
 def format_endpoint(endpoint: str | tuple[str, int]) -> str:
@@ -96,7 +97,8 @@ class WireguardGo:
     strings), the MTU, and brought up. ``cpus`` pins it to a CPU list (``taskset -c``).
 
     The UAPI socket lives in ``/var/run/wireguard/IFACE.sock``, which all namespaces share, so
-    the default interface name is unique per instance (``wg`` + 6 hex chars).
+    the default interface name is unique per instance (``wg`` + 6 hex chars). ``binary`` is
+    the program run (default the ``wireguard-go`` on PATH), so any build can be the reference.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
     """
@@ -114,6 +116,7 @@ class WireguardGo:
         start_timeout: float = START_TIMEOUT_S,
         log_level: str = "debug",
         cpus: str | None = None,
+        binary: str = DEFAULT_BINARY,
     ) -> None:
         self.ns = ns
         self.iface = iface or f"wg{secrets.token_hex(3)}"
@@ -128,6 +131,7 @@ class WireguardGo:
         self.start_timeout = start_timeout
         self.log_level = log_level
         self.cpus = cpus
+        self.binary = binary
         self.proc: subprocess.Popen[Any] | None = None
         self._tmpdir: Path | None = None
         self._log_path: Path | None = None
@@ -159,7 +163,7 @@ class WireguardGo:
             with open(self._log_path, "wb") as log:
                 self.proc = self.ns.popen(
                     *pinned(self.cpus),
-                    "wireguard-go",
+                    self.binary,
                     "-f",
                     self.iface,
                     stdout=log,

@@ -39,8 +39,11 @@ also on Ctrl-C or SIGTERM; no traffic leaves its own namespaces.
 One job per module, each readable alone: ``cases`` (the registry and ``--cases``),
 ``measure`` (one case, once: the measurements and counters), ``orchestrate`` (the rounds:
 start, measure, stop each case), ``stats`` (medians, ratios, targets, the baseline
-comparison), ``report`` (tables, machine, JSON), ``hub`` (``--peers``: wgactors as a hub) and
-``cli`` (the options and one run). Measurements that are not a tunnel case (an in-process
-per-packet cost, a many-peer run) plug in as their own option and section next to the case
-table; a new tunnel flavour is one more ``cases.register_case`` call.
+comparison), ``report`` (tables, machine, JSON), ``hub`` (``--peers``: wgactors as a hub),
+``hubload`` (``--hub-load K``: K live peers under load, per ``--workers`` value) and ``cli``
+(the options and one run). ``--workers`` adds a case per worker count (``wgactors-wN``);
+``--reference PATH`` runs that wireguard-go binary for the reference case and the peer.
+Measurements that are not a tunnel case (an in-process per-packet cost, a many-peer run) plug
+in as their own option and section next to the case table; a new tunnel flavour is one more
+``cases.register_case`` call.
 """

@@ -43,13 +43,22 @@ class Case:
 CASES: dict[str, Case] = {}
 
 
-def register_case(case: Case) -> None:
+def register_case(case: Case, after: str | None = None) -> None:
     """Add a case, and after a wgactors case its baseline twin; reports list cases in
-    registration order, so each twin sits next to its original."""
-    CASES[case.key] = case
+    registration order, so each twin sits next to its original. With ``after`` (a key) the
+    new case and its twin go right after that case (and its twin) instead of last."""
+    added = [case]
     if case.is_wgactors and not case.baseline:
-        twin = baseline_twin(case)
-        CASES[twin.key] = twin
+        added.append(baseline_twin(case))
+    if after is None or after not in CASES:
+        for c in added:
+            CASES[c.key] = c
+        return
+    order = [(k, c) for k, c in CASES.items() if k not in {a.key for a in added}]
+    anchor = max(i for i, (k, _) in enumerate(order) if k in (after, after + BASELINE_SUFFIX))
+    order[anchor + 1 : anchor + 1] = [(c.key, c) for c in added]
+    CASES.clear()
+    CASES.update(order)
 
 
 def baseline_twin(case: Case) -> Case:
@@ -97,9 +106,68 @@ for _key, _alias, _label, _args in (
             default=False,
         )
     )
-# The tree under test's wgactors cases (the targets apply to these), and their baseline twins.
+# The tree under test's wgactors cases (the targets apply to these), and their baseline twins;
+# the --workers cases, registered when asked for, are not among these two.
 WGACTORS_CASES = tuple(k for k, c in CASES.items() if c.is_wgactors and not c.baseline)
 BASELINE_CASES = tuple(k for k, c in CASES.items() if c.baseline)
+
+WORKERS_PREFIX = "wgactors-w"  # the --workers cases: wgactors-w1, wgactors-w2, wgactors-wauto
+WORKERS_AUTO = "auto"  # one worker per CPU the daemon may use
+MAX_WORKERS = 1024
+
+
+def parse_workers(text: str) -> list[str]:
+    """``--workers``: comma-separated worker counts (1..MAX_WORKERS) or ``auto``, each once,
+    in the order given; kept as the text passed on to ``wgactors --workers``."""
+    values: list[str] = []
+    for word in text.replace(",", " ").split():
+        word = word.lower()
+        if word != WORKERS_AUTO:
+            try:
+                n = int(word)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"workers must be numbers or {WORKERS_AUTO!r}, not {word!r}"
+                ) from None
+            if not 1 <= n <= MAX_WORKERS:
+                raise argparse.ArgumentTypeError(f"workers must be 1..{MAX_WORKERS}")
+            word = str(n)
+        if word not in values:
+            values.append(word)
+    if not values:
+        raise argparse.ArgumentTypeError("no worker count given")
+    return values
+
+
+def workers_case(value: str) -> str:
+    """Register (once) the wgactors case run with ``--workers VALUE``, next to ``wgactors``;
+    its key. The daemon gets the flag only in these cases, so the plain ``wgactors`` case
+    still runs on a tree (or a baseline checkout) that has no ``--workers``."""
+    key = f"{WORKERS_PREFIX}{value}"
+    if key not in CASES:
+        previous = [k for k in CASES if is_workers_case(k) and not CASES[k].baseline]
+        register_case(
+            Case(
+                key,
+                f"wgactors --workers {value} ↔ wireguard-go",
+                wgactors_args=("--workers", value),
+                aliases=(f"actors-w{value}",),
+                default=False,
+            ),
+            after=previous[-1] if previous else "wgactors",
+        )
+    return key
+
+
+def is_workers_case(key: str) -> bool:
+    return key.startswith(WORKERS_PREFIX)
+
+
+def with_workers(cases: Sequence[str], values: Sequence[str]) -> list[str]:
+    """``cases`` with ``wgactors`` replaced by one case per worker count (added when
+    ``wgactors`` was not among them)."""
+    keys = [workers_case(v) for v in values]
+    return canonical([*(c for c in cases if c != "wgactors"), *keys])
 
 
 def canonical(keys: Iterable[str]) -> list[str]:
@@ -128,7 +196,7 @@ def parse_cases(text: str) -> list[str]:
 
 def with_baseline(cases: Sequence[str]) -> list[str]:
     """``cases`` and the baseline twin of each of the tree's wgactors cases among them."""
-    twins = [k + BASELINE_SUFFIX for k in cases if k in WGACTORS_CASES]
+    twins = [k + BASELINE_SUFFIX for k in cases if CASES[k].is_wgactors and not CASES[k].baseline]
     return canonical([*cases, *twins])
 
 

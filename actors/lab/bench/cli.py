@@ -15,12 +15,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import corebench
+from .. import corebench, loadgen
 from ..command import LabError, tail
 from ..pair import Keys, Lab, preflight
 from ..signals import interruptible
-from . import hub
-from .cases import BASELINE_CASES, CASES, default_cases, parse_cases, with_baseline
+from ..wireguard_go import DEFAULT_BINARY
+from . import hub, hubload
+from .cases import (
+    BASELINE_CASES,
+    CASES,
+    default_cases,
+    parse_cases,
+    parse_workers,
+    with_baseline,
+    with_workers,
+)
 from .measure import Bench, Pinning
 from .orchestrate import run_rounds
 from .report import json_report, machine_info, print_log_tails, print_machine, print_report
@@ -37,6 +46,28 @@ def parse_baseline(text: str) -> Path:
     if not (path / "actors" / "__init__.py").is_file() or not launcher.is_file():
         raise argparse.ArgumentTypeError(f"{text}: not a wgactors checkout (no scripts/wgactors)")
     return path
+
+
+def parse_reference(text: str) -> str:
+    """``--reference``: a wireguard-go binary, made absolute (it runs under ``ip netns exec``
+    and ``taskset``, whose PATH may differ)."""
+    path = Path(text).expanduser().resolve()
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text}: not an executable file")
+    return str(path)
+
+
+def _bounded_int(low: int, high: int, what: str) -> Any:
+    def parse(text: str) -> int:
+        try:
+            n = int(text.replace("_", ""))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number") from None
+        if not low <= n <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be {low}..{high}")
+        return n
+
+    return parse
 
 
 def parse_peers(text: str) -> list[int]:
@@ -101,6 +132,42 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="instead: wgactors as a hub with N peers (e.g. 1000,10000,100000; "
         "see actors/lab/bench/hub.py)",
     )
+    parser.add_argument(
+        "--workers",
+        type=parse_workers,
+        metavar="N[,M...]",
+        help="run the wgactors case with `--workers N` (a number or auto), one case per value "
+        "(wgactors-wN), in the same rounds; without it the daemon gets no --workers flag",
+    )
+    parser.add_argument(
+        "--reference",
+        type=parse_reference,
+        metavar="PATH",
+        help="the wireguard-go binary for the reference case and for the peer in b "
+        f"(default: {DEFAULT_BINARY} on PATH)",
+    )
+    parser.add_argument(
+        "--hub-load",
+        type=_bounded_int(1, loadgen.MAX_PEERS, "--hub-load"),
+        metavar="K",
+        help="instead: wgactors with K live peers, loaded each way by a low-cost generator "
+        "that plays them all (see actors/lab/bench/hubload.py); --workers picks the cases",
+    )
+    parser.add_argument(
+        "--hub-packets",
+        type=_bounded_int(1, loadgen.MAX_PER_PEER, "--hub-packets"),
+        default=loadgen.DEFAULT_PER_PEER,
+        metavar="N",
+        help=f"--hub-load: datagrams per peer and direction each round "
+        f"({loadgen.DEFAULT_PER_PEER})",
+    )
+    parser.add_argument(
+        "--hub-size",
+        type=_bounded_int(loadgen.MIN_SIZE, 1280, "--hub-size"),
+        default=loadgen.DEFAULT_SIZE,
+        metavar="BYTES",
+        help=f"--hub-load: inner IP packet size ({loadgen.DEFAULT_SIZE})",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.rounds = QUICK_SECONDS, QUICK_ROUNDS
@@ -108,8 +175,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--seconds must be 1..600")
     if not 1 <= args.rounds <= 100:
         parser.error("--rounds must be 1..100")
+    if args.peers and args.hub_load:
+        parser.error("--peers and --hub-load are two different runs: give one")
+    if args.hub_load and args.reference:
+        parser.error("--hub-load runs no wireguard-go: --reference does not apply")
+    if args.workers and args.peers:
+        parser.error("--workers does not apply to --peers")
+    if args.workers and not args.hub_load:
+        args.cases = with_workers(args.cases, args.workers)
     if args.baseline is not None:
-        if args.peers:
+        if args.peers or args.hub_load:
             parser.error("--baseline compares tunnel cases; it does not apply to --peers")
         args.cases = with_baseline(args.cases)
     elif any(c in BASELINE_CASES for c in args.cases):
@@ -126,6 +201,8 @@ def bench_main(
     lab.create()
     if args.peers:
         return _hub(lab, args, started)
+    if args.hub_load:
+        return _hubload(lab, args, started, pin)
     bench = Bench(lab, Keys.fresh(), args.seconds, pin, args.baseline)
     if args.baseline is not None:
         print(f"bench: the @base cases run wgactors from {args.baseline}", flush=True)
@@ -163,9 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if reason:
         print(f"bench: {reason}", file=sys.stderr)
         return 1
-    info = machine_info()
+    reference = args.reference or DEFAULT_BINARY
+    info = machine_info(reference)
     print_machine(info)
-    lab = Lab(prefix=PREFIX)
+    lab = Lab(prefix=PREFIX, wireguard_go=reference)
     try:
         with interruptible():  # on the way out the signals are ignored: clean-up runs whole
             return bench_main(args, lab, info, core)
@@ -187,6 +265,29 @@ def _hub(lab: Lab, args: argparse.Namespace, started: float) -> int:
     hub.print_hub_report(results)
     if args.json:
         report = {"ok": not errors, "hub": hub.to_json(results), "errors": errors}
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    verdict = "all measurements worked" if not errors else f"{len(errors)} failed"
+    print(f"\nbench: {verdict} ({time.monotonic() - started:.0f} s)")
+    return 0 if not errors else 1
+
+
+def hub_load_settings(args: argparse.Namespace, pin: Pinning | None = None) -> hubload.HubLoad:
+    return hubload.HubLoad(
+        peers=args.hub_load,
+        per_peer=args.hub_packets,
+        size=args.hub_size,
+        seconds=args.seconds,
+        rounds=args.rounds,
+        workers=tuple(args.workers) if args.workers else (None,),
+        daemon_cpus=pin.ours if pin else None,
+        generator_cpus=pin.peer if pin else None,
+    )
+
+
+def _hubload(lab: Lab, args: argparse.Namespace, started: float, pin: Pinning) -> int:
+    report, errors = hubload.main_hubload(lab, hub_load_settings(args, pin))
+    if args.json:
+        report["namespaces"] = [lab.ns_a, lab.ns_b]
         Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
     verdict = "all measurements worked" if not errors else f"{len(errors)} failed"
     print(f"\nbench: {verdict} ({time.monotonic() - started:.0f} s)")

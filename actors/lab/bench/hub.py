@@ -83,6 +83,7 @@ def run_hub(lab: Lab, peers: int, serial: int, keys: Keys, seconds: int) -> HubR
         peers=[WgPeer(pub_a, [f"{TUNNEL_A}/32"], endpoint=(UNDERLAY_A, WG_PORT))],
         iface=iface_b,
         mtu=MTU,
+        binary=lab.wireguard_go,
     )
     proc: subprocess.Popen[Any] | None = None
     log = lab.tmp / f"wgactors-{iface_a}.log"

@@ -20,7 +20,7 @@ from ..command import LabError, run, tail
 from ..netns import Netns
 from ..pair import Keys, Lab, Tunnel
 from ..procfs import context_switches_by_thread, cpu_seconds, link_packets, peak_rss_mb
-from ..traffic import iperf3, ping, tcp_mbps, udp_received_pps
+from ..traffic import iperf3, ping, tcp_mbps, tcp_retransmits, udp_received_pps
 from ..wgactors import launcher_argv
 
 PING_COUNT = 20
@@ -38,6 +38,7 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("tcp_up_mbps", "TCP upload Mbit/s", "{:.1f}"),
     ("tcp_down_mbps", "TCP download Mbit/s", "{:.1f}"),
     ("tcp_sum_mbps", "TCP up+down Mbit/s", "{:.1f}"),
+    ("tcp_retrans", "TCP retransmissions (up+down)", "{:.0f}"),
     ("udp_pps", f"UDP {UDP_LEN} B received pkt/s", "{:.0f}"),
     ("ping_idle_ms", "ping idle avg ms", "{:.3f}"),
     ("ping_loaded_ms", "ping under TCP upload avg ms", "{:.2f}"),
@@ -179,11 +180,13 @@ def measure_idle_ping(bench: Bench, setup: Setup, result: RunResult, serial: int
 def measure_tcp_up(bench: Bench, setup: Setup, result: RunResult, serial: int) -> None:
     report = bench.iperf3(f"tcp-up-{serial}", setup.target, bench.seconds)
     result.metrics["tcp_up_mbps"] = tcp_mbps(report)
+    result.extra["tcp_up_retrans"] = tcp_retransmits(report)
 
 
 def measure_tcp_down(bench: Bench, setup: Setup, result: RunResult, serial: int) -> None:
     report = bench.iperf3(f"tcp-down-{serial}", setup.target, bench.seconds, "-R")
     result.metrics["tcp_down_mbps"] = tcp_mbps(report)
+    result.extra["tcp_down_retrans"] = tcp_retransmits(report)
 
 
 def measure_loaded_ping(bench: Bench, setup: Setup, result: RunResult, serial: int) -> None:

@@ -76,6 +76,9 @@ def run_case(bench: Bench, case: Case, round_no: int, serial: int) -> RunResult:
         up, down = result.metrics.get("tcp_up_mbps"), result.metrics.get("tcp_down_mbps")
         if up is not None and down is not None:
             result.metrics["tcp_sum_mbps"] = up + down
+        up_retrans, down_retrans = (result.extra.get(f"tcp_{d}_retrans") for d in ("up", "down"))
+        if up_retrans is not None and down_retrans is not None:
+            result.metrics["tcp_retrans"] = up_retrans + down_retrans
     except LabError as e:
         result.errors.append(f"setting up: {e}")
     finally:
@@ -113,7 +116,7 @@ def run_rounds(bench: Bench, cases: Sequence[str], rounds: int) -> dict[str, lis
             shown = ", ".join(
                 f"{metric} {spec.format(r.metrics[metric])}"
                 for metric, _, spec in METRICS
-                if metric in r.metrics and metric != "tcp_sum_mbps"
+                if metric in r.metrics and metric not in ("tcp_sum_mbps", "tcp_retrans")
             )
             print(f"         {shown or 'no figures'}", flush=True)
             for e in r.errors:

@@ -16,6 +16,7 @@ from ..command import run
 from ..pair import MTU, PLAIN_A, PLAIN_B, TUNNEL_B
 from ..procfs import read_text
 from ..table import print_rows
+from ..wireguard_go import DEFAULT_BINARY
 from .cases import CASES
 from .measure import (
     LOADED_MIN_SECONDS,
@@ -80,6 +81,13 @@ def print_ratios(ratios: dict[str, Any]) -> None:
         "actors / single-threaded (TCP up+down): "
         + fmt(ratios.get("actors_vs_single_updown"), "{:.2f}x")
     )
+    workers = ratios.get("workers_vs_first", {})
+    for case, row in workers.get("cases", {}).items():
+        first = workers["first"]
+        print(
+            f"{case} / {first}: TCP up+down {fmt(row['updown'], '{:.2f}x')}, "
+            f"retransmissions {fmt(row['retrans'], '{:.2f}x')}"
+        )
     if "actors_vs_single_updown_spread" in ratios:
         print(
             "actors / single-threaded, both placed by the kernel (TCP up+down): "
@@ -138,7 +146,7 @@ def print_report(
         print(f"  {t['status']:4}  {t['target']}: {t['shown']}")
 
 
-def machine_info() -> dict[str, Any]:
+def machine_info(wireguard_go: str = DEFAULT_BINARY) -> dict[str, Any]:
     cpuinfo = read_text("/proc/cpuinfo") or ""
     m = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
 
@@ -155,7 +163,8 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": m.group(1).strip() if m else platform.processor() or "?",
         "kernel": platform.release(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "wireguard_go": first_line("wireguard-go", "--version"),
+        "wireguard_go": first_line(wireguard_go, "--version"),
+        "wireguard_go_binary": wireguard_go,
         "iperf3": first_line("iperf3", "--version"),
         "loadavg": os.getloadavg(),
     }

@@ -10,7 +10,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .cases import BASELINE_SUFFIX, WGACTORS_CASES
+from .cases import BASELINE_SUFFIX, WGACTORS_CASES, WORKERS_PREFIX, is_workers_case
 from .measure import HIGHER_IS_BETTER, METRICS, RunResult
 
 TARGET_UPDOWN_RATIO = 1.0  # actors against wireguard-go, TCP up + down
@@ -18,6 +18,7 @@ TARGET_EACH_DIRECTION = 0.9  # actors against wireguard-go, upload and download 
 TARGET_ACTORS_VS_SINGLE = 0.95
 TARGET_RSS_MB = 80.0
 TARGET_LATENCY_OVER_SINGLE_MS = 0.1  # actors' added idle latency over single-threaded's
+TARGET_TWO_WORKERS_VS_ONE = 0.95  # one peer, TCP up+down, --workers 2 over --workers 1
 
 
 def summarize(runs: Sequence[RunResult]) -> dict[str, dict[str, float]]:
@@ -63,6 +64,19 @@ def compute_ratios(summary: dict[str, dict[str, dict[str, float]]]) -> dict[str,
         med.get("wgactors", {}).get("tcp_sum_mbps"),
         med.get("wgactors-single", {}).get("tcp_sum_mbps"),
     )
+    workers = [c for c in med if is_workers_case(c) and not c.endswith(BASELINE_SUFFIX)]
+    if len(workers) >= 2:
+        first = med[workers[0]]
+        out["workers_vs_first"] = {
+            "first": workers[0],
+            "cases": {
+                c: {
+                    "updown": ratio(med[c].get("tcp_sum_mbps"), first.get("tcp_sum_mbps")),
+                    "retrans": ratio(med[c].get("tcp_retrans"), first.get("tcp_retrans")),
+                }
+                for c in workers[1:]
+            },
+        }
     if "wgactors-spread" in med or "wgactors-single-spread" in med:
         out["actors_vs_single_updown_spread"] = ratio(
             med.get("wgactors-spread", {}).get("tcp_sum_mbps"),
@@ -115,6 +129,23 @@ def check_targets(
             lambda v: f"{v:.1f} MB",
         ),
     ]
+    one, two = summary.get(f"{WORKERS_PREFIX}1"), summary.get(f"{WORKERS_PREFIX}2")
+    if one is not None and two is not None:
+        # Only when both ran: a run without --workers keeps the four targets above.
+        pair = (
+            ratio(two["median"].get("tcp_sum_mbps"), one["median"].get("tcp_sum_mbps")),
+            two["median"].get("tcp_retrans"),
+            one["median"].get("tcp_retrans"),
+        )
+        targets.append(
+            (
+                f"2 workers ≥ {TARGET_TWO_WORKERS_VS_ONE:g}x 1 worker (TCP up+down), "
+                "retransmissions no higher",
+                None if None in pair else pair,
+                lambda v: v[0] >= TARGET_TWO_WORKERS_VS_ONE and v[1] <= v[2],
+                lambda v: f"{v[0]:.2f}x, retransmissions {v[1]:.0f} against {v[2]:.0f}",
+            )
+        )
     out = []
     for name, value, ok, shown in targets:
         status = "SKIP" if value is None else ("PASS" if ok(value) else "MISS")
