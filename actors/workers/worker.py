@@ -103,8 +103,10 @@ class Worker:
             shard=shard,
         )
         self.placement = Placement(
-            spec.cpus, default=self.pipeline.default_placement()
-        )  # WORKERPLACE
+            spec.cpus,
+            default=self.pipeline.default_placement(),
+            worker=(spec.worker, spec.workers),
+        )
 
     def run(self) -> int:
         spec = self.spec
