@@ -199,26 +199,31 @@ class InterfaceModel:
     def _settle(self) -> tuple[list[bytes], bool]:
         """After a request: every peer whose prefixes moved takes its list from the table (a
         later section may have taken a prefix an earlier one gave it); the peers that lost a
-        prefix to a peer of another worker (that worker's device cannot know); and whether any
-        route moved."""
-        moved: dict[bytes, None] = {}
+        prefix to a peer of another worker, whose own worker's device cannot know it; and
+        whether any prefix ends the request with another owner than it began with."""
+        touched: dict[bytes, None] = {}
         losers: dict[bytes, None] = {}
-        entries = self._routes.take_changes().entries
-        for _net, new, old in entries:
+        owners = self.owners
+        net_change: dict[object, tuple[bytes | None, bytes | None]] = {}
+        for net, new, old in self._routes.take_changes().entries:
+            net_change[net] = (net_change[net][0] if net in net_change else old, new)
             for key in (new, old):
                 if key is not None and key in self.peers:
-                    moved[key] = None
+                    touched[key] = None
+            # A removal happens in the worker that owns the peer, which applies it too; only
+            # a prefix taken by a peer of another worker leaves a device behind.
             if (
-                old is not None
+                new is not None
+                and old is not None
                 and old != new
-                and old in self.peers
-                and (new is None or self.owners[old] != self.owners.get(new))
+                and old in owners
+                and owners[old] != owners.get(new)
             ):
                 losers[old] = None
         prefixes = self._routes.prefixes
-        for key in moved:
+        for key in touched:
             self.peers[key] = replace(self.peers[key], allowed_ips=tuple(prefixes(key)))
-        return list(losers), bool(entries)
+        return list(losers), any(old != new for old, new in net_change.values())
 
     def _least_loaded(self) -> int:
         load = self._load
