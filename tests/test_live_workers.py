@@ -422,3 +422,70 @@ def test_a_checksummed_tcp_transfer_retransmits_no_more_with_two_workers(
 
 RETRANS_FACTOR = 1.5  # of the one-worker share
 RETRANS_SLACK = 0.01  # plus 1% of the segments sent
+
+
+def test_wg_quick_runs_the_drop_in_with_workers_and_down_ends_them_all(
+    netns_pair: Any, tmp_path: Path
+) -> None:
+    """The drop-in form (what wg-quick runs) takes WGACTORS_WORKERS; `wg-quick down` deletes
+    the interface, and the daemon ends with every worker process (none is left behind)."""
+    iface = f"wgq{secrets.token_hex(3)}"
+    crew = fleet(
+        netns_pair.b, tmp_path, iface, 2,
+        their_underlay=netns_pair.addr_b4, our_underlay=netns_pair.addr_a4,
+    )  # fmt: skip
+    env = {"WG_QUICK_USERSPACE_IMPLEMENTATION": str(LAUNCHER), "WGACTORS_WORKERS": "2"}
+    with ExitStack() as stack:
+        for peer in crew.peers:
+            stack.enter_context(peer.wggo)
+        up = netns_pair.a.run(
+            "wg-quick", "up", str(crew.conf), env_extra=env, timeout=60, check=False
+        )
+        assert up.returncode == 0, up.stderr
+        try:
+            source_routes(netns_pair.a, iface, crew.peers)
+            for peer in crew.peers:
+                assert reachable(netns_pair.a, peer.theirs, count=5), peer.number
+            out = netns_pair.a.run(str(LAUNCHER), "status", iface, "--json").stdout
+            stages = json.loads(out)["stages"]
+            assert stages["mode"] == "workers"
+            pids = [w["pid"] for w in stages["workers"]]
+            assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+        finally:
+            down = netns_pair.a.run("wg-quick", "down", str(crew.conf), env_extra=env, check=False)
+        assert down.returncode == 0, down.stderr
+        assert wait_until(lambda: not any(_alive(pid) for pid in pids), 10), pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_peers_that_start_the_handshake_reach_their_worker_and_a_new_port_reaches_all(
+    netns_pair: Any, tmp_path: Path
+) -> None:
+    """Initiations carry no index the kernel can steer by: whichever worker reads one hands it
+    to the owner. Then `wg set listen-port` moves the whole group, and every worker's peers
+    follow (each worker gets its new socket)."""
+    with bed(netns_pair, tmp_path, 2) as b:
+        for peer in b.fleet.peers:  # the peers speak first: their initiations
+            assert reachable(b.b, peer.ours, count=5, source=peer.theirs), peer.number
+        info = b.status()
+        handed = [
+            (by.get("handed_over_out", 0), by.get("handed_over_in", 0))
+            for by in (
+                {s["name"]: s for s in w["stages"]}["decrypt"] for w in info["stages"]["workers"]
+            )
+        ]
+        assert sum(o for o, _ in handed) == sum(i for _, i in handed), handed
+        print(f"initiations handed over (out, in) per worker: {handed}")
+        b.wg("set", b.daemon.iface, "listen-port", "51950")
+        assert "listening port: 51950" in b.wg("show", b.daemon.iface)
+        for peer in b.fleet.peers:  # our packets now come from the new port; they roam
+            assert reachable(b.a, peer.theirs, count=5), peer.number
+            assert peer.wggo.peer(b.fleet.our_public).endpoint.endswith(":51950")  # type: ignore[union-attr]
+            assert reachable(b.b, peer.ours, count=3, source=peer.theirs), peer.number

@@ -227,8 +227,11 @@ def main(argv: list[str] | None = None) -> int:
             "actors.workers.worker is started by wgactors --workers, not by hand", file=sys.stderr
         )
         return 2
-    # A Ctrl-C at a terminal reaches the whole foreground group: the parent stops us itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The parent alone ends a worker (a Stop, or its own end closing the channel): systemd's
+    # SIGTERM to every process of the unit, or a Ctrl-C to the terminal's group, must not
+    # look like a worker's death to a parent that is itself shutting down.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     control = Channel(socket.socket(fileno=int(args[0])))
     try:
         spec, fds = control.receive()
