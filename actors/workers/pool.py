@@ -38,6 +38,7 @@ from ..dataplane import DataPlaneSpec, DataPlaneTimeout
 from ..io.handover import Channel as HandOverChannel
 from ..io.handover import open_channels
 from ..io.steering import rebind_group
+from ..io.tun_steering import SteeringUnavailable, TunSteering
 from ..io.udp import UdpSocket
 from ..log import current_level
 from ..pipeline import GIL_SWITCH_INTERVAL, ReloadError
@@ -227,6 +228,10 @@ class WorkerPool:
         self._restart_times: collections.deque[float] = collections.deque()
         self._failure: str | None = None
         self._breakdown: list[dict[str, Any]] = []
+        # the kernel steers host packets to their owner's queue where it lets us; else the
+        # TUN readers hand them over (either way, they reach the owner)
+        self.steering: TunSteering | None = None
+        self.steering_note = "handed over by the worker that reads them"
 
     @property
     def sockets(self) -> GroupSockets:
@@ -236,6 +241,7 @@ class WorkerPool:
 
     def start(self) -> None:
         with self._config:
+            self._start_steering()
             for worker in range(self.workers):
                 self._spawn(worker, restarted=False)
         deadline = time.monotonic() + START_TIMEOUT
@@ -298,6 +304,38 @@ class WorkerPool:
         with contextlib.suppress(ChannelClosed):  # it died at once: its reader reports that
             link.channel.send(value)
         logger.debug("worker {} started (pid {})", worker, proc.pid)
+
+    def _start_steering(self) -> None:
+        try:
+            self.steering = TunSteering(self.queues[0].fileno())
+        except SteeringUnavailable as e:
+            logger.info(
+                "host packets are not steered by the kernel ({}): the worker that reads one "
+                "hands it to the owner of its peer",
+                e.strerror or e,
+            )
+            return
+        self._steer()
+        self.steering_note = "steered to their owner's queue by the kernel"
+
+    def _steer(self) -> None:
+        """Bring the kernel's steering maps in line with the model (after the workers have
+        the change, so that a packet steered to one finds its peer there)."""
+        if self.steering is None:
+            return
+        owners = self.model.owners
+        table = {
+            network: owners[key]
+            for key, peer in self.model.peers.items()
+            for network in peer.allowed_ips
+        }
+        try:
+            self.steering.apply(table)
+        except OSError as e:  # e.g. the map is full: the hand-over still gets them there
+            logger.warning("kernel steering of host packets stopped ({}): handing over", e)
+            self.steering.close()
+            self.steering = None
+            self.steering_note = "handed over by the worker that reads them"
 
     def _channel_fds(self) -> list[int]:
         return [fd for c in self.channels for fd in (c.inbox.fileno(), c.door.fileno())]
@@ -371,6 +409,8 @@ class WorkerPool:
         for channel in self.channels:
             channel.inbox.close()
             channel.door.close()
+        if self.steering is not None:
+            self.steering.close()
 
     def failure(self) -> str | None:
         return self._failure
@@ -436,6 +476,7 @@ class WorkerPool:
                             slot = link.send(SetDirectory(directory), DIRECTORY_TIMEOUT)
                             asked.append((link, slot))
                 self._await(asked, DIRECTORY_TIMEOUT)
+                self._steer()
 
     @staticmethod
     def _await(asked: list[tuple[_Link, _Slot]], timeout: float) -> None:
@@ -480,6 +521,7 @@ class WorkerPool:
                     "peers": self.model.loads()[worker],
                     "cpus": link.placement if link is not None else "",
                     "cpu_seconds": _cpu_seconds(link.proc.pid) if link is not None else None,
+                    "host_packets": self.steering_note,
                     "stages": stages or [],
                 }
             )

@@ -19,7 +19,13 @@ from typing import Any
 from ..command import LabError, run, tail
 from ..netns import Netns
 from ..pair import Keys, Lab, Tunnel
-from ..procfs import context_switches_by_thread, cpu_seconds, link_packets, peak_rss_mb
+from ..procfs import (
+    context_switches_by_thread,
+    cpu_seconds,
+    descendants,
+    link_packets,
+    peak_rss_mb,
+)
 from ..traffic import iperf3, ping, tcp_mbps, tcp_retransmits, udp_received_pps
 from ..wgactors import launcher_argv
 
@@ -42,8 +48,8 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("udp_pps", f"UDP {UDP_LEN} B received pkt/s", "{:.0f}"),
     ("ping_idle_ms", "ping idle avg ms", "{:.3f}"),
     ("ping_loaded_ms", "ping under TCP upload avg ms", "{:.2f}"),
-    ("rss_mb", "a end peak RSS MB", "{:.1f}"),
-    ("cpu_pct", "a end CPU % of one core", "{:.0f}"),
+    ("rss_mb", "a end peak RSS MB (per worker process)", "{:.1f}"),
+    ("cpu_pct", "a end CPU % of one core (workers included)", "{:.0f}"),
     ("ctx_per_kpkt", f"a end context switches / {PACKETS_PER} pkt", "{:.0f}"),
 )
 
@@ -102,13 +108,21 @@ class Counters:
 
     @classmethod
     def read(cls, lab: Lab, setup: Setup) -> Counters:
+        """The daemon and its worker processes together (each worker's threads named
+        ``wN/THREAD``, where N is its place among the children)."""
         pid = setup.pid
-        return cls(
-            time.monotonic(),
-            None if pid is None else cpu_seconds(pid),
-            None if pid is None else context_switches_by_thread(pid),
-            link_packets(lab.ns_a, setup.dev_a),
-        )
+        if pid is None:
+            return cls(time.monotonic(), None, None, link_packets(lab.ns_a, setup.dev_a))
+        cpu = cpu_seconds(pid)
+        switches = context_switches_by_thread(pid)
+        for n, child in enumerate(descendants(pid)):
+            child_cpu = cpu_seconds(child)
+            if cpu is not None and child_cpu is not None:
+                cpu += child_cpu
+            for name, count in (context_switches_by_thread(child) or {}).items():
+                if switches is not None:
+                    switches[f"w{n}/{name}"] = switches.get(f"w{n}/{name}", 0) + count
+        return cls(time.monotonic(), cpu, switches, link_packets(lab.ns_a, setup.dev_a))
 
 
 @dataclass
@@ -258,7 +272,13 @@ def record_counters(result: RunResult, setup: Setup, before: Counters, after: Co
         if packets:
             result.metrics["ctx_per_kpkt"] = PACKETS_PER * switches / packets
     if setup.pid is not None:
-        rss = peak_rss_mb(setup.pid)
+        # with worker processes: the largest worker's peak (each is a whole pipeline), and
+        # the parent's beside it
+        workers = [r for r in map(peak_rss_mb, descendants(setup.pid)) if r is not None]
+        rss = max(workers) if workers else peak_rss_mb(setup.pid)
+        if workers:
+            result.extra["parent_rss_mb"] = peak_rss_mb(setup.pid)
+            result.extra["worker_rss_mb"] = workers
         if rss is not None:
             result.metrics["rss_mb"] = rss
         else:
