@@ -218,3 +218,40 @@ def test_stage_counters_sum_across_workers_and_peaks_take_the_largest() -> None:
     assert total["decrypt"]["drops"] == {"x": 1, "y": 2}
     assert total["decrypt"]["mailbox"]["high_water"] == 9
     assert total["tun_writer"]["offloads"] == "tun_gro=on" and total["extra"]["packets_in"] == 7
+
+
+def test_host_packets_split_by_owner_in_order_with_a_bounded_cache() -> None:
+    from actors.packet import Packet
+    from actors.wireguard.sharding import PeerDirectory
+    from actors.workers.shard import MAX_OWNER_CACHE, split_by_owner
+
+    def udp_to(dst: str, n: int) -> Packet:
+        body = bytes([0x45, 0, 0, 28, 0, n, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1])
+        return Packet(body + ipaddress.ip_address(dst).packed + bytes(8))
+
+    directory = PeerDirectory(
+        3,
+        [
+            (KEYS[0], 0, [ipaddress.ip_network("10.1.0.0/16")]),
+            (KEYS[1], 1, [ipaddress.ip_network("10.2.0.0/16")]),
+            (KEYS[2], 2, [ipaddress.ip_network("10.2.9.0/24")]),  # more specific, worker 2
+        ],
+    )
+    packets = [
+        udp_to("10.2.0.5", 1),
+        udp_to("10.1.0.5", 2),
+        udp_to("10.2.9.1", 3),
+        udp_to("10.2.0.6", 4),
+        udp_to("192.0.2.1", 5),  # no route: stays, the encrypt stage counts it
+        udp_to("10.2.0.5", 6),
+    ]
+    cache: dict[bytes, int | None] = {}
+    mine, theirs = split_by_owner(packets, directory, 0, cache)
+    assert [p.data[5] for p in mine] == [2, 5]
+    assert {w: [p.data[5] for p in ps] for w, ps in theirs.items()} == {1: [1, 4, 6], 2: [3]}
+    assert len(cache) == 5
+    many = [
+        udp_to(str(ipaddress.ip_address("10.1.0.0") + i), 0) for i in range(MAX_OWNER_CACHE + 10)
+    ]
+    mine, _ = split_by_owner(many, directory, 0, cache)
+    assert len(mine) == len(many) and len(cache) <= MAX_OWNER_CACHE

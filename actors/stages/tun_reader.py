@@ -55,6 +55,8 @@ class TunReader(PipelineActor):
         self.inbox: HandOverReceiver | None = None
         self.doors: HandOverSender | None = None
         self._poll: select.poll | None = None
+        self._owners: dict[bytes, int | None] = {}  # destination -> worker, for _directory
+        self._directory: object = None
 
     def setup(self) -> None:
         # batched reads: a system call and a GIL hand-off per batch, not per packet (io.batching)
@@ -136,7 +138,9 @@ class TunReader(PipelineActor):
         directory = shard.directory.get()
         if directory is None:
             return batch
-        mine, theirs = split_by_owner(batch, directory, shard.worker)
+        if directory is not self._directory:
+            self._directory, self._owners = directory, {}
+        mine, theirs = split_by_owner(batch, directory, shard.worker, self._owners)
         if theirs:
             doors = self.doors
             assert doors is not None

@@ -19,7 +19,16 @@ from dataclasses import dataclass
 from ..packet import Packet
 from ..wireguard.sharding import PeerDirectory
 
-__all__ = ["DirectoryCell", "HandedOver", "SetDirectory", "Shard", "split_by_owner"]
+MAX_OWNER_CACHE = 4096  # destinations a TUN reader remembers the worker of
+
+__all__ = [
+    "MAX_OWNER_CACHE",
+    "DirectoryCell",
+    "HandedOver",
+    "SetDirectory",
+    "Shard",
+    "split_by_owner",
+]
 
 
 class DirectoryCell:
@@ -71,24 +80,31 @@ class HandedOver:
 
 
 def split_by_owner(
-    packets: Iterable[Packet], directory: PeerDirectory, worker: int
+    packets: Iterable[Packet],
+    directory: PeerDirectory,
+    worker: int,
+    owners: dict[bytes, int | None],
 ) -> tuple[list[Packet], dict[int, list[Packet]]]:
     """Host packets, routed as the whole interface routes them: those for this worker's peers
     (and those with no route, which the encrypt stage counts), and those for each other
-    worker's, each list in the order read. Consecutive packets to one address, the common
-    case, cost one lookup."""
+    worker's, each list in the order read. ``owners`` caches destination -> worker for this
+    ``directory`` (the caller's own, emptied when the directory changes or it reaches
+    :data:`MAX_OWNER_CACHE`): a lookup in the table costs far more than the rest of the work."""
     mine: list[Packet] = []
     theirs: dict[int, list[Packet]] = {}
     route, owner_of = directory.route, directory.owner
-    last_dst = b""
-    target: list[Packet] = mine
     for packet in packets:
         data = packet.data
         dst = data[16:20] if data[0] >> 4 == 4 else data[24:40]
-        if dst != last_dst:
-            last_dst = dst
+        try:
+            owner = owners[dst]
+        except KeyError:
+            if len(owners) >= MAX_OWNER_CACHE:
+                owners.clear()
             key = route(dst)
-            owner = owner_of(key) if key is not None else None
-            target = mine if owner is None or owner == worker else theirs.setdefault(owner, [])
-        target.append(packet)
+            owner = owners[dst] = owner_of(key) if key is not None else None
+        if owner is None or owner == worker:
+            mine.append(packet)
+        else:
+            theirs.setdefault(owner, []).append(packet)
     return mine, theirs
