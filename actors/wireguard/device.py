@@ -369,7 +369,16 @@ class Device:
         receive.receive_oversize(self, peer, plain, now, out)
 
     def route_of(self, address: bytes) -> bytes | None:
-        return self.allowed_ips.lookup_bytes(address)
+        """The peer an inner source address belongs to. One of several workers holds only its
+        own peers' prefixes, so a more specific prefix of another worker's peer is found in the
+        directory: a peer of ours may not send from an address the interface gives to
+        another. (A prefix the directory does not know yet, just configured here, is ours.)"""
+        own = self.allowed_ips.lookup_bytes(address)
+        directory = self.directory
+        if own is None or directory is None:
+            return own
+        routed = directory.route(address)
+        return own if routed is None else routed
 
     def receive_non_transport(
         self, data: bytes, source: Endpoint, now: float, out: list[Action]

@@ -131,6 +131,10 @@ class ReceiveDevice(Protocol):
         """Answer the initiation just consumed; the session offered, or None if none could be."""
         ...
 
+    def route_of(self, address: bytes) -> bytes | None:
+        """The peer an inner source address belongs to, interface-wide (cryptokey routing)."""
+        ...
+
     def owner_elsewhere(self, key: bytes) -> int | None:
         """The other worker that owns peer ``key``, if another does (worker processes)."""
         ...
@@ -210,7 +214,7 @@ def receive_transport(
     except PacketError:
         receive_oversize(device, peer, plaintext, now, out)
         return
-    if device.allowed_ips.lookup_bytes(packet.src_bytes) != peer.key:
+    if device.route_of(packet.src_bytes) != peer.key:
         device.drops[drops.SOURCE_NOT_ALLOWED] += 1
         return
     out.append(Deliver(packet, peer.key))
@@ -255,7 +259,7 @@ def receive_oversize(
     if packet is None:
         device.drops[drops.BAD_INNER_PACKET] += 1
         return
-    if device.allowed_ips.lookup_bytes(source_address(packet)) != peer.key:
+    if device.route_of(source_address(packet)) != peer.key:
         device.drops[drops.SOURCE_NOT_ALLOWED] += 1
         return
     if not dont_fragment(packet):
