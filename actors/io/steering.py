@@ -102,6 +102,9 @@ def open_group(
         raise ValueError(f"{workers} workers: 1..{MAX_WORKERS}")
     if workers == 1:
         return [UdpSocket(port, fwmark=fwmark, offloads=offloads)]
+    if port:  # a port in use fails here, as one socket's bind would, not joins its group
+        probe = UdpSocket(port, fwmark=fwmark)
+        probe.close()
     group: list[UdpSocket] = []
     try:
         for _ in range(workers):
@@ -118,9 +121,23 @@ def open_group(
 
 def rebind_group(group: list[UdpSocket], port: int) -> None:
     """Move a whole group to ``port`` (``wg set listen-port``), keeping every descriptor and
-    every position: the members join the new group in order, which then gets its program."""
-    for member in group:
-        member.rebind(port)
-        port = member.port
-    if len(group) > 1:
-        attach_steering(group[0].sock, len(group))
+    every position: every new member is bound first, in order (a failure leaves the group
+    where it was), then each takes its place, and the new group gets its program."""
+    if len(group) == 1:
+        group[0].rebind(port)
+        return
+    if port:
+        group[0].bound_alone(port)
+    fresh: list[socket.socket] = []
+    try:
+        for member in group:
+            new = member.bind_another(port)
+            fresh.append(new)
+            port = new.getsockname()[1]
+        attach_steering(fresh[0], len(group))
+    except BaseException:
+        for new in fresh:
+            new.close()
+        raise
+    for member, new in zip(group, fresh, strict=True):
+        member.take(new)

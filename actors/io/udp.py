@@ -167,15 +167,31 @@ class UdpSocket:
         """
         if port == self.port and port != 0:
             return
+        self.take(self.bind_another(port))
+
+    def bind_another(self, port: int) -> socket.socket:
+        """A new socket on ``port``, bound as this one was (OSError if it cannot be), for
+        :meth:`take`: a group binds all its new members before any of them moves."""
         new, dual_stack = _bind(port, self.fwmark, self.reuseport)
+        if dual_stack != self.dual_stack:
+            new.close()
+            raise OSError(errno.EAFNOSUPPORT, "address family changed")
+        return new
+
+    def take(self, new: socket.socket) -> None:
+        """Put ``new`` on our descriptor number (and close ``new``'s own)."""
         try:
-            if dual_stack != self.dual_stack:
-                raise OSError(errno.EAFNOSUPPORT, "address family changed")
             self._set_offloads(new, report=False)  # options belong to the socket, not the fd
             os.dup2(new.fileno(), self.sock.fileno())
             self.port = self.sock.getsockname()[1]
         finally:
             new.close()
+
+    def bound_alone(self, port: int) -> None:
+        """OSError (EADDRINUSE) if something holds ``port`` already: a reuseport member would
+        otherwise join another program's group on it, where one bind should fail."""
+        probe, _ = _bind(port, self.fwmark, reuseport=False)
+        probe.close()
 
     def set_mark(self, fwmark: int) -> None:
         """``wg set fwmark``: mark outgoing datagrams for policy routing (0 clears it)."""

@@ -125,7 +125,9 @@ class TunReader(PipelineActor):
         arrivals = inbox.receive()
         extra = self.stats.extra
         if arrivals.datagrams and self.decrypt is not None:
-            self.decrypt.tell(HandedOver(tuple(arrivals.datagrams)))
+            # never wait for the decrypt stage here: the host's packets would wait too
+            if not self.decrypt.tell(HandedOver(tuple(arrivals.datagrams)), timeout=0):
+                self.stats.drops["handover_decrypt_full"] += len(arrivals.datagrams)
         if arrivals.packets:
             extra["handed_over_in"] = extra.get("handed_over_in", 0) + len(arrivals.packets)
             self._emit_chunks(arrivals.packets, time.monotonic())

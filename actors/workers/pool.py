@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 from loguru import logger
 
 from ..dataplane import DataPlaneSpec, DataPlaneTimeout
+from ..failure import describe
 from ..io.handover import Channel as HandOverChannel
 from ..io.handover import open_channels
 from ..io.steering import rebind_group
@@ -72,8 +73,11 @@ WORKERS = "workers"  # the mode's name
 START_TIMEOUT = 30.0  # seconds a worker may take to report ready (imports, its pipeline)
 WORKER_BUDGET = RestartBudget(max_restarts=5, within=60.0)  # then the daemon exits 3
 ASK_TIMEOUT = 5.0  # seconds a stats request waits for a worker
+RELOAD_TIMEOUT = 10.0  # seconds a worker may take to swap its custom stages
 DIRECTORY_TIMEOUT = 5.0  # seconds a worker may take to take a new directory
 REAP_TIMEOUT = 2.0  # seconds to wait for a dead worker's exit status
+REAP_AFTER_KILL = 0.1  # seconds for a killed worker's exit status at shutdown
+READY_POLL = 0.05  # seconds between looks for a starting worker's exit
 STOP_REPLY_SHARE = 0.8  # of a stop's time, what the workers get to stop in
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # where `actors` is importable from
 
@@ -98,6 +102,7 @@ class _Link:
         self.proc = proc
         self.channel = channel
         self.ready = threading.Event()
+        self.exited = threading.Event()  # its channel closed: it is gone, or going
         self.placement = ""
         self.alive = True
         self._on_exit = on_exit
@@ -159,7 +164,21 @@ class _Link:
         for slot in pending.values():
             slot.done.set()
         self.channel.close()
+        self.exited.set()
         self._on_exit(self)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Whether it said Ready within ``timeout``; False at once if it exited first."""
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(min(READY_POLL, max(0.0, deadline - time.monotonic()))):
+            if self.exited.is_set() or time.monotonic() >= deadline:
+                return self.ready.is_set()
+        return True
+
+    def kill(self) -> None:
+        """End it now (its death comes back through the pool's queue, as any other)."""
+        with contextlib.suppress(OSError):
+            self.proc.kill()
 
 
 def _error(worker: int, failed: Failed) -> Exception:
@@ -188,11 +207,9 @@ class GroupSockets:
         return self._pool.group[0].fwmark
 
     def rebind(self, port: int) -> None:
-        group = self._pool.group
-        if port == group[0].port and port != 0:
+        if port == self._pool.group[0].port and port != 0:
             return
-        rebind_group(group, port)
-        self._pool.rebound(group[0].port)
+        self._pool.rebind(port)
 
     def set_mark(self, fwmark: int) -> None:
         for member in self._pool.group:
@@ -247,7 +264,7 @@ class WorkerPool:
         deadline = time.monotonic() + START_TIMEOUT
         for link in self.links:
             assert link is not None
-            if not link.ready.wait(max(0.0, deadline - time.monotonic())):
+            if not link.wait_ready(max(0.0, deadline - time.monotonic())):
                 raise RuntimeError(
                     f"worker {link.worker} did not start within {START_TIMEOUT:g} s "
                     f"({'it exited' if not link.alive else 'no answer'}; see its log lines)"
@@ -260,6 +277,7 @@ class WorkerPool:
         spec = self.spec
         udp, tun = self.group[worker], self.queues[worker]
         parent_end, child_end = channel_pair()
+        started = False
         try:
             value = WorkerSpec(
                 worker=worker,
@@ -291,14 +309,23 @@ class WorkerPool:
                 p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p
             )
             proc = subprocess.Popen(
-                [sys.executable, "-m", "actors.workers.worker", str(child_end.fileno())],
+                [
+                    sys.executable,
+                    "-m",
+                    "actors.workers.worker",
+                    str(child_end.fileno()),
+                    str(os.getpid()),
+                ],
                 pass_fds=fds,
                 stdin=subprocess.DEVNULL,
                 env=env,
                 start_new_session=True,  # signals meant for the daemon's group are its own
             )
+            started = True
         finally:
             child_end.close()
+            if not started:
+                parent_end.close()
         link = _Link(worker, proc, Channel(parent_end), self._deaths.put)
         self.links[worker] = link
         with contextlib.suppress(ChannelClosed):  # it died at once: its reader reports that
@@ -379,8 +406,8 @@ class WorkerPool:
                     return
             new = self.links[worker]
             assert new is not None
-            if not new.ready.wait(START_TIMEOUT) and new.alive:
-                new.proc.kill()  # its death comes back through the queue
+            if not new.wait_ready(START_TIMEOUT):
+                new.kill()  # a worker that cannot start is one more death, within the budget
 
     def _spend_budget(self) -> bool:
         now = time.monotonic()
@@ -393,19 +420,27 @@ class WorkerPool:
         return True
 
     def stop(self, deadline: float) -> None:
-        self._stopping.set()
+        self._stopping.set()  # no restart begins after this
+        # a restart under way finishes first, so that its worker is stopped too
+        locked = self._config.acquire(timeout=max(0.0, deadline - time.monotonic()) / 2)
+        try:
+            links = [link for link in self.links if link is not None]
+        finally:
+            if locked:
+                self._config.release()
         seconds = max(0.0, deadline - time.monotonic()) * STOP_REPLY_SHARE
-        links = [link for link in self.links if link is not None]
         for link in links:
             with contextlib.suppress(DataPlaneTimeout):
                 link.send(Stop(seconds), seconds)
         for link in links:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 link.proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                link.proc.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    link.proc.wait(0.1)
+        for link in links:  # what did not stop in time is ended, all at once, then reaped
+            if link.proc.poll() is None:
+                link.kill()
+        for link in links:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                link.proc.wait(REAP_AFTER_KILL)
         for channel in self.channels:
             channel.inbox.close()
             channel.door.close()
@@ -420,8 +455,9 @@ class WorkerPool:
 
     # -- the workers, all at once
 
-    def _each(self, body: Any, timeout: float) -> list[Any]:
-        """Ask every worker; their answers in order (a worker that is restarting: None)."""
+    def _each(self, body: Any, timeout: float, *, tolerant: bool = False) -> list[Any]:
+        """Ask every worker; their answers in order (a worker that is restarting: None; with
+        ``tolerant``, one that does not answer in time as well)."""
         asked: list[tuple[_Link, Any] | None] = []
         for link in self.links:
             try:
@@ -438,23 +474,41 @@ class WorkerPool:
             try:
                 out.append(link.wait(slot, deadline - time.monotonic()))
             except DataPlaneTimeout:
-                if link.alive:
+                if link.alive and not tolerant:
                     raise
-                out.append(None)  # it died meanwhile
+                out.append(None)  # it died meanwhile, or is too slow to wait for
         return out
 
     def device_state(self, timeout: float) -> tuple[bytes | None, tuple[PeerState, ...]]:
+        # The model's lock only while asking and copying: a slow answer must not hold up a
+        # restart or a change.
         with self._config:
-            answers = self._each(GetState(), timeout)
-            peers: list[PeerState] = []
-            for worker, answer in enumerate(answers):
-                if answer is not None:
-                    peers += answer[1]
-                else:  # restarting: its peers as configured, with no sessions yet
-                    peers += (_unconnected(p) for p in self.model.worker_peers(worker))
+            asked: list[tuple[_Link, _Slot] | None] = []
+            for link in self.links:
+                try:
+                    asked.append((link, link.send(GetState(), timeout)) if link else None)
+                except DataPlaneTimeout:
+                    asked.append(None)
+            configured = [self.model.worker_peers(w) for w in range(self.workers)]
             order = self.model.order()
-            peers.sort(key=lambda p: order.get(p.public_key, len(order)))
-            return self.model.private_key, tuple(peers)
+            private_key = self.model.private_key
+        deadline = time.monotonic() + timeout + ASK_TIMEOUT
+        peers: list[PeerState] = []
+        for worker, entry in enumerate(asked):
+            answer = None
+            if entry is not None:
+                link, slot = entry
+                try:
+                    answer = link.wait(slot, deadline - time.monotonic())
+                except DataPlaneTimeout:
+                    if link.alive:
+                        raise
+            if answer is not None:
+                peers += answer[1]
+            else:  # restarting: its peers as configured, with no sessions yet
+                peers += (_unconnected(p) for p in configured[worker])
+        peers.sort(key=lambda p: order.get(p.public_key, len(order)))
+        return private_key, tuple(peers)
 
     def configure(self, request: SetRequest, timeout: float) -> None:
         with self._config:
@@ -466,7 +520,7 @@ class WorkerPool:
                 # one that is restarting starts from the model, which has the change
                 with contextlib.suppress(DataPlaneTimeout):
                     asked.append((link, link.send(Configure(share), timeout)))
-            self._await(asked, timeout)
+            self._await(asked, timeout, "its share of a change")
             if shares.directory_changed:
                 directory = self.model.directory()
                 asked = []
@@ -475,25 +529,52 @@ class WorkerPool:
                         with contextlib.suppress(DataPlaneTimeout):
                             slot = link.send(SetDirectory(directory), DIRECTORY_TIMEOUT)
                             asked.append((link, slot))
-                self._await(asked, DIRECTORY_TIMEOUT)
+                self._await(asked, DIRECTORY_TIMEOUT, "the new directory")
                 self._steer()
 
     @staticmethod
-    def _await(asked: list[tuple[_Link, _Slot]], timeout: float) -> None:
+    def _await(asked: list[tuple[_Link, _Slot]], timeout: float, what: str) -> None:
+        """Wait for the workers to apply a change. One that refuses it no longer matches the
+        model: it is restarted from the model (which has the change). One that is slow still
+        applies it, in order, and the caller hears of the timeout."""
         deadline = time.monotonic() + timeout + ASK_TIMEOUT
+        late: DataPlaneTimeout | None = None
         for link, slot in asked:
             try:
                 link.wait(slot, deadline - time.monotonic())
-            except DataPlaneTimeout:
-                if link.alive:
-                    raise
+            except DataPlaneTimeout as e:
+                if link.alive and slot.reply is None:
+                    late = late or e
+                elif link.alive:
+                    link.kill()
+            except Exception as e:  # it refused: it no longer matches the model
+                logger.warning(
+                    "worker {} refused {} ({}): restarting it from the configuration",
+                    link.worker,
+                    what,
+                    describe(e),
+                )
+                link.kill()
+        if late is not None:
+            raise late
 
-    def rebound(self, port: int) -> None:
-        """The group moved to ``port`` (GroupSockets.rebind): each worker takes its member."""
-        for worker, link in enumerate(self.links):
-            if link is not None:
-                with contextlib.suppress(DataPlaneTimeout):
-                    link.ask(Rebind(port), ASK_TIMEOUT, (self.group[worker].fileno(),))
+    def rebind(self, port: int) -> None:
+        """Move the group to ``port`` (`wg set listen-port`), with no restart in between: each
+        worker takes its member's new socket; one that does not is restarted, and inherits it."""
+        with self._config:
+            rebind_group(self.group, port)
+            port = self.group[0].port
+            asked = []
+            for worker, link in enumerate(self.links):
+                if link is not None:
+                    with contextlib.suppress(DataPlaneTimeout):
+                        fds = (self.group[worker].fileno(),)
+                        asked.append((link, link.send(Rebind(port), ASK_TIMEOUT, fds)))
+            try:
+                self._await(asked, ASK_TIMEOUT, "the new listen port")
+            except DataPlaneTimeout:
+                for link, _ in asked:
+                    link.kill()
 
     def reload(self, inbound: Sequence[StageEntry], outbound: Sequence[StageEntry]) -> str:
         body = Reload(
@@ -501,13 +582,28 @@ class WorkerPool:
             tuple(PortableStage.of(e) for e in outbound),
         )
         with self._config:
+            try:
+                answers = self._each(body, RELOAD_TIMEOUT)
+            except Exception:
+                # Some workers may have swapped: put the stages that still run everywhere back,
+                # and restart any worker that will not take them (it starts from them).
+                back = Reload(
+                    tuple(PortableStage.of(e) for e in self.inbound),
+                    tuple(PortableStage.of(e) for e in self.outbound),
+                )
+                for link in self.links:
+                    if link is not None:
+                        try:
+                            link.ask(back, RELOAD_TIMEOUT)
+                        except Exception:
+                            link.kill()
+                raise
             self.inbound, self.outbound = tuple(inbound), tuple(outbound)
-            answers = self._each(body, ASK_TIMEOUT * 2)
         said = [a for a in answers if a is not None]
         return said[0] if said else "stages unchanged"
 
     def stats(self) -> list[dict[str, Any]]:
-        answers = self._each(GetStats(), ASK_TIMEOUT)
+        answers = self._each(GetStats(), ASK_TIMEOUT, tolerant=True)
         breakdown: list[dict[str, Any]] = []
         per_worker: list[list[dict[str, Any]]] = []
         for worker, (link, stages) in enumerate(zip(self.links, answers, strict=True)):
@@ -516,7 +612,8 @@ class WorkerPool:
                 {
                     "worker": worker,
                     "pid": link.proc.pid if link is not None else None,
-                    "alive": stages is not None,
+                    "alive": link is not None and link.alive,
+                    "unresponsive": stages is None and link is not None and link.alive,
                     "restarts": self.restarts[worker],
                     "peers": self.model.loads()[worker],
                     "cpus": link.placement if link is not None else "",

@@ -15,7 +15,9 @@ parent sees the death and restarts it, within the pool's budget.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import queue
 import signal
 import socket
 import sys
@@ -55,9 +57,16 @@ from .shard import DirectoryCell, Shard
 __all__ = ["EXIT_FAILED", "main"]
 
 EXIT_FAILED = 3  # the pipeline failed for good
-MAX_REQUESTS = 4  # requests served at once; the parent asks a few at a time at most
+MAX_REQUESTS = 4  # questions (state, stats) answered at once; more are told "busy"
+MAX_CHANGES = 64  # changes waiting for the one thread that applies them, in order
 STOP_SECONDS = 1.0  # seconds to stop in when the parent is gone
 FAILURE_POLL = 0.1  # seconds between looks at the pipeline's health
+# After a restart, handshakes started with the peers that had sessions, this many at a time,
+# one batch per RESTART_HANDSHAKE_PAUSE seconds: a hub's worker must not flood its own stage.
+RESTART_HANDSHAKE_BATCH = 256
+RESTART_HANDSHAKE_PAUSE = 0.05
+PR_SET_PDEATHSIG = 1
+_CHANGES = (Configure, SetDirectory, Reload, Rebind)
 
 
 class Worker:
@@ -67,6 +76,9 @@ class Worker:
         self.spec = spec
         self.control = control
         self.slots = threading.BoundedSemaphore(MAX_REQUESTS)
+        # Changes are applied by one thread, in the order they came: two of them never race,
+        # and none is refused for want of a free slot.
+        self.changes: queue.Queue[tuple[Request, list[int]]] = queue.Queue(MAX_CHANGES)
         self.stopping = threading.Event()
         udp = UdpSocket.adopt(
             spec.udp_fd,
@@ -114,17 +126,25 @@ class Worker:
             sys.setswitchinterval(spec.switch_interval)
         self.placement.start()  # before any stage thread: they inherit it
         self.pipeline.start()
-        if spec.restarted:
-            # Our peers' sessions died with the previous process: start new ones now rather
-            # than when traffic next needs them (their side may keep sending on the old ones).
-            decrypt = self.pipeline.mailboxes["decrypt"]
-            for peer in spec.peers:
-                if peer.endpoint is not None:
-                    decrypt.tell(HandshakeWanted(peer.public_key))
         threading.Thread(target=self._watch, name="wga:health", daemon=True).start()
+        threading.Thread(target=self._apply_changes, name="wga:changes", daemon=True).start()
         self.control.send(Ready(os.getpid(), self.placement.description))
         logger.debug("worker {} of {} up: {} peer(s)", spec.worker, spec.workers, len(spec.peers))
+        if spec.restarted:
+            threading.Thread(target=self._rehandshake, name="wga:rehandshake", daemon=True).start()
         return self._serve()
+
+    def _rehandshake(self) -> None:
+        """Our peers' sessions died with the previous process: start new ones now rather than
+        when traffic next needs them (their side may keep sending on the old ones)."""
+        decrypt = self.pipeline.mailboxes["decrypt"]
+        keys = [p.public_key for p in self.spec.peers if p.endpoint is not None]
+        for start in range(0, len(keys), RESTART_HANDSHAKE_BATCH):
+            if self.stopping.is_set():
+                return
+            for key in keys[start : start + RESTART_HANDSHAKE_BATCH]:
+                decrypt.tell(HandshakeWanted(key))
+            self.stopping.wait(RESTART_HANDSHAKE_PAUSE)
 
     def _serve(self) -> int:
         while True:
@@ -140,6 +160,13 @@ class Worker:
                 status = self._stop(message.body.seconds)
                 self._reply(Reply(message.number, None))
                 return status
+            if isinstance(message.body, _CHANGES):
+                try:
+                    self.changes.put_nowait((message, fds))
+                except queue.Full:  # the parent waits for each change: it cannot be this far on
+                    _close(fds)
+                    self._reply(Reply(message.number, failed=Failed("error", "changes backlog")))
+                continue
             if not self.slots.acquire(blocking=False):
                 _close(fds)
                 self._reply(Reply(message.number, failed=Failed("error", "worker busy")))
@@ -148,7 +175,22 @@ class Worker:
                 target=self._answer, args=(message, fds), name="wga:request", daemon=True
             ).start()
 
+    def _apply_changes(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                request, fds = self.changes.get(timeout=FAILURE_POLL)
+            except queue.Empty:
+                continue
+            self._reply(self._outcome(request, fds))
+
     def _answer(self, request: Request, fds: list[int]) -> None:
+        try:
+            reply = self._outcome(request, fds)
+        finally:
+            self.slots.release()
+        self._reply(reply)
+
+    def _outcome(self, request: Request, fds: list[int]) -> Reply:
         try:
             reply = Reply(request.number, self._carry_out(request.body, fds, request.timeout))
         except DataPlaneTimeout as e:
@@ -160,9 +202,7 @@ class Worker:
         except Exception as e:
             logger.opt(exception=e).debug("request {} failed", type(request.body).__name__)
             reply = Reply(request.number, failed=Failed("error", describe(e)))
-        finally:
-            self.slots.release()
-        self._reply(reply)
+        return reply
 
     def _carry_out(self, body: Any, fds: list[int], timeout: float) -> Any:
         pipeline = self.pipeline
@@ -220,13 +260,24 @@ def _close(fds: list[int]) -> None:
             os.close(fd)
 
 
+def _die_with(parent: int) -> bool:
+    """Ask the kernel to end this process when the parent's thread that started it ends (the
+    parent's main or supervising thread, which live as long as it does); False if the parent
+    is gone already. The closed control channel ends a worker too; this also ends one stuck in
+    start-up, which never reads the channel."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    return os.getppid() == parent
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or not args[0].isdigit():
-        print(
-            "actors.workers.worker is started by wgactors --workers, not by hand", file=sys.stderr
-        )
+    if len(args) != 2 or not all(a.isdigit() for a in args):
+        print("this is started by `wgactors --workers`, not by hand", file=sys.stderr)
         return 2
+    if not _die_with(int(args[1])):
+        return 1
     # The parent alone ends a worker (a Stop, or its own end closing the channel): systemd's
     # SIGTERM to every process of the unit, or a Ctrl-C to the terminal's group, must not
     # look like a worker's death to a parent that is itself shutting down.
