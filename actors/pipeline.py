@@ -63,7 +63,7 @@ from .supervisor import (
 from .uapi import SetRequest
 from .wireguard.device import PeerState
 from .wireguard.sharding import PeerDirectory
-from .workers.shard import SetDirectory, Shard
+from .workers.shard import SetDirectory, Shard, TakeEndpoints
 
 __all__ = ["DRAIN_TIMEOUT", "GIL_SWITCH_INTERVAL", "READERS", "Pipeline", "ReloadError"]
 
@@ -499,6 +499,11 @@ class Pipeline:
 
     def configure(self, request: SetRequest, timeout: float) -> None:
         self._ask_device(Configure(request), timeout)
+
+    def take_endpoints(self, timeout: float) -> dict[bytes, Any]:
+        """A worker's peers' endpoints that moved since the last call (peer -> endpoint)."""
+        moved: dict[bytes, Any] = self._ask_device(TakeEndpoints(), timeout)
+        return moved
 
     def set_directory(self, directory: PeerDirectory | None, timeout: float) -> None:
         """A worker's new directory: the TUN reader routes by it from its next batch, the

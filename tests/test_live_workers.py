@@ -489,3 +489,44 @@ def test_peers_that_start_the_handshake_reach_their_worker_and_a_new_port_reache
             assert reachable(b.a, peer.theirs, count=5), peer.number
             assert peer.wggo.peer(b.fleet.our_public).endpoint.endswith(":51950")  # type: ignore[union-attr]
             assert reachable(b.b, peer.ours, count=3, source=peer.theirs), peer.number
+
+
+def test_a_restarted_worker_reaches_peers_that_roamed_where_they_are_now(
+    netns_pair: Any, tmp_path: Path
+) -> None:
+    """A hub's clients behind NAT: the config names no endpoint, each client speaks first.
+    The parent keeps the endpoints its workers learnt, so the worker that replaces a killed
+    one starts the handshakes itself, where its peers are now."""
+    import time
+
+    iface = f"wgw{secrets.token_hex(3)}"
+    crew = fleet(
+        netns_pair.b, tmp_path, iface, 2,
+        their_underlay=netns_pair.addr_b4, our_underlay=netns_pair.addr_a4, endpoints=False,
+    )  # fmt: skip
+    with ExitStack() as stack:
+        for peer in crew.peers:
+            stack.enter_context(peer.wggo)
+        daemon = stack.enter_context(Wgactors(netns_pair.a, crew.conf, "--workers", "2"))
+        source_routes(netns_pair.a, iface, crew.peers)
+        b = Bed(netns_pair.a, netns_pair.b, crew, daemon, tmp_path)
+        for peer in crew.peers:  # they speak first: now we know where they are
+            assert reachable(b.b, peer.ours, count=3, source=peer.theirs), peer.number
+        assert wait_until(lambda: "peer endpoint(s) kept" in daemon.log(), STATUS_TIMEOUT)
+        info = b.status()
+        victim = info["stages"]["workers"][1]["pid"]
+        killed_at = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        wait_status(
+            b,
+            lambda i: (
+                i["stages"]["workers"][1]["alive"] and i["stages"]["workers"][1]["pid"] != victim
+            ),
+            "worker 1 restarted",
+        )
+        # worker 1's peer (the second) is reached from our side, with nothing sent by it
+        second = crew.peers[1]
+        assert wait_until(lambda: reachable(b.a, second.theirs, count=1), STATUS_TIMEOUT), (
+            daemon.log()[-3000:]
+        )
+        print(f"the roamed peer carried traffic again {time.monotonic() - killed_at:.2f} s on")

@@ -80,9 +80,11 @@ def fleet(
     their_underlay: str,
     our_underlay: str | None = None,
     extra_lines: Sequence[tuple[str, str]] = (),
+    endpoints: bool = True,
 ) -> Fleet:
     """``count`` wireguard-go peers in ``ns`` (reached at ``their_underlay``), and
-    ``DIRECTORY/IFACE.conf`` for wgactors with all of them."""
+    ``DIRECTORY/IFACE.conf`` for wgactors with all of them; without ``endpoints`` the config
+    names none (a hub's clients behind NAT: they must speak first)."""
     our_private, our_public = gen_keypair()
     peers = tuple(fleet_peer(ns, k, our_public, our_underlay) for k in range(1, count + 1))
     conf = write_conf(
@@ -98,7 +100,7 @@ def fleet(
             {
                 "PublicKey": p.wggo.public_key,
                 "AllowedIPs": f"{p.theirs}/32",
-                "Endpoint": f"{their_underlay}:{p.port}",
+                **({"Endpoint": f"{their_underlay}:{p.port}"} if endpoints else {}),
             }
             for p in peers
         ],

@@ -34,7 +34,7 @@ from ..wireguard.actions import (
 from ..wireguard.allowedips import RouteChanges
 from ..wireguard.apply import apply_set
 from ..wireguard.device import Device
-from ..workers.shard import HandedOver, SetDirectory, Shard
+from ..workers.shard import HandedOver, SetDirectory, Shard, TakeEndpoints
 from .base import Outlet, PipelineActor
 from .ticker import Tick
 
@@ -96,6 +96,9 @@ class Decrypt(PipelineActor):
         self.tracker = ConfigTracker(config.get())
         # initiations from peers another worker owns go there (worker processes only)
         self.doors = HandOverSender(shard.doors) if shard is not None else None
+        # where peers moved since the parent last asked (worker processes only; one entry
+        # per peer at most)
+        self.moved: dict[bytes, Any] = {}
 
     def setup(self) -> None:
         # A new incarnation starts from the configuration, with no sessions: the encrypt stage
@@ -144,6 +147,9 @@ class Decrypt(PipelineActor):
             self._dispatch(device.receive_handed_over(message.datagrams, now, wall))
         elif isinstance(message, SetDirectory):
             self._dispatch(device.set_directory(message.directory))
+        elif isinstance(message, TakeEndpoints):
+            moved, self.moved = self.moved, {}
+            return moved
         elif isinstance(message, Configure):
             # The peers this request names; those it removes or robs of a prefix, and those
             # a new private key drops, are marked by the actions that say so (_dispatch).
@@ -177,6 +183,8 @@ class Decrypt(PipelineActor):
             else:
                 if isinstance(action, PeerEndpoint | PeerRemoved):
                     self.tracker.mark((action.peer,))
+                    if self.doors is not None and isinstance(action, PeerEndpoint):
+                        self.moved[action.peer] = action.endpoint
                 onward.append(action)
         if self.doors is not None:
             self._flush_handover(self.doors)

@@ -124,10 +124,14 @@ class TunReader(PipelineActor):
         packets for our peers, which go down our own outbound path."""
         arrivals = inbox.receive()
         extra = self.stats.extra
-        if arrivals.datagrams and self.decrypt is not None:
-            # never wait for the decrypt stage here: the host's packets would wait too
-            if not self.decrypt.tell(HandedOver(tuple(arrivals.datagrams)), timeout=0):
-                self.stats.drops["handover_decrypt_full"] += len(arrivals.datagrams)
+        # never wait for the decrypt stage here: the host's packets would wait too
+        datagrams = arrivals.datagrams
+        if (
+            datagrams
+            and self.decrypt is not None
+            and not self.decrypt.tell(HandedOver(tuple(datagrams)), timeout=0)
+        ):
+            self.stats.drops["handover_decrypt_full"] += len(datagrams)
         if arrivals.packets:
             extra["handed_over_in"] = extra.get("handed_over_in", 0) + len(arrivals.packets)
             self._emit_chunks(arrivals.packets, time.monotonic())

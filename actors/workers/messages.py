@@ -177,6 +177,11 @@ class GetStats:
 
 
 @dataclass(frozen=True, slots=True)
+class GetEndpoints:
+    """The endpoints the worker's peers moved to since the last time asked."""
+
+
+@dataclass(frozen=True, slots=True)
 class Rebind:
     """The listen port moved: the descriptor that comes with this message is the group member
     to use from now on, on ``port``."""

@@ -79,6 +79,13 @@ class InterfaceModel:
 
     # -- changes
 
+    def moved(self, worker: int, endpoints: dict[bytes, tuple[str, int] | None]) -> None:
+        """Where ``worker``'s peers were last heard from (roaming): what a restart of that
+        worker starts from. Peers it no longer owns are not its to move."""
+        for key, endpoint in endpoints.items():
+            if endpoint is not None and self.owners.get(key) == worker:
+                self.peers[key] = replace(self.peers[key], endpoint=endpoint)
+
     def split(self, request: SetRequest) -> Shares:
         """Apply ``request`` here and return each worker's share of it. DeviceError, with the
         model unchanged, if a device would refuse it."""

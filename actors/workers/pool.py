@@ -52,6 +52,7 @@ from .channel import Channel, ChannelClosed, channel_pair
 from .messages import (
     Configure,
     Failed,
+    GetEndpoints,
     GetState,
     GetStats,
     PortableStage,
@@ -78,6 +79,8 @@ DIRECTORY_TIMEOUT = 5.0  # seconds a worker may take to take a new directory
 REAP_TIMEOUT = 2.0  # seconds to wait for a dead worker's exit status
 REAP_AFTER_KILL = 0.1  # seconds for a killed worker's exit status at shutdown
 READY_POLL = 0.05  # seconds between looks for a starting worker's exit
+# seconds between asks for the endpoints peers roamed to, kept for a restart of their worker
+ENDPOINT_SYNC_INTERVAL = 2.0
 STOP_REPLY_SHARE = 0.8  # of a stop's time, what the workers get to stop in
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # where `actors` is importable from
 
@@ -369,10 +372,13 @@ class WorkerPool:
 
     def _supervise(self) -> None:
         """Restart workers that die, within the budget (the pool's own thread)."""
+        next_sync = time.monotonic() + ENDPOINT_SYNC_INTERVAL
         while not self._stopping.is_set():
             try:
-                link = self._deaths.get(timeout=0.5)
+                link = self._deaths.get(timeout=max(0.0, next_sync - time.monotonic()))
             except queue.Empty:
+                self._sync_endpoints()
+                next_sync = time.monotonic() + ENDPOINT_SYNC_INTERVAL
                 continue
             if self._stopping.is_set() or self.links[link.worker] is not link:
                 continue
@@ -408,6 +414,16 @@ class WorkerPool:
             assert new is not None
             if not new.wait_ready(START_TIMEOUT):
                 new.kill()  # a worker that cannot start is one more death, within the budget
+
+    def _sync_endpoints(self) -> None:
+        """Keep the model's endpoints where the peers roamed to (a worker killed by SIGKILL
+        cannot say), so that its restart reaches them there."""
+        moved = self._each(GetEndpoints(), ASK_TIMEOUT, tolerant=True)
+        with self._config:
+            for worker, endpoints in enumerate(moved):
+                if endpoints:
+                    self.model.moved(worker, endpoints)
+                    logger.debug("worker {}: {} peer endpoint(s) kept", worker, len(endpoints))
 
     def _spend_budget(self) -> bool:
         now = time.monotonic()

@@ -73,6 +73,12 @@ class SetDirectory:
 
 
 @dataclass(frozen=True, slots=True)
+class TakeEndpoints:
+    """For the decrypt stage: the endpoints its peers moved to since the last time asked
+    (so that a worker restarted after a death reaches its roaming peers where they are now)."""
+
+
+@dataclass(frozen=True, slots=True)
 class HandedOver:
     """For the decrypt stage: datagrams other workers read for peers this one owns."""
 

@@ -41,6 +41,7 @@ from .channel import Channel, ChannelClosed
 from .messages import (
     Configure,
     Failed,
+    GetEndpoints,
     GetState,
     GetStats,
     Ready,
@@ -216,6 +217,8 @@ class Worker:
             return None
         if isinstance(body, GetStats):
             return pipeline.stats()
+        if isinstance(body, GetEndpoints):
+            return pipeline.take_endpoints(timeout)
         if isinstance(body, Reload):
             return pipeline.reload(
                 [s.entry() for s in body.inbound], [s.entry() for s in body.outbound]
