@@ -17,7 +17,15 @@ from collections.abc import Sequence
 
 from .batching import MAX_BATCH, READ_SLOT
 
-__all__ = ["SEND_WAIT", "SOCKADDR_SIZE", "MmsgReceiver", "MmsgSender", "send_error"]
+__all__ = [
+    "SEND_WAIT",
+    "SOCKADDR_SIZE",
+    "Iovec",
+    "MmsgReceiver",
+    "MmsgSender",
+    "Mmsghdr",
+    "send_error",
+]
 
 SEND_WAIT = 0.05  # seconds a full send buffer is waited for, once per batch
 
@@ -43,6 +51,9 @@ class _Msghdr(ctypes.Structure):
 
 class _Mmsghdr(ctypes.Structure):
     _fields_ = [("msg_hdr", _Msghdr), ("msg_len", ctypes.c_uint)]
+
+
+Iovec, Mmsghdr = _Iovec, _Mmsghdr  # for the lab's load generator, which sends alike
 
 
 _sendmmsg = _libc.sendmmsg

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from ..io import mmsg
 from ..packet import Packet
 from ..wireguard.actions import Transmit, TransmitBatch
 from ..wireguard.allowedips import parse_prefix
@@ -132,24 +133,8 @@ def inner_udp(src: str, dst: str, size: int, sport: int, dport: int) -> bytes:
     return head + udp + bytes(size - MIN_SIZE)
 
 
-class _Iovec(ctypes.Structure):
-    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
-
-
-class _Msghdr(ctypes.Structure):
-    _fields_ = [
-        ("msg_name", ctypes.c_void_p),
-        ("msg_namelen", ctypes.c_uint32),
-        ("msg_iov", ctypes.POINTER(_Iovec)),
-        ("msg_iovlen", ctypes.c_size_t),
-        ("msg_control", ctypes.c_void_p),
-        ("msg_controllen", ctypes.c_size_t),
-        ("msg_flags", ctypes.c_int),
-    ]
-
-
-class _Mmsghdr(ctypes.Structure):
-    _fields_ = [("msg_hdr", _Msghdr), ("msg_len", ctypes.c_uint)]
+# the sendmmsg(2) structures, as the daemon's batched I/O lays them out
+_Iovec, _Mmsghdr = mmsg.Iovec, mmsg.Mmsghdr
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

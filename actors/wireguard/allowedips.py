@@ -239,6 +239,26 @@ class AllowedIPs(Generic[V]):
                 for address, value in table.items():
                     yield cls((address, length)), value
 
+    def lookup_tables(self) -> tuple[dict[int, dict[int, V]], dict[int, dict[int, V]]]:
+        """The lookup tables (IPv4, IPv6: prefix length -> network -> value), as plain data:
+        what a table that only looks up is made again from (:meth:`from_lookup_tables`),
+        another process's copy included. Copies; the table keeps its own."""
+        return (
+            {n: dict(t) for n, t in self._v4.by_len.items() if t},
+            {n: dict(t) for n, t in self._v6.by_len.items() if t},
+        )
+
+    @classmethod
+    def from_lookup_tables(
+        cls, v4: dict[int, dict[int, V]], v6: dict[int, dict[int, V]]
+    ) -> AllowedIPs[V]:
+        """A table for lookups only (no reverse index, no journal), taking ``v4``/``v6``."""
+        table: AllowedIPs[V] = cls(index=False)
+        table._v4.by_len, table._v6.by_len = v4, v6
+        table._v4._reindex()
+        table._v6._reindex()
+        return table
+
     def copy(self, *, index: bool = True) -> AllowedIPs[V]:
         """An independent table with the same routes (no journal): O(table), for a restart."""
         new: AllowedIPs[V] = AllowedIPs(index=index)

@@ -78,7 +78,7 @@ class PeerDirectory:
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Crosses to a worker process as its owners and its routes (the table is rebuilt)."""
-        return (_rebuild, (self.workers, dict(self._owners), tuple(self._routes.items())))
+        return (_rebuild, (self.workers, dict(self._owners), *self._routes.lookup_tables()))
 
     def owner(self, key: bytes) -> int | None:
         """The worker that owns peer ``key``; None if no worker does."""
@@ -97,12 +97,12 @@ class PeerDirectory:
 
 
 def _rebuild(
-    workers: int, owners: dict[bytes, int], routes: tuple[tuple[Network, bytes], ...]
+    workers: int,
+    owners: dict[bytes, int],
+    v4: dict[int, dict[int, bytes]],
+    v6: dict[int, dict[int, bytes]],
 ) -> PeerDirectory:
     directory = PeerDirectory(workers, ())
-    table: AllowedIPs[bytes] = AllowedIPs(index=False)
-    for prefix, key in routes:
-        table.insert(prefix, key)
     directory._owners = MappingProxyType(owners)
-    directory._routes = table
+    directory._routes = AllowedIPs.from_lookup_tables(v4, v6)
     return directory

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import os
 import socket
-import statistics
 import threading
 import time
 from collections.abc import Sequence
@@ -49,7 +48,9 @@ from ..procfs import (
 )
 from ..table import print_rows
 from ..wgactors import Wgactors
+from . import stats
 from .measure import RunResult
+from .report import print_log_tails
 
 PROC_FIND_TIMEOUT = 5.0  # seconds for the daemon's process to appear under its launcher
 IFACE_GONE_TIMEOUT = 3.0
@@ -296,18 +297,10 @@ def per_process(run: RunResult, direction: str) -> str:
 
 def summarize(runs: Sequence[RunResult]) -> dict[str, dict[str, float]]:
     """{"median"|"min"|"max": {metric: value}} over the rounds that have the metric."""
-    out: dict[str, dict[str, float]] = {"median": {}, "min": {}, "max": {}}
-    for key in METRIC_KEYS:
-        values = [r.metrics[key] for r in runs if key in r.metrics]
-        if values:
-            out["median"][key] = statistics.median(values)
-            out["min"][key] = min(values)
-            out["max"][key] = max(values)
-    return out
+    return stats.summarize(runs, METRIC_KEYS)
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
+_ratio = stats.ratio
 
 
 def compare(summary: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
@@ -452,10 +445,5 @@ def main_hubload(lab: Lab, load: HubLoad) -> tuple[dict[str, Any], list[str]]:
     comparison = compare(summary)
     targets = check_targets(summary)
     print_report(load, runs, summary, comparison, targets)
-    for case, case_runs in runs.items():
-        for r in case_runs:
-            for name, text in r.extra.get("log_tails", {}).items():
-                print(f"\nlast lines of {name} (round {r.round}, {case}):")
-                for line in (text or "(empty)").splitlines():
-                    print(f"    {line}")
+    print_log_tails(runs)
     return to_json(load, runs, summary, comparison, targets, errors), errors

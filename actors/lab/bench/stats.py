@@ -21,10 +21,12 @@ TARGET_LATENCY_OVER_SINGLE_MS = 0.1  # actors' added idle latency over single-th
 TARGET_TWO_WORKERS_VS_ONE = 0.95  # one peer, TCP up+down, --workers 2 over --workers 1
 
 
-def summarize(runs: Sequence[RunResult]) -> dict[str, dict[str, float]]:
+def summarize(
+    runs: Sequence[RunResult], keys: Sequence[str] | None = None
+) -> dict[str, dict[str, float]]:
     """{"median"|"min"|"max": {metric: value}} over the runs that have the metric."""
     out: dict[str, dict[str, float]] = {"median": {}, "min": {}, "max": {}}
-    for key, _, _ in METRICS:
+    for key in keys if keys is not None else [k for k, _, _ in METRICS]:
         values = [r.metrics[key] for r in runs if key in r.metrics]
         if values:
             out["median"][key] = statistics.median(values)
