@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 from netns import Netns
+from test_live_daemon import promtool_check, sample
 from wgactors_proc import LAUNCHER, Wgactors
 
 from actors.lab import reachable, wait_until
@@ -138,6 +139,23 @@ def test_every_peer_carries_traffic_both_ways(
                 w["decrypt"]["packets_in"] for w in per_worker
             )
             assert all(w["decrypt"]["packets_in"] > 0 for w in per_worker)
+            # the text form: a line per worker under the summed stages
+            text = b.a.run(str(LAUNCHER), "status", b.daemon.iface, timeout=STATUS_TIMEOUT).stdout
+            assert "workers (2; the stages above are their sums):" in text
+            assert all(f"worker {w}: pid {pids[w]}" in text for w in (0, 1)), text
+            # Prometheus: the stage families are the sums, the worker families by worker
+            metrics = b.a.run(
+                str(LAUNCHER), "status", b.daemon.iface, "--prometheus", timeout=STATUS_TIMEOUT
+            ).stdout
+            promtool_check(metrics)
+            iface = b.daemon.iface
+            for w in (0, 1):
+                assert sample(metrics, "wgactors_worker_peers", interface=iface, worker=str(w)) == 2
+                assert sample(metrics, "wgactors_worker_up", interface=iface, worker=str(w)) == 1
+            total = sample(
+                metrics, "wgactors_stage_received_packets_total", interface=iface, stage="decrypt"
+            )
+            assert total >= by_name["decrypt"]["packets_in"] > 0  # asked later: not fewer
 
 
 def decrypt_peers(info: dict[str, Any]) -> dict[int, int]:
