@@ -267,6 +267,7 @@ class Pipeline:
                 back=back,
                 on_error=entry.on_error,
                 routes=self.config.get,
+                worker=self.shard.number if self.shard is not None else (0, 1),
                 **self._supervision_args(entry.name, sup),
             )
 

@@ -85,9 +85,11 @@ class Runner:
         carry: ErrorCarry | None = None,
         incarnation: int = 1,
         on_exception: Callable[[BaseException], None] | None = None,
+        worker: tuple[int, int] = (0, 1),
     ) -> None:
         self.factory = factory
         self.name = name
+        self.worker = worker
         self.path = path
         self.clock = clock
         self.errors = ErrorPolicy(name, on_error, carry)
@@ -130,6 +132,7 @@ class Runner:
             self._peer_for,
             self._current_time,
             self._run_each,
+            self.worker,
         )
         return stage
 

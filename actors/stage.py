@@ -121,6 +121,10 @@ class StageContext:
     _peer_for: Callable[[AddressLike], bytes | None] = field(repr=False)
     _now: Callable[[], float] = field(repr=False)
     _run_each: Callable[[tuple[Packet, ...]], list[Packet]] = field(repr=False)
+    worker: tuple[int, int] = (0, 1)
+    """(this worker, of how many) where the daemon runs worker processes (``--workers``):
+    every worker runs its own instance, for the peers it owns. A stage that keeps something
+    for the whole interface (a file, a global limit) should tell its instances apart by it."""
 
     def reply(self, packet: Packet) -> None:
         """See :meth:`Stage.reply`."""

@@ -730,3 +730,21 @@ def test_contrib_stages_are_public_stages() -> None:
     for cls in (PcapWriter, Firewall, FlowStats):
         assert issubclass(cls, Stage)
         assert cls.__doc__ and cls.__module__.startswith("actors.contrib.")
+
+
+def test_pcap_gives_each_worker_process_a_file_of_its_own(tmp_path: Path) -> None:
+    """With --workers every worker runs an instance: one file each, never one file shared."""
+    from actors.runner import Runner
+
+    path = tmp_path / "capture.pcap"
+    runners = [Runner(lambda: PcapWriter(path=str(path)), "pcap", worker=(w, 2)) for w in (0, 1)]
+    for runner in runners:
+        runner.start()
+    packets = _sample_packets()
+    assert runners[1].stage.process(packets[0]) is packets[0]
+    for runner in runners:
+        runner.stage.on_stop()
+    assert not path.exists()
+    assert len(_records((tmp_path / "capture.w0.pcap").read_bytes())) == 0
+    assert len(_records((tmp_path / "capture.w1.pcap").read_bytes())) == 1
+    assert runners[1].stage.stats_extra()["pcap_path"] == str(tmp_path / "capture.w1.pcap")

@@ -89,6 +89,9 @@ class PcapWriter(Stage):
         self._file: IO[bytes] | None = None
 
     def on_start(self) -> None:
+        worker, workers = self.context.worker
+        if workers > 1:  # every worker process has an instance: each writes a file of its own
+            self.path = self.path.with_name(f"{self.path.stem}.w{worker}{self.path.suffix}")
         restarted = self.context.incarnation > 1
         # Errors (missing directory, permissions) propagate: the supervisor reports them.
         self._file = open(self.path, "ab" if restarted else "wb")  # noqa: SIM115 (closed in on_stop)

@@ -112,6 +112,7 @@ def start_stage(
     routes: RouteSource | None = None,
     supervision: Supervision | None = None,
     fault: Fault | None = None,
+    worker: tuple[int, int] = (0, 1),
 ) -> pykka.ActorRef[StageActor]:
     """Start ``cls(**options)`` as an actor behind ``mailbox`` (tests and benchmarks; the
     pipeline builds its specs the same way)."""
@@ -126,6 +127,7 @@ def start_stage(
             routes=routes,
             carry=supervision.carry if supervision is not None else None,
             incarnation=supervision.incarnation if supervision is not None else 1,
+            worker=worker,
         )
 
     return StageActor.start(

@@ -81,6 +81,7 @@ REAP_AFTER_KILL = 0.1  # seconds for a killed worker's exit status at shutdown
 READY_POLL = 0.05  # seconds between looks for a starting worker's exit
 # seconds between asks for the endpoints peers roamed to, kept for a restart of their worker
 ENDPOINT_SYNC_INTERVAL = 2.0
+ENDPOINT_SYNC_TIMEOUT = 1.0  # seconds it waits for them: a death waits for it to finish
 STOP_REPLY_SHARE = 0.8  # of a stop's time, what the workers get to stop in
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # where `actors` is importable from
 
@@ -418,7 +419,7 @@ class WorkerPool:
     def _sync_endpoints(self) -> None:
         """Keep the model's endpoints where the peers roamed to (a worker killed by SIGKILL
         cannot say), so that its restart reaches them there."""
-        moved = self._each(GetEndpoints(), ASK_TIMEOUT, tolerant=True)
+        moved = self._each(GetEndpoints(), ENDPOINT_SYNC_TIMEOUT, tolerant=True, grace=0.0)
         with self._config:
             for worker, endpoints in enumerate(moved):
                 if endpoints:
@@ -471,16 +472,19 @@ class WorkerPool:
 
     # -- the workers, all at once
 
-    def _each(self, body: Any, timeout: float, *, tolerant: bool = False) -> list[Any]:
+    def _each(
+        self, body: Any, timeout: float, *, tolerant: bool = False, grace: float = ASK_TIMEOUT
+    ) -> list[Any]:
         """Ask every worker; their answers in order (a worker that is restarting: None; with
-        ``tolerant``, one that does not answer in time as well)."""
+        ``tolerant``, one that does not answer in time as well). Each may take ``timeout`` for
+        its stages, and ``grace`` more for the way there and back."""
         asked: list[tuple[_Link, Any] | None] = []
         for link in self.links:
             try:
                 asked.append((link, link.send(body, timeout)) if link is not None else None)
             except DataPlaneTimeout:
                 asked.append(None)
-        deadline = time.monotonic() + timeout + ASK_TIMEOUT
+        deadline = time.monotonic() + timeout + grace
         out: list[Any] = []
         for entry in asked:
             if entry is None:
