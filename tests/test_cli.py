@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,8 @@ def test_help_shows_every_form(capsys: pytest.CaptureFixture[str]) -> None:
     assert info.value.code == 0
     text = capsys.readouterr().out
     usage = text.split("\n\n")[0]
-    assert "wgactors [-f] [-v|-q] [--metrics ADDR:PORT] IFACE" in usage
+    assert "wgactors [-f] [-v|-q] [--metrics ADDR:PORT] [--workers N|auto] IFACE" in usage
+    assert "--workers N|auto" in usage.split("wgactors up ", 1)[1].split("\n")[0]
     assert "wgactors up " in usage and "CONF" in usage and "--metrics ADDR:PORT" in usage
     assert "wgactors status [--json | --prometheus] [IFACE]" in usage
     assert "wgactors --version" in usage
@@ -61,6 +63,8 @@ def test_every_subcommand_is_in_the_usage() -> None:
         ["status", "--json", "--prometheus"],
         ["wg0", "extra"],
         ["up", "x", "--metrics", "nope"],
+        ["up", "x", "--workers", "0"],
+        ["-f", "--workers", "many", "wg0"],
     ],
 )
 def test_bad_command_lines_exit_2_with_usage(
@@ -88,3 +92,18 @@ def test_a_metrics_port_alone_says_what_was_expected(
 def test_daemon_form_refuses_a_bad_interface_name(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["-f", "no/slash"]) == 2
     assert "not a valid interface name" in capsys.readouterr().err
+
+
+def test_single_threaded_does_not_take_workers(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One loop in one process, or a pipeline per worker: both at once is a bad command line
+    (exit 2, one line), found before anything is set up; so is a bad WGACTORS_WORKERS."""
+    conf = tmp_path / "wgc0.conf"
+    conf.write_text("[Interface]\nPrivateKey = " + "AQEB" * 10 + "AQE=\n")
+    conf.chmod(0o600)
+    assert main(["up", str(conf), "--single-threaded", "--workers", "2"]) == 2
+    assert "does not take --workers 2" in capsys.readouterr().err
+    monkeypatch.setenv("WGACTORS_WORKERS", "lots")
+    assert main(["up", str(conf)]) == 2
+    assert "workers must be a number or auto" in capsys.readouterr().err
