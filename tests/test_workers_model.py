@@ -288,3 +288,20 @@ def test_a_directory_crosses_to_a_worker_whole_and_cheaply() -> None:
         assert copy.route(address) == directory.route(address)
     assert dict(copy.owners) == {KEYS[0]: 0, KEYS[1]: 1} and copy.workers == 2
     assert copy.route(ipaddress.ip_address("fd00::1").packed) == KEYS[1]
+
+
+def test_a_worker_that_cannot_answer_now_reads_as_a_timeout_not_a_failure() -> None:
+    """ "busy" (no free slot for a question) and a stage's own timeout become DataPlaneTimeout,
+    which `status` shows as an unresponsive worker and `wg` as EIO; a refusal stays an error."""
+    from actors.dataplane import DataPlaneTimeout
+    from actors.uapi import UapiError
+    from actors.workers.messages import Failed
+    from actors.workers.pool import _error
+
+    assert isinstance(_error(1, Failed("busy", "worker busy")), DataPlaneTimeout)
+    assert isinstance(
+        _error(1, Failed("timeout", "the WireGuard stage did not answer")), DataPlaneTimeout
+    )
+    assert isinstance(_error(1, Failed("uapi", "no", 22)), UapiError)
+    assert isinstance(_error(1, Failed("device", "at most")), DeviceError)
+    assert not isinstance(_error(1, Failed("error", "RuntimeError")), DataPlaneTimeout)

@@ -141,7 +141,8 @@ class Reply:
 @dataclass(frozen=True, slots=True)
 class Failed:
     """Why a request failed: ``kind`` names what the parent raises (``uapi`` with ``code``,
-    ``timeout``, ``device`` or ``error``); ``text`` never holds a key."""
+    ``timeout`` or ``busy`` (it could not answer now), ``device`` or ``error``); ``text``
+    never holds a key."""
 
     kind: str
     text: str

@@ -190,7 +190,7 @@ def _error(worker: int, failed: Failed) -> Exception:
         return UapiError(failed.code, failed.text)
     if failed.kind == "device":
         return DeviceError(failed.text)
-    if failed.kind == "timeout":
+    if failed.kind in ("timeout", "busy"):
         return DataPlaneTimeout(f"worker {worker}: {failed.text}")
     return ReloadError(f"worker {worker}: {failed.text}")
 
@@ -372,13 +372,23 @@ class WorkerPool:
         return [fd for c in self.channels for fd in (c.inbox.fileno(), c.door.fileno())]
 
     def _supervise(self) -> None:
-        """Restart workers that die, within the budget (the pool's own thread)."""
+        """Restart workers that die, within the budget (the pool's own thread). A bug met here
+        must not end the supervision: it is logged, and the daemon gives up on its workers
+        (exit 3) rather than run on without anyone to restart them."""
+        try:
+            self._supervise_loop()
+        except Exception as e:
+            logger.opt(exception=e).debug("worker supervision failed")
+            self._failure = f"the workers' supervision failed: {describe(e)}"
+
+    def _supervise_loop(self) -> None:
         next_sync = time.monotonic() + ENDPOINT_SYNC_INTERVAL
         while not self._stopping.is_set():
             try:
                 link = self._deaths.get(timeout=max(0.0, next_sync - time.monotonic()))
             except queue.Empty:
-                self._sync_endpoints()
+                with contextlib.suppress(DataPlaneTimeout):  # one restarting: next time
+                    self._sync_endpoints()
                 next_sync = time.monotonic() + ENDPOINT_SYNC_INTERVAL
                 continue
             if self._stopping.is_set() or self.links[link.worker] is not link:
@@ -497,6 +507,10 @@ class WorkerPool:
                 if link.alive and not tolerant:
                     raise
                 out.append(None)  # it died meanwhile, or is too slow to wait for
+            except Exception:
+                if not tolerant:
+                    raise
+                out.append(None)  # it could not answer this: shown as unresponsive
         return out
 
     def device_state(self, timeout: float) -> tuple[bytes | None, tuple[PeerState, ...]]:

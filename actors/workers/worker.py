@@ -170,7 +170,7 @@ class Worker:
                 continue
             if not self.slots.acquire(blocking=False):
                 _close(fds)
-                self._reply(Reply(message.number, failed=Failed("error", "worker busy")))
+                self._reply(Reply(message.number, failed=Failed("busy", "worker busy")))
                 continue
             threading.Thread(
                 target=self._answer, args=(message, fds), name="wga:request", daemon=True
