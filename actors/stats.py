@@ -55,6 +55,16 @@ class StageStats:
     drops: Counter[str] = field(default_factory=Counter)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def tally(self, key: str, count: int) -> None:
+        """Add ``count`` to the stage's own figure ``key`` (a count shown beside the others)."""
+        self.extra[key] = self.extra.get(key, 0) + count
+
+    def take_drops(self, drops: Counter[str]) -> None:
+        """Move a helper's drop counts (one the stage's thread owns) into the stage's."""
+        if drops:
+            self.drops.update(drops)
+            drops.clear()
+
     def snapshot(
         self,
         name: str,

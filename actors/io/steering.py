@@ -31,7 +31,7 @@ import struct
 
 from ..wireguard.sharding import MAX_WORKERS
 from .offloads import OffloadPlan
-from .udp import UdpSocket
+from .udp import UdpSocket, check_port_free
 
 __all__ = [
     "SO_ATTACH_REUSEPORT_CBPF",
@@ -103,8 +103,7 @@ def open_group(
     if workers == 1:
         return [UdpSocket(port, fwmark=fwmark, offloads=offloads)]
     if port:  # a port in use fails here, as one socket's bind would, not joins its group
-        probe = UdpSocket(port, fwmark=fwmark)
-        probe.close()
+        check_port_free(port, fwmark)
     group: list[UdpSocket] = []
     try:
         for _ in range(workers):
@@ -127,7 +126,7 @@ def rebind_group(group: list[UdpSocket], port: int) -> None:
         group[0].rebind(port)
         return
     if port:
-        group[0].bound_alone(port)
+        check_port_free(port, group[0].fwmark)
     fresh: list[socket.socket] = []
     try:
         for member in group:

@@ -218,13 +218,9 @@ class TunDevice:
             raise
         except OSError as e:
             raise TunError(f"cannot open a queue of {self.name}: {e.strerror}") from None
-        queue = TunDevice.__new__(TunDevice)
-        queue.name = name
-        queue.offloads = dict(self.offloads)
-        queue.vnet_hdr = self.vnet_hdr
-        queue.multi_queue = True
-        queue._start(fd, self.mtu)
-        return queue
+        return TunDevice.adopt(
+            fd, name, vnet_hdr=self.vnet_hdr, offloads=self.offloads, mtu=self.mtu
+        )
 
     @classmethod
     def adopt(

@@ -24,7 +24,7 @@ from .mmsg import SEND_WAIT, MmsgReceiver, MmsgSender
 from .offloads import OffloadPlan, report_refused
 from .udp_gso import SOL_UDP, UDP_GRO, UDP_SEGMENT, GroReceiver, GsoSender
 
-__all__ = ["SEND_WAIT", "UdpSocket"]
+__all__ = ["SEND_WAIT", "UdpSocket", "check_port_free"]
 
 SOCKET_BUFFER = 4 << 20  # ask the kernel for 4 MiB each way; it caps this at rmem/wmem_max
 _MAPPED = "::ffff:"
@@ -61,6 +61,13 @@ def _bind(port: int, fwmark: int, reuseport: bool) -> tuple[socket.socket, bool]
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, fwmark)
     sock.setblocking(False)
     return sock, dual_stack
+
+
+def check_port_free(port: int, fwmark: int = 0) -> None:
+    """OSError (EADDRINUSE) if something holds ``port`` already: a reuseport member would
+    otherwise join another program's group on it, where one bind should fail."""
+    probe, _ = _bind(port, fwmark, reuseport=False)
+    probe.close()
 
 
 UDP_OFFLOADS = ("udp_gso", "udp_gro")
@@ -111,15 +118,6 @@ class UdpSocket:
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
         return self
-
-    def adopt_rebound(self, fd: int, port: int) -> None:
-        """Take the socket ``fd`` (the binder's, moved to ``port`` by
-        :meth:`rebind`) in place of ours, on our descriptor number, and close ``fd``."""
-        try:
-            os.dup2(fd, self.sock.fileno())
-        finally:
-            os.close(fd)
-        self.port = port
 
     def _set_offloads(self, sock: socket.socket, *, report: bool) -> None:
         """UDP_SEGMENT needs no switch, only a kernel that knows it (4.18+): probed here. GRO
@@ -179,19 +177,14 @@ class UdpSocket:
         return new
 
     def take(self, new: socket.socket) -> None:
-        """Put ``new`` on our descriptor number (and close ``new``'s own)."""
+        """Put ``new`` on our descriptor number (and close ``new``'s own): a socket bound by
+        :meth:`bind_another`, or one another process bound and passed here."""
         try:
             self._set_offloads(new, report=False)  # options belong to the socket, not the fd
             os.dup2(new.fileno(), self.sock.fileno())
             self.port = self.sock.getsockname()[1]
         finally:
             new.close()
-
-    def bound_alone(self, port: int) -> None:
-        """OSError (EADDRINUSE) if something holds ``port`` already: a reuseport member would
-        otherwise join another program's group on it, where one bind should fail."""
-        probe, _ = _bind(port, self.fwmark, reuseport=False)
-        probe.close()
 
     def set_mark(self, fwmark: int) -> None:
         """``wg set fwmark``: mark outgoing datagrams for policy routing (0 clears it)."""

@@ -33,6 +33,7 @@ from loguru import logger
 
 from ..failure import ErrorCarry, describe
 from ..faults import Fault
+from ..io.handover import HandOverSender
 from ..mailbox import WAKE, Batch, Letter, Mailbox
 from ..stats import StageSnapshot, StageStats
 from ..supervisor import Supervision
@@ -282,6 +283,14 @@ class PipelineActor(pykka.ThreadingActor):
         """Drop counts and figures the stage shows but does not count itself (its part of the
         protocol core's, say): read for each snapshot, never merged into its counters."""
         return None, None
+
+    def flush_handover(self, doors: HandOverSender) -> None:
+        """Send what this stage gathered for other worker processes (actors.workers), and
+        count what went and what was dropped."""
+        handed = doors.flush()
+        if handed:
+            self.stats.tally("handed_over_out", handed)
+        self.stats.take_drops(doors.drops)
 
     def emit(self, outlet: Outlet, items: tuple[Any, ...], nbytes: int, arrival: float) -> bool:
         """Pass a batch on, with the time its packets arrived; ``nbytes`` (its size) counts as

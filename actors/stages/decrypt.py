@@ -141,9 +141,7 @@ class Decrypt(PipelineActor):
         elif isinstance(message, HandshakeWanted | Sent):
             self._dispatch(device.handle(message, now, wall))
         elif isinstance(message, HandedOver):
-            self.stats.extra["handed_over_in"] = self.stats.extra.get("handed_over_in", 0) + len(
-                message.datagrams
-            )
+            self.stats.tally("handed_over_in", len(message.datagrams))
             self._dispatch(device.receive_handed_over(message.datagrams, now, wall))
         elif isinstance(message, SetDirectory):
             self._dispatch(device.set_directory(message.directory))
@@ -183,11 +181,11 @@ class Decrypt(PipelineActor):
             else:
                 if isinstance(action, PeerEndpoint | PeerRemoved):
                     self.tracker.mark((action.peer,))
-                    if self.doors is not None and isinstance(action, PeerEndpoint):
+                    if self.shard is not None and isinstance(action, PeerEndpoint):
                         self.moved[action.peer] = action.endpoint
                 onward.append(action)
         if self.doors is not None:
-            self._flush_handover(self.doors)
+            self.flush_handover(self.doors)
         if routes:
             # One value for all the batch's route changes, in their order. The encrypt stage
             # applies a batch whole, between packets, so where it goes in the batch is moot.
@@ -203,15 +201,6 @@ class Decrypt(PipelineActor):
                 sum(map(len, map(_DATA, delivered))),
                 time.monotonic() if arrival is None else arrival,
             )
-
-    def _flush_handover(self, sender: HandOverSender) -> None:
-        handed = sender.flush()
-        if handed:
-            extra = self.stats.extra
-            extra["handed_over_out"] = extra.get("handed_over_out", 0) + handed
-        if sender.drops:
-            self.stats.drops.update(sender.drops)
-            sender.drops.clear()
 
     def figures_beside(self) -> tuple[Mapping[str, int] | None, Mapping[str, Any] | None]:
         device = self.device

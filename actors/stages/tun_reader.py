@@ -100,9 +100,7 @@ class TunReader(PipelineActor):
         if self.offload:
             self.stats.extra.update(self.offload)
         if too_big and self.icmp_outlet is not None:
-            self.stats.extra["pmtu_replies"] = self.stats.extra.get("pmtu_replies", 0) + len(
-                too_big
-            )
+            self.stats.tally("pmtu_replies", len(too_big))
             self.emit(self.icmp_outlet, tuple(too_big), sum(len(p.data) for p in too_big), arrival)
         if self.shard is not None and batch:
             batch = self._hand_over(self.shard, batch)
@@ -123,7 +121,6 @@ class TunReader(PipelineActor):
         """What other workers handed here: their initiations for the decrypt stage, and host
         packets for our peers, which go down our own outbound path."""
         arrivals = inbox.receive()
-        extra = self.stats.extra
         # never wait for the decrypt stage here: the host's packets would wait too
         datagrams = arrivals.datagrams
         if (
@@ -133,11 +130,9 @@ class TunReader(PipelineActor):
         ):
             self.stats.drops["handover_decrypt_full"] += len(datagrams)
         if arrivals.packets:
-            extra["handed_over_in"] = extra.get("handed_over_in", 0) + len(arrivals.packets)
+            self.stats.tally("handed_over_in", len(arrivals.packets))
             self._emit_chunks(arrivals.packets, time.monotonic())
-        if inbox.drops:
-            self.stats.drops.update(inbox.drops)
-            inbox.drops.clear()
+        self.stats.take_drops(inbox.drops)
 
     def _hand_over(self, shard: Shard, batch: list[Packet]) -> list[Packet]:
         """Hand the packets of other workers' peers to them; ours, in order."""
@@ -152,10 +147,5 @@ class TunReader(PipelineActor):
             assert doors is not None
             for owner, packets in theirs.items():
                 doors.packets(owner, packets)
-            handed = doors.flush()
-            extra = self.stats.extra
-            extra["handed_over_out"] = extra.get("handed_over_out", 0) + handed
-            if doors.drops:
-                self.stats.drops.update(doors.drops)
-                doors.drops.clear()
+            self.flush_handover(doors)
         return mine

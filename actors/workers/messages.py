@@ -185,9 +185,7 @@ class GetEndpoints:
 @dataclass(frozen=True, slots=True)
 class Rebind:
     """The listen port moved: the descriptor that comes with this message is the group member
-    to use from now on, on ``port``."""
-
-    port: int
+    to use from now on (bound to the new port)."""
 
 
 @dataclass(frozen=True, slots=True)

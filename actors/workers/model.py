@@ -91,7 +91,6 @@ class InterfaceModel:
         model unchanged, if a device would refuse it."""
         self._check(request)
         changes: list[list[PeerChange]] = [[] for _ in range(self.workers)]
-        owners_before = len(self.owners)
         self._joined_or_left = False
         if request.private_key is not None and request.private_key != self.private_key:
             self._set_key(request.private_key)
@@ -115,7 +114,7 @@ class InterfaceModel:
         # Prefixes that moved to a peer of another worker: that worker's device cannot know,
         # so the old peer's worker is told the old peer's remaining list.
         losers, routes_moved = self._settle()
-        touched = routes_moved or self._joined_or_left or len(self.owners) != owners_before
+        touched = routes_moved or self._joined_or_left
         for key in losers:
             changes[self.owners[key]].append(
                 PeerChange(

@@ -47,7 +47,7 @@ from ..pipeline_file import StageEntry
 from ..placement import ALL
 from ..supervisor import RestartBudget
 from ..uapi import SetRequest, UapiError
-from ..wireguard.peer import DeviceError, PeerState
+from ..wireguard.peer import DeviceError, PeerConfig, PeerState
 from .channel import Channel, ChannelClosed, channel_pair
 from .messages import (
     Configure,
@@ -597,13 +597,12 @@ class WorkerPool:
         worker takes its member's new socket; one that does not is restarted, and inherits it."""
         with self._config:
             rebind_group(self.group, port)
-            port = self.group[0].port
             asked = []
             for worker, link in enumerate(self.links):
                 if link is not None:
                     with contextlib.suppress(DataPlaneTimeout):
                         fds = (self.group[worker].fileno(),)
-                        asked.append((link, link.send(Rebind(port), ASK_TIMEOUT, fds)))
+                        asked.append((link, link.send(Rebind(), ASK_TIMEOUT, fds)))
             try:
                 self._await(asked, ASK_TIMEOUT, "the new listen port")
             except DataPlaneTimeout:
@@ -664,7 +663,7 @@ class WorkerPool:
         return self._breakdown
 
 
-def _unconnected(peer: Any) -> PeerState:
+def _unconnected(peer: PeerConfig) -> PeerState:
     return PeerState(
         peer.public_key,
         peer.preshared_key,

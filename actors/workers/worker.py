@@ -227,7 +227,7 @@ class Worker:
             if len(fds) != 1:
                 _close(fds)
                 raise ValueError("a rebind comes with one socket")
-            self.udp.adopt_rebound(fds[0], body.port)
+            self.udp.take(socket.socket(fileno=fds[0]))
             return None
         _close(fds)
         raise TypeError(f"unknown request {type(body).__name__}")
